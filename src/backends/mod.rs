@@ -1,0 +1,152 @@
+//! The one trait every registry (Consul, Kong, Vulcand) implements, and the
+//! operations the planner hands to it.
+//!
+//! Invariants:
+//! - A backend sees `Registration`s and `Op`s only, never Marathon types.
+//! - Ops are idempotent: registering twice equals once; deregistering
+//!   something absent is success.
+//! - `list_owned` returns only entries this Switchboard (this `--cluster`)
+//!   owns; anything else is invisible to the planner and so never deleted.
+
+pub mod consul;
+pub mod kong;
+pub mod vulcand;
+
+use async_trait::async_trait;
+
+use crate::model::Registration;
+
+/// One idempotent change to a backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    /// Create or replace this registration.
+    Register(Registration),
+    /// Remove this registration. `service_empty` is true when no registration
+    /// of the same service remains desired on this backend, so app-level
+    /// objects (Kong service/route/upstream, Vulcand frontend/backend) go too.
+    Deregister { registration: Registration, service_empty: bool },
+}
+
+impl Op {
+    pub fn registration(&self) -> &Registration {
+        match self {
+            Op::Register(r) => r,
+            Op::Deregister { registration, .. } => registration,
+        }
+    }
+
+    /// The key under which at most one op is queued per backend.
+    pub fn key(&self) -> &str {
+        &self.registration().id
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Register(_) => "register",
+            Op::Deregister { .. } => "deregister",
+        }
+    }
+}
+
+/// A desired registration a backend refuses, with the label at fault.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    pub backend: String,
+    pub app_id: String,
+    pub label: String,
+    pub reason: String,
+}
+
+/// What a backend makes of the desired registrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// What this backend should hold.
+    pub keep: Vec<Registration>,
+    /// What it will not hold, and why. The rest carries on.
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Connection refused, timeout, 5xx, 429: retry later.
+    #[error("{backend}: {what}: {message}")]
+    Transient { backend: &'static str, what: String, message: String },
+    /// 4xx or a value the backend refuses: retrying does not help until
+    /// the input changes.
+    #[error("{backend}: {what}: {message}")]
+    Permanent { backend: &'static str, what: String, message: String },
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient { .. })
+    }
+
+    /// Classifies an HTTP status: 5xx and 429 are transient, other 4xx
+    /// permanent.
+    pub fn from_status(backend: &'static str, what: String, status: u16, body: &str) -> BackendError {
+        let message = format!("HTTP {status}: {}", body.trim());
+        if status >= 500 || status == 429 || status == 408 {
+            BackendError::Transient { backend, what, message }
+        } else {
+            BackendError::Permanent { backend, what, message }
+        }
+    }
+
+    /// A reqwest error (connect, timeout, body) is transient.
+    pub fn from_reqwest(backend: &'static str, what: String, err: &reqwest::Error) -> BackendError {
+        // Print the error chain without the URL (it could carry userinfo).
+        let mut message = err.without_url_ref().to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        BackendError::Transient { backend, what, message }
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        if self.is_timeout() {
+            "timed out".to_owned()
+        } else if self.is_connect() {
+            "connection failed".to_owned()
+        } else if self.is_decode() {
+            "could not decode response".to_owned()
+        } else {
+            "request failed".to_owned()
+        }
+    }
+}
+
+/// A registry Switchboard keeps in step.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `consul`, `kong` or `vulcand`: used in logs, metrics, store keys.
+    fn name(&self) -> &'static str;
+
+    /// Pure: which desired registrations this backend should hold, and which
+    /// it refuses (bad label values, conflicts), each named against its app
+    /// and label.
+    fn select(&self, desired: &[Registration]) -> Selection;
+
+    /// Whether `observed` (from `list_owned`) already equals `desired`, so no
+    /// write is needed. Backends compare only what they can read back.
+    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        desired == observed
+    }
+
+    /// Everything this backend holds that this Switchboard owns, as
+    /// registrations. `ledger` is what Switchboard recorded registering here:
+    /// backends without tags use it as the ownership record.
+    async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError>;
+
+    /// Apply one op, idempotently.
+    async fn apply(&self, op: &Op) -> Result<(), BackendError>;
+}

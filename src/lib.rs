@@ -1,0 +1,27 @@
+//! Switchboard keeps Consul, Kong and Vulcand in step with what Apache
+//! Marathon runs.
+//!
+//! Read top to bottom, the modules retell the data flow:
+//!
+//! - [`model`]: domain words (ids, `AppSpec`, `TaskFacts`, `Registration`).
+//! - [`marathon`]: Marathon's event stream and REST API, parsed into typed events.
+//! - [`assemble`]: pure folding of one event into per-instance records.
+//! - [`store`]: sled trees holding specs, facts, pending instances, the ledger, queued ops.
+//! - [`labels`]: pure translation of an app spec + instance into registrations.
+//! - [`plan`]: pure diff of desired registrations against what a backend holds.
+//! - [`backends`]: Consul, Kong, Vulcand behind one trait.
+//! - [`daemon`]: wiring, timers, retries, shutdown; [`http`]: health, metrics, status.
+//! - [`sim`]: in-process simulators used by tests and `switchboard demo`.
+
+pub mod assemble;
+pub mod backends;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod labels;
+pub mod marathon;
+pub mod model;
+pub mod plan;
+pub mod secret;
+pub mod sim;
+pub mod store;

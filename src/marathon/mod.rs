@@ -1,0 +1,6 @@
+//! Everything that speaks Marathon: typed events, the REST client and the SSE
+//! stream. Only this module (and `sim::marathon`) knows Marathon's JSON.
+
+pub mod client;
+pub mod event;
+pub mod stream;
