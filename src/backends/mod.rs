@@ -149,4 +149,17 @@ pub trait Backend: Send + Sync {
 
     /// Apply one op, idempotently.
     async fn apply(&self, op: &Op) -> Result<(), BackendError>;
+
+    /// How often `heartbeat` must run, for backends whose entries expire
+    /// (Vulcand servers with a TTL). `None`: no heartbeat.
+    fn heartbeat_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Refresh the entries in `ledger` (what Switchboard registered here) so
+    /// they do not expire while Switchboard is alive.
+    async fn heartbeat(&self, ledger: &[Registration]) -> Result<(), BackendError> {
+        let _ = ledger;
+        Ok(())
+    }
 }
