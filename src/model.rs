@@ -23,18 +23,12 @@ impl Timestamp {
     /// Parses Marathon's ISO-8601 UTC form, e.g. `2017-07-19T17:35:15.661Z`.
     pub fn parse(s: &str) -> Result<Timestamp, IdError> {
         let t = humantime::parse_rfc3339_weak(s).map_err(|_| IdError::Timestamp(s.to_owned()))?;
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| IdError::Timestamp(s.to_owned()))?
-            .as_millis();
+        let ms = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| IdError::Timestamp(s.to_owned()))?.as_millis();
         Ok(Timestamp(i64::try_from(ms).map_err(|_| IdError::Timestamp(s.to_owned()))?))
     }
 
     pub fn from_system(t: std::time::SystemTime) -> Timestamp {
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 
