@@ -1,1 +1,393 @@
-//! (stub) assemble
+//! Pure folding of Marathon facts into one record per task instance, and the
+//! evaluation of those records into desired registrations.
+//!
+//! Invariants:
+//! - No I/O, no clock, no sled: values in, values out.
+//! - Order does not matter. Every record is a join-semilattice: `merge` is
+//!   commutative, associative and idempotent, so any permutation or
+//!   duplication of the same facts folds to the same record.
+//!   - state: the greatest `(tier, at, rank)`, where tier is live < killing <
+//!     terminal. Terminal states are final (a tombstone); `TASK_KILLING` never
+//!     goes back to running; among live states the newest wins, so
+//!     `TASK_UNREACHABLE` can recover.
+//!   - location (host, ports, IPs): the newest fact that has ports or IPs.
+//!   - health: the newest health fact.
+//!   - app stop: the newest stop time; an instance whose state is no newer
+//!     than its app's stop is dead.
+//! - An instance is complete when it is serving, its location is known and a
+//!   spec of its app at least as new as the task's version is known; the
+//!   newest known spec of the app is the one used.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::labels::{self, LabelError, LabelOptions};
+use crate::marathon::event::Event;
+use crate::model::{AppId, AppSpec, InstanceId, Registration, TaskFacts, TaskId, TaskState, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFact {
+    pub state: TaskState,
+    pub at: Timestamp,
+}
+
+impl StateFact {
+    fn tier(&self) -> u8 {
+        if self.state.is_terminal() {
+            2
+        } else if self.state == TaskState::Killing {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self.state {
+            TaskState::Staging => 0,
+            TaskState::Starting => 1,
+            TaskState::Unreachable => 2,
+            TaskState::Running => 3,
+            s => 4 + s as u8,
+        }
+    }
+
+    fn key(&self) -> (u8, Timestamp, u8) {
+        (self.tier(), self.at, self.rank())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Location {
+    pub task_id: TaskId,
+    pub host: String,
+    pub ports: Vec<u16>,
+    pub ip_addresses: Vec<String>,
+    pub at: Timestamp,
+}
+
+impl Location {
+    fn key(&self) -> (bool, Timestamp, &Location) {
+        (!self.ports.is_empty() || !self.ip_addresses.is_empty(), self.at, self)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthFact {
+    pub healthy: Option<bool>,
+    pub at: Timestamp,
+}
+
+impl HealthFact {
+    fn key(&self) -> (Timestamp, u8) {
+        // On a tie the more cautious value wins: unhealthy < unknown < healthy.
+        let v = match self.healthy {
+            Some(true) => 2,
+            None => 1,
+            Some(false) => 0,
+        };
+        (self.at, 2 - v)
+    }
+}
+
+/// Everything known about one task instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub instance: InstanceId,
+    pub app_id: AppId,
+    pub state: Option<StateFact>,
+    pub location: Option<Location>,
+    /// App version the task runs (Marathon version strings sort by time).
+    pub version: Option<String>,
+    pub health: Option<HealthFact>,
+}
+
+fn join<T: Clone>(a: &Option<T>, b: &Option<T>, greater: impl Fn(&T, &T) -> bool) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if greater(y, x) { y.clone() } else { x.clone() }),
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (None, None) => None,
+    }
+}
+
+impl InstanceRecord {
+    pub fn empty(instance: InstanceId, app_id: AppId) -> InstanceRecord {
+        InstanceRecord { instance, app_id, state: None, location: None, version: None, health: None }
+    }
+
+    /// Lattice join of two records of the same instance.
+    pub fn merge(&self, other: &InstanceRecord) -> InstanceRecord {
+        InstanceRecord {
+            instance: self.instance.clone(),
+            app_id: self.app_id.clone().max(other.app_id.clone()),
+            state: join(&self.state, &other.state, |y, x| y.key() > x.key()),
+            location: join(&self.location, &other.location, |y, x| y.key() > x.key()),
+            version: join(&self.version, &other.version, |y, x| y > x),
+            health: join(&self.health, &other.health, |y, x| y.key() > x.key()),
+        }
+    }
+
+    /// The record a status fact (event or snapshot task) stands for.
+    pub fn from_task(facts: &TaskFacts) -> InstanceRecord {
+        let location =
+            (!facts.host.is_empty() && facts.host != "unknown" || !facts.ip_addresses.is_empty()).then(|| Location {
+                task_id: facts.task_id.clone(),
+                host: facts.host.clone(),
+                ports: facts.ports.clone(),
+                ip_addresses: facts.ip_addresses.clone(),
+                at: facts.at,
+            });
+        InstanceRecord {
+            instance: facts.task_id.instance_id(),
+            app_id: facts.app_id.clone(),
+            state: Some(StateFact { state: facts.state, at: facts.at }),
+            location,
+            version: (!facts.version.is_empty()).then(|| facts.version.clone()),
+            health: None,
+        }
+    }
+
+    /// The newest time any fact of this record carries.
+    pub fn last_at(&self) -> Timestamp {
+        let s = self.state.as_ref().map(|s| s.at).unwrap_or_default();
+        let l = self.location.as_ref().map(|l| l.at).unwrap_or_default();
+        let h = self.health.as_ref().map(|h| h.at).unwrap_or_default();
+        s.max(l).max(h)
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.state.is_terminal())
+    }
+}
+
+/// App-level facts: when it was stopped (destroyed).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub stopped_at: Option<Timestamp>,
+}
+
+impl AppRecord {
+    pub fn merge(&self, other: &AppRecord) -> AppRecord {
+        AppRecord { stopped_at: self.stopped_at.max(other.stopped_at) }
+    }
+}
+
+/// What one event means for the store: facts to merge, keyed by what they are about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Touch {
+    Instance(InstanceRecord),
+    App(AppId, AppRecord),
+    Spec(AppSpec),
+    /// The app may have a new version: fetch it if a task needs it.
+    Hint(AppId),
+}
+
+/// Routes one typed event to the facts it carries. Events are hints plus
+/// facts; nothing here reads a store.
+pub fn touches(event: &Event) -> Vec<Touch> {
+    match event {
+        Event::Status(facts) => vec![Touch::Instance(InstanceRecord::from_task(facts))],
+        Event::InstanceChanged { instance, app_id, state, host: _, version, at } => {
+            let mut rec = InstanceRecord::empty(instance.clone(), app_id.clone());
+            rec.state = state.map(|state| StateFact { state, at: *at });
+            rec.version = (!version.is_empty()).then(|| version.clone());
+            vec![Touch::Instance(rec)]
+        }
+        Event::Health { instance, app_id, healthy, at } => {
+            let mut rec = InstanceRecord::empty(instance.clone(), app_id.clone());
+            rec.health = Some(HealthFact { healthy: *healthy, at: *at });
+            vec![Touch::Instance(rec)]
+        }
+        Event::Spec { spec, .. } => vec![Touch::Spec(spec.clone())],
+        Event::AppStopped { app_id, at } => vec![Touch::App(app_id.clone(), AppRecord { stopped_at: Some(*at) })],
+        Event::AppTouched { app_id, .. } => vec![Touch::Hint(app_id.clone())],
+        Event::Ignored { .. } | Event::Unknown { .. } => Vec::new(),
+    }
+}
+
+/// What an instance lacks before it can be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Lack {
+    /// No app spec at least as new as the task's version.
+    Spec,
+    /// Running, but host and ports are unknown (only instance events seen).
+    TaskFacts,
+}
+
+impl std::fmt::Display for Lack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Lack::Spec => "app spec",
+            Lack::TaskFacts => "task facts (host, ports)",
+        })
+    }
+}
+
+/// Where one instance stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Terminal, or its app was stopped after its last state.
+    Dead,
+    /// Alive but not taking traffic (staging, killing, unreachable, no state yet).
+    Idle,
+    /// Serving but incomplete.
+    Pending(Lack),
+    /// Serving and complete.
+    Ready,
+}
+
+pub fn status(rec: &InstanceRecord, app: Option<&AppRecord>, newest_spec: Option<&AppSpec>) -> Status {
+    let Some(state) = &rec.state else {
+        return Status::Idle;
+    };
+    if state.state.is_terminal() {
+        return Status::Dead;
+    }
+    if let Some(stopped) = app.and_then(|a| a.stopped_at)
+        && state.at <= stopped
+    {
+        return Status::Dead;
+    }
+    if !state.state.is_serving() {
+        return Status::Idle;
+    }
+    let has_location = rec.location.as_ref().is_some_and(|l| !l.ports.is_empty() || !l.ip_addresses.is_empty());
+    if !has_location {
+        return Status::Pending(Lack::TaskFacts);
+    }
+    let spec_ok = match (newest_spec, &rec.version) {
+        (Some(spec), Some(v)) => spec.version >= *v,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !spec_ok {
+        return Status::Pending(Lack::Spec);
+    }
+    Status::Ready
+}
+
+/// The task facts a complete record stands for.
+pub fn task_facts(rec: &InstanceRecord) -> Option<TaskFacts> {
+    let state = rec.state.as_ref()?;
+    let loc = rec.location.as_ref()?;
+    Some(TaskFacts {
+        task_id: loc.task_id.clone(),
+        app_id: rec.app_id.clone(),
+        host: loc.host.clone(),
+        ports: loc.ports.clone(),
+        ip_addresses: loc.ip_addresses.clone(),
+        state: state.state,
+        version: rec.version.clone().unwrap_or_default(),
+        at: state.at,
+    })
+}
+
+/// Everything desired, derived from the store's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub registrations: Vec<Registration>,
+    pub pending: Vec<(InstanceId, AppId, Lack)>,
+    /// Apps whose labels cannot be honoured; none of their instances is desired.
+    pub errors: BTreeMap<AppId, LabelError>,
+}
+
+/// Pure: desired registrations from instance records, app records and the
+/// newest spec of each app.
+pub fn desired<'a>(
+    instances: impl IntoIterator<Item = &'a InstanceRecord>,
+    apps: &BTreeMap<AppId, AppRecord>,
+    specs: &BTreeMap<AppId, AppSpec>,
+    opts: &LabelOptions,
+) -> Desired {
+    let mut out = Desired::default();
+    for rec in instances {
+        let spec = specs.get(&rec.app_id);
+        match status(rec, apps.get(&rec.app_id), spec) {
+            Status::Dead | Status::Idle => {}
+            Status::Pending(lack) => out.pending.push((rec.instance.clone(), rec.app_id.clone(), lack)),
+            Status::Ready => {
+                let (Some(spec), Some(facts)) = (spec, task_facts(rec)) else { continue };
+                let healthy = rec.health.as_ref().and_then(|h| h.healthy);
+                match labels::registrations(spec, &facts, healthy, opts) {
+                    Ok(regs) => out.registrations.extend(regs),
+                    Err(e) => {
+                        out.errors.insert(rec.app_id.clone(), e);
+                    }
+                }
+            }
+        }
+    }
+    out.registrations.sort();
+    out.registrations.dedup_by(|a, b| a.id == b.id);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    fn status_fact(state: TaskState, at: i64, ports: &[u16]) -> TaskFacts {
+        TaskFacts {
+            task_id: TaskId::parse("web.instance-1._app.1").unwrap(),
+            app_id: AppId::parse("/web").unwrap(),
+            host: if ports.is_empty() { "unknown".into() } else { "10.0.0.1".into() },
+            ports: ports.to_vec(),
+            ip_addresses: vec![],
+            state,
+            version: "v1".into(),
+            at: t(at),
+        }
+    }
+
+    fn fold_all(facts: &[TaskFacts]) -> InstanceRecord {
+        let mut it = facts.iter().map(InstanceRecord::from_task);
+        let first = it.next().unwrap();
+        it.fold(first, |acc, r| acc.merge(&r))
+    }
+
+    fn final_state(facts: &[TaskFacts]) -> TaskState {
+        fold_all(facts).state.unwrap().state
+    }
+
+    #[test]
+    fn terminal_is_final_and_killing_does_not_go_back() {
+        use TaskState::*;
+        assert_eq!(final_state(&[status_fact(Killed, 5, &[1]), status_fact(Running, 9, &[1])]), Killed);
+        assert_eq!(final_state(&[status_fact(Killing, 5, &[1]), status_fact(Running, 9, &[1])]), Killing);
+        assert_eq!(final_state(&[status_fact(Unreachable, 5, &[1]), status_fact(Running, 9, &[1])]), Running);
+        assert_eq!(final_state(&[status_fact(Running, 9, &[1]), status_fact(Unreachable, 5, &[1])]), Running);
+        assert_eq!(final_state(&[status_fact(Running, 5, &[1]), status_fact(Staging, 5, &[])]), Running);
+    }
+
+    #[test]
+    fn location_prefers_facts_with_ports() {
+        let rec = fold_all(&[status_fact(TaskState::Running, 5, &[31000]), status_fact(TaskState::Staging, 9, &[])]);
+        assert_eq!(rec.location.unwrap().ports, vec![31000]);
+    }
+
+    #[test]
+    fn merge_is_commutative_and_idempotent() {
+        let a = InstanceRecord::from_task(&status_fact(TaskState::Running, 5, &[1]));
+        let b = InstanceRecord::from_task(&status_fact(TaskState::Killing, 7, &[1]));
+        assert_eq!(a.merge(&b), b.merge(&a));
+        assert_eq!(a.merge(&a), a);
+    }
+
+    #[test]
+    fn status_needs_spec_and_location() {
+        let rec = fold_all(&[status_fact(TaskState::Running, 5, &[31000])]);
+        assert_eq!(status(&rec, None, None), Status::Pending(Lack::Spec));
+        let mut only_changed = InstanceRecord::empty(rec.instance.clone(), rec.app_id.clone());
+        only_changed.state = Some(StateFact { state: TaskState::Running, at: t(5) });
+        assert_eq!(status(&only_changed, None, None), Status::Pending(Lack::TaskFacts));
+        let stopped = AppRecord { stopped_at: Some(t(6)) };
+        assert_eq!(status(&rec, Some(&stopped), None), Status::Dead);
+        let early_stop = AppRecord { stopped_at: Some(t(4)) };
+        assert_eq!(status(&rec, Some(&early_stop), None), Status::Pending(Lack::Spec));
+    }
+}

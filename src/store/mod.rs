@@ -1,1 +1,177 @@
-//! (stub) store
+//! The durable store: sled trees, each with one job.
+//!
+//! - `specs`: app specs by `app id \0 version` (newest versions kept);
+//! - `apps`: app-level facts (stop time) by app id;
+//! - `instances`: folded instance records by instance id, with the local
+//!   receive sequence of the last fact that touched them;
+//! - `pending`: instances that are serving but incomplete, since when;
+//! - `ledger`: what Switchboard registered, by `backend \0 registration id`;
+//! - `queue`: operations not yet applied, by `backend \0 registration id`;
+//! - `meta`: sequence counter, Marathon high-water time, last resync, rejections.
+//!
+//! Invariants:
+//! - Writes that belong together commit in one sled transaction: the facts
+//!   of one event; a queue entry's completion together with its ledger update.
+//! - The store decides nothing: folding rules live in `assemble`, diffing in
+//!   `plan`. Records are encoded as JSON for `switchboard state` readability.
+
+mod facts;
+mod ledger;
+mod pending;
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use facts::SnapshotApp;
+pub use ledger::QueuedOp;
+pub use pending::PendingEntry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open store in {dir}: {source}")]
+    Open {
+        dir: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: corrupt record in tree {tree}: {source}")]
+    Decode {
+        tree: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("store: cannot encode record: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl From<sled::transaction::TransactionError<Error>> for Error {
+    fn from(e: sled::transaction::TransactionError<Error>) -> Error {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => Error::Sled(e),
+        }
+    }
+}
+
+/// A cloneable handle to the store; every clone shares the same trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    specs: sled::Tree,
+    apps: sled::Tree,
+    instances: sled::Tree,
+    pending: sled::Tree,
+    ledger: sled::Tree,
+    queue: sled::Tree,
+    meta: sled::Tree,
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(v).map_err(Error::Encode)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Decode { tree, source })
+}
+
+pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+pub(crate) fn prefix(a: &str) -> Vec<u8> {
+    let mut k = a.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Store, Error> {
+        let open_err = |source| Error::Open { dir: dir.display().to_string(), source };
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open().map_err(open_err)?;
+        let tree = |name: &str| db.open_tree(name).map_err(open_err);
+        Ok(Store {
+            specs: tree("specs")?,
+            apps: tree("apps")?,
+            instances: tree("instances")?,
+            pending: tree("pending")?,
+            ledger: tree("ledger")?,
+            queue: tree("queue")?,
+            meta: tree("meta")?,
+            db,
+        })
+    }
+
+    /// Forces everything written so far to disk.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.meta.get(key)?.map(|v| decode("meta", &v)).transpose()
+    }
+
+    fn meta_put<T: Serialize>(&self, key: &str, v: &T) -> Result<(), Error> {
+        self.meta.insert(key, encode(v)?)?;
+        Ok(())
+    }
+
+    /// The next local receive sequence number (persisted, monotonic).
+    pub fn next_seq(&self) -> Result<u64, Error> {
+        let v = self.meta.update_and_fetch("seq", |old| {
+            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    /// The newest Marathon timestamp seen in any event.
+    pub fn high_water(&self) -> Result<crate::model::Timestamp, Error> {
+        Ok(self.meta_get("high_water")?.unwrap_or_default())
+    }
+
+    pub fn raise_high_water(&self, at: crate::model::Timestamp) -> Result<(), Error> {
+        if at > self.high_water()? {
+            self.meta_put("high_water", &at)?;
+        }
+        Ok(())
+    }
+
+    pub fn last_resync(&self) -> Result<Option<String>, Error> {
+        self.meta_get("last_resync")
+    }
+
+    pub fn set_last_resync(&self, when: &str) -> Result<(), Error> {
+        self.meta_put("last_resync", &when)
+    }
+
+    /// Registrations the backends refused, and apps whose labels are bad,
+    /// as last computed: shown by `switchboard state`.
+    pub fn rejections(&self) -> Result<Vec<crate::backends::Rejection>, Error> {
+        Ok(self.meta_get("rejections")?.unwrap_or_default())
+    }
+
+    pub fn set_rejections(&self, r: &[crate::backends::Rejection]) -> Result<(), Error> {
+        if self.rejections()?.as_slice() != r {
+            self.meta_put("rejections", &r)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! Trees `specs`, `apps` and `instances`: merging folded facts durably.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::{Error, Store, decode, encode, key2, prefix};
+use crate::assemble::{AppRecord, InstanceRecord, StateFact, Touch};
+use crate::model::{AppId, AppSpec, InstanceId, TaskFacts, TaskState, Timestamp};
+
+/// How many versions of an app's spec are kept.
+const SPEC_VERSIONS_KEPT: usize = 3;
+
+/// An instance record plus the local receive sequence of its last fact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    record: InstanceRecord,
+    seq: u64,
+}
+
+/// One app of a REST snapshot (or a single-app fetch), in domain types.
+#[derive(Debug, Clone)]
+pub struct SnapshotApp {
+    pub spec: AppSpec,
+    /// Each task's facts and Marathon's view of its health.
+    pub tasks: Vec<(TaskFacts, Option<bool>)>,
+}
+
+fn abort(e: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Store {
+    /// Merges the facts of one event in one transaction. Returns the apps
+    /// named by hints (whose spec may need fetching).
+    pub fn apply_touches(&self, touches: &[Touch], seq: u64) -> Result<Vec<AppId>, Error> {
+        let hints: Vec<AppId> =
+            touches.iter().filter_map(|t| if let Touch::Hint(a) = t { Some(a.clone()) } else { None }).collect();
+        (&self.instances, &self.apps, &self.specs).transaction(|(instances, apps, specs)| {
+            for touch in touches {
+                match touch {
+                    Touch::Instance(rec) => {
+                        let key = rec.instance.as_str().as_bytes();
+                        let merged = match instances.get(key)? {
+                            Some(old) => {
+                                let old: Stored = decode("instances", &old).map_err(abort)?;
+                                Stored { record: old.record.merge(rec), seq: old.seq.max(seq) }
+                            }
+                            None => Stored { record: rec.clone(), seq },
+                        };
+                        instances.insert(key, encode(&merged).map_err(abort)?)?;
+                    }
+                    Touch::App(app_id, rec) => {
+                        let key = app_id.as_str().as_bytes();
+                        let merged = match apps.get(key)? {
+                            Some(old) => decode::<AppRecord>("apps", &old).map_err(abort)?.merge(rec),
+                            None => rec.clone(),
+                        };
+                        apps.insert(key, encode(&merged).map_err(abort)?)?;
+                    }
+                    Touch::Spec(spec) => {
+                        specs.insert(key2(spec.id.as_str(), &spec.version), encode(spec).map_err(abort)?)?;
+                    }
+                    Touch::Hint(_) => {}
+                }
+            }
+            Ok(())
+        })?;
+        for touch in touches {
+            if let Touch::Spec(spec) = touch {
+                self.prune_spec_versions(&spec.id)?;
+            }
+        }
+        Ok(hints)
+    }
+
+    fn prune_spec_versions(&self, app: &AppId) -> Result<(), Error> {
+        let keys: Vec<sled::IVec> = self.specs.scan_prefix(prefix(app.as_str())).keys().collect::<Result<_, _>>()?;
+        if keys.len() > SPEC_VERSIONS_KEPT {
+            for k in &keys[..keys.len() - SPEC_VERSIONS_KEPT] {
+                self.specs.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a full REST snapshot taken with Marathon time `as_of`.
+    /// Instances absent from it are tombstoned, unless a fact about them was
+    /// received after the snapshot was requested (`seq_at_request`), or their
+    /// app is in `broken` (its definition could not be read: leave it alone).
+    /// Apps absent from it are marked stopped.
+    pub fn apply_snapshot(
+        &self,
+        apps: &[SnapshotApp],
+        broken: &BTreeSet<String>,
+        as_of: Timestamp,
+        seq_at_request: u64,
+    ) -> Result<(), Error> {
+        let seq = self.next_seq()?;
+        let mut present_instances = BTreeSet::new();
+        let mut present_apps = BTreeSet::new();
+        for app in apps {
+            present_apps.insert(app.spec.id.clone());
+            let mut touches = vec![Touch::Spec(app.spec.clone())];
+            touches.extend(self.task_touches(app, as_of, &mut present_instances));
+            self.apply_touches(&touches, seq)?;
+        }
+        for (id, stored) in self.stored_instances()? {
+            if present_instances.contains(&id)
+                || stored.seq > seq_at_request
+                || stored.record.is_tombstone()
+                || broken.contains(stored.record.app_id.as_str())
+            {
+                continue;
+            }
+            let mut gone = InstanceRecord::empty(id, stored.record.app_id.clone());
+            gone.state = Some(StateFact { state: TaskState::Gone, at: as_of });
+            self.apply_touches(&[Touch::Instance(gone)], seq_at_request)?;
+        }
+        for app_id in self.spec_app_ids()? {
+            if !present_apps.contains(&app_id) && !broken.contains(app_id.as_str()) {
+                let stopped = AppRecord { stopped_at: Some(as_of) };
+                self.apply_touches(&[Touch::App(app_id, stopped)], seq_at_request)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a single-app fetch (`GET /v2/apps/{id}`): its spec and tasks.
+    pub fn apply_app(&self, app: &SnapshotApp, as_of: Timestamp) -> Result<(), Error> {
+        let seq = self.next_seq()?;
+        let mut touches = vec![Touch::Spec(app.spec.clone())];
+        touches.extend(self.task_touches(app, as_of, &mut BTreeSet::new()));
+        self.apply_touches(&touches, seq)?;
+        Ok(())
+    }
+
+    fn task_touches(&self, app: &SnapshotApp, as_of: Timestamp, present: &mut BTreeSet<InstanceId>) -> Vec<Touch> {
+        let mut touches = Vec::new();
+        for (facts, healthy) in &app.tasks {
+            let mut facts = facts.clone();
+            facts.at = as_of;
+            let mut rec = InstanceRecord::from_task(&facts);
+            if app.spec.health_checks.is_empty() || healthy.is_some() {
+                rec.health = Some(crate::assemble::HealthFact { healthy: *healthy, at: as_of });
+            }
+            present.insert(rec.instance.clone());
+            touches.push(Touch::Instance(rec));
+        }
+        touches
+    }
+
+    /// Tombstones the given instances (their app is gone from Marathon).
+    pub fn bury(&self, ids: &[(InstanceId, AppId)], at: Timestamp) -> Result<(), Error> {
+        let seq = self.next_seq()?;
+        let touches: Vec<Touch> = ids
+            .iter()
+            .map(|(id, app)| {
+                let mut rec = InstanceRecord::empty(id.clone(), app.clone());
+                rec.state = Some(StateFact { state: TaskState::Gone, at });
+                Touch::Instance(rec)
+            })
+            .collect();
+        self.apply_touches(&touches, seq)?;
+        Ok(())
+    }
+
+    fn stored_instances(&self) -> Result<Vec<(InstanceId, Stored)>, Error> {
+        let mut out = Vec::new();
+        for kv in self.instances.iter() {
+            let (_, v) = kv?;
+            let s: Stored = decode("instances", &v)?;
+            out.push((s.record.instance.clone(), s));
+        }
+        Ok(out)
+    }
+
+    /// Every instance record, tombstones included.
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>, Error> {
+        Ok(self.stored_instances()?.into_iter().map(|(_, s)| s.record).collect())
+    }
+
+    pub fn apps(&self) -> Result<BTreeMap<AppId, AppRecord>, Error> {
+        let mut out = BTreeMap::new();
+        for kv in self.apps.iter() {
+            let (k, v) = kv?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            if let Ok(id) = AppId::parse(&id) {
+                out.insert(id, decode("apps", &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn spec_app_ids(&self) -> Result<BTreeSet<AppId>, Error> {
+        Ok(self.newest_specs()?.into_keys().collect())
+    }
+
+    /// The newest known spec of every app.
+    pub fn newest_specs(&self) -> Result<BTreeMap<AppId, AppSpec>, Error> {
+        let mut out: BTreeMap<AppId, AppSpec> = BTreeMap::new();
+        for kv in self.specs.iter() {
+            let (_, v) = kv?;
+            let spec: AppSpec = decode("specs", &v)?;
+            match out.get(&spec.id) {
+                Some(have) if have.version >= spec.version => {}
+                _ => {
+                    out.insert(spec.id.clone(), spec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes tombstones and instances of stopped apps whose last fact is
+    /// older than `before`, and apps stopped before it with no spec newer.
+    pub fn prune(&self, before: Timestamp) -> Result<usize, Error> {
+        let apps = self.apps()?;
+        let mut removed = 0;
+        for (id, stored) in self.stored_instances()? {
+            let rec = &stored.record;
+            let app_stopped = apps.get(&rec.app_id).and_then(|a| a.stopped_at).is_some_and(|s| rec.last_at() <= s);
+            if (rec.is_tombstone() || app_stopped) && rec.last_at() < before {
+                self.instances.remove(id.as_str().as_bytes())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

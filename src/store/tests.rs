@@ -1,0 +1,133 @@
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::assemble::{InstanceRecord, Touch};
+use crate::backends::Op;
+use crate::model::{AppId, AppSpec, Registration, Routes, TaskFacts, TaskId, TaskState, Timestamp};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+fn facts(task: &str, state: TaskState, at: i64) -> TaskFacts {
+    TaskFacts {
+        task_id: TaskId::parse(task).unwrap(),
+        app_id: AppId::parse("/web").unwrap(),
+        host: "10.0.0.1".into(),
+        ports: vec![31000],
+        ip_addresses: vec![],
+        state,
+        version: "v1".into(),
+        at: Timestamp(at),
+    }
+}
+
+fn spec() -> AppSpec {
+    AppSpec {
+        id: AppId::parse("/web").unwrap(),
+        version: "v1".into(),
+        labels: Default::default(),
+        ports: vec![Default::default()],
+        health_checks: vec![],
+        ip_per_task: false,
+    }
+}
+
+fn reg(id: &str) -> Registration {
+    Registration {
+        id: id.into(),
+        service: "web".into(),
+        app_id: "/web".into(),
+        task_id: "t".into(),
+        address: "10.0.0.1".into(),
+        port: 1,
+        tags: vec!["switchboard".into()],
+        consul: true,
+        checks: vec![],
+        healthy: None,
+        has_health_checks: false,
+        routes: Routes::default(),
+    }
+}
+
+#[test]
+fn facts_survive_reopen_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let seq = s.next_seq().unwrap();
+        s.apply_touches(&[Touch::Instance(InstanceRecord::from_task(&facts("web.a", TaskState::Running, 5)))], seq)
+            .unwrap();
+        s.apply_touches(&[Touch::Instance(InstanceRecord::from_task(&facts("web.a", TaskState::Killed, 3)))], seq)
+            .unwrap();
+        s.flush_blocking().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let recs = s.instances().unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].state.as_ref().unwrap().state, TaskState::Killed);
+    assert!(s.next_seq().unwrap() >= 2);
+}
+
+#[test]
+fn snapshot_tombstones_absent_instances_unless_newer() {
+    let (_d, s) = store();
+    let seq = s.next_seq().unwrap();
+    s.apply_touches(&[Touch::Instance(InstanceRecord::from_task(&facts("web.a", TaskState::Running, 5)))], seq)
+        .unwrap();
+    let request_seq = s.next_seq().unwrap();
+    let later = s.next_seq().unwrap();
+    s.apply_touches(&[Touch::Instance(InstanceRecord::from_task(&facts("web.b", TaskState::Running, 6)))], later)
+        .unwrap();
+    let app = SnapshotApp { spec: spec(), tasks: vec![] };
+    s.apply_snapshot(&[app], &BTreeSet::new(), Timestamp(7), request_seq).unwrap();
+    let by_id: std::collections::BTreeMap<String, TaskState> =
+        s.instances().unwrap().into_iter().map(|r| (r.instance.to_string(), r.state.unwrap().state)).collect();
+    assert_eq!(by_id["web.a"], TaskState::Gone, "absent and older than the snapshot");
+    assert_eq!(by_id["web.b"], TaskState::Running, "received after the snapshot was requested");
+}
+
+#[test]
+fn broken_apps_are_left_alone_and_absent_apps_stop() {
+    let (_d, s) = store();
+    let seq = s.next_seq().unwrap();
+    s.apply_touches(
+        &[Touch::Spec(spec()), Touch::Instance(InstanceRecord::from_task(&facts("web.a", TaskState::Running, 5)))],
+        seq,
+    )
+    .unwrap();
+    let req = s.next_seq().unwrap();
+    let broken: BTreeSet<String> = ["/web".to_string()].into();
+    s.apply_snapshot(&[], &broken, Timestamp(9), req).unwrap();
+    assert_eq!(s.instances().unwrap()[0].state.as_ref().unwrap().state, TaskState::Running);
+    assert!(s.apps().unwrap().is_empty());
+    s.apply_snapshot(&[], &BTreeSet::new(), Timestamp(9), req).unwrap();
+    assert_eq!(s.apps().unwrap()[&AppId::parse("/web").unwrap()].stopped_at, Some(Timestamp(9)));
+}
+
+#[test]
+fn queue_and_ledger_move_together() {
+    let (_d, s) = store();
+    let a = reg("t:1");
+    s.enqueue("consul", &[Op::Register(a.clone())]).unwrap();
+    assert_eq!(s.queued("consul").unwrap().len(), 1);
+    assert_eq!(s.queue_len("kong"), 0);
+    let attempts = s.retry_later("consul", &Op::Register(a.clone()), 5, "down").unwrap();
+    assert_eq!(attempts, 1);
+    assert_eq!(s.queued("consul").unwrap()[0].last_error.as_deref(), Some("down"));
+    s.complete("consul", &Op::Register(a.clone())).unwrap();
+    assert!(s.queued("consul").unwrap().is_empty());
+    assert_eq!(s.ledger("consul").unwrap(), vec![a.clone()]);
+    // A newer op queued meanwhile survives the completion of an older one.
+    let dereg = Op::Deregister { registration: a.clone(), service_empty: true };
+    s.enqueue("consul", &[dereg.clone()]).unwrap();
+    s.complete("consul", &Op::Register(a.clone())).unwrap();
+    assert_eq!(s.queued("consul").unwrap().len(), 1);
+    s.complete("consul", &dereg).unwrap();
+    assert!(s.ledger("consul").unwrap().is_empty());
+    s.enqueue("consul", &[dereg.clone()]).unwrap();
+    s.drop_queued("consul", &dereg).unwrap();
+    assert!(s.queued("consul").unwrap().is_empty());
+}
