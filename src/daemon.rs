@@ -1,1 +1,372 @@
-//! (stub) daemon
+//! Wiring, timers and shutdown: builds the components from a validated
+//! `Config` and runs the tasks of `switchboard run`.
+//!
+//! Tasks, each with one job:
+//! - stream: reads Marathon's SSE (parse only) into an unbounded channel, so
+//!   it never waits on anything else and Marathon never drops us for lag;
+//! - consumer: folds each event into the store (durable) and wakes the planner;
+//! - planner: desired vs expected ledger → queued ops, coalescing wake-ups;
+//! - one worker per backend: drains that backend's queue with backoff;
+//! - resync: on start, after every (re)connect and every `resync_interval`;
+//! - fetcher: app specs for instances pending longer than the grace period;
+//! - pruner, heartbeats (backends with expiring entries), the HTTP server.
+//!
+//! Shutdown: one `CancellationToken`; every task returns when it fires and
+//! the store is flushed last.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::backends::Backend;
+use crate::backends::consul::{ConsulBackend, ConsulConfig};
+use crate::backends::kong::{KongBackend, KongConfig};
+use crate::backends::vulcand::{VulcandBackend, VulcandConfig};
+use crate::config::Config;
+use crate::engine::{Drain, Engine, now_ms};
+use crate::labels::LabelOptions;
+use crate::marathon::client::{ClientConfig, MarathonClient};
+use crate::marathon::stream::{self, StreamConfig, StreamItem};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Event types Switchboard asks Marathon for (server-side filter).
+pub const EVENT_TYPES: &[&str] = &[
+    "status_update_event",
+    "instance_changed_event",
+    "health_status_changed_event",
+    "instance_health_changed_event",
+    "api_post_event",
+    "deployment_info",
+    "deployment_step_success",
+    "app_terminated_event",
+];
+
+/// Builds the backends that are configured (each is optional).
+pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
+    let mut out: Vec<Arc<dyn Backend>> = Vec::new();
+    if let Some(url) = &cfg.consul {
+        let b = ConsulBackend::new(ConsulConfig {
+            url: url.clone(),
+            token: cfg.consul_token.clone(),
+            cluster: cfg.cluster.clone(),
+            timeout: cfg.request_timeout,
+        })
+        .context("invalid setting --consul")?;
+        out.push(Arc::new(b));
+    }
+    if let Some(url) = &cfg.kong {
+        let b = KongBackend::new(KongConfig {
+            url: url.clone(),
+            token: cfg.kong_token.clone(),
+            token_header: cfg.kong_token_header.clone(),
+            cluster: cfg.cluster.clone(),
+            forward_to: cfg.kong_forward_to.clone(),
+            timeout: cfg.request_timeout,
+        })
+        .context("invalid setting --kong")?;
+        out.push(Arc::new(b));
+    }
+    if let Some(url) = &cfg.vulcand {
+        let b = VulcandBackend::new(VulcandConfig {
+            url: url.clone(),
+            cluster: cfg.cluster.clone(),
+            server_ttl: cfg.vulcand_server_ttl,
+            timeout: cfg.request_timeout,
+        })
+        .context("invalid setting --vulcand")?;
+        out.push(Arc::new(b));
+    }
+    Ok(out)
+}
+
+/// Builds the engine (store, Marathon client, backends) from a config.
+pub fn build_engine(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Engine> {
+    let marathon = MarathonClient::new(ClientConfig {
+        urls: cfg.marathon.clone(),
+        auth: cfg.marathon_auth.clone(),
+        timeout: cfg.request_timeout,
+    })
+    .context("invalid setting --marathon")?;
+    Ok(Engine::new(
+        store,
+        marathon,
+        build_backends(cfg)?,
+        LabelOptions { separator: cfg.name_separator },
+        cfg.statics.clone(),
+        metrics,
+    ))
+}
+
+/// Runs the daemon until `shutdown` fires. `ready` receives the bound status
+/// address once the HTTP server listens.
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.data_dir).context("invalid setting --data-dir")?;
+    let metrics = Metrics::new();
+    let engine = build_engine(&cfg, store.clone(), metrics.clone())?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("invalid setting --listen: cannot bind {}", cfg.listen))?;
+    let addr = listener.local_addr().context("listen address")?;
+    info!(listen = %addr, cluster = %cfg.cluster, backends = engine.backends.len(), "switchboard running");
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::http::serve(listener, engine.clone(), shutdown.clone()));
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stream_cfg = StreamConfig {
+        urls: cfg.marathon.clone(),
+        auth: cfg.marathon_auth.clone(),
+        idle_timeout: cfg.idle_timeout,
+        max_line: 16 * 1024 * 1024,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(30),
+        event_types: EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
+    };
+    tasks.spawn(stream::run(stream_cfg, tx, shutdown.clone()));
+
+    let plan_wake = Arc::new(Notify::new());
+    let resync_wake = Arc::new(Notify::new());
+    let workers: Vec<(Arc<dyn Backend>, Arc<Notify>)> =
+        engine.backends.iter().map(|b| (b.clone(), Arc::new(Notify::new()))).collect();
+
+    tasks.spawn(consume(engine.clone(), rx, plan_wake.clone(), resync_wake.clone(), shutdown.clone()));
+    tasks.spawn(planner(engine.clone(), plan_wake.clone(), workers.clone(), shutdown.clone()));
+    for (b, wake) in &workers {
+        tasks.spawn(worker(engine.clone(), b.clone(), wake.clone(), shutdown.clone()));
+        if let Some(every) = b.heartbeat_interval() {
+            tasks.spawn(heartbeat(engine.clone(), b.clone(), every, shutdown.clone()));
+        }
+    }
+    tasks.spawn(resyncer(engine.clone(), cfg.resync_interval, resync_wake, workers.clone(), shutdown.clone()));
+    tasks.spawn(fetcher(engine.clone(), cfg.grace_period, plan_wake.clone(), shutdown.clone()));
+    tasks.spawn(pruner(engine.clone(), cfg.tombstone_retention, shutdown.clone()));
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    while tasks.join_next().await.is_some() {}
+    store.flush().await.context("flushing the store")?;
+    Ok(())
+}
+
+async fn consume(
+    engine: Engine,
+    mut rx: mpsc::UnboundedReceiver<StreamItem>,
+    plan_wake: Arc<Notify>,
+    resync_wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            item = rx.recv() => match item { Some(i) => i, None => return },
+        };
+        match item {
+            StreamItem::Connected { endpoint } => {
+                engine.metrics.stream.with_label_values(&["connected"]).inc();
+                info!(endpoint = %endpoint, "event stream connected; resyncing");
+                resync_wake.notify_one();
+            }
+            StreamItem::Disconnected { reason } => {
+                engine.metrics.stream.with_label_values(&["disconnected"]).inc();
+                warn!(reason = %reason, "event stream lost; reconnecting");
+            }
+            StreamItem::Malformed { event_type, error } => {
+                engine.metrics.events_skipped.with_label_values(&["malformed"]).inc();
+                warn!(event_type = %event_type, error = %error, "malformed event skipped");
+            }
+            StreamItem::Events { event_type, events } => {
+                engine.metrics.events.with_label_values(&[&event_type]).inc();
+                if let Err(e) = fold_events(&engine, &events).await {
+                    warn!(event_type = %event_type, error = %e, "cannot store event");
+                    continue;
+                }
+                plan_wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Folds the facts of one SSE event into the store durably.
+pub async fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) -> Result<(), crate::store::Error> {
+    use crate::marathon::event::Event;
+    let seq = engine.store.next_seq()?;
+    for event in events {
+        match event {
+            Event::Unknown { event_type } => {
+                engine.metrics.events_skipped.with_label_values(&["unknown_type"]).inc();
+                debug!(event_type = %event_type, "unknown event type skipped");
+                continue;
+            }
+            Event::Ignored { .. } => continue,
+            _ => {}
+        }
+        let touches = crate::assemble::touches(event);
+        for t in &touches {
+            let at = match t {
+                crate::assemble::Touch::Instance(r) => r.last_at(),
+                crate::assemble::Touch::App(_, a) => a.stopped_at.unwrap_or_default(),
+                _ => Default::default(),
+            };
+            engine.store.raise_high_water(at)?;
+        }
+        engine.store.apply_touches(&touches, seq)?;
+    }
+    engine.store.flush().await
+}
+
+async fn planner(
+    engine: Engine,
+    wake: Arc<Notify>,
+    workers: Vec<(Arc<dyn Backend>, Arc<Notify>)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+        }
+        match engine.plan_from_ledger() {
+            Ok(touched) => {
+                for (b, w) in &workers {
+                    if touched.contains(&b.name()) {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "planning failed"),
+        }
+    }
+}
+
+async fn worker(engine: Engine, b: Arc<dyn Backend>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        let wait = match engine.drain(&b).await {
+            Ok(Drain::Idle { next_due_ms: None }) => None,
+            Ok(Drain::Idle { next_due_ms: Some(at) }) | Ok(Drain::Backoff { until_ms: at }) => {
+                Some(Duration::from_millis(at.saturating_sub(now_ms()).max(10)))
+            }
+            Err(e) => {
+                warn!(backend = b.name(), error = %e, "worker failed; retrying");
+                Some(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = sleep_opt(wait) => {}
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn resyncer(
+    engine: Engine,
+    every: Option<Duration>,
+    wake: Arc<Notify>,
+    workers: Vec<(Arc<dyn Backend>, Arc<Notify>)>,
+    shutdown: CancellationToken,
+) {
+    // Subscribe first, then snapshot: the first resync waits for the stream's
+    // first connection, or 5 s if Marathon's stream cannot be reached.
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = wake.notified() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    let mut failures = 0u32;
+    loop {
+        let ok = match engine.resync().await {
+            Ok(report) => {
+                for (b, w) in &workers {
+                    w.notify_one();
+                    if report.failed.iter().any(|(n, _)| *n == b.name()) {
+                        debug!(backend = b.name(), "backend listing failed during resync");
+                    }
+                }
+                report.failed.is_empty()
+            }
+            Err(e) => {
+                warn!(error = %e, "resync failed");
+                false
+            }
+        };
+        failures = if ok { 0 } else { failures + 1 };
+        // A failed resync is retried with backoff; otherwise wait for the
+        // interval or the next (re)connect.
+        let next = if ok { every } else { Some(crate::engine::backoff(failures).min(every.unwrap_or(Duration::MAX))) };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = sleep_opt(next) => {}
+        }
+    }
+}
+
+async fn fetcher(engine: Engine, grace: Duration, plan_wake: Arc<Notify>, shutdown: CancellationToken) {
+    let tick = (grace / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        match engine.fetch_pending(grace).await {
+            Ok(true) => plan_wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "spec fetch pass failed"),
+        }
+    }
+}
+
+async fn pruner(engine: Engine, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let cutoff = match engine.store.high_water() {
+            Ok(hw) => crate::model::Timestamp(hw.0 - retention.as_millis() as i64),
+            Err(_) => continue,
+        };
+        match engine.store.prune(cutoff) {
+            Ok(0) => {}
+            Ok(n) => debug!(removed = n, "pruned tombstones"),
+            Err(e) => warn!(error = %e, "pruning failed"),
+        }
+    }
+}
+
+async fn heartbeat(engine: Engine, b: Arc<dyn Backend>, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match engine.store.ledger(b.name()) {
+            Ok(ledger) => {
+                if let Err(e) = b.heartbeat(&ledger).await {
+                    warn!(backend = b.name(), error = %e, "heartbeat failed");
+                }
+            }
+            Err(e) => warn!(backend = b.name(), error = %e, "heartbeat: cannot read ledger"),
+        }
+    }
+}

@@ -1,1 +1,185 @@
-//! (stub) http
+//! The status server of `switchboard run`: `/healthz`, `/metrics`
+//! (Prometheus text), `/state` (JSON, what `switchboard state` prints) and a
+//! plain-text summary at `/`.
+//!
+//! Invariant: read-only; nothing here changes the store or a backend.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::assemble::{self, Status};
+use crate::backends::Rejection;
+use crate::engine::Engine;
+use crate::model::Registration;
+use crate::store::{PendingEntry, QueuedOp, Store};
+
+/// Everything the store holds, for `switchboard state` and `/state`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct StateReport {
+    pub apps: Vec<AppLine>,
+    pub instances: Vec<InstanceLine>,
+    pub pending: Vec<PendingEntry>,
+    pub ledger: BTreeMap<String, Vec<Registration>>,
+    pub queue: BTreeMap<String, Vec<QueuedOp>>,
+    pub rejections: Vec<Rejection>,
+    pub last_resync: Option<String>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct AppLine {
+    pub app_id: String,
+    pub version: Option<String>,
+    pub stopped_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct InstanceLine {
+    pub instance: String,
+    pub app_id: String,
+    pub task_id: Option<String>,
+    pub state: Option<String>,
+    /// `ready`, `idle`, `dead`, or `pending: <what it lacks>`.
+    pub status: String,
+    pub endpoint: Option<String>,
+    pub healthy: Option<bool>,
+}
+
+/// Reads a consistent-enough picture of the store (each tree read once).
+pub fn state_report(store: &Store, backends: &[&str]) -> Result<StateReport, crate::store::Error> {
+    let specs = store.newest_specs()?;
+    let apps = store.apps()?;
+    let mut app_ids: std::collections::BTreeSet<_> = specs.keys().cloned().collect();
+    app_ids.extend(apps.keys().cloned());
+    let app_lines = app_ids
+        .into_iter()
+        .map(|id| AppLine {
+            version: specs.get(&id).map(|s| s.version.clone()),
+            stopped_at: apps.get(&id).and_then(|a| a.stopped_at).map(|t| t.to_string()),
+            app_id: id.to_string(),
+        })
+        .collect();
+    let instances = store
+        .instances()?
+        .into_iter()
+        .map(|rec| {
+            let status = match assemble::status(&rec, apps.get(&rec.app_id), specs.get(&rec.app_id)) {
+                Status::Ready => "ready".to_owned(),
+                Status::Idle => "idle".to_owned(),
+                Status::Dead => "dead".to_owned(),
+                Status::Pending(lack) => format!("pending: {lack}"),
+            };
+            InstanceLine {
+                instance: rec.instance.to_string(),
+                app_id: rec.app_id.to_string(),
+                task_id: rec.location.as_ref().map(|l| l.task_id.to_string()),
+                state: rec.state.as_ref().map(|s| s.state.to_string()),
+                status,
+                endpoint: rec.location.as_ref().map(|l| format!("{} {:?} {:?}", l.host, l.ports, l.ip_addresses)),
+                healthy: rec.health.as_ref().and_then(|h| h.healthy),
+            }
+        })
+        .collect();
+    let mut ledger = BTreeMap::new();
+    let mut queue = BTreeMap::new();
+    for b in backends {
+        ledger.insert(b.to_string(), store.ledger(b)?);
+        queue.insert(b.to_string(), store.queued(b)?);
+    }
+    Ok(StateReport {
+        apps: app_lines,
+        instances,
+        pending: store.pending()?,
+        ledger,
+        queue,
+        rejections: store.rejections()?,
+        last_resync: store.last_resync()?,
+    })
+}
+
+impl StateReport {
+    /// Human-readable rendering for `switchboard state`.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "last resync: {}", self.last_resync.as_deref().unwrap_or("never"));
+        let _ = writeln!(out, "\napps ({}):", self.apps.len());
+        for a in &self.apps {
+            let stopped = a.stopped_at.as_deref().map(|s| format!("  stopped {s}")).unwrap_or_default();
+            let _ = writeln!(out, "  {}  version {}{stopped}", a.app_id, a.version.as_deref().unwrap_or("?"));
+        }
+        let _ = writeln!(out, "\ninstances ({}):", self.instances.len());
+        for i in &self.instances {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  {}",
+                i.instance,
+                i.state.as_deref().unwrap_or("-"),
+                i.status,
+                i.endpoint.as_deref().unwrap_or("-")
+            );
+        }
+        let _ = writeln!(out, "\npending ({}):", self.pending.len());
+        for p in &self.pending {
+            let _ = writeln!(out, "  {}  {}  lacks {}", p.instance, p.app_id, p.lack);
+        }
+        for (b, regs) in &self.ledger {
+            let _ = writeln!(out, "\nledger {b} ({}):", regs.len());
+            for r in regs {
+                let _ = writeln!(out, "  {}  {}  {}:{}", r.id, r.service, r.address, r.port);
+            }
+        }
+        for (b, ops) in &self.queue {
+            let _ = writeln!(out, "\nqueue {b} ({}):", ops.len());
+            for q in ops {
+                let err = q.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default();
+                let _ = writeln!(out, "  {} {}  attempts {}{err}", q.op.verb(), q.op.key(), q.attempts);
+            }
+        }
+        let _ = writeln!(out, "\nrejections ({}):", self.rejections.len());
+        for r in &self.rejections {
+            let _ = writeln!(out, "  [{}] app {} label {}: {}", r.backend, r.app_id, r.label, r.reason);
+        }
+        out
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], engine.metrics.render())
+}
+
+fn report(engine: &Engine) -> Result<StateReport, (StatusCode, String)> {
+    let names: Vec<&str> = engine.backends.iter().map(|b| b.name()).collect();
+    state_report(&engine.store, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn state(State(engine): State<Engine>) -> Result<axum::Json<StateReport>, (StatusCode, String)> {
+    report(&engine).map(axum::Json)
+}
+
+async fn index(State(engine): State<Engine>) -> Result<String, (StatusCode, String)> {
+    report(&engine).map(|r| r.render_text())
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, engine: Engine, shutdown: CancellationToken) {
+    let app = axum::Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/state", get(state))
+        .with_state(engine);
+    let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "status server stopped");
+    }
+}

@@ -10,18 +10,25 @@
 //! - [`labels`]: pure translation of an app spec + instance into registrations.
 //! - [`plan`]: pure diff of desired registrations against what a backend holds.
 //! - [`backends`]: Consul, Kong, Vulcand behind one trait.
-//! - [`daemon`]: wiring, timers, retries, shutdown; [`http`]: health, metrics, status.
+//! - [`engine`]: the I/O shell around assemble and plan: resync, queue drain, spec fetch.
+//! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
+//! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
 //! - [`sim`]: in-process simulators used by tests and `switchboard demo`.
 
 pub mod assemble;
 pub mod backends;
 pub mod config;
 pub mod daemon;
+pub mod demo;
+pub mod engine;
 pub mod http;
 pub mod labels;
 pub mod marathon;
+pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod secret;
 pub mod sim;
+pub mod state;
 pub mod store;

@@ -1,1 +1,182 @@
-fn main() {}
+//! `switchboard`: clap → Config → run / reconcile --once / state / demo.
+//! Exit codes are decided here only: 0 converged/ok, 1 operations still
+//! failing (or a runtime error), 2 bad configuration or usage.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchboard::config::{CommonArgs, Config, ConfigError};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Keeps Consul, Kong and Vulcand in step with Apache Marathon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: event stream, durable buffer, backends, periodic resync.
+    Run {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// One full resync against Marathon's snapshot, then exit.
+    Reconcile {
+        /// Required: run once and exit (the daemon is `switchboard run`).
+        #[arg(long)]
+        once: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Print what the store holds: apps, instances, pending, ledger, queue.
+    State {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Sandbox: simulators and the daemon in one process, converging live.
+    Demo {
+        /// Stay up after the scripted steps (Ctrl-C to stop).
+        #[arg(long)]
+        keep_running: bool,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("switchboard: {e}");
+    ExitCode::from(2)
+}
+
+fn load(common: &CommonArgs) -> Result<Config, ExitCode> {
+    let cfg = Config::load(common).map_err(|e| config_error(&e))?;
+    cfg.require_runnable().map_err(|e| config_error(&e))?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run { common } => {
+                init_tracing("info");
+                let cfg = match load(&common) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let shutdown = CancellationToken::new();
+                let on_signal = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    on_signal.cancel();
+                });
+                match switchboard::daemon::run(cfg, shutdown, None).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("switchboard: {e:#}");
+                        if e.to_string().starts_with("invalid setting") { ExitCode::from(2) } else { ExitCode::from(1) }
+                    }
+                }
+            }
+            Command::Reconcile { once, dry_run, json, common } => {
+                init_tracing("warn");
+                if !once {
+                    eprintln!("switchboard: reconcile needs --once (the long-running form is `switchboard run`)");
+                    return ExitCode::from(2);
+                }
+                let cfg = match load(&common) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match switchboard::reconcile::once(&cfg, dry_run).await {
+                    Ok(report) => {
+                        if json {
+                            match serde_json::to_string_pretty(&report) {
+                                Ok(s) => println!("{s}"),
+                                Err(e) => eprintln!("switchboard: cannot encode report: {e}"),
+                            }
+                        } else {
+                            print!("{}", report.render_table());
+                        }
+                        if report.converged() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                    }
+                    Err(e) => {
+                        eprintln!("switchboard: {e:#}");
+                        if e.to_string().starts_with("invalid setting") { ExitCode::from(2) } else { ExitCode::from(1) }
+                    }
+                }
+            }
+            Command::State { json, common } => {
+                init_tracing("warn");
+                let cfg = match Config::load(&common) {
+                    Ok(c) => c,
+                    Err(e) => return config_error(&e),
+                };
+                match switchboard::state::read(&cfg).await {
+                    Ok(report) => {
+                        if json {
+                            match serde_json::to_string_pretty(&report) {
+                                Ok(s) => println!("{s}"),
+                                Err(e) => eprintln!("switchboard: cannot encode state: {e}"),
+                            }
+                        } else {
+                            print!("{}", report.render_text());
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("switchboard: {e:#}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Command::Demo { keep_running } => {
+                init_tracing("warn");
+                match switchboard::demo::run(keep_running).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("switchboard demo: {e:#}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

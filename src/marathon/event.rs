@@ -37,3 +37,6 @@ pub enum Event {
         event_type: String,
     },
 }
+#[derive(Debug, thiserror::Error)]
+#[error("placeholder")]
+pub struct ParseError;

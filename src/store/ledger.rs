@@ -30,6 +30,14 @@ impl Store {
         self.ledger.scan_prefix(prefix(backend)).values().map(|v| decode("ledger", &v?)).collect()
     }
 
+    /// Copies ledger entries in (for a scratch store seeded from the real one).
+    pub fn import_ledger(&self, backend: &str, regs: &[Registration]) -> Result<(), Error> {
+        for r in regs {
+            self.ledger.insert(key2(backend, &r.id), encode(r)?)?;
+        }
+        Ok(())
+    }
+
     /// Drops ledger entries of `backend` that are in none of `keep` (used by
     /// a resync for entries that are neither desired nor present).
     pub fn forget(&self, backend: &str, ids: &[String]) -> Result<(), Error> {

@@ -1,0 +1,394 @@
+//! The reconcile engine: the I/O shell around `assemble` and `plan`, shared by
+//! the daemon and `reconcile --once`.
+//!
+//! Invariants:
+//! - Events are hints: every pass reads current facts from the store, never
+//!   from an event payload.
+//! - Planning against the ledger uses the *expected* state (ledger with queued
+//!   ops applied on top), so a queued repair is never cancelled and a queued
+//!   deregistration is replaced when the instance comes back.
+//! - Ops reach a backend only through the durable queue; an op leaves the
+//!   queue in the same transaction that records it in the ledger.
+//! - A backend that fails does not hold up the others: each has its own queue,
+//!   worker and backoff.
+//! - Apps whose labels cannot be honoured keep what they already have
+//!   registered (nothing is half-changed); every other app carries on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use tracing::{debug, info, warn};
+
+use crate::assemble::{self, Desired};
+use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
+use crate::labels::{LabelOptions, StaticService};
+use crate::marathon::client::MarathonClient;
+use crate::metrics::Metrics;
+use crate::model::{AppId, Registration, Timestamp};
+use crate::plan::plan;
+use crate::store::{SnapshotApp, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("marathon: {0}")]
+    Marathon(#[from] crate::marathon::client::Error),
+}
+
+/// Local wall-clock milliseconds (for retry schedules and pending ages only;
+/// folding never reads a clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Everything desired right now, and what each backend makes of it.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    pub desired: Desired,
+    /// Per backend name: what it should hold and what it refused.
+    pub selections: BTreeMap<&'static str, Selection>,
+    /// Task ids of live instances of apps with label errors: what they have
+    /// registered is kept as it is.
+    pub held_tasks: BTreeSet<String>,
+}
+
+/// What one resync did.
+#[derive(Debug, Default)]
+pub struct ResyncReport {
+    /// Ops queued, by backend.
+    pub ops: BTreeMap<&'static str, Vec<Op>>,
+    /// Backends that could not be listed, with the error.
+    pub failed: Vec<(&'static str, String)>,
+}
+
+/// Outcome of draining one backend's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Nothing due is left.
+    Idle { next_due_ms: Option<u64> },
+    /// A transient failure: the backend is likely down; try again then.
+    Backoff { until_ms: u64 },
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub marathon: MarathonClient,
+    pub backends: Vec<Arc<dyn Backend>>,
+    pub opts: LabelOptions,
+    pub statics: Vec<StaticService>,
+    pub metrics: Metrics,
+    /// Apps whose spec fetch is in flight, so concurrent waiters share one.
+    inflight: Arc<Mutex<BTreeMap<AppId, Instant>>>,
+}
+
+/// Capped exponential backoff with jitter for the `attempt`-th retry (1-based).
+pub fn backoff(attempt: u32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        marathon: MarathonClient,
+        backends: Vec<Arc<dyn Backend>>,
+        opts: LabelOptions,
+        statics: Vec<StaticService>,
+        metrics: Metrics,
+    ) -> Engine {
+        Engine { store, marathon, backends, opts, statics, metrics, inflight: Arc::default() }
+    }
+
+    /// Desired registrations from the store plus static services, selected per
+    /// backend. Also refreshes the pending tree and the rejection record.
+    pub fn desired(&self) -> Result<DesiredState, EngineError> {
+        let instances = self.store.instances()?;
+        let apps = self.store.apps()?;
+        let specs = self.store.newest_specs()?;
+        let mut desired = assemble::desired(&instances, &apps, &specs, &self.opts);
+        for svc in &self.statics {
+            if let Ok(regs) = crate::labels::static_registrations(svc, &self.opts) {
+                desired.registrations.extend(regs);
+            }
+        }
+        desired.registrations.sort();
+        desired.registrations.dedup_by(|a, b| a.id == b.id);
+
+        let mut held_tasks = BTreeSet::new();
+        for rec in &instances {
+            if desired.errors.contains_key(&rec.app_id)
+                && assemble::status(rec, apps.get(&rec.app_id), specs.get(&rec.app_id)) == assemble::Status::Ready
+                && let Some(loc) = &rec.location
+            {
+                held_tasks.insert(loc.task_id.to_string());
+            }
+        }
+
+        let mut selections = BTreeMap::new();
+        let mut rejections: Vec<Rejection> = desired
+            .errors
+            .values()
+            .map(|e| Rejection {
+                backend: "labels".into(),
+                app_id: e.app_id.clone(),
+                label: e.label.clone(),
+                reason: e.reason.clone(),
+            })
+            .collect();
+        for b in &self.backends {
+            let sel = b.select(&desired.registrations);
+            self.metrics.rejections.with_label_values(&[b.name()]).set(sel.rejected.len() as i64);
+            rejections.extend(sel.rejected.iter().cloned());
+            selections.insert(b.name(), sel);
+        }
+        self.metrics.rejections.with_label_values(&["labels"]).set(desired.errors.len() as i64);
+        self.store.set_rejections(&rejections)?;
+        self.store.set_pending(&desired.pending, now_ms())?;
+        for lack in [assemble::Lack::Spec, assemble::Lack::TaskFacts] {
+            let n = desired.pending.iter().filter(|p| p.2 == lack).count();
+            self.metrics.pending.with_label_values(&[&format!("{lack}")]).set(n as i64);
+        }
+        Ok(DesiredState { desired, selections, held_tasks })
+    }
+
+    /// What a backend should hold: its selection, plus what apps with label
+    /// errors already have there (held as it is).
+    fn wanted(&self, state: &DesiredState, backend: &str, present: &[Registration]) -> Vec<Registration> {
+        let mut want = state.selections.get(backend).map(|s| s.keep.clone()).unwrap_or_default();
+        let ids: BTreeSet<String> = want.iter().map(|r| r.id.clone()).collect();
+        want.extend(present.iter().filter(|r| state.held_tasks.contains(&r.task_id) && !ids.contains(&r.id)).cloned());
+        want
+    }
+
+    /// The ledger with queued ops applied on top: what each backend will hold
+    /// once its queue drains.
+    fn expected(&self, backend: &str) -> Result<(Vec<Registration>, BTreeMap<String, Op>), EngineError> {
+        let mut by_id: BTreeMap<String, Registration> =
+            self.store.ledger(backend)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut queued = BTreeMap::new();
+        for q in self.store.queued(backend)? {
+            match &q.op {
+                Op::Register(r) => {
+                    by_id.insert(r.id.clone(), r.clone());
+                }
+                Op::Deregister { registration, .. } => {
+                    by_id.remove(&registration.id);
+                }
+            }
+            queued.insert(q.op.key().to_owned(), q.op);
+        }
+        Ok((by_id.into_values().collect(), queued))
+    }
+
+    fn enqueue_new(&self, backend: &str, ops: Vec<Op>, queued: &BTreeMap<String, Op>) -> Result<Vec<Op>, EngineError> {
+        let fresh: Vec<Op> = ops.into_iter().filter(|op| queued.get(op.key()) != Some(op)).collect();
+        self.store.enqueue(backend, &fresh)?;
+        self.metrics.queue_depth.with_label_values(&[backend]).set(self.store.queue_len(backend) as i64);
+        Ok(fresh)
+    }
+
+    /// One planning pass against the ledger (no backend reads). Returns the
+    /// backends that got new ops.
+    pub fn plan_from_ledger(&self) -> Result<Vec<&'static str>, EngineError> {
+        let state = self.desired()?;
+        let mut touched = Vec::new();
+        for b in &self.backends {
+            let (expected, queued) = self.expected(b.name())?;
+            let want = self.wanted(&state, b.name(), &expected);
+            let ops = plan(&want, &expected, |d, o| d == o);
+            let fresh = self.enqueue_new(b.name(), ops, &queued)?;
+            if !fresh.is_empty() {
+                debug!(backend = b.name(), ops = fresh.len(), "queued");
+                touched.push(b.name());
+            }
+        }
+        Ok(touched)
+    }
+
+    /// A full resync: Marathon's snapshot into the store, then every backend's
+    /// owned entries against what is desired.
+    pub async fn resync(&self) -> Result<ResyncReport, EngineError> {
+        let seq_at_request = self.store.next_seq()?;
+        let as_of = Timestamp(self.store.high_water()?.0 + 1);
+        let snapshot = match self.marathon.snapshot().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.resyncs.with_label_values(&["marathon_error"]).inc();
+                return Err(e.into());
+            }
+        };
+        let apps: Vec<SnapshotApp> = snapshot
+            .apps
+            .iter()
+            .map(|a| SnapshotApp {
+                spec: a.spec.clone(),
+                tasks: a.tasks.iter().map(|t| (t.facts.clone(), t.healthy)).collect(),
+            })
+            .collect();
+        let broken: BTreeSet<String> = snapshot.broken.iter().map(|(id, _)| id.clone()).collect();
+        for (id, err) in &snapshot.broken {
+            warn!(app_id = %id, error = %err, "app definition unreadable; its registrations are left as they are");
+        }
+        self.store.apply_snapshot(&apps, &broken, as_of, seq_at_request)?;
+        self.plan_from_ledger()?;
+        let state = self.desired()?;
+
+        let mut report = ResyncReport::default();
+        for b in &self.backends {
+            let name = b.name();
+            let ledger = self.store.ledger(name)?;
+            let observed = match b.list_owned(&ledger).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(backend = name, error = %e, "cannot list owned entries; will retry");
+                    report.failed.push((name, e.to_string()));
+                    continue;
+                }
+            };
+            let want = self.wanted(&state, name, &observed);
+            let ops = plan(&want, &observed, |d, o| b.same(d, o));
+            // Ledger entries that are neither present nor wanted were removed
+            // by someone else: forget them.
+            let observed_ids: BTreeSet<&str> = observed.iter().map(|r| r.id.as_str()).collect();
+            let want_ids: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
+            let stale: Vec<String> = ledger
+                .iter()
+                .filter(|r| !observed_ids.contains(r.id.as_str()) && !want_ids.contains(r.id.as_str()))
+                .map(|r| r.id.clone())
+                .collect();
+            self.store.forget(name, &stale)?;
+            let (_, queued) = self.expected(name)?;
+            let fresh = self.enqueue_new(name, ops, &queued)?;
+            if !fresh.is_empty() {
+                info!(backend = name, ops = fresh.len(), "resync queued repairs");
+            }
+            report.ops.insert(name, fresh);
+        }
+        self.store.set_last_resync(&Timestamp::now().to_string())?;
+        let result = if report.failed.is_empty() { "ok" } else { "backend_error" };
+        self.metrics.resyncs.with_label_values(&[result]).inc();
+        Ok(report)
+    }
+
+    /// Applies the due ops of one backend, in key order, until none is due or
+    /// a transient failure says the backend is unwell.
+    pub async fn drain(&self, b: &Arc<dyn Backend>) -> Result<Drain, EngineError> {
+        let name = b.name();
+        let mut next_due: Option<u64> = None;
+        for q in self.store.queued(name)? {
+            let now = now_ms();
+            if q.not_before_ms > now {
+                next_due = Some(next_due.map_or(q.not_before_ms, |n| n.min(q.not_before_ms)));
+                continue;
+            }
+            let started = Instant::now();
+            let result = b.apply(&q.op).await;
+            self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
+            let reg = q.op.registration();
+            match result {
+                Ok(()) => {
+                    self.store.complete(name, &q.op)?;
+                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
+                    info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, "applied");
+                }
+                Err(e) if e.is_transient() => {
+                    let delay = backoff(q.attempts + 1);
+                    let until_ms = now_ms() + delay.as_millis() as u64;
+                    let attempts = self.store.retry_later(name, &q.op, until_ms, &e.to_string())?;
+                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "retry"]).inc();
+                    warn!(backend = name, op = q.op.verb(), id = %reg.id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
+                    self.update_gauges(name)?;
+                    return Ok(Drain::Backoff { until_ms });
+                }
+                Err(e) => {
+                    self.record_failure(name, &q.op, &e)?;
+                }
+            }
+        }
+        self.update_gauges(name)?;
+        Ok(Drain::Idle { next_due_ms: next_due })
+    }
+
+    fn record_failure(&self, name: &'static str, op: &Op, e: &BackendError) -> Result<(), EngineError> {
+        let reg = op.registration();
+        self.metrics.ops.with_label_values(&[name, op.verb(), "failed"]).inc();
+        warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; waiting for a change");
+        self.store.drop_queued(name, op)?;
+        let mut rejections = self.store.rejections()?;
+        rejections.push(Rejection {
+            backend: name.to_owned(),
+            app_id: reg.app_id.clone(),
+            label: format!("{} {}", op.verb(), reg.id),
+            reason: e.to_string(),
+        });
+        self.store.set_rejections(&rejections)?;
+        Ok(())
+    }
+
+    fn update_gauges(&self, name: &'static str) -> Result<(), EngineError> {
+        self.metrics.queue_depth.with_label_values(&[name]).set(self.store.queue_len(name) as i64);
+        self.metrics.registered.with_label_values(&[name]).set(self.store.ledger(name)?.len() as i64);
+        Ok(())
+    }
+
+    /// Fetches the spec of every app with an instance pending longer than
+    /// `grace`, one request per app however many instances wait. A 404 buries
+    /// the waiting instances. Returns whether anything changed.
+    pub async fn fetch_pending(&self, grace: Duration) -> Result<bool, EngineError> {
+        let now = now_ms();
+        let grace_ms = grace.as_millis() as u64;
+        let mut waiting: BTreeMap<AppId, Vec<crate::model::InstanceId>> = BTreeMap::new();
+        for p in self.store.pending()? {
+            if now.saturating_sub(p.since_ms) >= grace_ms {
+                waiting.entry(p.app_id).or_default().push(p.instance);
+            }
+        }
+        let mut changed = false;
+        for (app_id, instances) in waiting {
+            {
+                let Ok(mut inflight) = self.inflight.lock() else { continue };
+                // One fetch per app at a time, and not more often than the grace period.
+                if inflight.get(&app_id).is_some_and(|t| t.elapsed() < grace.max(Duration::from_millis(500))) {
+                    continue;
+                }
+                inflight.insert(app_id.clone(), Instant::now());
+            }
+            let as_of = Timestamp(self.store.high_water()?.0 + 1);
+            match self.marathon.app(&app_id).await {
+                Ok(Some(app)) => {
+                    self.metrics.spec_fetches.with_label_values(&["ok"]).inc();
+                    let app = SnapshotApp {
+                        spec: app.spec.clone(),
+                        tasks: app.tasks.iter().map(|t| (t.facts.clone(), t.healthy)).collect(),
+                    };
+                    self.store.apply_app(&app, as_of)?;
+                    info!(app_id = %app_id, waiting = instances.len(), "fetched app spec");
+                    changed = true;
+                }
+                Ok(None) => {
+                    self.metrics.spec_fetches.with_label_values(&["not_found"]).inc();
+                    info!(app_id = %app_id, waiting = instances.len(), "app no longer exists; dropping its waiting instances");
+                    let ids: Vec<_> = instances.into_iter().map(|i| (i, app_id.clone())).collect();
+                    self.store.bury(&ids, as_of)?;
+                    changed = true;
+                }
+                Err(e) => {
+                    self.metrics.spec_fetches.with_label_values(&["error"]).inc();
+                    warn!(app_id = %app_id, error = %e, "app spec fetch failed; will retry");
+                }
+            }
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,162 @@
+//! `switchboard reconcile --once`: one full resync, every queued op applied
+//! with bounded retries, then a report.
+//!
+//! Invariant: `--dry-run` writes to no backend and leaves the real store as it
+//! was: it plans in a scratch store seeded with the real ledger.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::backends::Op;
+use crate::config::Config;
+use crate::engine::{Drain, Engine, now_ms};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Attempts per op before `reconcile --once` gives up on it.
+const MAX_ATTEMPTS: u32 = 4;
+
+#[derive(Debug, Serialize)]
+pub struct OnceReport {
+    pub dry_run: bool,
+    pub ops: Vec<OpLine>,
+    /// Backends that could not be listed or still hold failed ops.
+    pub failed_backends: Vec<(String, String)>,
+    pub rejections: Vec<crate::backends::Rejection>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpLine {
+    pub backend: String,
+    pub op: String,
+    pub service: String,
+    pub id: String,
+    pub address: String,
+    /// `planned` (dry run), `applied`, or `failed: <error>`.
+    pub result: String,
+}
+
+impl OnceReport {
+    pub fn converged(&self) -> bool {
+        self.failed_backends.is_empty() && self.ops.iter().all(|o| !o.result.starts_with("failed"))
+    }
+
+    pub fn render_table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if self.ops.is_empty() {
+            out.push_str("nothing to do: every backend is in step\n");
+        } else {
+            let _ =
+                writeln!(out, "{:<8} {:<11} {:<24} {:<21} {:<8} ID", "BACKEND", "OP", "SERVICE", "ADDRESS", "RESULT");
+            for o in &self.ops {
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<11} {:<24} {:<21} {:<8} {}",
+                    o.backend, o.op, o.service, o.address, o.result, o.id
+                );
+            }
+        }
+        for (b, e) in &self.failed_backends {
+            let _ = writeln!(out, "backend {b} failed: {e}");
+        }
+        for r in &self.rejections {
+            let _ = writeln!(out, "rejected [{}] app {} label {}: {}", r.backend, r.app_id, r.label, r.reason);
+        }
+        out
+    }
+}
+
+fn line(backend: &str, op: &Op, result: String) -> OpLine {
+    let r = op.registration();
+    OpLine {
+        backend: backend.to_owned(),
+        op: op.verb().to_owned(),
+        service: r.service.clone(),
+        id: r.id.clone(),
+        address: format!("{}:{}", r.address, r.port),
+        result,
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
+    let metrics = Metrics::new();
+    let backend_names: Vec<&'static str> = crate::daemon::build_backends(cfg)?.iter().map(|b| b.name()).collect();
+    let _scratch;
+    let store = if dry_run {
+        let dir = std::env::temp_dir().join(format!("switchboard-dry-run-{}-{}", std::process::id(), now_ms()));
+        _scratch = Scratch(dir.clone());
+        let scratch = Store::open(&dir).context("opening a scratch store for --dry-run")?;
+        match Store::open(&cfg.data_dir) {
+            Ok(real) => {
+                for b in &backend_names {
+                    scratch.import_ledger(b, &real.ledger(b)?)?;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "dry run without the ledger (store busy or missing)"),
+        }
+        scratch
+    } else {
+        Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?
+    };
+    let engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    let resync = engine.resync().await.context("resync from Marathon failed")?;
+    let mut report = OnceReport {
+        dry_run,
+        ops: Vec::new(),
+        failed_backends: resync.failed.iter().map(|(b, e)| (b.to_string(), e.clone())).collect(),
+        rejections: store.rejections()?,
+    };
+    if dry_run {
+        for b in &engine.backends {
+            for q in store.queued(b.name())? {
+                report.ops.push(line(b.name(), &q.op, "planned".into()));
+            }
+        }
+        return Ok(report);
+    }
+    for b in &engine.backends {
+        let before = store.queued(b.name())?;
+        drain_with_retries(&engine, b).await?;
+        let left = store.queued(b.name())?;
+        for q in before {
+            let result = match left.iter().find(|l| l.op == q.op) {
+                Some(l) => format!("failed: {}", l.last_error.as_deref().unwrap_or("not applied")),
+                None => "applied".to_owned(),
+            };
+            report.ops.push(line(b.name(), &q.op, result));
+        }
+        if !left.is_empty() && !report.failed_backends.iter().any(|(n, _)| n == b.name()) {
+            report.failed_backends.push((b.name().to_owned(), format!("{} operations not applied", left.len())));
+        }
+    }
+    report.rejections = store.rejections()?;
+    store.flush().await?;
+    Ok(report)
+}
+
+async fn drain_with_retries(engine: &Engine, b: &std::sync::Arc<dyn crate::backends::Backend>) -> anyhow::Result<()> {
+    loop {
+        let wait_until = match engine.drain(b).await? {
+            Drain::Idle { next_due_ms: None } => return Ok(()),
+            Drain::Idle { next_due_ms: Some(t) } | Drain::Backoff { until_ms: t } => t,
+        };
+        let exhausted = engine.store.queued(b.name())?.iter().any(|q| q.attempts >= MAX_ATTEMPTS);
+        if exhausted {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(wait_until.saturating_sub(now_ms()).clamp(10, 5_000))).await;
+    }
+}
