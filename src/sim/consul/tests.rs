@@ -275,12 +275,12 @@ async fn failing_stop_and_restart() {
 
 #[test]
 fn go_durations() {
-    assert_eq!(parse_go_duration("10s"), Some(10_000_000_000));
-    assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
-    assert_eq!(parse_go_duration("250ms"), Some(250_000_000));
-    assert_eq!(parse_go_duration("1.5h"), Some(5_400_000_000_000));
-    assert_eq!(parse_go_duration("0"), Some(0));
-    assert_eq!(parse_go_duration("10"), None);
-    assert_eq!(parse_go_duration(""), None);
+    assert_eq!(decode::parse_go_duration("10s"), Some(10_000_000_000));
+    assert_eq!(decode::parse_go_duration("1m30s"), Some(90_000_000_000));
+    assert_eq!(decode::parse_go_duration("250ms"), Some(250_000_000));
+    assert_eq!(decode::parse_go_duration("1.5h"), Some(5_400_000_000_000));
+    assert_eq!(decode::parse_go_duration("0"), Some(0));
+    assert_eq!(decode::parse_go_duration("10"), None);
+    assert_eq!(decode::parse_go_duration(""), None);
     assert_eq!(percent_decode("a%2Fb%3A1%zz"), "a/b:1%zz");
 }
