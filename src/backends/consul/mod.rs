@@ -1,33 +1,135 @@
-//! (placeholder until the consul backend lands)
-use crate::backends::{Backend, BackendError, Op, Selection};
+//! Consul backend: keeps Switchboard's registrations on one Consul agent via
+//! the agent service API (`/v1/agent/service/register`, `deregister`,
+//! `/v1/agent/services`).
+//!
+//! Invariants:
+//! - Ownership: a service is ours only if it carries the `switchboard` tag
+//!   and meta `managed_by=switchboard` + `switchboard_cluster=<cluster>`; on
+//!   agents that list no meta (pre-1.0.7), the tag plus an entry in the
+//!   ledger. The built-in `consul` service is never ours.
+//! - Nothing is half-registered: a registration is validated before any call,
+//!   and one register call carries the service and all its checks.
+//! - Registrations carry a `switchboard_hash` of their content, so drift in
+//!   what Consul does not list (checks) is still detected by `same`.
+//! - Never logs the token (it lives in a sensitive default header).
+
+mod client;
+mod config;
+mod map;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+pub use config::{ConsulConfig, ConsulConfigError};
+
+use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
 use crate::model::Registration;
-pub struct ConsulConfig {
-    pub url: url::Url,
-    pub token: Option<crate::secret::Secret>,
-    pub cluster: String,
-    pub timeout: std::time::Duration,
+
+const NAME: &str = "consul";
+
+pub struct ConsulBackend {
+    client: client::Client,
+    cluster: String,
+    /// `switchboard_hash` per owned service ID as of the last `list_owned`
+    /// (`None`: listed without meta). `same` reads it, because a
+    /// `Registration` has no place for the digest. Std mutex: short
+    /// sections, never held across an `.await`.
+    observed_hashes: Mutex<HashMap<String, Option<String>>>,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("placeholder")]
-pub struct ConsulConfigError;
-pub struct ConsulBackend;
-impl ConsulBackend {
-    pub fn new(_c: ConsulConfig) -> Result<Self, ConsulConfigError> {
-        Err(ConsulConfigError)
+
+impl std::fmt::Debug for ConsulBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulBackend").field("cluster", &self.cluster).finish_non_exhaustive()
     }
 }
-#[async_trait::async_trait]
+
+impl ConsulBackend {
+    pub fn new(cfg: ConsulConfig) -> Result<ConsulBackend, ConsulConfigError> {
+        cfg.validate()?;
+        Ok(ConsulBackend {
+            client: client::Client::new(&cfg)?,
+            cluster: cfg.cluster,
+            observed_hashes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.observed_hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rejection(reg: &Registration, label: &str, reason: String) -> Rejection {
+        Rejection { backend: NAME.to_owned(), app_id: reg.app_id.clone(), label: label.to_owned(), reason }
+    }
+}
+
+#[async_trait]
 impl Backend for ConsulBackend {
     fn name(&self) -> &'static str {
-        "consul"
+        NAME
     }
-    fn select(&self, _d: &[Registration]) -> Selection {
-        Selection::default()
+
+    fn select(&self, desired: &[Registration]) -> Selection {
+        let mut out = Selection::default();
+        let mut seen = HashSet::new();
+        for reg in desired.iter().filter(|r| r.consul) {
+            if let Err(bad) = map::validate(reg) {
+                out.rejected.push(Self::rejection(reg, bad.label, bad.reason));
+            } else if !seen.insert(reg.id.as_str()) {
+                let reason = format!("service ID {:?} is registered twice; Consul would keep only one", reg.id);
+                out.rejected.push(Self::rejection(reg, map::LABEL, reason));
+            } else {
+                out.keep.push(reg.clone());
+            }
+        }
+        out
     }
-    async fn list_owned(&self, _l: &[Registration]) -> Result<Vec<Registration>, BackendError> {
-        Ok(vec![])
+
+    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        let hashes = self.hashes();
+        let observed_hash = hashes.get(&observed.id).map(Option::as_deref);
+        map::same(desired, observed, observed_hash)
     }
-    async fn apply(&self, _op: &Op) -> Result<(), BackendError> {
+
+    async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
+        let services = self.client.services().await?;
+        let by_id: BTreeMap<&str, &Registration> = ledger.iter().map(|r| (r.id.as_str(), r)).collect();
+        let mut owned = Vec::new();
+        let mut hashes = HashMap::new();
+        for (key, svc) in &services {
+            let id = svc.id.as_deref().unwrap_or(key);
+            if let Some(o) = map::owned(key, svc, &self.cluster, by_id.get(id).copied()) {
+                hashes.insert(o.registration.id.clone(), o.hash);
+                owned.push(o.registration);
+            }
+        }
+        *self.hashes() = hashes;
+        Ok(owned)
+    }
+
+    async fn apply(&self, op: &Op) -> Result<(), BackendError> {
+        match op {
+            Op::Register(reg) => {
+                map::validate(reg).map_err(|bad| BackendError::Permanent {
+                    backend: NAME,
+                    what: format!("register {}", reg.id),
+                    message: format!("{} (label {} of app {})", bad.reason, bad.label, reg.app_id),
+                })?;
+                let body = map::register_body(reg, &self.cluster);
+                self.client.register(&body).await?;
+                // What Consul now holds, until the next listing says otherwise.
+                self.hashes().insert(reg.id.clone(), body.meta.get(map::META_HASH).cloned());
+                tracing::debug!(service_id = %reg.id, service = %reg.service, "registered");
+            }
+            Op::Deregister { registration, .. } => {
+                self.client.deregister(&registration.id).await?;
+                self.hashes().remove(&registration.id);
+                tracing::debug!(service_id = %registration.id, "deregistered");
+            }
+        }
         Ok(())
     }
 }
