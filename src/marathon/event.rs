@@ -9,7 +9,6 @@
 //! - The JSON's own `eventType` wins over the SSE `event:` name.
 //! - A `ParseError` always names the event type (or app) and the field at fault.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -423,7 +422,7 @@ pub fn app_from_value(v: &Value) -> Result<AppSpec, ParseError> {
     Ok(AppSpec {
         id,
         version: w.version.unwrap_or_default(),
-        labels: w.labels.unwrap_or_else(BTreeMap::new),
+        labels: w.labels.unwrap_or_default(),
         ports,
         health_checks,
         ip_per_task: container_net || legacy_ip,

@@ -1178,9 +1178,7 @@ mod tests {
             .collect();
         let first_old = states.iter().position(|(o, _)| *o).unwrap();
         assert!(
-            states[..first_old]
-                .iter()
-                .any(|s| *s == (false, TaskState::Running)),
+            states[..first_old].contains(&(false, TaskState::Running)),
             "new tasks run first"
         );
         assert_eq!(states.last(), Some(&(true, TaskState::Killed)));
