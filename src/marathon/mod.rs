@@ -4,3 +4,4 @@
 pub mod client;
 pub mod event;
 pub mod stream;
+mod wire;

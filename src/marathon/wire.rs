@@ -1,0 +1,186 @@
+//! Serde shapes of Marathon's JSON (events, app definitions, REST tasks).
+//!
+//! Invariants: private to `marathon/`; every field is optional or defaulted
+//! so unknown or missing fields never fail decoding here; meaning (ranges,
+//! required fields, ids) is checked by hand where these convert into
+//! `model` types. Numbers that must become ports are read as `i64` so an
+//! out-of-range value is reported with the app and field, not as a serde error.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct App {
+    pub id: Option<String>,
+    pub version: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub port_definitions: Option<Vec<PortDefinition>>,
+    pub container: Option<Container>,
+    /// Legacy (pre-1.5) flat list of service ports.
+    pub ports: Option<Vec<i64>>,
+    pub health_checks: Option<Vec<HealthCheck>>,
+    pub networks: Option<Vec<Network>>,
+    /// Legacy IP-per-task object; its presence (non-null) is what matters.
+    pub ip_address: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct PortDefinition {
+    pub port: Option<i64>,
+    pub name: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Container {
+    pub port_mappings: Option<Vec<PortMapping>>,
+    pub docker: Option<Docker>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Docker {
+    pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct PortMapping {
+    pub container_port: Option<i64>,
+    pub host_port: Option<i64>,
+    pub service_port: Option<i64>,
+    pub name: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct HealthCheck {
+    pub protocol: Option<String>,
+    pub path: Option<String>,
+    pub port_index: Option<i64>,
+    pub port: Option<i64>,
+    pub interval_seconds: Option<f64>,
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Network {
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct IpAddress {
+    pub ip_address: Option<String>,
+}
+
+/// `status_update_event`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct StatusUpdate {
+    pub task_id: Option<String>,
+    pub task_status: Option<String>,
+    pub app_id: Option<String>,
+    pub host: Option<String>,
+    pub ip_addresses: Option<Vec<IpAddress>>,
+    pub ports: Option<Vec<i64>>,
+    pub version: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+/// `instance_changed_event`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct InstanceChanged {
+    pub instance_id: Option<String>,
+    pub condition: Option<String>,
+    pub run_spec_id: Option<String>,
+    pub host: Option<String>,
+    pub run_spec_version: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+/// `health_status_changed_event` (`alive`) and
+/// `instance_health_changed_event` (`healthy`, `runSpecId`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct HealthChanged {
+    pub app_id: Option<String>,
+    pub run_spec_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub task_id: Option<String>,
+    pub alive: Option<bool>,
+    pub healthy: Option<bool>,
+    pub timestamp: Option<String>,
+}
+
+/// `api_post_event`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ApiPost {
+    pub app_definition: Option<serde_json::Value>,
+    pub timestamp: Option<String>,
+}
+
+/// `app_terminated_event`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct AppTerminated {
+    pub app_id: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+/// `deployment_info` / `deployment_step_success` (light or heavy plan).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Deployment {
+    pub plan: Option<Plan>,
+    pub current_step: Option<Step>,
+    pub timestamp: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Plan {
+    /// Root group of the heavy format; absent in the light one.
+    pub target: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Step {
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Action {
+    pub action: Option<String>,
+    pub app: Option<String>,
+}
+
+/// A task in `/v2/apps?embed=apps.tasks`, `/v2/apps/{id}` or `/v2/tasks`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Task {
+    pub id: Option<String>,
+    pub app_id: Option<String>,
+    pub host: Option<String>,
+    pub ports: Option<Vec<i64>>,
+    pub ip_addresses: Option<Vec<IpAddress>>,
+    pub state: Option<String>,
+    pub version: Option<String>,
+    pub health_check_results: Option<Vec<HealthResult>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct HealthResult {
+    pub alive: Option<bool>,
+}
