@@ -1,0 +1,1 @@
+//! Vulcand backend tests against the simulator.
