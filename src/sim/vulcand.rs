@@ -562,7 +562,7 @@ fn upsert_frontend(
 
 /// Ids an etcd delete of `id` removes: exactly `id` on v2, every id that
 /// starts with it on v3.
-fn doomed<'a, V>(opts: &VulcandSimOptions, map: &'a BTreeMap<String, V>, id: &str) -> Vec<String> {
+fn doomed<V>(opts: &VulcandSimOptions, map: &BTreeMap<String, V>, id: &str) -> Vec<String> {
     match opts.engine {
         Engine::EtcdV2 => map.keys().filter(|k| k.as_str() == id).cloned().collect(),
         Engine::EtcdV3 => map.keys().filter(|k| k.starts_with(id)).cloned().collect(),
