@@ -19,6 +19,15 @@
 //! The cluster is in backend and frontend ids, so two Switchboards of
 //! different clusters never write the same object.
 //!
+//! # What is selected
+//!
+//! One server per serving instance of a service that has a valid route: the
+//! instance's registration carrying the route, or, when the route rides only
+//! on the app's primary registration, the instance's first registration
+//! (its first port). Every kept registration carries its service's route
+//! (the most common one when instances disagree, e.g. mid-deployment), so
+//! the frontend does not flip between writes.
+//!
 //! # Invariants
 //! - Vulcand has no tags: the ledger is the ownership record. `list_owned`
 //!   reports only what the ledger holds, and nothing outside it is ever
@@ -30,6 +39,8 @@
 //!   naming the app and label.
 //! - With a server TTL, `heartbeat` re-posts every ledger server each
 //!   `ttl / 3`; a Switchboard that dies leaves no server behind after the TTL.
+//!   A heartbeat never creates a backend or frontend (a heartbeat racing a
+//!   removal must not resurrect what the ledger dropped); resync does that.
 
 mod client;
 mod config;
@@ -39,7 +50,7 @@ pub mod route;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -81,27 +92,16 @@ impl VulcandBackend {
         map::frontend_id(&self.cluster, &r.service)
     }
 
-    /// Upserts the server; recreates the backend first if it vanished.
-    async fn put_server(&self, r: &Registration) -> Result<(), BackendError> {
+    /// Upserts the server. `Ok(false)` when its backend is missing: never
+    /// recreated here, so a heartbeat racing a service removal cannot bring
+    /// back a backend the ledger no longer holds (the server itself would
+    /// expire with its TTL).
+    async fn put_server(&self, r: &Registration) -> Result<bool, BackendError> {
         let bid = self.backend_id(r);
         let sid = map::server_id(&r.task_id, r.port);
-        let pack = map::server_pack(&sid, r, self.ttl_secs);
-        if self.client.upsert_server(&bid, &pack, &sid).await? {
-            return Ok(());
-        }
-        debug!(backend = %bid, "backend missing, recreating");
         self.client
-            .upsert_backend(&map::backend_pack(&bid), &bid)
-            .await?;
-        if self.client.upsert_server(&bid, &pack, &sid).await? {
-            Ok(())
-        } else {
-            Err(BackendError::Transient {
-                backend: NAME,
-                what: format!("upsert server {sid} in backend {bid}"),
-                message: "backend vanished while writing".to_owned(),
-            })
-        }
+            .upsert_server(&bid, &map::server_pack(&sid, r, self.ttl_secs), &sid)
+            .await
     }
 
     async fn register(&self, r: &Registration) -> Result<(), BackendError> {
@@ -119,7 +119,16 @@ impl VulcandBackend {
         self.client
             .upsert_backend(&map::backend_pack(&bid), &bid)
             .await?;
-        self.put_server(r).await?;
+        if !self.put_server(r).await? {
+            return Err(BackendError::Transient {
+                backend: NAME,
+                what: format!(
+                    "upsert server {} in backend {bid}",
+                    map::server_id(&r.task_id, r.port)
+                ),
+                message: "backend vanished while writing".to_owned(),
+            });
+        }
         if let Some(route) = route {
             let fid = self.frontend_id(r);
             self.client
@@ -144,7 +153,8 @@ impl VulcandBackend {
     }
 }
 
-/// Picks one route per service when registrations disagree (two app
+/// Gives every kept registration its service's route, picking one when they
+/// disagree (two app
 /// versions during a deployment, or two apps sharing a service name): the
 /// most common, ties to the smallest. Without this the frontend would flip
 /// at every write.
@@ -171,9 +181,7 @@ fn settle_routes(keep: &mut [Registration]) {
         }
     }
     for r in keep.iter_mut() {
-        if r.routes.vulcand_route.is_some()
-            && let Some(route) = chosen.get(&r.service)
-        {
+        if let Some(route) = chosen.get(&r.service) {
             r.routes.vulcand_route = Some(route.clone());
         }
     }
@@ -187,18 +195,39 @@ impl Backend for VulcandBackend {
 
     fn select(&self, desired: &[Registration]) -> Selection {
         let mut sel = Selection::default();
+        // Services with a valid route, and the instances already covered
+        // (kept, or rejected with their route).
+        let mut routed: HashSet<&str> = HashSet::new();
+        let mut covered: HashSet<(&str, &str)> = HashSet::new();
         for r in desired {
             let Some(route) = r.routes.vulcand_route.as_deref() else {
                 continue;
             };
+            if !covered.insert((r.service.as_str(), r.task_id.as_str())) {
+                continue; // one server per instance
+            }
             match route::parse(route) {
-                Ok(_) => sel.keep.push(r.clone()),
+                Ok(_) => {
+                    routed.insert(r.service.as_str());
+                    sel.keep.push(r.clone());
+                }
                 Err(e) => sel.rejected.push(Rejection {
                     backend: NAME.to_owned(),
                     app_id: r.app_id.clone(),
                     label: map::route_label(route).to_owned(),
                     reason: format!("Vulcand would refuse route {route:?}: {e}"),
                 }),
+            }
+        }
+        // An instance of a routed service whose registrations carry no route
+        // (the route rides on the app's primary registration only) still
+        // serves: keep its first registration, which is its first port.
+        for r in desired {
+            if r.routes.vulcand_route.is_none()
+                && routed.contains(r.service.as_str())
+                && covered.insert((r.service.as_str(), r.task_id.as_str()))
+            {
+                sel.keep.push(r.clone());
             }
         }
         // One rejection per app and label is enough (every instance carries
@@ -222,7 +251,7 @@ impl Backend for VulcandBackend {
         if ledger.is_empty() {
             return Ok(Vec::new());
         }
-        let existing: std::collections::HashSet<String> = self
+        let existing: HashSet<String> = self
             .client
             .list_backends()
             .await?
@@ -298,9 +327,15 @@ impl Backend for VulcandBackend {
         }
         let mut first_err = None;
         for r in ledger {
-            if let Err(e) = self.put_server(r).await {
-                debug!(service = %r.service, id = %r.id, error = %e, "heartbeat failed");
-                first_err.get_or_insert(e);
+            match self.put_server(r).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    debug!(service = %r.service, id = %r.id, "backend missing, left to resync")
+                }
+                Err(e) => {
+                    debug!(service = %r.service, id = %r.id, error = %e, "heartbeat failed");
+                    first_err.get_or_insert(e);
+                }
             }
         }
         first_err.map_or(Ok(()), Err)

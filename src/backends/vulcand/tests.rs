@@ -563,3 +563,47 @@ fn config_is_checked() {
         Err(VulcandConfigError::Ttl(frac))
     );
 }
+
+#[tokio::test]
+async fn every_instance_serves_when_the_route_rides_on_one_registration() {
+    let sim = VulcandSim::start(VulcandSimOptions::default()).unwrap();
+    let b = backend_for(&sim, "default", None);
+    let mut desired = web(3);
+    desired[1].routes.vulcand_route = None;
+    desired[2].routes.vulcand_route = None;
+    // Instance 2 has a second port: still one server for it.
+    let mut second_port = desired[2].clone();
+    second_port.port = 41002;
+    second_port.id = format!("{}:41002", second_port.task_id);
+    desired.push(second_port);
+    // A service without any route is not Vulcand's.
+    desired.push(reg("/other", "other.1", "10.0.0.9", 80, None));
+
+    let ledger = converge(&b, &desired, &[]).await;
+    assert_eq!(
+        ledger,
+        web(3),
+        "one server per instance, each carrying the route"
+    );
+    assert_eq!(
+        server_urls(&sim, "sb.default.web~"),
+        vec![
+            "http://10.0.3.17:31000",
+            "http://10.0.3.17:31001",
+            "http://10.0.3.17:31002"
+        ]
+    );
+    assert_eq!(ids(&sim.backends()), vec!["sb.default.web~"]);
+}
+
+#[tokio::test]
+async fn heartbeat_never_resurrects_a_removed_backend() {
+    let sim = VulcandSim::start(VulcandSimOptions::default()).unwrap();
+    let b = backend_for(&sim, "default", Some(Duration::from_secs(5)));
+    let ledger = converge(&b, &web(1), &[]).await;
+    converge(&b, &[], &ledger).await;
+    // A heartbeat still holding the old ledger runs after the removal.
+    b.heartbeat(&ledger).await.unwrap();
+    assert_eq!(sim.backends(), json!([]));
+    assert_eq!(sim.frontends(), json!([]));
+}
