@@ -174,4 +174,30 @@ mod tests {
         assert_eq!(route_label(r#"Host("web") && Path("/")"#), "vulcand.route");
         assert_eq!(route_label(r#"PathRegexp("/.*")"#), "vulcand.route");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_backend_id_is_a_prefix_of_another(
+            a in ("[a-z.~%-]{0,6}", "[a-z0-9.~%-]{1,8}"),
+            b in ("[a-z.~%-]{0,6}", "[a-z0-9.~%-]{1,8}"),
+        ) {
+            let (ia, ib) = (backend_id(&a.0, &a.1), backend_id(&b.0, &b.1));
+            proptest::prop_assert_eq!(ia == ib, a == b, "ids must be injective");
+            if a != b {
+                proptest::prop_assert!(!ib.starts_with(&ia), "{} is a prefix of {}", ia, ib);
+            }
+        }
+
+        #[test]
+        fn no_server_id_is_a_prefix_of_another(
+            a in ("[a-z0-9._:~%-]{1,10}", proptest::prelude::any::<u16>()),
+            b in ("[a-z0-9._:~%-]{1,10}", proptest::prelude::any::<u16>()),
+        ) {
+            let (ia, ib) = (server_id(&a.0, a.1), server_id(&b.0, b.1));
+            proptest::prop_assert_eq!(ia == ib, a == b, "ids must be injective");
+            if a != b {
+                proptest::prop_assert!(!ib.starts_with(&ia), "{} is a prefix of {}", ia, ib);
+            }
+        }
+    }
 }
