@@ -1,33 +1,306 @@
-//! (placeholder until the vulcand backend lands)
-use crate::backends::{Backend, BackendError, Op, Selection};
+//! Vulcand backend: routes each app through the internal router, one Vulcand
+//! backend per service with one server per serving instance, and one
+//! frontend carrying the app's route.
+//!
+//! # Ids
+//!
+//! | object | id | example |
+//! |---|---|---|
+//! | backend | `sb.<cluster>.<service>~` | `sb.default.shop-web~` |
+//! | frontend | same as its backend | `sb.default.shop-web~` |
+//! | server | `<task id>:<port>~` inside its backend | `shop_web.instance-8c._app.1:31045~` |
+//!
+//! Parts are escaped by [`map::escape`]: every character outside
+//! `[A-Za-z0-9_.-]` becomes `%XX` (dots too, in the cluster part), so `~`
+//! appears only as the final character. Hence **no id is a prefix of
+//! another**: if `a` were a proper prefix of `b`, `b` would contain `a`'s
+//! final `~` before its own end. That matters because Vulcand's etcd v3
+//! engine deletes by key prefix (deleting `web` also deletes `web-api`).
+//! The cluster is in backend and frontend ids, so two Switchboards of
+//! different clusters never write the same object.
+//!
+//! # What is selected
+//!
+//! One server per serving instance of a service that has a valid route: the
+//! instance's registration carrying the route, or, when the route rides only
+//! on the app's primary registration, the instance's first registration
+//! (its first port). Every kept registration carries its service's route
+//! (the most common one when instances disagree, e.g. mid-deployment), so
+//! the frontend does not flip between writes.
+//!
+//! # Invariants
+//! - Vulcand has no tags: the ledger is the ownership record. `list_owned`
+//!   reports only what the ledger holds, and nothing outside it is ever
+//!   deleted; a foreign backend is invisible.
+//! - Order of writes: backend, then server, then frontend (never a frontend
+//!   without its backend); on removal: server, then frontend, then backend
+//!   (Vulcand refuses to delete a backend a frontend still uses).
+//! - A route Vulcand would refuse is rejected in `select`, before any call,
+//!   naming the app and label.
+//! - With a server TTL, `heartbeat` re-posts every ledger server each
+//!   `ttl / 3`; a Switchboard that dies leaves no server behind after the TTL.
+//!   A heartbeat never creates a backend or frontend (a heartbeat racing a
+//!   removal must not resurrect what the ledger dropped); resync does that.
+
+mod client;
+mod config;
+pub mod map;
+pub mod route;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::{debug, info, warn};
+
+use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
 use crate::model::Registration;
-pub struct VulcandConfig {
-    pub url: url::Url,
-    pub cluster: String,
-    pub server_ttl: Option<std::time::Duration>,
-    pub timeout: std::time::Duration,
+
+pub use config::{VulcandConfig, VulcandConfigError};
+
+const NAME: &str = "vulcand";
+
+/// Keeps Vulcand's backends, servers and frontends in step with the
+/// registrations the planner hands over.
+pub struct VulcandBackend {
+    client: client::Client,
+    cluster: String,
+    /// Whole seconds; `None` for permanent servers.
+    ttl_secs: Option<u64>,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("placeholder")]
-pub struct VulcandConfigError;
-pub struct VulcandBackend;
+
 impl VulcandBackend {
-    pub fn new(_c: VulcandConfig) -> Result<Self, VulcandConfigError> {
-        Err(VulcandConfigError)
+    pub fn new(cfg: VulcandConfig) -> Result<VulcandBackend, VulcandConfigError> {
+        cfg.validate()?;
+        let client =
+            client::Client::new(cfg.url, cfg.timeout).map_err(|e| VulcandConfigError::Client(e.to_string()))?;
+        Ok(VulcandBackend { client, cluster: cfg.cluster, ttl_secs: cfg.server_ttl.map(|t| t.as_secs()) })
+    }
+
+    fn backend_id(&self, r: &Registration) -> String {
+        map::backend_id(&self.cluster, &r.service)
+    }
+
+    fn frontend_id(&self, r: &Registration) -> String {
+        map::frontend_id(&self.cluster, &r.service)
+    }
+
+    /// Upserts the server. `Ok(false)` when its backend is missing: never
+    /// recreated here, so a heartbeat racing a service removal cannot bring
+    /// back a backend the ledger no longer holds (the server itself would
+    /// expire with its TTL).
+    async fn put_server(&self, r: &Registration) -> Result<bool, BackendError> {
+        let bid = self.backend_id(r);
+        let sid = map::server_id(&r.task_id, r.port);
+        self.client.upsert_server(&bid, &map::server_pack(&sid, r, self.ttl_secs), &sid).await
+    }
+
+    async fn register(&self, r: &Registration) -> Result<(), BackendError> {
+        let route = r.routes.vulcand_route.as_deref();
+        if let Some(route) = route
+            && let Err(e) = route::parse(route)
+        {
+            return Err(BackendError::Permanent {
+                backend: NAME,
+                what: format!("route of {}", r.app_id),
+                message: format!("{route:?}: {e}"),
+            });
+        }
+        let bid = self.backend_id(r);
+        self.client.upsert_backend(&map::backend_pack(&bid), &bid).await?;
+        if !self.put_server(r).await? {
+            return Err(BackendError::Transient {
+                backend: NAME,
+                what: format!("upsert server {} in backend {bid}", map::server_id(&r.task_id, r.port)),
+                message: "backend vanished while writing".to_owned(),
+            });
+        }
+        if let Some(route) = route {
+            let fid = self.frontend_id(r);
+            self.client.upsert_frontend(&map::frontend_pack(&fid, &bid, route), &fid).await?;
+        }
+        info!(service = %r.service, id = %r.id, "registered");
+        Ok(())
+    }
+
+    async fn deregister(&self, r: &Registration, service_empty: bool) -> Result<(), BackendError> {
+        let bid = self.backend_id(r);
+        self.client.delete_server(&bid, &map::server_id(&r.task_id, r.port)).await?;
+        if service_empty {
+            self.client.delete_frontend(&self.frontend_id(r)).await?;
+            self.client.delete_backend(&bid).await?;
+        }
+        info!(service = %r.service, id = %r.id, service_empty, "deregistered");
+        Ok(())
     }
 }
-#[async_trait::async_trait]
+
+/// Gives every kept registration its service's route, picking one when they
+/// disagree (two app
+/// versions during a deployment, or two apps sharing a service name): the
+/// most common, ties to the smallest. Without this the frontend would flip
+/// at every write.
+fn settle_routes(keep: &mut [Registration]) {
+    let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for r in keep.iter() {
+        if let Some(route) = r.routes.vulcand_route.as_deref() {
+            *counts.entry(r.service.as_str()).or_default().entry(route).or_default() += 1;
+        }
+    }
+    let mut chosen: HashMap<String, String> = HashMap::new();
+    for (service, routes) in counts {
+        if routes.len() > 1 {
+            warn!(service = %service, routes = ?routes.keys().collect::<Vec<_>>(), "instances disagree on the vulcand route");
+        }
+        // max_by_key keeps the last maximum; iterate in reverse so ties go
+        // to the smallest route.
+        if let Some((route, _)) = routes.iter().rev().max_by_key(|(_, n)| **n) {
+            chosen.insert(service.to_owned(), (*route).to_owned());
+        }
+    }
+    for r in keep.iter_mut() {
+        if let Some(route) = chosen.get(&r.service) {
+            r.routes.vulcand_route = Some(route.clone());
+        }
+    }
+}
+
+#[async_trait]
 impl Backend for VulcandBackend {
     fn name(&self) -> &'static str {
-        "vulcand"
+        NAME
     }
-    fn select(&self, _d: &[Registration]) -> Selection {
-        Selection::default()
+
+    fn select(&self, desired: &[Registration]) -> Selection {
+        let mut sel = Selection::default();
+        // Services with a valid route, and the instances already covered
+        // (kept, or rejected with their route).
+        let mut routed: HashSet<&str> = HashSet::new();
+        let mut covered: HashSet<(&str, &str)> = HashSet::new();
+        for r in desired {
+            let Some(route) = r.routes.vulcand_route.as_deref() else {
+                continue;
+            };
+            if !covered.insert((r.service.as_str(), r.task_id.as_str())) {
+                continue; // one server per instance
+            }
+            match route::parse(route) {
+                Ok(_) => {
+                    routed.insert(r.service.as_str());
+                    sel.keep.push(r.clone());
+                }
+                Err(e) => sel.rejected.push(Rejection {
+                    backend: NAME.to_owned(),
+                    app_id: r.app_id.clone(),
+                    label: map::route_label(route).to_owned(),
+                    reason: format!("Vulcand would refuse route {route:?}: {e}"),
+                }),
+            }
+        }
+        // An instance of a routed service whose registrations carry no route
+        // (the route rides on the app's primary registration only) still
+        // serves: keep its first registration, which is its first port.
+        for r in desired {
+            if r.routes.vulcand_route.is_none()
+                && routed.contains(r.service.as_str())
+                && covered.insert((r.service.as_str(), r.task_id.as_str()))
+            {
+                sel.keep.push(r.clone());
+            }
+        }
+        // One rejection per app and label is enough (every instance carries
+        // the same label).
+        sel.rejected.sort_by(|a, b| (&a.app_id, &a.label, &a.reason).cmp(&(&b.app_id, &b.label, &b.reason)));
+        sel.rejected.dedup();
+        settle_routes(&mut sel.keep);
+        sel
     }
-    async fn list_owned(&self, _l: &[Registration]) -> Result<Vec<Registration>, BackendError> {
-        Ok(vec![])
+
+    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        desired.service == observed.service
+            && desired.address == observed.address
+            && desired.port == observed.port
+            && desired.routes.vulcand_route == observed.routes.vulcand_route
     }
-    async fn apply(&self, _op: &Op) -> Result<(), BackendError> {
-        Ok(())
+
+    async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
+        if ledger.is_empty() {
+            return Ok(Vec::new());
+        }
+        let existing: HashSet<String> = self.client.list_backends().await?.into_iter().map(|b| b.id).collect();
+        let frontends: HashMap<String, client::WireFrontend> =
+            self.client.list_frontends().await?.into_iter().map(|f| (f.id.clone(), f)).collect();
+
+        // Servers of each ledger backend that exists, read once per backend.
+        let mut servers: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for r in ledger {
+            let bid = self.backend_id(r);
+            if servers.contains_key(&bid) || !existing.contains(&bid) {
+                continue;
+            }
+            let list = self.client.list_servers(&bid).await?;
+            servers.insert(bid, list.into_iter().map(|s| (s.id, s.url)).collect());
+        }
+
+        let mut owned = Vec::new();
+        for r in ledger {
+            let bid = self.backend_id(r);
+            let sid = map::server_id(&r.task_id, r.port);
+            let Some(url) = servers.get(&bid).and_then(|s| s.get(&sid)) else {
+                continue;
+            };
+            let mut seen = r.clone();
+            match map::parse_server_url(url) {
+                Some((address, port)) => {
+                    seen.address = address;
+                    seen.port = port;
+                }
+                None => {
+                    // Unreadable: report an address that never equals a
+                    // desired one, so the planner rewrites it.
+                    seen.address = url.clone();
+                }
+            }
+            if r.routes.vulcand_route.is_some() {
+                seen.routes.vulcand_route =
+                    frontends.get(&self.frontend_id(r)).filter(|f| f.backend_id == bid).map(|f| f.route.clone());
+            }
+            owned.push(seen);
+        }
+        Ok(owned)
+    }
+
+    async fn apply(&self, op: &Op) -> Result<(), BackendError> {
+        match op {
+            Op::Register(r) => self.register(r).await,
+            Op::Deregister { registration, service_empty } => self.deregister(registration, *service_empty).await,
+        }
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.ttl_secs.map(|s| Duration::from_secs(s) / 3)
+    }
+
+    async fn heartbeat(&self, ledger: &[Registration]) -> Result<(), BackendError> {
+        if self.ttl_secs.is_none() {
+            return Ok(());
+        }
+        let mut first_err = None;
+        for r in ledger {
+            match self.put_server(r).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    debug!(service = %r.service, id = %r.id, "backend missing, left to resync")
+                }
+                Err(e) => {
+                    debug!(service = %r.service, id = %r.id, error = %e, "heartbeat failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }
