@@ -1,0 +1,1 @@
+//! Kong backend tests against the simulator.
