@@ -758,19 +758,18 @@ fn targets_endpoint(
             let target = target.unwrap_or_default();
             let weight = weight.unwrap_or(100);
             let created_at = db.tick();
-            if !era.append_only {
-                if let Some(existing) = db
+            if !era.append_only
+                && let Some(existing) = db
                     .targets
                     .iter_mut()
                     .find(|t| t.upstream_id == uid && t.target == target)
-                {
-                    if era.dup_target_409 {
-                        return unique_violation(era, "target", &target);
-                    }
-                    existing.weight = weight;
-                    existing.tags = tags;
-                    return reply(200, render_target(existing, era));
+            {
+                if era.dup_target_409 {
+                    return unique_violation(era, "target", &target);
                 }
+                existing.weight = weight;
+                existing.tags = tags;
+                return reply(200, render_target(existing, era));
             }
             let row = TargetRow {
                 id: db.next_id(),
@@ -984,17 +983,16 @@ fn build_service(
         }
     }
     let name = body.get("name").cloned().unwrap_or(Value::Null);
-    if let Some(n) = name.as_str() {
-        if n.is_empty()
+    if let Some(n) = name.as_str()
+        && (n.is_empty()
             || !n
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c))
-        {
-            v.insert(
-                "name".into(),
-                "invalid value: only alphanumerics and '.', '-', '_', '~' allowed".into(),
-            );
-        }
+                .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c)))
+    {
+        v.insert(
+            "name".into(),
+            "invalid value: only alphanumerics and '.', '-', '_', '~' allowed".into(),
+        );
     }
     let host = body
         .get("host")
@@ -1012,10 +1010,10 @@ fn build_service(
         );
     }
     let path = body.get("path").cloned().unwrap_or(Value::Null);
-    if let Some(p) = path.as_str() {
-        if !p.starts_with('/') || p.contains("//") {
-            v.insert("path".into(), "should start with: /".into());
-        }
+    if let Some(p) = path.as_str()
+        && (!p.starts_with('/') || p.contains("//"))
+    {
+        v.insert("path".into(), "should start with: /".into());
     }
     let tags = check_tags(era, &body, &mut v);
     if !v.is_empty() {
@@ -1291,10 +1289,10 @@ impl Kind {
 }
 
 fn create(db: &mut Db, era: Gen, kind: Kind, body: Map<String, Value>) -> Reply {
-    if let Some(name) = body.get("name").and_then(Value::as_str) {
-        if position(kind.list(db), name).is_some() {
-            return unique_violation(era, "name", name);
-        }
+    if let Some(name) = body.get("name").and_then(Value::as_str)
+        && position(kind.list(db), name).is_some()
+    {
+        return unique_violation(era, "name", name);
     }
     let id = db.next_id();
     let built = match kind {

@@ -52,7 +52,9 @@ pub enum KongConfigError {
     TokenHeader(String),
     #[error("kong token is not a valid HTTP header value")]
     TokenValue,
-    #[error("cluster {0:?}: Kong needs 1-63 characters of [a-z0-9-], not starting or ending with '-'")]
+    #[error(
+        "cluster {0:?}: Kong needs 1-63 characters of [a-z0-9-], not starting or ending with '-'"
+    )]
     Cluster(String),
     #[error("kong http client: {0}")]
     Client(#[source] reqwest::Error),
@@ -63,23 +65,24 @@ impl KongConfig {
         if !matches!(self.url.scheme(), "http" | "https") {
             return Err(KongConfigError::UrlScheme(self.url.scheme().to_owned()));
         }
-        if let Some(f) = &self.forward_to {
-            if !matches!(f.scheme(), "http" | "https") || f.host_str().is_none_or(str::is_empty) {
-                return Err(KongConfigError::ForwardTo);
-            }
+        if let Some(f) = &self.forward_to
+            && (!matches!(f.scheme(), "http" | "https") || f.host_str().is_none_or(str::is_empty))
+        {
+            return Err(KongConfigError::ForwardTo);
         }
         if reqwest::header::HeaderName::from_bytes(self.token_header.as_bytes()).is_err() {
             return Err(KongConfigError::TokenHeader(self.token_header.clone()));
         }
-        if let Some(t) = &self.token {
-            if reqwest::header::HeaderValue::from_str(t.expose()).is_err() {
-                return Err(KongConfigError::TokenValue);
-            }
+        if let Some(t) = &self.token
+            && reqwest::header::HeaderValue::from_str(t.expose()).is_err()
+        {
+            return Err(KongConfigError::TokenValue);
         }
         let c = &self.cluster;
         let ok = !c.is_empty()
             && c.len() <= 63
-            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
             && !c.starts_with('-')
             && !c.ends_with('-');
         if !ok {
