@@ -1,35 +1,362 @@
-//! (placeholder until the kong backend lands)
+//! Publishes each app labelled `kong.hosts`/`kong.paths` on Kong, the public
+//! gateway, for Kong 1.x–3.x (services/routes/upstreams/targets) and Kong
+//! 0.10–0.14 (`/apis` + upstreams with append-only targets).
+//!
+//! # Mapping
+//!
+//! Kong only sees an app's *primary* registrations (those carrying
+//! `routes`); every entity of one app is named `<service>.<cluster>`
+//! (`map::entity_name`).
+//!
+//! | Switchboard | Kong 1.x–3.x | Kong 0.10–0.14 |
+//! |---|---|---|
+//! | app (service name) | upstream + service (`host` = upstream) + route | upstream + api (`upstream_url` = `http://<upstream>`) |
+//! | primary registration | target `address:port`, weight 100 | target row `address:port`, weight 100 |
+//! | `kong.hosts`/`kong.paths`/`kong.strip_path` | route `hosts`/`paths`/`strip_path` | api `hosts`/`uris`/`strip_uri` |
+//! | ownership | tags `switchboard`, `cluster:<c>`, `app:<service>` (1.1+); ledger before 1.1 | the ledger |
+//!
+//! Forwarding topology (`forward_to` set): per app only a service (0.x: api)
+//! whose URL is `forward_to`, and a route with `preserve_host: true`; no
+//! upstream, no targets: the instances live in the router behind it.
+//!
+//! `list_owned` returns, in direct mode, one registration per active target of
+//! an owned upstream: the ledger entry with the same service, address and port
+//! (the latest one if several), else a synthetic `kong:<upstream>:<host:port>`
+//! so the planner deletes it. An owned app with no active target yields one
+//! synthetic `kong:<name>` (address empty, port 0) so leftovers get removed. In
+//! forwarding mode, it returns the ledger's registrations of each owned service
+//! (or one synthetic `kong:<name>`). Each carries the routes Kong actually
+//! holds, or none when the route or its service has drifted from what
+//! Switchboard writes, so `same` turns false and a re-register repairs it.
+//!
+//! Invariants:
+//! - Writes are idempotent: 1.x+ entities are `PUT` by name; targets are
+//!   `POST`ed, a 409 (3.x) turns into a `PATCH`; deletes accept 404.
+//! - Build order upstream → target → service → route; teardown route →
+//!   service → upstream (which takes its targets with it).
+//! - The Kong version is read once (lazily, on first use) and cached.
+//! - Only entities named for this cluster (and, from 1.1, tagged for it) are
+//!   ever listed, changed or deleted.
+
+mod client;
+mod config;
+mod map;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use tracing::{debug, info};
+
+pub use config::{KongConfig, KongConfigError};
+
+use self::client::{Caps, Client};
+use self::map::{Destination, NormRoutes};
 use crate::backends::{Backend, BackendError, Op, Selection};
 use crate::model::Registration;
-pub struct KongConfig {
-    pub url: url::Url,
-    pub token: Option<crate::secret::Secret>,
-    pub token_header: String,
-    pub cluster: String,
-    pub forward_to: Option<url::Url>,
-    pub timeout: std::time::Duration,
+
+/// The Kong backend; cheap to share behind an `Arc`.
+pub struct KongBackend {
+    client: Client,
+    cluster: String,
+    /// `Some` in the forwarding topology.
+    forward_to: Option<Destination>,
+    /// Detected once, on the first call that reaches Kong.
+    caps: tokio::sync::OnceCell<Caps>,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("placeholder")]
-pub struct KongConfigError;
-pub struct KongBackend;
-impl KongBackend {
-    pub fn new(_c: KongConfig) -> Result<Self, KongConfigError> {
-        Err(KongConfigError)
+
+impl std::fmt::Debug for KongBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KongBackend")
+            .field("cluster", &self.cluster)
+            .field("forward_to", &self.forward_to)
+            .finish()
     }
 }
-#[async_trait::async_trait]
+
+impl KongBackend {
+    pub fn new(cfg: KongConfig) -> Result<KongBackend, KongConfigError> {
+        cfg.validate()?;
+        Ok(KongBackend {
+            client: Client::new(&cfg)?,
+            cluster: cfg.cluster.clone(),
+            forward_to: cfg.forward_to.as_ref().map(Destination::from_url),
+            caps: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn caps(&self) -> Result<Caps, BackendError> {
+        self.caps
+            .get_or_try_init(|| self.client.detect())
+            .await
+            .copied()
+    }
+
+    fn tags(&self, caps: Caps, service: &str) -> Option<Vec<String>> {
+        caps.tags.then(|| map::tags(service, &self.cluster))
+    }
+
+    fn destination(&self, name: &str) -> Destination {
+        self.forward_to
+            .clone()
+            .unwrap_or_else(|| Destination::upstream(name))
+    }
+
+    async fn register_modern(
+        &self,
+        caps: Caps,
+        r: &Registration,
+        name: &str,
+        routes: &NormRoutes,
+    ) -> Result<(), BackendError> {
+        let tags = self.tags(caps, &r.service);
+        let tags = tags.as_deref();
+        if self.forward_to.is_none() {
+            self.client
+                .expect(
+                    Method::PUT,
+                    &format!("/upstreams/{name}"),
+                    Some(&map::upstream_body(name, tags)),
+                    &[200, 201],
+                )
+                .await?;
+            let target = map::target_of(&r.address, r.port);
+            let targets = format!("/upstreams/{name}/targets");
+            let a = self
+                .client
+                .call(
+                    Method::POST,
+                    &targets,
+                    &[],
+                    Some(&map::target_body(&target, tags)),
+                )
+                .await?;
+            match a.status {
+                200 | 201 => {}
+                409 => {
+                    let body = map::target_body(&target, tags);
+                    self.client
+                        .expect(
+                            Method::PATCH,
+                            &format!("{targets}/{target}"),
+                            Some(&body),
+                            &[200],
+                        )
+                        .await?;
+                }
+                s => {
+                    return Err(BackendError::from_status(
+                        "kong",
+                        format!("POST {targets}"),
+                        s,
+                        &a.text,
+                    ));
+                }
+            }
+        }
+        let service = map::service_body(name, &self.destination(name), tags);
+        let s = self
+            .client
+            .expect(
+                Method::PUT,
+                &format!("/services/{name}"),
+                Some(&service),
+                &[200, 201],
+            )
+            .await?;
+        let service_id = s.body["id"].as_str().unwrap_or(name).to_owned();
+        let route = map::route_body(name, &service_id, routes, self.forward_to.is_some(), tags);
+        self.client
+            .expect(
+                Method::PUT,
+                &format!("/routes/{name}"),
+                Some(&route),
+                &[200, 201],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn register_legacy(
+        &self,
+        caps: Caps,
+        r: &Registration,
+        name: &str,
+        routes: &NormRoutes,
+    ) -> Result<(), BackendError> {
+        if self.forward_to.is_none() {
+            if self
+                .client
+                .get(&format!("/upstreams/{name}"))
+                .await?
+                .is_none()
+            {
+                self.client
+                    .expect(
+                        Method::POST,
+                        "/upstreams",
+                        Some(&map::upstream_body(name, None)),
+                        &[201, 409],
+                    )
+                    .await?;
+            }
+            let target = map::target_of(&r.address, r.port);
+            // Targets are append-only here: post only when not already active,
+            // so history does not grow on every resync.
+            if !self
+                .client
+                .active_targets(caps, name)
+                .await?
+                .contains(&target)
+            {
+                let body = map::target_body(&target, None);
+                self.client
+                    .expect(
+                        Method::POST,
+                        &format!("/upstreams/{name}/targets"),
+                        Some(&body),
+                        &[200, 201],
+                    )
+                    .await?;
+            }
+        }
+        let mut api = map::api_body(
+            name,
+            routes,
+            &self.destination(name),
+            self.forward_to.is_some(),
+        );
+        match self.client.get(&format!("/apis/{name}")).await? {
+            None => {
+                self.client
+                    .expect(Method::POST, "/apis", Some(&api), &[201])
+                    .await?;
+            }
+            Some(current) => {
+                let fields = [
+                    "hosts",
+                    "uris",
+                    "strip_uri",
+                    "preserve_host",
+                    "upstream_url",
+                ];
+                let differs = fields.iter().any(|f| {
+                    current.get(*f).unwrap_or(&serde_json::Value::Null)
+                        != api.get(*f).unwrap_or(&serde_json::Value::Null)
+                });
+                if differs {
+                    api["id"] = current["id"].clone();
+                    api["created_at"] = current["created_at"].clone();
+                    self.client
+                        .expect(Method::PUT, "/apis", Some(&api), &[200])
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister(
+        &self,
+        caps: Caps,
+        r: &Registration,
+        service_empty: bool,
+    ) -> Result<(), BackendError> {
+        let name = map::entity_name(&r.service, &self.cluster);
+        if self.forward_to.is_none() && !map::is_skeleton(r) {
+            let target = map::target_of(&r.address, r.port);
+            self.client
+                .expect(
+                    Method::DELETE,
+                    &format!("/upstreams/{name}/targets/{target}"),
+                    None,
+                    &[200, 204, 404],
+                )
+                .await?;
+            info!(service = %r.service, target = %target, "deregistered target");
+        }
+        if service_empty {
+            let app_level: &[&str] = if caps.legacy {
+                &["/apis", "/upstreams"]
+            } else {
+                &["/routes", "/services", "/upstreams"]
+            };
+            for collection in app_level {
+                self.client
+                    .expect(
+                        Method::DELETE,
+                        &format!("{collection}/{name}"),
+                        None,
+                        &[200, 204, 404],
+                    )
+                    .await?;
+            }
+            info!(service = %r.service, name = %name, "unpublished app");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Backend for KongBackend {
     fn name(&self) -> &'static str {
         "kong"
     }
-    fn select(&self, _d: &[Registration]) -> Selection {
-        Selection::default()
+
+    fn select(&self, desired: &[Registration]) -> Selection {
+        map::select(desired, &self.cluster)
     }
-    async fn list_owned(&self, _l: &[Registration]) -> Result<Vec<Registration>, BackendError> {
-        Ok(vec![])
+
+    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        map::same(desired, observed)
     }
-    async fn apply(&self, _op: &Op) -> Result<(), BackendError> {
-        Ok(())
+
+    async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
+        let caps = self.caps().await?;
+        let apps = if caps.tags {
+            self.client.observe_tagged(caps, &self.cluster).await?
+        } else {
+            let mut services: Vec<String> = ledger.iter().map(|r| r.service.clone()).collect();
+            services.sort();
+            services.dedup();
+            self.client
+                .observe_by_name(caps, &self.cluster, &services)
+                .await?
+        };
+        let observed = map::observed_registrations(&apps, ledger, self.forward_to.as_ref());
+        debug!(
+            apps = apps.len(),
+            registrations = observed.len(),
+            "listed kong"
+        );
+        Ok(observed)
+    }
+
+    async fn apply(&self, op: &Op) -> Result<(), BackendError> {
+        let caps = self.caps().await?;
+        match op {
+            Op::Register(r) => {
+                if !r.routes.wants_kong() {
+                    return Err(BackendError::Permanent {
+                        backend: "kong",
+                        what: format!("register {}", r.id),
+                        message: "registration carries no kong routes".to_owned(),
+                    });
+                }
+                let name = map::entity_name(&r.service, &self.cluster);
+                let routes = map::normalize(&r.routes);
+                if caps.legacy {
+                    self.register_legacy(caps, r, &name, &routes).await?;
+                } else {
+                    self.register_modern(caps, r, &name, &routes).await?;
+                }
+                info!(service = %r.service, id = %r.id, "registered");
+                Ok(())
+            }
+            Op::Deregister {
+                registration,
+                service_empty,
+            } => self.deregister(caps, registration, *service_empty).await,
+        }
     }
 }
