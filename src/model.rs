@@ -16,27 +16,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, as Marathon stamps its events.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
     /// Parses Marathon's ISO-8601 UTC form, e.g. `2017-07-19T17:35:15.661Z`.
     pub fn parse(s: &str) -> Result<Timestamp, IdError> {
         let t = humantime::parse_rfc3339_weak(s).map_err(|_| IdError::Timestamp(s.to_owned()))?;
-<<<<<<< HEAD
         let ms = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| IdError::Timestamp(s.to_owned()))?.as_millis();
         Ok(Timestamp(i64::try_from(ms).map_err(|_| IdError::Timestamp(s.to_owned()))?))
-=======
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| IdError::Timestamp(s.to_owned()))?
-            .as_millis();
-        Ok(Timestamp(
-            i64::try_from(ms).map_err(|_| IdError::Timestamp(s.to_owned()))?,
-        ))
->>>>>>> h/kong
     }
 
     pub fn from_system(t: std::time::SystemTime) -> Timestamp {
@@ -126,9 +114,7 @@ impl TaskId {
         if s.is_empty() {
             return Err(IdError::EmptyTask);
         }
-        if s.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-        {
+        if s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
             return Err(IdError::Task(s.to_owned()));
         }
         Ok(TaskId(s.to_owned()))
@@ -388,17 +374,9 @@ pub struct Registration {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Check {
     /// Full URL, e.g. `http://10.0.2.148:31565/health`.
-    Http {
-        url: String,
-        interval: Duration,
-        timeout: Duration,
-    },
+    Http { url: String, interval: Duration, timeout: Duration },
     /// `host:port`.
-    Tcp {
-        address: String,
-        interval: Duration,
-        timeout: Duration,
-    },
+    Tcp { address: String, interval: Duration, timeout: Duration },
 }
 
 /// App-level routing labels, unvalidated beyond parsing; each backend
@@ -439,11 +417,7 @@ mod tests {
     #[test]
     fn derived_names() {
         let check = |id: &str, sep: char, want: &str| {
-            assert_eq!(
-                AppId::parse(id).unwrap().derived_service_name(sep),
-                want,
-                "{id}"
-            );
+            assert_eq!(AppId::parse(id).unwrap().derived_service_name(sep), want, "{id}");
         };
         check("/shop/web", '-', "shop-web");
         check("/Shop/Web_API", '-', "shop-web-api");
@@ -456,14 +430,8 @@ mod tests {
         let check = |task: &str, inst: &str| {
             assert_eq!(TaskId::parse(task).unwrap().instance_id().as_str(), inst);
         };
-        check(
-            "shop_web.instance-8cad6a69._app.1",
-            "shop_web.instance-8cad6a69",
-        );
-        check(
-            "shop_web.instance-8cad6a69._app.12",
-            "shop_web.instance-8cad6a69",
-        );
+        check("shop_web.instance-8cad6a69._app.1", "shop_web.instance-8cad6a69");
+        check("shop_web.instance-8cad6a69._app.12", "shop_web.instance-8cad6a69");
         check("shop_web.0664256e-6771-11e5", "shop_web.0664256e-6771-11e5");
         check("shop_web.instance-8cad6a69", "shop_web.instance-8cad6a69");
     }
@@ -482,10 +450,7 @@ mod tests {
         assert!(!TaskState::Unreachable.is_terminal());
         assert!(!TaskState::Killing.is_terminal());
         assert!(TaskState::Running.is_serving());
-        assert_eq!(
-            TaskState::parse("TASK_GONE_BY_OPERATOR"),
-            Some(TaskState::GoneByOperator)
-        );
+        assert_eq!(TaskState::parse("TASK_GONE_BY_OPERATOR"), Some(TaskState::GoneByOperator));
         assert_eq!(TaskState::parse("TASK_WAT"), None);
     }
 }

@@ -24,10 +24,7 @@ pub enum Op {
     /// Remove this registration. `service_empty` is true when no registration
     /// of the same service remains desired on this backend, so app-level
     /// objects (Kong service/route/upstream, Vulcand frontend/backend) go too.
-    Deregister {
-        registration: Registration,
-        service_empty: bool,
-    },
+    Deregister { registration: Registration, service_empty: bool },
 }
 
 impl Op {
@@ -73,19 +70,11 @@ pub struct Selection {
 pub enum BackendError {
     /// Connection refused, timeout, 5xx, 429: retry later.
     #[error("{backend}: {what}: {message}")]
-    Transient {
-        backend: &'static str,
-        what: String,
-        message: String,
-    },
+    Transient { backend: &'static str, what: String, message: String },
     /// 4xx or a value the backend refuses: retrying does not help until
     /// the input changes.
     #[error("{backend}: {what}: {message}")]
-    Permanent {
-        backend: &'static str,
-        what: String,
-        message: String,
-    },
+    Permanent { backend: &'static str, what: String, message: String },
 }
 
 impl BackendError {
@@ -95,25 +84,12 @@ impl BackendError {
 
     /// Classifies an HTTP status: 5xx and 429 are transient, other 4xx
     /// permanent.
-    pub fn from_status(
-        backend: &'static str,
-        what: String,
-        status: u16,
-        body: &str,
-    ) -> BackendError {
+    pub fn from_status(backend: &'static str, what: String, status: u16, body: &str) -> BackendError {
         let message = format!("HTTP {status}: {}", body.trim());
         if status >= 500 || status == 429 || status == 408 {
-            BackendError::Transient {
-                backend,
-                what,
-                message,
-            }
+            BackendError::Transient { backend, what, message }
         } else {
-            BackendError::Permanent {
-                backend,
-                what,
-                message,
-            }
+            BackendError::Permanent { backend, what, message }
         }
     }
 
@@ -127,11 +103,7 @@ impl BackendError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        BackendError::Transient {
-            backend,
-            what,
-            message,
-        }
+        BackendError::Transient { backend, what, message }
     }
 }
 

@@ -37,10 +37,7 @@ pub struct KongSimOptions {
 
 impl Default for KongSimOptions {
     fn default() -> Self {
-        KongSimOptions {
-            version: "3.4.2".to_owned(),
-            admin_token: None,
-        }
+        KongSimOptions { version: "3.4.2".to_owned(), admin_token: None }
     }
 }
 
@@ -58,9 +55,7 @@ struct Gen {
 
 impl Gen {
     fn from_version(v: &str) -> Gen {
-        let mut it = v
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty());
+        let mut it = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
         let mut n = || it.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
         let v = (n(), n(), n());
         Gen {
@@ -149,19 +144,13 @@ impl KongSim {
         });
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
-        let sim = KongSim {
-            shared,
-            addr,
-            running: Mutex::new(None),
-        };
+        let sim = KongSim { shared, addr, running: Mutex::new(None) };
         sim.serve(listener);
         Ok(sim)
     }
 
     fn serve(&self, listener: tokio::net::TcpListener) {
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(self.shared.clone());
+        let app = axum::Router::new().fallback(handle).with_state(self.shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -190,10 +179,7 @@ impl KongSim {
         if let Some(r) = running {
             let _ = r.shutdown.send(());
             let abort = r.task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), r.task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(std::time::Duration::from_secs(2), r.task).await.is_err() {
                 abort.abort();
             }
         }
@@ -214,10 +200,7 @@ impl KongSim {
 
     /// How many requests so far were not `GET`/`HEAD`.
     pub fn writes(&self) -> usize {
-        lock(&self.shared.log)
-            .iter()
-            .filter(|(m, _)| m != "GET" && m != "HEAD")
-            .count()
+        lock(&self.shared.log).iter().filter(|(m, _)| m != "GET" && m != "HEAD").count()
     }
 
     pub fn upstreams(&self) -> Value {
@@ -233,11 +216,7 @@ impl KongSim {
         };
         let uid = u["id"].as_str().unwrap_or_default().to_owned();
         let rows = active_targets(&db, &uid, self.shared.era);
-        Value::Array(
-            rows.iter()
-                .map(|t| render_target(t, self.shared.era))
-                .collect(),
-        )
+        Value::Array(rows.iter().map(|t| render_target(t, self.shared.era)).collect())
     }
 
     pub fn services(&self) -> Value {
@@ -256,10 +235,7 @@ impl KongSim {
 type Reply = (StatusCode, Option<Value>);
 
 fn reply(status: u16, body: Value) -> Reply {
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Some(body),
-    )
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Some(body))
 }
 
 fn not_found() -> Reply {
@@ -283,11 +259,7 @@ impl Violation {
     }
     fn render(self, era: Gen) -> Reply {
         if era.legacy {
-            let map: Map<String, Value> = self
-                .0
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
+            let map: Map<String, Value> = self.0.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
             return reply(400, Value::Object(map));
         }
         let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -296,24 +268,14 @@ impl Violation {
         } else {
             format!("{} schema violations ({})", parts.len(), parts.join("; "))
         };
-        let fields: Map<String, Value> = self
-            .0
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        reply(
-            400,
-            json!({"code": 2, "name": "schema violation", "message": message, "fields": fields}),
-        )
+        let fields: Map<String, Value> = self.0.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        reply(400, json!({"code": 2, "name": "schema violation", "message": message, "fields": fields}))
     }
 }
 
 fn unique_violation(era: Gen, field: &str, value: &str) -> Reply {
     if era.legacy {
-        return reply(
-            409,
-            json!({ field: format!("already exists with value '{value}'") }),
-        );
+        return reply(409, json!({ field: format!("already exists with value '{value}'") }));
     }
     reply(
         409,
@@ -323,13 +285,7 @@ fn unique_violation(era: Gen, field: &str, value: &str) -> Reply {
     )
 }
 
-async fn handle(
-    State(sh): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(sh): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_owned();
     lock(&sh.log).push((method.as_str().to_owned(), path.clone()));
     let (status, body) = dispatch(&sh, &method, &uri, &headers, &body);
@@ -346,10 +302,7 @@ fn dispatch(sh: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
     if let Some((name, value)) = &sh.opts.admin_token {
         let given = headers.get(name.as_str()).and_then(|v| v.to_str().ok());
         if given != Some(value.as_str()) {
-            return reply(
-                401,
-                json!({"message": "Invalid credentials. Token or User credentials required"}),
-            );
+            return reply(401, json!({"message": "Invalid credentials. Token or User credentials required"}));
         }
     }
     let era = sh.era;
@@ -373,14 +326,8 @@ fn dispatch(sh: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
     } else {
         Map::new()
     };
-    let query: BTreeMap<String, String> = uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query: BTreeMap<String, String> =
+        uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let mut db = lock(&sh.db);
     if segs.is_empty() {
@@ -394,16 +341,8 @@ fn dispatch(sh: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
             method_not_allowed()
         };
     }
-    let ctx = Ctx {
-        era,
-        query: &query,
-        path: uri.path(),
-    };
-    if era.legacy {
-        legacy(&mut db, &ctx, method, &segs, body)
-    } else {
-        modern(&mut db, &ctx, method, &segs, body)
-    }
+    let ctx = Ctx { era, query: &query, path: uri.path() };
+    if era.legacy { legacy(&mut db, &ctx, method, &segs, body) } else { modern(&mut db, &ctx, method, &segs, body) }
 }
 
 struct Ctx<'a> {
@@ -415,13 +354,11 @@ struct Ctx<'a> {
 // ---------------------------------------------------------------- helpers
 
 fn find<'a>(list: &'a [Value], key: &str) -> Option<&'a Value> {
-    list.iter()
-        .find(|v| v["id"].as_str() == Some(key) || v["name"].as_str() == Some(key))
+    list.iter().find(|v| v["id"].as_str() == Some(key) || v["name"].as_str() == Some(key))
 }
 
 fn position(list: &[Value], key: &str) -> Option<usize> {
-    list.iter()
-        .position(|v| v["id"].as_str() == Some(key) || v["name"].as_str() == Some(key))
+    list.iter().position(|v| v["id"].as_str() == Some(key) || v["name"].as_str() == Some(key))
 }
 
 fn is_ip(s: &str) -> bool {
@@ -434,8 +371,7 @@ fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -467,13 +403,16 @@ fn check_tags(era: Gen, body: &Map<String, Value>, v: &mut BTreeMap<String, Stri
         }
         Some(Value::Array(items)) => {
             for t in items {
-                let ok = t.as_str().is_some_and(|s| {
-                    !s.is_empty() && !s.contains(',') && !s.contains('/') && !s.contains(' ')
-                });
+                let ok = t
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty() && !s.contains(',') && !s.contains('/') && !s.contains(' '));
                 if !ok {
                     v.insert(
                         "tags".into(),
-                        format!("invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences", t.as_str().unwrap_or("?")),
+                        format!(
+                            "invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
+                            t.as_str().unwrap_or("?")
+                        ),
                     );
                 }
             }
@@ -489,16 +428,10 @@ fn check_tags(era: Gen, body: &Map<String, Value>, v: &mut BTreeMap<String, Stri
 fn str_list(val: Option<&Value>) -> Option<Result<Vec<String>, ()>> {
     match val {
         None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .map(|x| x.as_str().map(str::to_owned).ok_or(()))
-                .collect(),
-        ),
-        Some(Value::String(s)) => Some(Ok(s
-            .split(',')
-            .map(|x| x.trim().to_owned())
-            .filter(|x| !x.is_empty())
-            .collect())),
+        Some(Value::Array(a)) => Some(a.iter().map(|x| x.as_str().map(str::to_owned).ok_or(())).collect()),
+        Some(Value::String(s)) => {
+            Some(Ok(s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect()))
+        }
         Some(_) => Some(Err(())),
     }
 }
@@ -512,16 +445,8 @@ fn reject_unknown(body: &Map<String, Value>, allowed: &[&str], v: &mut BTreeMap<
 }
 
 fn tags_match(entity: &Value, filter: &str) -> bool {
-    let has = |t: &str| {
-        entity["tags"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(t)))
-    };
-    if filter.contains('/') {
-        filter.split('/').any(has)
-    } else {
-        filter.split(',').all(has)
-    }
+    let has = |t: &str| entity["tags"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(t)));
+    if filter.contains('/') { filter.split('/').any(has) } else { filter.split(',').all(has) }
 }
 
 /// Paginates `items` per `size`/`offset`; `next` carries `tags`/`size` for
@@ -533,10 +458,7 @@ fn page(ctx: &Ctx, items: Vec<Value>, top_level: bool) -> Reply {
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => n,
             _ => {
-                return reply(
-                    400,
-                    json!({"code": 9, "name": "invalid size", "message": "size must be a number"}),
-                );
+                return reply(400, json!({"code": 9, "name": "invalid size", "message": "size must be a number"}));
             }
         },
     };
@@ -567,8 +489,7 @@ fn page(ctx: &Ctx, items: Vec<Value>, top_level: bool) -> Reply {
         out.insert("total".into(), json!(total));
     }
     if start + size < total {
-        let offset =
-            base64::engine::general_purpose::STANDARD.encode(format!("sim:{}", start + size));
+        let offset = base64::engine::general_purpose::STANDARD.encode(format!("sim:{}", start + size));
         let mut next = url::form_urlencoded::Serializer::new(String::new());
         next.append_pair("offset", &offset);
         if top_level || era.legacy {
@@ -580,10 +501,7 @@ fn page(ctx: &Ctx, items: Vec<Value>, top_level: bool) -> Reply {
             }
         }
         out.insert("offset".into(), json!(offset));
-        out.insert(
-            "next".into(),
-            json!(format!("{}?{}", ctx.path, next.finish())),
-        );
+        out.insert("next".into(), json!(format!("{}?{}", ctx.path, next.finish())));
     } else if !era.legacy {
         out.insert("next".into(), Value::Null);
     }
@@ -625,11 +543,7 @@ fn active_targets(db: &Db, upstream_id: &str, era: Gen) -> Vec<TargetRow> {
     for r in rows {
         newest.insert(&r.target, r);
     }
-    let mut out: Vec<TargetRow> = newest
-        .into_values()
-        .filter(|r| r.weight > 0)
-        .cloned()
-        .collect();
+    let mut out: Vec<TargetRow> = newest.into_values().filter(|r| r.weight > 0).cloned().collect();
     out.sort_by_key(|r| r.created_at);
     out
 }
@@ -640,29 +554,14 @@ fn parse_target(
     require_target: bool,
 ) -> Result<(Option<String>, Option<u64>, Value), Violation> {
     let mut v = BTreeMap::new();
-    reject_unknown(
-        body,
-        &[
-            "target",
-            "weight",
-            "tags",
-            "upstream",
-            "id",
-            "created_at",
-            "updated_at",
-        ],
-        &mut v,
-    );
+    reject_unknown(body, &["target", "weight", "tags", "upstream", "id", "created_at", "updated_at"], &mut v);
     let target = match body.get("target").and_then(Value::as_str) {
         Some(t) => match split_host_port(t) {
             Some((h, p)) if is_ip(h.trim_matches(['[', ']'])) || is_hostname(&h) => {
                 Some(format!("{h}:{}", p.unwrap_or(8000)))
             }
             _ => {
-                v.insert(
-                    "target".into(),
-                    "Invalid target; not a valid hostname or ip address".into(),
-                );
+                v.insert("target".into(), "Invalid target; not a valid hostname or ip address".into());
                 None
             }
         },
@@ -692,10 +591,7 @@ fn parse_target(
     if v.is_empty() {
         Ok((target, weight, tags))
     } else if era.legacy && v.len() == 1 && !v.contains_key("tags") {
-        Err(Violation::one(
-            "message",
-            v.into_values().next().unwrap_or_default(),
-        ))
+        Err(Violation::one("message", v.into_values().next().unwrap_or_default()))
     } else {
         Err(Violation(v))
     }
@@ -710,28 +606,17 @@ fn targets_endpoint(
     body: Map<String, Value>,
 ) -> Reply {
     let era = ctx.era;
-    let Some(uid) = find(&db.upstreams, upstream)
-        .and_then(|u| u["id"].as_str())
-        .map(str::to_owned)
-    else {
+    let Some(uid) = find(&db.upstreams, upstream).and_then(|u| u["id"].as_str()).map(str::to_owned) else {
         return not_found();
     };
     match (method.as_str(), rest) {
         ("GET", []) => {
             let rows: Vec<TargetRow> = if era.history_in_targets {
-                db.targets
-                    .iter()
-                    .filter(|t| t.upstream_id == uid)
-                    .cloned()
-                    .collect()
+                db.targets.iter().filter(|t| t.upstream_id == uid).cloned().collect()
             } else {
                 active_targets(db, &uid, era)
             };
-            page(
-                ctx,
-                rows.iter().rev().map(|t| render_target(t, era)).collect(),
-                false,
-            )
+            page(ctx, rows.iter().rev().map(|t| render_target(t, era)).collect(), false)
         }
         ("GET", ["active"]) if era.history_in_targets => {
             let rows = active_targets(db, &uid, era);
@@ -741,13 +626,8 @@ fn targets_endpoint(
             )
         }
         ("GET", ["all"]) if !era.history_in_targets => {
-            let rows: Vec<Value> = db
-                .targets
-                .iter()
-                .filter(|t| t.upstream_id == uid)
-                .rev()
-                .map(|t| render_target(t, era))
-                .collect();
+            let rows: Vec<Value> =
+                db.targets.iter().filter(|t| t.upstream_id == uid).rev().map(|t| render_target(t, era)).collect();
             page(ctx, rows, false)
         }
         ("POST", []) => {
@@ -759,10 +639,7 @@ fn targets_endpoint(
             let weight = weight.unwrap_or(100);
             let created_at = db.tick();
             if !era.append_only
-                && let Some(existing) = db
-                    .targets
-                    .iter_mut()
-                    .find(|t| t.upstream_id == uid && t.target == target)
+                && let Some(existing) = db.targets.iter_mut().find(|t| t.upstream_id == uid && t.target == target)
             {
                 if era.dup_target_409 {
                     return unique_violation(era, "target", &target);
@@ -771,14 +648,7 @@ fn targets_endpoint(
                 existing.tags = tags;
                 return reply(200, render_target(existing, era));
             }
-            let row = TargetRow {
-                id: db.next_id(),
-                upstream_id: uid,
-                target,
-                weight,
-                tags,
-                created_at,
-            };
+            let row = TargetRow { id: db.next_id(), upstream_id: uid, target, weight, tags, created_at };
             db.targets.push(row.clone());
             reply(201, render_target(&row, era))
         }
@@ -797,12 +667,7 @@ fn targets_endpoint(
                     return not_found();
                 };
                 let created_at = db.tick();
-                let row = TargetRow {
-                    id: db.next_id(),
-                    weight: 0,
-                    created_at,
-                    ..last
-                };
+                let row = TargetRow { id: db.next_id(), weight: 0, created_at, ..last };
                 db.targets.push(row);
                 return no_content();
             }
@@ -874,35 +739,19 @@ fn build_upstream(
     if let Some(n) = name_from_url {
         body.insert("name".into(), json!(n));
     }
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     if name.is_empty() {
         v.insert("name".into(), "required field missing".into());
     } else if is_ip(&name) {
-        v.insert(
-            "name".into(),
-            format!("Invalid name ('{name}'); no ip addresses allowed"),
-        );
+        v.insert("name".into(), format!("Invalid name ('{name}'); no ip addresses allowed"));
     } else if name.contains(':') {
-        v.insert(
-            "name".into(),
-            format!("Invalid name ('{name}'); no port allowed"),
-        );
+        v.insert("name".into(), format!("Invalid name ('{name}'); no port allowed"));
     } else if !is_hostname(&name) {
-        v.insert(
-            "name".into(),
-            format!("Invalid name ('{name}'); must be a valid hostname"),
-        );
+        v.insert("name".into(), format!("Invalid name ('{name}'); must be a valid hostname"));
     }
     let slots = body.get("slots").and_then(Value::as_u64).unwrap_or(10000);
     if !(10..=65536).contains(&slots) {
-        v.insert(
-            "slots".into(),
-            "value should be between 10 and 65536".into(),
-        );
+        v.insert("slots".into(), "value should be between 10 and 65536".into());
     }
     let tags = check_tags(era, &body, &mut v);
     if !v.is_empty() {
@@ -963,19 +812,9 @@ fn build_service(
             Some(u) => {
                 body.insert("protocol".into(), json!(u.scheme()));
                 body.insert("host".into(), json!(u.host_str().unwrap_or_default()));
-                body.insert(
-                    "port".into(),
-                    json!(u.port_or_known_default().unwrap_or(80)),
-                );
+                body.insert("port".into(), json!(u.port_or_known_default().unwrap_or(80)));
                 let p = u.path();
-                body.insert(
-                    "path".into(),
-                    if p == "/" || p.is_empty() {
-                        Value::Null
-                    } else {
-                        json!(p)
-                    },
-                );
+                body.insert("path".into(), if p == "/" || p.is_empty() { Value::Null } else { json!(p) });
             }
             None => {
                 v.insert("url".into(), "missing host in url".into());
@@ -984,30 +823,17 @@ fn build_service(
     }
     let name = body.get("name").cloned().unwrap_or(Value::Null);
     if let Some(n) = name.as_str()
-        && (n.is_empty()
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c)))
+        && (n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || ".-_~".contains(c)))
     {
-        v.insert(
-            "name".into(),
-            "invalid value: only alphanumerics and '.', '-', '_', '~' allowed".into(),
-        );
+        v.insert("name".into(), "invalid value: only alphanumerics and '.', '-', '_', '~' allowed".into());
     }
-    let host = body
-        .get("host")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let host = body.get("host").and_then(Value::as_str).unwrap_or_default().to_owned();
     if host.is_empty() {
         v.insert("host".into(), "required field missing".into());
     } else if host.contains(':') && !is_ip(&host) {
         v.insert("host".into(), "must not have a port".into());
     } else if !is_ip(&host) && !is_hostname(&host) {
-        v.insert(
-            "host".into(),
-            "invalid value: must be a hostname or an ip address".into(),
-        );
+        v.insert("host".into(), "invalid value: must be a hostname or an ip address".into());
     }
     let path = body.get("path").cloned().unwrap_or(Value::Null);
     if let Some(p) = path.as_str()
@@ -1086,10 +912,7 @@ fn build_route(
         let wild = bare.matches('*').count();
         let ok = match wild {
             0 => is_hostname(&bare) || is_ip(&bare),
-            1 => bare
-                .strip_prefix("*.")
-                .or_else(|| bare.strip_suffix(".*"))
-                .is_some_and(is_hostname),
+            1 => bare.strip_prefix("*.").or_else(|| bare.strip_suffix(".*")).is_some_and(is_hostname),
             _ => false,
         };
         if !ok {
@@ -1097,29 +920,17 @@ fn build_route(
         }
     }
     for p in &paths {
-        let p2 = if era.regex_tilde {
-            p.strip_prefix('~').unwrap_or(p)
-        } else {
-            p.as_str()
-        };
+        let p2 = if era.regex_tilde { p.strip_prefix('~').unwrap_or(p) } else { p.as_str() };
         if !p2.starts_with('/') {
-            v.insert(
-                "paths".into(),
-                "should start with: / (fixed path) or ~/ (regex path)".into(),
-            );
+            v.insert("paths".into(), "should start with: / (fixed path) or ~/ (regex path)".into());
         } else if p2.contains("//") {
             v.insert("paths".into(), "must not have empty segments".into());
         }
     }
-    if hosts.is_empty()
-        && paths.is_empty()
-        && methods.is_empty()
-        && body.get("headers").is_none_or(Value::is_null)
-    {
+    if hosts.is_empty() && paths.is_empty() && methods.is_empty() && body.get("headers").is_none_or(Value::is_null) {
         v.insert(
             "@entity".into(),
-            "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"
-                .into(),
+            "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'".into(),
         );
     }
     let tags = check_tags(era, &body, &mut v);
@@ -1129,10 +940,7 @@ fn build_route(
     let service = match body.get("service") {
         None | Some(Value::Null) => Value::Null,
         Some(s) => {
-            let key = s["id"]
-                .as_str()
-                .or_else(|| s["name"].as_str())
-                .unwrap_or_default();
+            let key = s["id"].as_str().or_else(|| s["name"].as_str()).unwrap_or_default();
             match find(&db.services, key) {
                 Some(svc) => json!({"id": svc["id"]}),
                 None => {
@@ -1178,22 +986,12 @@ fn entity(
 ) -> Reply {
     let pos = position(kind.list(db), key);
     match method.as_str() {
-        "GET" => pos
-            .map(|p| reply(200, kind.list(db)[p].clone()))
-            .unwrap_or_else(not_found),
+        "GET" => pos.map(|p| reply(200, kind.list(db)[p].clone())).unwrap_or_else(not_found),
         "DELETE" => {
             let Some(p) = pos else { return no_content() };
-            let id = kind.list(db)[p]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let id = kind.list(db)[p]["id"].as_str().unwrap_or_default().to_owned();
             match kind {
-                Kind::Service
-                    if db
-                        .routes
-                        .iter()
-                        .any(|r| r["service"]["id"].as_str() == Some(id.as_str())) =>
-                {
+                Kind::Service if db.routes.iter().any(|r| r["service"]["id"].as_str() == Some(id.as_str())) => {
                     return reply(
                         400,
                         json!({"code": 4, "name": "foreign key violation",
@@ -1223,21 +1021,14 @@ fn entity(
                 merged.insert((*k).to_owned(), v.clone());
             }
             let id = match pos {
-                Some(p) => kind.list(db)[p]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
+                Some(p) => kind.list(db)[p]["id"].as_str().unwrap_or_default().to_owned(),
                 None => db.next_id(),
             };
             // A PUT addressed by name keeps that name; by id, the body may name it.
             let name_from_url = if key == id { None } else { Some(key) };
             let built = match kind {
-                Kind::Upstream => {
-                    build_upstream(era, merged, name_from_url, id).map_err(|v| v.render(era))
-                }
-                Kind::Service => {
-                    build_service(era, merged, name_from_url, id).map_err(|v| v.render(era))
-                }
+                Kind::Upstream => build_upstream(era, merged, name_from_url, id).map_err(|v| v.render(era)),
+                Kind::Service => build_service(era, merged, name_from_url, id).map_err(|v| v.render(era)),
                 Kind::Route => build_route(db, era, merged, name_from_url, id),
             };
             let built = match built {
@@ -1245,11 +1036,8 @@ fn entity(
                 Err(r) => return r,
             };
             if let Some(name) = built["name"].as_str() {
-                let clash = kind
-                    .list(db)
-                    .iter()
-                    .enumerate()
-                    .any(|(i, e)| Some(i) != pos && e["name"].as_str() == Some(name));
+                let clash =
+                    kind.list(db).iter().enumerate().any(|(i, e)| Some(i) != pos && e["name"].as_str() == Some(name));
                 if clash {
                     return unique_violation(era, "name", name);
                 }
@@ -1309,13 +1097,7 @@ fn create(db: &mut Db, era: Gen, kind: Kind, body: Map<String, Value>) -> Reply 
     }
 }
 
-fn modern(
-    db: &mut Db,
-    ctx: &Ctx,
-    method: &Method,
-    segs: &[&str],
-    body: Map<String, Value>,
-) -> Reply {
+fn modern(db: &mut Db, ctx: &Ctx, method: &Method, segs: &[&str], body: Map<String, Value>) -> Reply {
     let era = ctx.era;
     let m = method.as_str();
     match segs {
@@ -1341,12 +1123,7 @@ fn modern(
             };
             match (m, rest) {
                 ("GET", []) => {
-                    let items: Vec<Value> = db
-                        .routes
-                        .iter()
-                        .filter(|r| r["service"]["id"] == sid)
-                        .cloned()
-                        .collect();
+                    let items: Vec<Value> = db.routes.iter().filter(|r| r["service"]["id"] == sid).cloned().collect();
                     page(ctx, items, false)
                 }
                 ("POST", []) => {
@@ -1357,15 +1134,9 @@ fn modern(
                 (_, [r]) => {
                     let linked = find(&db.routes, r).map(|x| x["service"]["id"] == sid);
                     match (m, linked) {
-                        ("PUT", None) | ("PUT", Some(true)) => entity(
-                            db,
-                            era,
-                            method,
-                            Kind::Route,
-                            r,
-                            body,
-                            Some(("service", json!({"id": sid}))),
-                        ),
+                        ("PUT", None) | ("PUT", Some(true)) => {
+                            entity(db, era, method, Kind::Route, r, body, Some(("service", json!({"id": sid}))))
+                        }
                         (_, Some(true)) => entity(db, era, method, Kind::Route, r, body, None),
                         _ => not_found(),
                     }
@@ -1402,37 +1173,19 @@ fn build_api(body: &Map<String, Value>, id: String, created_at: u64) -> Result<V
         ],
         &mut v,
     );
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     if name.is_empty() {
         v.insert("name".into(), "name is required".into());
     }
-    let upstream_url = body
-        .get("upstream_url")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let upstream_url = body.get("upstream_url").and_then(Value::as_str).unwrap_or_default().to_owned();
     if upstream_url.is_empty() {
         v.insert("upstream_url".into(), "upstream_url is required".into());
-    } else if url::Url::parse(&upstream_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .is_none()
-    {
+    } else if url::Url::parse(&upstream_url).ok().and_then(|u| u.host_str().map(str::to_owned)).is_none() {
         v.insert("upstream_url".into(), "upstream_url is not a url".into());
     }
-    let hosts = str_list(body.get("hosts"))
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let uris = str_list(body.get("uris"))
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let methods = str_list(body.get("methods"))
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let hosts = str_list(body.get("hosts")).and_then(Result::ok).unwrap_or_default();
+    let uris = str_list(body.get("uris")).and_then(Result::ok).unwrap_or_default();
+    let methods = str_list(body.get("methods")).and_then(Result::ok).unwrap_or_default();
     for h in &hosts {
         let bare = h.trim_start_matches("*.").trim_end_matches(".*");
         if !is_hostname(bare) && !is_ip(bare) {
@@ -1441,20 +1194,14 @@ fn build_api(body: &Map<String, Value>, id: String, created_at: u64) -> Result<V
     }
     for u in &uris {
         if !u.starts_with('/') {
-            v.insert(
-                "uris".into(),
-                format!("uri with value '{u}' is invalid: must be prefixed with slash"),
-            );
+            v.insert("uris".into(), format!("uri with value '{u}' is invalid: must be prefixed with slash"));
         }
     }
     if !v.is_empty() {
         return Err(Violation(v));
     }
     if hosts.is_empty() && uris.is_empty() && methods.is_empty() {
-        return Err(Violation::one(
-            "message",
-            "at least one of 'hosts', 'uris' or 'methods' must be specified",
-        ));
+        return Err(Violation::one("message", "at least one of 'hosts', 'uris' or 'methods' must be specified"));
     }
     let get = |k: &str, d: Value| body.get(k).cloned().filter(|x| !x.is_null()).unwrap_or(d);
     let mut out = json!({
@@ -1472,25 +1219,13 @@ fn build_api(body: &Map<String, Value>, id: String, created_at: u64) -> Result<V
     Ok(out)
 }
 
-fn legacy_upstream(
-    era: Gen,
-    body: &Map<String, Value>,
-    id: String,
-    created_at: u64,
-) -> Result<Value, Violation> {
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+fn legacy_upstream(era: Gen, body: &Map<String, Value>, id: String, created_at: u64) -> Result<Value, Violation> {
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     if name.is_empty() {
         return Err(Violation::one("name", "name is required"));
     }
     if is_ip(&name) || name.contains(':') || !is_hostname(&name) {
-        return Err(Violation::one(
-            "message",
-            format!("Invalid name; must be a valid hostname: {name}"),
-        ));
+        return Err(Violation::one("message", format!("Invalid name; must be a valid hostname: {name}")));
     }
     if body.contains_key("tags") {
         return Err(Violation::one("tags", "unknown field"));
@@ -1502,58 +1237,50 @@ fn legacy_upstream(
     )
 }
 
-fn legacy(
-    db: &mut Db,
-    ctx: &Ctx,
-    method: &Method,
-    segs: &[&str],
-    body: Map<String, Value>,
-) -> Reply {
+fn legacy(db: &mut Db, ctx: &Ctx, method: &Method, segs: &[&str], body: Map<String, Value>) -> Reply {
     let era = ctx.era;
     let m = method.as_str();
     match segs {
-        ["apis"] => {
-            match m {
-                "GET" => list(ctx, &db.apis),
-                "POST" | "PUT" => {
-                    let existing = body
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .and_then(|id| position(&db.apis, id));
-                    if m == "PUT" && body.contains_key("id") && existing.is_none() {
-                        return not_found();
+        ["apis"] => match m {
+            "GET" => list(ctx, &db.apis),
+            "POST" | "PUT" => {
+                let existing = body.get("id").and_then(Value::as_str).and_then(|id| position(&db.apis, id));
+                if m == "PUT" && body.contains_key("id") && existing.is_none() {
+                    return not_found();
+                }
+                let (id, created_at) = match existing {
+                    Some(p) => (
+                        db.apis[p]["id"].as_str().unwrap_or_default().to_owned(),
+                        db.apis[p]["created_at"].as_u64().unwrap_or(0),
+                    ),
+                    None => (db.next_id(), db.tick()),
+                };
+                let built = match build_api(&body, id, created_at) {
+                    Ok(b) => b,
+                    Err(v) => return v.render(era),
+                };
+                let name = built["name"].as_str().unwrap_or_default().to_owned();
+                if db
+                    .apis
+                    .iter()
+                    .enumerate()
+                    .any(|(i, a)| Some(i) != existing && a["name"].as_str() == Some(name.as_str()))
+                {
+                    return unique_violation(era, "name", &name);
+                }
+                match existing {
+                    Some(p) => {
+                        db.apis[p] = built.clone();
+                        reply(200, built)
                     }
-                    let (id, created_at) = match existing {
-                        Some(p) => (
-                            db.apis[p]["id"].as_str().unwrap_or_default().to_owned(),
-                            db.apis[p]["created_at"].as_u64().unwrap_or(0),
-                        ),
-                        None => (db.next_id(), db.tick()),
-                    };
-                    let built = match build_api(&body, id, created_at) {
-                        Ok(b) => b,
-                        Err(v) => return v.render(era),
-                    };
-                    let name = built["name"].as_str().unwrap_or_default().to_owned();
-                    if db.apis.iter().enumerate().any(|(i, a)| {
-                        Some(i) != existing && a["name"].as_str() == Some(name.as_str())
-                    }) {
-                        return unique_violation(era, "name", &name);
-                    }
-                    match existing {
-                        Some(p) => {
-                            db.apis[p] = built.clone();
-                            reply(200, built)
-                        }
-                        None => {
-                            db.apis.push(built.clone());
-                            reply(201, built)
-                        }
+                    None => {
+                        db.apis.push(built.clone());
+                        reply(201, built)
                     }
                 }
-                _ => method_not_allowed(),
             }
-        }
+            _ => method_not_allowed(),
+        },
         ["apis", a] => {
             let Some(p) = position(&db.apis, a) else {
                 return not_found();
@@ -1611,10 +1338,7 @@ fn legacy(
             match m {
                 "GET" => reply(200, db.upstreams[p].clone()),
                 "DELETE" => {
-                    let id = db.upstreams[p]["id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
+                    let id = db.upstreams[p]["id"].as_str().unwrap_or_default().to_owned();
                     db.targets.retain(|t| t.upstream_id != id);
                     db.upstreams.remove(p);
                     no_content()
@@ -1631,12 +1355,7 @@ fn legacy(
 mod tests {
     use super::*;
 
-    async fn call(
-        sim: &KongSim,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    async fn call(sim: &KongSim, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = sim.url().join(path.trim_start_matches('/')).expect("url");
         let mut req = reqwest::Client::new().request(method, url);
         if let Some(b) = body {
@@ -1650,189 +1369,75 @@ mod tests {
     #[tokio::test]
     async fn modern_codes_and_bodies() {
         use reqwest::Method as M;
-        let sim = KongSim::start(KongSimOptions::default())
-            .await
-            .expect("sim");
+        let sim = KongSim::start(KongSimOptions::default()).await.expect("sim");
         assert_eq!(call(&sim, M::GET, "/", None).await.1["version"], "3.4.2");
         let (s, b) = call(&sim, M::PUT, "/upstreams/1.2.3.4", Some(json!({}))).await;
         assert_eq!(
             (s, b["code"].clone(), b["fields"]["name"].clone()),
-            (
-                400,
-                json!(2),
-                json!("Invalid name ('1.2.3.4'); no ip addresses allowed")
-            )
+            (400, json!(2), json!("Invalid name ('1.2.3.4'); no ip addresses allowed"))
         );
-        assert_eq!(
-            call(
-                &sim,
-                M::PUT,
-                "/upstreams/web",
-                Some(json!({"tags": ["switchboard"]}))
-            )
-            .await
-            .0,
-            200
-        );
-        assert_eq!(
-            call(&sim, M::POST, "/upstreams", Some(json!({"name": "web"})))
-                .await
-                .0,
-            409
-        );
+        assert_eq!(call(&sim, M::PUT, "/upstreams/web", Some(json!({"tags": ["switchboard"]}))).await.0, 200);
+        assert_eq!(call(&sim, M::POST, "/upstreams", Some(json!({"name": "web"}))).await.0, 409);
         let t = json!({"target": "10.0.0.1"});
         let (s, b) = call(&sim, M::POST, "/upstreams/web/targets", Some(t.clone())).await;
-        assert_eq!(
-            (s, b["target"].clone(), b["weight"].clone()),
-            (201, json!("10.0.0.1:8000"), json!(100))
-        );
+        assert_eq!((s, b["target"].clone(), b["weight"].clone()), (201, json!("10.0.0.1:8000"), json!(100)));
         let (s, b) = call(&sim, M::POST, "/upstreams/web/targets", Some(t)).await;
-        assert_eq!(
-            (s, b["name"].clone()),
-            (409, json!("unique constraint violation"))
-        );
-        assert_eq!(
-            call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.9:1", None)
-                .await
-                .0,
-            404
-        );
-        assert_eq!(
-            call(&sim, M::PUT, "/services/web", Some(json!({"host": "web"})))
-                .await
-                .0,
-            200
-        );
-        let (s, b) = call(
-            &sim,
-            M::PUT,
-            "/routes/web",
-            Some(json!({"service": {"name": "web"}})),
-        )
-        .await;
+        assert_eq!((s, b["name"].clone()), (409, json!("unique constraint violation")));
+        assert_eq!(call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.9:1", None).await.0, 404);
+        assert_eq!(call(&sim, M::PUT, "/services/web", Some(json!({"host": "web"}))).await.0, 200);
+        let (s, b) = call(&sim, M::PUT, "/routes/web", Some(json!({"service": {"name": "web"}}))).await;
         assert_eq!((s, b["fields"]["@entity"].is_string()), (400, true));
         assert_eq!(
-            call(
-                &sim,
-                M::PUT,
-                "/routes/web",
-                Some(json!({"paths": ["/"], "service": {"name": "web"}}))
-            )
-            .await
-            .0,
+            call(&sim, M::PUT, "/routes/web", Some(json!({"paths": ["/"], "service": {"name": "web"}}))).await.0,
             200
         );
         let (s, b) = call(&sim, M::DELETE, "/services/web", None).await;
         assert_eq!((s, b["code"].clone()), (400, json!(4)));
         assert_eq!(call(&sim, M::DELETE, "/routes/nothing", None).await.0, 204);
         for n in 0..3 {
-            call(
-                &sim,
-                M::PUT,
-                &format!("/upstreams/u{n}"),
-                Some(json!({"tags": ["switchboard"]})),
-            )
-            .await;
+            call(&sim, M::PUT, &format!("/upstreams/u{n}"), Some(json!({"tags": ["switchboard"]}))).await;
         }
         let (_, p1) = call(&sim, M::GET, "/upstreams?size=2&tags=switchboard", None).await;
         assert_eq!(p1["data"].as_array().map(Vec::len), Some(2));
         let next = p1["next"].as_str().expect("next page");
-        assert!(
-            next.starts_with("/upstreams?offset=") && next.contains("tags=switchboard"),
-            "{next}"
-        );
+        assert!(next.starts_with("/upstreams?offset=") && next.contains("tags=switchboard"), "{next}");
         let (_, p2) = call(&sim, M::GET, next, None).await;
         assert_eq!(
-            (
-                p2["data"].as_array().map(Vec::len),
-                p2["next"].clone(),
-                p2.get("offset")
-            ),
+            (p2["data"].as_array().map(Vec::len), p2["next"].clone(), p2.get("offset")),
             (Some(2), Value::Null, None)
         );
-        assert_eq!(
-            call(&sim, M::GET, "/upstreams?offset=zzz", None).await.1["code"],
-            7
-        );
+        assert_eq!(call(&sim, M::GET, "/upstreams?offset=zzz", None).await.1["code"], 7);
         assert_eq!(sim.writes(), 14);
     }
 
     #[tokio::test]
     async fn legacy_targets_are_append_only() {
         use reqwest::Method as M;
-        let sim = KongSim::start(KongSimOptions {
-            version: "0.10.4".into(),
-            admin_token: None,
-        })
-        .await
-        .expect("sim");
-        assert_eq!(
-            call(&sim, M::POST, "/upstreams", Some(json!({"name": "web"})))
-                .await
-                .0,
-            201
-        );
+        let sim = KongSim::start(KongSimOptions { version: "0.10.4".into(), admin_token: None }).await.expect("sim");
+        assert_eq!(call(&sim, M::POST, "/upstreams", Some(json!({"name": "web"}))).await.0, 201);
         let (s, b) = call(&sim, M::POST, "/upstreams", Some(json!({"name": "web"}))).await;
-        assert_eq!(
-            (s, b),
-            (409, json!({"name": "already exists with value 'web'"}))
-        );
+        assert_eq!((s, b), (409, json!({"name": "already exists with value 'web'"})));
         for _ in 0..2 {
             assert_eq!(
-                call(
-                    &sim,
-                    M::POST,
-                    "/upstreams/web/targets",
-                    Some(json!({"target": "10.0.0.1:80"}))
-                )
-                .await
-                .0,
+                call(&sim, M::POST, "/upstreams/web/targets", Some(json!({"target": "10.0.0.1:80"}))).await.0,
                 201
             );
         }
-        assert_eq!(
-            call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.1:80", None)
-                .await
-                .0,
-            204
-        );
-        assert_eq!(
-            call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.1:80", None)
-                .await
-                .0,
-            204
-        );
-        assert_eq!(
-            call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.2:80", None)
-                .await
-                .0,
-            404
-        );
+        assert_eq!(call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.1:80", None).await.0, 204);
+        assert_eq!(call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.1:80", None).await.0, 204);
+        assert_eq!(call(&sim, M::DELETE, "/upstreams/web/targets/10.0.0.2:80", None).await.0, 404);
         let (_, history) = call(&sim, M::GET, "/upstreams/web/targets", None).await;
         assert_eq!(history["data"].as_array().map(Vec::len), Some(4));
         let (_, active) = call(&sim, M::GET, "/upstreams/web/targets/active", None).await;
         assert_eq!(active["data"], json!([]));
-        let (s, b) = call(
-            &sim,
-            M::POST,
-            "/apis",
-            Some(json!({"name": "web", "upstream_url": "http://web"})),
-        )
-        .await;
+        let (s, b) = call(&sim, M::POST, "/apis", Some(json!({"name": "web", "upstream_url": "http://web"}))).await;
         assert_eq!(
             (s, b["message"].clone()),
-            (
-                400,
-                json!("at least one of 'hosts', 'uris' or 'methods' must be specified")
-            )
+            (400, json!("at least one of 'hosts', 'uris' or 'methods' must be specified"))
         );
         assert_eq!(call(&sim, M::DELETE, "/apis/none", None).await.0, 404);
-        let resp = reqwest::Client::new()
-            .post(sim.url().join("apis").expect("url"))
-            .body("{}")
-            .send()
-            .await
-            .expect("call");
+        let resp =
+            reqwest::Client::new().post(sim.url().join("apis").expect("url")).body("{}").send().await.expect("call");
         assert_eq!(resp.status().as_u16(), 415);
     }
 }

@@ -63,26 +63,18 @@ pub(crate) struct Answer {
 
 impl Client {
     pub(crate) fn new(cfg: &KongConfig) -> Result<Client, KongConfigError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(KongConfigError::Client)?;
+        let http = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(KongConfigError::Client)?;
         let token = match &cfg.token {
             Some(t) => {
                 let name = HeaderName::from_bytes(cfg.token_header.as_bytes())
                     .map_err(|_| KongConfigError::TokenHeader(cfg.token_header.clone()))?;
-                let mut value =
-                    HeaderValue::from_str(t.expose()).map_err(|_| KongConfigError::TokenValue)?;
+                let mut value = HeaderValue::from_str(t.expose()).map_err(|_| KongConfigError::TokenValue)?;
                 value.set_sensitive(true);
                 Some((name, value))
             }
             None => None,
         };
-        Ok(Client {
-            http,
-            base: cfg.url.clone(),
-            token,
-        })
+        Ok(Client { http, base: cfg.url.clone(), token })
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> url::Url {
@@ -113,15 +105,9 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| BackendError::from_reqwest(BACKEND, what.clone(), &e))?;
+        let resp = req.send().await.map_err(|e| BackendError::from_reqwest(BACKEND, what.clone(), &e))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| BackendError::from_reqwest(BACKEND, what, &e))?;
+        let text = resp.text().await.map_err(|e| BackendError::from_reqwest(BACKEND, what, &e))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Answer { status, body, text })
     }
@@ -136,11 +122,7 @@ impl Client {
     ) -> Result<Answer, BackendError> {
         let what = format!("{method} {path}");
         let a = self.call(method, path, &[], body).await?;
-        if ok.contains(&a.status) {
-            Ok(a)
-        } else {
-            Err(BackendError::from_status(BACKEND, what, a.status, &a.text))
-        }
+        if ok.contains(&a.status) { Ok(a) } else { Err(BackendError::from_status(BACKEND, what, a.status, &a.text)) }
     }
 
     /// `GET`; 404 is `None`.
@@ -150,11 +132,7 @@ impl Client {
     }
 
     /// Every item of a paginated collection.
-    pub(crate) async fn list_all(
-        &self,
-        path: &str,
-        tags: Option<&str>,
-    ) -> Result<Vec<Value>, BackendError> {
+    pub(crate) async fn list_all(&self, path: &str, tags: Option<&str>) -> Result<Vec<Value>, BackendError> {
         let mut out = Vec::new();
         let mut offset: Option<String> = None;
         loop {
@@ -179,9 +157,7 @@ impl Client {
             };
             out.extend(data.iter().cloned());
             match a.body["offset"].as_str() {
-                Some(o) if !data.is_empty() && offset.as_deref() != Some(o) => {
-                    offset = Some(o.to_owned())
-                }
+                Some(o) if !data.is_empty() && offset.as_deref() != Some(o) => offset = Some(o.to_owned()),
                 _ => return Ok(out),
             }
         }
@@ -191,44 +167,27 @@ impl Client {
     pub(crate) async fn detect(&self) -> Result<Caps, BackendError> {
         let root = self.expect(Method::GET, "/", None, &[200]).await?;
         let version = root.body["version"].as_str().unwrap_or_default().to_owned();
-        let permanent = |message: String| BackendError::Permanent {
-            backend: BACKEND,
-            what: "GET /".to_owned(),
-            message,
-        };
-        let caps = Caps::from_version(&version)
-            .ok_or_else(|| permanent(format!("unrecognised Kong version {version:?}")))?;
+        let permanent =
+            |message: String| BackendError::Permanent { backend: BACKEND, what: "GET /".to_owned(), message };
+        let caps =
+            Caps::from_version(&version).ok_or_else(|| permanent(format!("unrecognised Kong version {version:?}")))?;
         if caps.version < (0, 10, 0) {
-            return Err(permanent(format!(
-                "Kong {version} has no upstreams; 0.10 or later is needed"
-            )));
+            return Err(permanent(format!("Kong {version} has no upstreams; 0.10 or later is needed")));
         }
         Ok(caps)
     }
 
     /// Active targets (weight > 0) of an upstream, as `host:port`.
-    pub(crate) async fn active_targets(
-        &self,
-        caps: Caps,
-        upstream: &str,
-    ) -> Result<Vec<String>, BackendError> {
+    pub(crate) async fn active_targets(&self, caps: Caps, upstream: &str) -> Result<Vec<String>, BackendError> {
         let rows = if caps.active_suffix {
-            match self
-                .get(&format!("/upstreams/{upstream}/targets/active"))
-                .await?
-            {
+            match self.get(&format!("/upstreams/{upstream}/targets/active")).await? {
                 Some(v) => v["data"].as_array().cloned().unwrap_or_default(),
                 None => Vec::new(),
             }
         } else {
-            match self
-                .list_all(&format!("/upstreams/{upstream}/targets"), None)
-                .await
-            {
+            match self.list_all(&format!("/upstreams/{upstream}/targets"), None).await {
                 Ok(rows) => rows,
-                Err(BackendError::Permanent { message, .. }) if message.starts_with("HTTP 404") => {
-                    Vec::new()
-                }
+                Err(BackendError::Permanent { message, .. }) if message.starts_with("HTTP 404") => Vec::new(),
                 Err(e) => return Err(e),
             }
         };
@@ -243,11 +202,7 @@ impl Client {
     }
 
     /// Kong 1.1+: everything tagged for this cluster, grouped per app.
-    pub(crate) async fn observe_tagged(
-        &self,
-        caps: Caps,
-        cluster: &str,
-    ) -> Result<Vec<ObservedApp>, BackendError> {
+    pub(crate) async fn observe_tagged(&self, caps: Caps, cluster: &str) -> Result<Vec<ObservedApp>, BackendError> {
         let filter = map::owner_filter(cluster);
         let upstreams = self.list_all("/upstreams", Some(&filter)).await?;
         let services = self.list_all("/services", Some(&filter)).await?;
@@ -321,11 +276,7 @@ impl Client {
         let mut out = Vec::new();
         for service in services {
             let name = map::entity_name(service, cluster);
-            let mut app = ObservedApp {
-                name: name.clone(),
-                service: service.clone(),
-                ..ObservedApp::default()
-            };
+            let mut app = ObservedApp { name: name.clone(), service: service.clone(), ..ObservedApp::default() };
             let upstream = self.get(&format!("/upstreams/{name}")).await?;
             if upstream.is_some() {
                 app.targets = self.active_targets(caps, &name).await?;

@@ -52,9 +52,7 @@ pub enum KongConfigError {
     TokenHeader(String),
     #[error("kong token is not a valid HTTP header value")]
     TokenValue,
-    #[error(
-        "cluster {0:?}: Kong needs 1-63 characters of [a-z0-9-], not starting or ending with '-'"
-    )]
+    #[error("cluster {0:?}: Kong needs 1-63 characters of [a-z0-9-], not starting or ending with '-'")]
     Cluster(String),
     #[error("kong http client: {0}")]
     Client(#[source] reqwest::Error),
@@ -81,8 +79,7 @@ impl KongConfig {
         let c = &self.cluster;
         let ok = !c.is_empty()
             && c.len() <= 63
-            && c.chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
             && !c.starts_with('-')
             && !c.ends_with('-');
         if !ok {

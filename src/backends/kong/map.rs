@@ -31,11 +31,7 @@ pub(crate) fn entity_name(service: &str, cluster: &str) -> String {
 
 /// `switchboard`, `cluster:<cluster>`, `app:<service>`.
 pub(crate) fn tags(service: &str, cluster: &str) -> Vec<String> {
-    vec![
-        OWNER_TAG.to_owned(),
-        format!("cluster:{cluster}"),
-        format!("app:{service}"),
-    ]
+    vec![OWNER_TAG.to_owned(), format!("cluster:{cluster}"), format!("app:{service}")]
 }
 
 /// The tag filter selecting everything this cluster owns (AND of two tags).
@@ -45,28 +41,18 @@ pub(crate) fn owner_filter(cluster: &str) -> String {
 
 /// The service name an entity's `app:` tag names.
 pub(crate) fn app_tag(entity: &Value) -> Option<String> {
-    entity["tags"]
-        .as_array()?
-        .iter()
-        .find_map(|t| t.as_str()?.strip_prefix("app:").map(str::to_owned))
+    entity["tags"].as_array()?.iter().find_map(|t| t.as_str()?.strip_prefix("app:").map(str::to_owned))
 }
 
 /// Kong target string for an instance: `host:port`, IPv6 bracketed.
 pub(crate) fn target_of(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    }
+    if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
 }
 
 /// Splits a Kong target string back into (address, port).
 pub(crate) fn split_target(t: &str) -> Option<(String, u16)> {
     let (h, p) = t.rsplit_once(':')?;
-    let h = h
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(h);
+    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
     Some((h.to_owned(), p.parse().ok()?))
 }
 
@@ -80,18 +66,9 @@ pub(crate) struct NormRoutes {
 }
 
 pub(crate) fn normalize(r: &Routes) -> NormRoutes {
-    let hosts: BTreeSet<String> = r
-        .kong_hosts
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
-    let paths: BTreeSet<String> = r
-        .kong_paths
-        .iter()
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect();
+    let hosts: BTreeSet<String> =
+        r.kong_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+    let paths: BTreeSet<String> = r.kong_paths.iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
     NormRoutes {
         hosts: hosts.into_iter().collect(),
         paths: paths.into_iter().collect(),
@@ -123,16 +100,10 @@ pub(crate) fn check_host(h: &str) -> Result<(), String> {
         1 => bare
             .strip_prefix("*.")
             .or_else(|| bare.strip_suffix(".*"))
-            .ok_or_else(|| {
-                format!("host {h:?}: a wildcard must be the whole leftmost or rightmost label")
-            })?,
+            .ok_or_else(|| format!("host {h:?}: a wildcard must be the whole leftmost or rightmost label"))?,
         _ => return Err(format!("host {h:?}: at most one wildcard")),
     };
-    if dns_name(stripped) {
-        Ok(())
-    } else {
-        Err(format!("host {h:?} is not a valid DNS name"))
-    }
+    if dns_name(stripped) { Ok(()) } else { Err(format!("host {h:?} is not a valid DNS name")) }
 }
 
 fn dns_name(s: &str) -> bool {
@@ -156,29 +127,19 @@ pub(crate) fn check_path(p: &str) -> Result<(), String> {
     if p.contains("//") {
         return Err(format!("path {p:?} has an empty segment"));
     }
-    let ok = p
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@%".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("path {p:?} has characters Kong does not accept"))
-    }
+    let ok = p.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@%".contains(c));
+    if ok { Ok(()) } else { Err(format!("path {p:?} has characters Kong does not accept")) }
 }
 
 /// The service name becomes an upstream host name and an `app:` tag.
 pub(crate) fn check_service_name(service: &str, cluster: &str) -> Result<(), String> {
     let name = entity_name(service, cluster);
     if dns_name(&name.to_ascii_lowercase())
-        && service
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && service.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     {
         Ok(())
     } else {
-        Err(format!(
-            "service name {service:?} cannot name a Kong upstream: use lower-case DNS labels"
-        ))
+        Err(format!("service name {service:?} cannot name a Kong upstream: use lower-case DNS labels"))
     }
 }
 
@@ -225,11 +186,7 @@ pub(crate) fn select(desired: &[Registration], cluster: &str) -> Selection {
             *counts.entry(&r.routes).or_default() += 1;
         }
         let max = counts.values().copied().max().unwrap_or(0);
-        let Some(canonical) = counts
-            .iter()
-            .find(|(_, n)| **n == max)
-            .map(|(r, _)| (*r).clone())
-        else {
+        let Some(canonical) = counts.iter().find(|(_, n)| **n == max).map(|(r, _)| (*r).clone()) else {
             continue;
         };
         let Some(first) = regs.first() else { continue };
@@ -250,16 +207,8 @@ pub(crate) fn select(desired: &[Registration], cluster: &str) -> Selection {
             reject(&mut sel, app, "kong.hosts", reason);
             continue;
         }
-        let hosts = if norm.hosts.is_empty() {
-            vec![String::new()]
-        } else {
-            norm.hosts.clone()
-        };
-        let paths = if norm.paths.is_empty() {
-            vec!["/".to_owned()]
-        } else {
-            norm.paths.clone()
-        };
+        let hosts = if norm.hosts.is_empty() { vec![String::new()] } else { norm.hosts.clone() };
+        let paths = if norm.paths.is_empty() { vec!["/".to_owned()] } else { norm.paths.clone() };
         let mut conflict = None;
         for h in &hosts {
             for p in &paths {
@@ -276,12 +225,7 @@ pub(crate) fn select(desired: &[Registration], cluster: &str) -> Selection {
             } else {
                 ("kong.hosts", format!("host {h} path {p}"))
             };
-            reject(
-                &mut sel,
-                app,
-                label,
-                format!("{what} is already published on Kong by app {other}"),
-            );
+            reject(&mut sel, app, label, format!("{what} is already published on Kong by app {other}"));
             continue;
         }
         for h in &hosts {
@@ -289,9 +233,7 @@ pub(crate) fn select(desired: &[Registration], cluster: &str) -> Selection {
                 claims.insert((h.clone(), p.clone()), (service.clone(), app.to_owned()));
             }
         }
-        services
-            .entry(service)
-            .or_insert_with(|| (app.to_owned(), norm));
+        services.entry(service).or_insert_with(|| (app.to_owned(), norm));
         for r in regs {
             let mut kept = r.clone();
             kept.routes = canonical.clone();
@@ -326,37 +268,20 @@ impl Destination {
 
     /// Direct topology: the app's own upstream.
     pub(crate) fn upstream(name: &str) -> Destination {
-        Destination {
-            scheme: "http".to_owned(),
-            host: name.to_owned(),
-            port: 80,
-            path: None,
-        }
+        Destination { scheme: "http".to_owned(), host: name.to_owned(), port: 80, path: None }
     }
 
     pub(crate) fn from_service(s: &Value) -> Destination {
         Destination {
             scheme: s["protocol"].as_str().unwrap_or("http").to_owned(),
             host: s["host"].as_str().unwrap_or_default().to_owned(),
-            port: s["port"]
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(80),
-            path: s["path"]
-                .as_str()
-                .filter(|p| !p.is_empty() && *p != "/")
-                .map(str::to_owned),
+            port: s["port"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(80),
+            path: s["path"].as_str().filter(|p| !p.is_empty() && *p != "/").map(str::to_owned),
         }
     }
 
     pub(crate) fn url(&self) -> String {
-        format!(
-            "{}://{}:{}{}",
-            self.scheme,
-            self.host,
-            self.port,
-            self.path.as_deref().unwrap_or("")
-        )
+        format!("{}://{}:{}{}", self.scheme, self.host, self.port, self.path.as_deref().unwrap_or(""))
     }
 }
 
@@ -406,12 +331,7 @@ pub(crate) fn target_body(target: &str, tags: Option<&[String]>) -> Value {
 }
 
 /// Kong 0.10–0.14 `/apis` object.
-pub(crate) fn api_body(
-    name: &str,
-    routes: &NormRoutes,
-    dest: &Destination,
-    preserve_host: bool,
-) -> Value {
+pub(crate) fn api_body(name: &str, routes: &NormRoutes, dest: &Destination, preserve_host: bool) -> Value {
     let mut b = json!({"name": name, "strip_uri": routes.strip_path, "preserve_host": preserve_host, "upstream_url": dest.url()});
     if !routes.hosts.is_empty() {
         b["hosts"] = json!(routes.hosts);
@@ -434,13 +354,7 @@ pub(crate) struct RouteView {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
 impl RouteView {
@@ -480,32 +394,19 @@ pub(crate) struct ObservedApp {
 /// The routes an app's registrations show: Kong's route when it and its
 /// service are what Switchboard writes, else none (forcing a re-register).
 fn observed_routes(app: &ObservedApp, forward_to: Option<&Destination>) -> Routes {
-    let expected = forward_to
-        .cloned()
-        .unwrap_or_else(|| Destination::upstream(&app.name));
+    let expected = forward_to.cloned().unwrap_or_else(|| Destination::upstream(&app.name));
     match (&app.route, &app.destination) {
-        (Some(route), Some(dest))
-            if *dest == expected && route.preserve_host == forward_to.is_some() =>
-        {
-            Routes {
-                kong_hosts: route.hosts.clone(),
-                kong_paths: route.paths.clone(),
-                kong_strip_path: Some(route.strip_path),
-                vulcand_route: None,
-            }
-        }
+        (Some(route), Some(dest)) if *dest == expected && route.preserve_host == forward_to.is_some() => Routes {
+            kong_hosts: route.hosts.clone(),
+            kong_paths: route.paths.clone(),
+            kong_strip_path: Some(route.strip_path),
+            vulcand_route: None,
+        },
         _ => Routes::default(),
     }
 }
 
-fn synthetic(
-    id: String,
-    app: &ObservedApp,
-    app_id: &str,
-    address: String,
-    port: u16,
-    routes: Routes,
-) -> Registration {
+fn synthetic(id: String, app: &ObservedApp, app_id: &str, address: String, port: u16, routes: Routes) -> Registration {
     Registration {
         id,
         service: app.service.clone(),
@@ -532,12 +433,8 @@ pub(crate) fn observed_registrations(
     let mut out = Vec::new();
     for app in apps {
         let routes = observed_routes(app, forward_to);
-        let recorded: Vec<&Registration> =
-            ledger.iter().filter(|r| r.service == app.service).collect();
-        let app_id = recorded
-            .first()
-            .map(|r| r.app_id.as_str())
-            .unwrap_or(app.service.as_str());
+        let recorded: Vec<&Registration> = ledger.iter().filter(|r| r.service == app.service).collect();
+        let app_id = recorded.first().map(|r| r.app_id.as_str()).unwrap_or(app.service.as_str());
         let with_routes = |r: &Registration| {
             let mut r = r.clone();
             r.routes = routes.clone();
@@ -545,41 +442,22 @@ pub(crate) fn observed_registrations(
         };
         if forward_to.is_some() {
             if recorded.is_empty() {
-                out.push(synthetic(
-                    format!("kong:{}", app.name),
-                    app,
-                    app_id,
-                    String::new(),
-                    0,
-                    routes.clone(),
-                ));
+                out.push(synthetic(format!("kong:{}", app.name), app, app_id, String::new(), 0, routes.clone()));
             }
             out.extend(recorded.iter().map(|r| with_routes(r)));
             continue;
         }
-        let mut targets: Vec<(String, u16)> =
-            app.targets.iter().filter_map(|t| split_target(t)).collect();
+        let mut targets: Vec<(String, u16)> = app.targets.iter().filter_map(|t| split_target(t)).collect();
         targets.sort();
         targets.dedup();
         if targets.is_empty() {
             // App-level leftovers with no instance: the planner deletes them.
-            out.push(synthetic(
-                format!("kong:{}", app.name),
-                app,
-                app_id,
-                String::new(),
-                0,
-                routes.clone(),
-            ));
+            out.push(synthetic(format!("kong:{}", app.name), app, app_id, String::new(), 0, routes.clone()));
         }
         for (address, port) in targets {
             // Two ledger entries can share an address (a task replaced on the
             // same host port): the latest recorded one owns the target.
-            match recorded
-                .iter()
-                .rev()
-                .find(|r| r.address == address && r.port == port)
-            {
+            match recorded.iter().rev().find(|r| r.address == address && r.port == port) {
                 Some(r) => out.push(with_routes(r)),
                 None => {
                     let id = format!("kong:{}:{}", app.name, target_of(&address, port));

@@ -67,10 +67,7 @@ pub struct KongBackend {
 
 impl std::fmt::Debug for KongBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KongBackend")
-            .field("cluster", &self.cluster)
-            .field("forward_to", &self.forward_to)
-            .finish()
+        f.debug_struct("KongBackend").field("cluster", &self.cluster).field("forward_to", &self.forward_to).finish()
     }
 }
 
@@ -86,10 +83,7 @@ impl KongBackend {
     }
 
     async fn caps(&self) -> Result<Caps, BackendError> {
-        self.caps
-            .get_or_try_init(|| self.client.detect())
-            .await
-            .copied()
+        self.caps.get_or_try_init(|| self.client.detect()).await.copied()
     }
 
     fn tags(&self, caps: Caps, service: &str) -> Option<Vec<String>> {
@@ -97,9 +91,7 @@ impl KongBackend {
     }
 
     fn destination(&self, name: &str) -> Destination {
-        self.forward_to
-            .clone()
-            .unwrap_or_else(|| Destination::upstream(name))
+        self.forward_to.clone().unwrap_or_else(|| Destination::upstream(name))
     }
 
     async fn register_modern(
@@ -113,67 +105,27 @@ impl KongBackend {
         let tags = tags.as_deref();
         if self.forward_to.is_none() {
             self.client
-                .expect(
-                    Method::PUT,
-                    &format!("/upstreams/{name}"),
-                    Some(&map::upstream_body(name, tags)),
-                    &[200, 201],
-                )
+                .expect(Method::PUT, &format!("/upstreams/{name}"), Some(&map::upstream_body(name, tags)), &[200, 201])
                 .await?;
             let target = map::target_of(&r.address, r.port);
             let targets = format!("/upstreams/{name}/targets");
-            let a = self
-                .client
-                .call(
-                    Method::POST,
-                    &targets,
-                    &[],
-                    Some(&map::target_body(&target, tags)),
-                )
-                .await?;
+            let a = self.client.call(Method::POST, &targets, &[], Some(&map::target_body(&target, tags))).await?;
             match a.status {
                 200 | 201 => {}
                 409 => {
                     let body = map::target_body(&target, tags);
-                    self.client
-                        .expect(
-                            Method::PATCH,
-                            &format!("{targets}/{target}"),
-                            Some(&body),
-                            &[200],
-                        )
-                        .await?;
+                    self.client.expect(Method::PATCH, &format!("{targets}/{target}"), Some(&body), &[200]).await?;
                 }
                 s => {
-                    return Err(BackendError::from_status(
-                        "kong",
-                        format!("POST {targets}"),
-                        s,
-                        &a.text,
-                    ));
+                    return Err(BackendError::from_status("kong", format!("POST {targets}"), s, &a.text));
                 }
             }
         }
         let service = map::service_body(name, &self.destination(name), tags);
-        let s = self
-            .client
-            .expect(
-                Method::PUT,
-                &format!("/services/{name}"),
-                Some(&service),
-                &[200, 201],
-            )
-            .await?;
+        let s = self.client.expect(Method::PUT, &format!("/services/{name}"), Some(&service), &[200, 201]).await?;
         let service_id = s.body["id"].as_str().unwrap_or(name).to_owned();
         let route = map::route_body(name, &service_id, routes, self.forward_to.is_some(), tags);
-        self.client
-            .expect(
-                Method::PUT,
-                &format!("/routes/{name}"),
-                Some(&route),
-                &[200, 201],
-            )
-            .await?;
+        self.client.expect(Method::PUT, &format!("/routes/{name}"), Some(&route), &[200, 201]).await?;
         Ok(())
     }
 
@@ -185,61 +137,28 @@ impl KongBackend {
         routes: &NormRoutes,
     ) -> Result<(), BackendError> {
         if self.forward_to.is_none() {
-            if self
-                .client
-                .get(&format!("/upstreams/{name}"))
-                .await?
-                .is_none()
-            {
+            if self.client.get(&format!("/upstreams/{name}")).await?.is_none() {
                 self.client
-                    .expect(
-                        Method::POST,
-                        "/upstreams",
-                        Some(&map::upstream_body(name, None)),
-                        &[201, 409],
-                    )
+                    .expect(Method::POST, "/upstreams", Some(&map::upstream_body(name, None)), &[201, 409])
                     .await?;
             }
             let target = map::target_of(&r.address, r.port);
             // Targets are append-only here: post only when not already active,
             // so history does not grow on every resync.
-            if !self
-                .client
-                .active_targets(caps, name)
-                .await?
-                .contains(&target)
-            {
+            if !self.client.active_targets(caps, name).await?.contains(&target) {
                 let body = map::target_body(&target, None);
                 self.client
-                    .expect(
-                        Method::POST,
-                        &format!("/upstreams/{name}/targets"),
-                        Some(&body),
-                        &[200, 201],
-                    )
+                    .expect(Method::POST, &format!("/upstreams/{name}/targets"), Some(&body), &[200, 201])
                     .await?;
             }
         }
-        let mut api = map::api_body(
-            name,
-            routes,
-            &self.destination(name),
-            self.forward_to.is_some(),
-        );
+        let mut api = map::api_body(name, routes, &self.destination(name), self.forward_to.is_some());
         match self.client.get(&format!("/apis/{name}")).await? {
             None => {
-                self.client
-                    .expect(Method::POST, "/apis", Some(&api), &[201])
-                    .await?;
+                self.client.expect(Method::POST, "/apis", Some(&api), &[201]).await?;
             }
             Some(current) => {
-                let fields = [
-                    "hosts",
-                    "uris",
-                    "strip_uri",
-                    "preserve_host",
-                    "upstream_url",
-                ];
+                let fields = ["hosts", "uris", "strip_uri", "preserve_host", "upstream_url"];
                 let differs = fields.iter().any(|f| {
                     current.get(*f).unwrap_or(&serde_json::Value::Null)
                         != api.get(*f).unwrap_or(&serde_json::Value::Null)
@@ -247,49 +166,27 @@ impl KongBackend {
                 if differs {
                     api["id"] = current["id"].clone();
                     api["created_at"] = current["created_at"].clone();
-                    self.client
-                        .expect(Method::PUT, "/apis", Some(&api), &[200])
-                        .await?;
+                    self.client.expect(Method::PUT, "/apis", Some(&api), &[200]).await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn deregister(
-        &self,
-        caps: Caps,
-        r: &Registration,
-        service_empty: bool,
-    ) -> Result<(), BackendError> {
+    async fn deregister(&self, caps: Caps, r: &Registration, service_empty: bool) -> Result<(), BackendError> {
         let name = map::entity_name(&r.service, &self.cluster);
         if self.forward_to.is_none() && !map::is_skeleton(r) {
             let target = map::target_of(&r.address, r.port);
             self.client
-                .expect(
-                    Method::DELETE,
-                    &format!("/upstreams/{name}/targets/{target}"),
-                    None,
-                    &[200, 204, 404],
-                )
+                .expect(Method::DELETE, &format!("/upstreams/{name}/targets/{target}"), None, &[200, 204, 404])
                 .await?;
             info!(service = %r.service, target = %target, "deregistered target");
         }
         if service_empty {
-            let app_level: &[&str] = if caps.legacy {
-                &["/apis", "/upstreams"]
-            } else {
-                &["/routes", "/services", "/upstreams"]
-            };
+            let app_level: &[&str] =
+                if caps.legacy { &["/apis", "/upstreams"] } else { &["/routes", "/services", "/upstreams"] };
             for collection in app_level {
-                self.client
-                    .expect(
-                        Method::DELETE,
-                        &format!("{collection}/{name}"),
-                        None,
-                        &[200, 204, 404],
-                    )
-                    .await?;
+                self.client.expect(Method::DELETE, &format!("{collection}/{name}"), None, &[200, 204, 404]).await?;
             }
             info!(service = %r.service, name = %name, "unpublished app");
         }
@@ -319,16 +216,10 @@ impl Backend for KongBackend {
             let mut services: Vec<String> = ledger.iter().map(|r| r.service.clone()).collect();
             services.sort();
             services.dedup();
-            self.client
-                .observe_by_name(caps, &self.cluster, &services)
-                .await?
+            self.client.observe_by_name(caps, &self.cluster, &services).await?
         };
         let observed = map::observed_registrations(&apps, ledger, self.forward_to.as_ref());
-        debug!(
-            apps = apps.len(),
-            registrations = observed.len(),
-            "listed kong"
-        );
+        debug!(apps = apps.len(), registrations = observed.len(), "listed kong");
         Ok(observed)
     }
 
@@ -353,10 +244,7 @@ impl Backend for KongBackend {
                 info!(service = %r.service, id = %r.id, "registered");
                 Ok(())
             }
-            Op::Deregister {
-                registration,
-                service_empty,
-            } => self.deregister(caps, registration, *service_empty).await,
+            Op::Deregister { registration, service_empty } => self.deregister(caps, registration, *service_empty).await,
         }
     }
 }

@@ -45,12 +45,7 @@ fn web(n: u32) -> Registration {
 }
 
 async fn start(version: &str) -> KongSim {
-    KongSim::start(KongSimOptions {
-        version: version.to_owned(),
-        admin_token: None,
-    })
-    .await
-    .expect("sim starts")
+    KongSim::start(KongSimOptions { version: version.to_owned(), admin_token: None }).await.expect("sim starts")
 }
 
 fn backend(sim: &KongSim, tweak: impl FnOnce(&mut KongConfig)) -> KongBackend {
@@ -71,10 +66,7 @@ fn plan(b: &KongBackend, desired: &[Registration], observed: &[Registration]) ->
     for o in observed {
         if !desired.iter().any(|d| d.id == o.id) {
             let service_empty = !desired.iter().any(|d| d.service == o.service);
-            ops.push(Op::Deregister {
-                registration: o.clone(),
-                service_empty,
-            });
+            ops.push(Op::Deregister { registration: o.clone(), service_empty });
         }
     }
     ops
@@ -116,12 +108,8 @@ fn targets(sim: &KongSim, service: &str) -> Vec<String> {
 }
 
 fn names(v: Value) -> Vec<String> {
-    let mut n: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["name"].as_str().map(str::to_owned))
-        .collect();
+    let mut n: Vec<String> =
+        v.as_array().into_iter().flatten().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect();
     n.sort();
     n
 }
@@ -132,24 +120,13 @@ fn legacy(version: &str) -> bool {
 
 /// Names of what routes traffic for apps: routes (1.x+) or apis (0.x).
 fn published(sim: &KongSim, version: &str) -> Vec<String> {
-    if legacy(version) {
-        names(sim.apis())
-    } else {
-        names(sim.routes())
-    }
+    if legacy(version) { names(sim.apis()) } else { names(sim.routes()) }
 }
 
 /// The hosts of the route (or api) named `n`.
 fn route_hosts(sim: &KongSim, version: &str, n: &str) -> Option<Value> {
-    let all = if legacy(version) {
-        sim.apis()
-    } else {
-        sim.routes()
-    };
-    all.as_array()?
-        .iter()
-        .find(|r| r["name"] == n)
-        .map(|r| r["hosts"].clone())
+    let all = if legacy(version) { sim.apis() } else { sim.routes() };
+    all.as_array()?.iter().find(|r| r["name"] == n).map(|r| r["hosts"].clone())
 }
 
 async fn admin(sim: &KongSim, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
@@ -167,30 +144,14 @@ async fn scale_up_and_down_targets_follow() {
         let sim = start(version).await;
         let b = backend(&sim, |_| {});
         let mut ledger = Vec::new();
-        converge(&b, &mut ledger, &[web(1), web(2), web(3)])
-            .await
-            .expect("converge");
-        assert_eq!(
-            targets(&sim, "shop-web"),
-            ["10.0.0.1:31001", "10.0.0.2:31002", "10.0.0.3:31003"],
-            "{version}"
-        );
+        converge(&b, &mut ledger, &[web(1), web(2), web(3)]).await.expect("converge");
+        assert_eq!(targets(&sim, "shop-web"), ["10.0.0.1:31001", "10.0.0.2:31002", "10.0.0.3:31003"], "{version}");
         assert_eq!(published(&sim, version), [name("shop-web")], "{version}");
-        assert_eq!(
-            route_hosts(&sim, version, &name("shop-web")),
-            Some(json!(["web.example.com"])),
-            "{version}"
-        );
+        assert_eq!(route_hosts(&sim, version, &name("shop-web")), Some(json!(["web.example.com"])), "{version}");
 
-        converge(&b, &mut ledger, &[web(2)])
-            .await
-            .expect("converge");
+        converge(&b, &mut ledger, &[web(2)]).await.expect("converge");
         assert_eq!(targets(&sim, "shop-web"), ["10.0.0.2:31002"], "{version}");
-        assert_eq!(
-            published(&sim, version),
-            [name("shop-web")],
-            "{version}: app still published"
-        );
+        assert_eq!(published(&sim, version), [name("shop-web")], "{version}: app still published");
         assert_eq!(ledger.len(), 1, "{version}");
     }
 }
@@ -202,23 +163,11 @@ async fn destroying_an_app_removes_all_its_entities() {
         let b = backend(&sim, |_| {});
         let mut ledger = Vec::new();
         let other = reg("/blog", 7, &["blog.example.com"], &[]);
-        converge(&b, &mut ledger, &[web(1), web(2), other.clone()])
-            .await
-            .expect("converge");
-        converge(&b, &mut ledger, std::slice::from_ref(&other))
-            .await
-            .expect("converge");
+        converge(&b, &mut ledger, &[web(1), web(2), other.clone()]).await.expect("converge");
+        converge(&b, &mut ledger, std::slice::from_ref(&other)).await.expect("converge");
         assert_eq!(published(&sim, version), [name("blog")], "{version}");
         assert_eq!(names(sim.upstreams()), [name("blog")], "{version}");
-        assert_eq!(
-            names(sim.services()),
-            if legacy(version) {
-                vec![]
-            } else {
-                vec![name("blog")]
-            },
-            "{version}"
-        );
+        assert_eq!(names(sim.services()), if legacy(version) { vec![] } else { vec![name("blog")] }, "{version}");
         assert_eq!(targets(&sim, "blog"), ["10.0.0.7:31007"], "{version}");
         assert!(ledger.iter().all(|r| r.service == "blog"), "{version}");
     }
@@ -233,32 +182,18 @@ async fn health_gating_adds_a_target_only_once_healthy() {
         let mut r = web(1);
         r.has_health_checks = true;
         r.healthy = None;
-        converge(&b, &mut ledger, std::slice::from_ref(&r))
-            .await
-            .expect("converge");
-        assert!(
-            targets(&sim, "shop-web").is_empty(),
-            "{version}: unknown health is not routed"
-        );
+        converge(&b, &mut ledger, std::slice::from_ref(&r)).await.expect("converge");
+        assert!(targets(&sim, "shop-web").is_empty(), "{version}: unknown health is not routed");
         assert!(published(&sim, version).is_empty(), "{version}");
         r.healthy = Some(false);
-        converge(&b, &mut ledger, std::slice::from_ref(&r))
-            .await
-            .expect("converge");
+        converge(&b, &mut ledger, std::slice::from_ref(&r)).await.expect("converge");
         assert!(targets(&sim, "shop-web").is_empty(), "{version}");
         r.healthy = Some(true);
-        converge(&b, &mut ledger, std::slice::from_ref(&r))
-            .await
-            .expect("converge");
+        converge(&b, &mut ledger, std::slice::from_ref(&r)).await.expect("converge");
         assert_eq!(targets(&sim, "shop-web"), ["10.0.0.1:31001"], "{version}");
         r.healthy = Some(false);
-        converge(&b, &mut ledger, std::slice::from_ref(&r))
-            .await
-            .expect("converge");
-        assert!(
-            targets(&sim, "shop-web").is_empty(),
-            "{version}: unhealthy again, unrouted"
-        );
+        converge(&b, &mut ledger, std::slice::from_ref(&r)).await.expect("converge");
+        assert!(targets(&sim, "shop-web").is_empty(), "{version}: unhealthy again, unrouted");
         assert!(published(&sim, version).is_empty(), "{version}");
     }
 }
@@ -268,58 +203,31 @@ async fn foreign_entities_and_other_clusters_survive() {
     for version in [MODERN, LEGACY, "1.0.3"] {
         let sim = start(version).await;
         if legacy(version) {
-            let api = json!({"name": "legacy-site", "hosts": ["site.example.com"], "upstream_url": "http://10.9.9.9:80"});
-            assert_eq!(
-                admin(&sim, reqwest::Method::POST, "/apis", Some(api)).await,
-                201
-            );
+            let api =
+                json!({"name": "legacy-site", "hosts": ["site.example.com"], "upstream_url": "http://10.9.9.9:80"});
+            assert_eq!(admin(&sim, reqwest::Method::POST, "/apis", Some(api)).await, 201);
         } else {
             let svc = json!({"name": "hand-made", "host": "10.9.9.9", "port": 80});
-            assert_eq!(
-                admin(&sim, reqwest::Method::PUT, "/services/hand-made", Some(svc)).await,
-                200
-            );
+            assert_eq!(admin(&sim, reqwest::Method::PUT, "/services/hand-made", Some(svc)).await, 200);
             let route = json!({"hosts": ["site.example.com"], "service": {"name": "hand-made"}});
-            assert_eq!(
-                admin(&sim, reqwest::Method::PUT, "/routes/hand-made", Some(route)).await,
-                200
-            );
+            assert_eq!(admin(&sim, reqwest::Method::PUT, "/routes/hand-made", Some(route)).await, 200);
         }
         let b = backend(&sim, |_| {});
         let other_cluster = backend(&sim, |c| c.cluster = "east".to_owned());
         let mut ledger = Vec::new();
         let mut east_ledger = Vec::new();
-        converge(&other_cluster, &mut east_ledger, &[web(5)])
-            .await
-            .expect("converge east");
-        converge(&b, &mut ledger, &[web(1)])
-            .await
-            .expect("converge");
+        converge(&other_cluster, &mut east_ledger, &[web(5)]).await.expect("converge east");
+        converge(&b, &mut ledger, &[web(1)]).await.expect("converge");
         assert!(
-            b.list_owned(&ledger)
-                .await
-                .expect("list")
-                .iter()
-                .all(|r| r.id == web(1).id),
+            b.list_owned(&ledger).await.expect("list").iter().all(|r| r.id == web(1).id),
             "{version}: only ours listed"
         );
         converge(&b, &mut ledger, &[]).await.expect("converge");
-        let mut want = vec![
-            "shop-web.east".to_owned(),
-            if legacy(version) {
-                "legacy-site"
-            } else {
-                "hand-made"
-            }
-            .to_owned(),
-        ];
+        let mut want =
+            vec!["shop-web.east".to_owned(), if legacy(version) { "legacy-site" } else { "hand-made" }.to_owned()];
         want.sort();
         assert_eq!(published(&sim, version), want, "{version}");
-        assert_eq!(
-            sim.targets("shop-web.east").as_array().map(Vec::len),
-            Some(1),
-            "{version}"
-        );
+        assert_eq!(sim.targets("shop-web.east").as_array().map(Vec::len), Some(1), "{version}");
     }
 }
 
@@ -329,19 +237,12 @@ async fn kong_down_then_back() {
         let sim = start(version).await;
         let b = backend(&sim, |c| c.timeout = std::time::Duration::from_secs(2));
         let mut ledger = Vec::new();
-        converge(&b, &mut ledger, &[web(1)])
-            .await
-            .expect("converge");
+        converge(&b, &mut ledger, &[web(1)]).await.expect("converge");
 
         sim.stop().await;
-        let err = converge(&b, &mut ledger, &[web(1), web(2)])
-            .await
-            .expect_err("kong is down");
+        let err = converge(&b, &mut ledger, &[web(1), web(2)]).await.expect_err("kong is down");
         assert!(err.is_transient(), "{version}: {err}");
-        let err = b
-            .apply(&Op::Register(web(2)))
-            .await
-            .expect_err("kong is down");
+        let err = b.apply(&Op::Register(web(2))).await.expect_err("kong is down");
         assert!(err.is_transient(), "{version}: {err}");
         sim.restart().await.expect("restart");
 
@@ -350,14 +251,8 @@ async fn kong_down_then_back() {
         assert!(err.is_transient(), "{version}: {err}");
         sim.set_failing(None);
 
-        converge(&b, &mut ledger, &[web(1), web(2)])
-            .await
-            .expect("converge after restart");
-        assert_eq!(
-            targets(&sim, "shop-web"),
-            ["10.0.0.1:31001", "10.0.0.2:31002"],
-            "{version}"
-        );
+        converge(&b, &mut ledger, &[web(1), web(2)]).await.expect("converge after restart");
+        assert_eq!(targets(&sim, "shop-web"), ["10.0.0.1:31001", "10.0.0.2:31002"], "{version}");
     }
 }
 
@@ -374,61 +269,26 @@ async fn hand_edits_are_detected_and_repaired() {
         // A route retargeted by hand, a target removed, a stray target added.
         if legacy(version) {
             let patch = json!({"hosts": ["evil.example.com"]});
-            assert_eq!(
-                admin(
-                    &sim,
-                    reqwest::Method::PATCH,
-                    &format!("/apis/{n}"),
-                    Some(patch)
-                )
-                .await,
-                200
-            );
+            assert_eq!(admin(&sim, reqwest::Method::PATCH, &format!("/apis/{n}"), Some(patch)).await, 200);
         } else {
             let patch = json!({"hosts": ["evil.example.com"]});
-            assert_eq!(
-                admin(
-                    &sim,
-                    reqwest::Method::PATCH,
-                    &format!("/routes/{n}"),
-                    Some(patch)
-                )
-                .await,
-                200
-            );
+            assert_eq!(admin(&sim, reqwest::Method::PATCH, &format!("/routes/{n}"), Some(patch)).await, 200);
         }
         assert_eq!(
-            admin(
-                &sim,
-                reqwest::Method::DELETE,
-                &format!("/upstreams/{n}/targets/10.0.0.2:31002"),
-                None
-            )
-            .await,
+            admin(&sim, reqwest::Method::DELETE, &format!("/upstreams/{n}/targets/10.0.0.2:31002"), None).await,
             204
         );
         let stray = json!({"target": "10.6.6.6:666", "weight": 100});
-        assert_eq!(
-            admin(
-                &sim,
-                reqwest::Method::POST,
-                &format!("/upstreams/{n}/targets"),
-                Some(stray)
-            )
-            .await,
-            201
-        );
+        assert_eq!(admin(&sim, reqwest::Method::POST, &format!("/upstreams/{n}/targets"), Some(stray)).await, 201);
 
         let observed = b.list_owned(&ledger).await.expect("list");
         let ops = plan(&b, &b.select(&desired).keep, &observed);
         assert!(
-            ops.iter()
-                .any(|o| matches!(o, Op::Register(r) if r.id == web(1).id)),
+            ops.iter().any(|o| matches!(o, Op::Register(r) if r.id == web(1).id)),
             "{version}: drifted route seen: {ops:?}"
         );
         assert!(
-            ops.iter()
-                .any(|o| matches!(o, Op::Register(r) if r.id == web(2).id)),
+            ops.iter().any(|o| matches!(o, Op::Register(r) if r.id == web(2).id)),
             "{version}: missing target seen"
         );
         assert!(
@@ -437,21 +297,10 @@ async fn hand_edits_are_detected_and_repaired() {
         );
 
         converge(&b, &mut ledger, &desired).await.expect("repair");
-        assert_eq!(
-            targets(&sim, "shop-web"),
-            ["10.0.0.1:31001", "10.0.0.2:31002"],
-            "{version}"
-        );
-        assert_eq!(
-            route_hosts(&sim, version, &n),
-            Some(json!(["web.example.com"])),
-            "{version}"
-        );
+        assert_eq!(targets(&sim, "shop-web"), ["10.0.0.1:31001", "10.0.0.2:31002"], "{version}");
+        assert_eq!(route_hosts(&sim, version, &n), Some(json!(["web.example.com"])), "{version}");
         let observed = b.list_owned(&ledger).await.expect("list");
-        assert!(
-            plan(&b, &b.select(&desired).keep, &observed).is_empty(),
-            "{version}: repaired"
-        );
+        assert!(plan(&b, &b.select(&desired).keep, &observed).is_empty(), "{version}: repaired");
     }
 }
 
@@ -464,29 +313,12 @@ async fn conflicting_hosts_reject_the_second_app_only() {
         let first = reg("/a/shop", 1, &["shop.example.com"], &["/"]);
         let second = reg("/b/shop", 2, &["SHOP.example.com"], &[]);
         let bystander = reg("/blog", 3, &["blog.example.com"], &[]);
-        let sel = converge(&b, &mut ledger, &[second.clone(), first.clone(), bystander])
-            .await
-            .expect("converge");
+        let sel = converge(&b, &mut ledger, &[second.clone(), first.clone(), bystander]).await.expect("converge");
         assert_eq!(sel.rejected.len(), 1, "{version}: {:?}", sel.rejected);
         let rej = &sel.rejected[0];
-        assert_eq!(
-            (
-                rej.app_id.as_str(),
-                rej.label.as_str(),
-                rej.backend.as_str()
-            ),
-            ("/b/shop", "kong.hosts", "kong")
-        );
-        assert!(
-            rej.reason.contains("shop.example.com") && rej.reason.contains("/a/shop"),
-            "{}",
-            rej.reason
-        );
-        assert_eq!(
-            published(&sim, version),
-            [name("a-shop"), name("blog")],
-            "{version}"
-        );
+        assert_eq!((rej.app_id.as_str(), rej.label.as_str(), rej.backend.as_str()), ("/b/shop", "kong.hosts", "kong"));
+        assert!(rej.reason.contains("shop.example.com") && rej.reason.contains("/a/shop"), "{}", rej.reason);
+        assert_eq!(published(&sim, version), [name("a-shop"), name("blog")], "{version}");
         assert_eq!(targets(&sim, "a-shop"), ["10.0.0.1:31001"], "{version}");
     }
 }
@@ -508,16 +340,8 @@ async fn an_unchanged_world_costs_reads_only() {
         let writes = sim.writes();
         let reads = sim.requests().len();
         converge(&b, &mut ledger, &desired).await.expect("resync");
-        assert_eq!(
-            sim.writes(),
-            writes,
-            "{version}: {:?}",
-            &sim.requests()[reads..]
-        );
-        assert!(
-            sim.requests().len() > reads,
-            "{version}: the resync did read"
-        );
+        assert_eq!(sim.writes(), writes, "{version}: {:?}", &sim.requests()[reads..]);
+        assert!(sim.requests().len() > reads, "{version}: the resync did read");
     }
 }
 
@@ -528,13 +352,8 @@ async fn forwarding_topology_points_every_app_at_the_router() {
         let fw: url::Url = "http://10.1.1.1:8181".parse().expect("url");
         let b = backend(&sim, |c| c.forward_to = Some(fw.clone()));
         let mut ledger = Vec::new();
-        converge(&b, &mut ledger, &[web(1), web(2)])
-            .await
-            .expect("converge");
-        assert!(
-            names(sim.upstreams()).is_empty(),
-            "{version}: no upstream in forwarding mode"
-        );
+        converge(&b, &mut ledger, &[web(1), web(2)]).await.expect("converge");
+        assert!(names(sim.upstreams()).is_empty(), "{version}: no upstream in forwarding mode");
         let n = name("shop-web");
         if legacy(version) {
             let api = sim.apis()[0].clone();
@@ -544,21 +363,13 @@ async fn forwarding_topology_points_every_app_at_the_router() {
             );
         } else {
             let svc = sim.services()[0].clone();
-            assert_eq!(
-                (svc["host"].clone(), svc["port"].clone()),
-                (json!("10.1.1.1"), json!(8181)),
-                "{version}"
-            );
+            assert_eq!((svc["host"].clone(), svc["port"].clone()), (json!("10.1.1.1"), json!(8181)), "{version}");
             assert_eq!(sim.routes()[0]["preserve_host"], json!(true));
         }
         let writes = sim.writes();
-        converge(&b, &mut ledger, &[web(1), web(2)])
-            .await
-            .expect("resync");
+        converge(&b, &mut ledger, &[web(1), web(2)]).await.expect("resync");
         assert_eq!(sim.writes(), writes, "{version}: resync writes nothing");
-        converge(&b, &mut ledger, &[web(2)])
-            .await
-            .expect("scale down");
+        converge(&b, &mut ledger, &[web(2)]).await.expect("scale down");
         assert_eq!(published(&sim, version), [n], "{version}");
         converge(&b, &mut ledger, &[]).await.expect("destroy");
         assert!(published(&sim, version).is_empty(), "{version}");
@@ -569,41 +380,26 @@ async fn forwarding_topology_points_every_app_at_the_router() {
 #[tokio::test]
 async fn admin_token_is_sent_in_the_configured_header() {
     let token = ("X-Admin-Key".to_owned(), "s3cret".to_owned());
-    let sim = KongSim::start(KongSimOptions {
-        version: MODERN.to_owned(),
-        admin_token: Some(token),
-    })
-    .await
-    .expect("sim");
+    let sim =
+        KongSim::start(KongSimOptions { version: MODERN.to_owned(), admin_token: Some(token) }).await.expect("sim");
     let without = backend(&sim, |_| {});
     let err = without.list_owned(&[]).await.expect_err("no token");
-    assert!(
-        !err.is_transient() && err.to_string().contains("401"),
-        "{err}"
-    );
+    assert!(!err.is_transient() && err.to_string().contains("401"), "{err}");
     let with = backend(&sim, |c| {
         c.token = Some(Secret::new("s3cret"));
         c.token_header = "X-Admin-Key".to_owned();
     });
     assert!(!format!("{with:?}").contains("s3cret"));
     let mut ledger = Vec::new();
-    converge(&with, &mut ledger, &[web(1)])
-        .await
-        .expect("converge with token");
+    converge(&with, &mut ledger, &[web(1)]).await.expect("converge with token");
     assert_eq!(targets(&sim, "shop-web"), ["10.0.0.1:31001"]);
 }
 
 #[tokio::test]
 async fn kong_before_0_10_is_refused_clearly() {
     let sim = start("0.9.9").await;
-    let err = backend(&sim, |_| {})
-        .list_owned(&[])
-        .await
-        .expect_err("0.9");
-    assert!(
-        !err.is_transient() && err.to_string().contains("0.10"),
-        "{err}"
-    );
+    let err = backend(&sim, |_| {}).list_owned(&[]).await.expect_err("0.9");
+    assert!(!err.is_transient() && err.to_string().contains("0.10"), "{err}");
 }
 
 #[test]
@@ -614,21 +410,9 @@ fn bad_configs_are_named() {
         KongBackend::new(c).map(|_| ()).map_err(|e| e.to_string())
     };
     assert!(base(&|_| {}).is_ok());
-    assert!(
-        base(&|c| c.url = "ftp://x".parse().expect("url"))
-            .unwrap_err()
-            .contains("ftp")
-    );
-    assert!(
-        base(&|c| c.cluster = "East.1".to_owned())
-            .unwrap_err()
-            .contains("East.1")
-    );
-    assert!(
-        base(&|c| c.token_header = "bad header".to_owned())
-            .unwrap_err()
-            .contains("bad header")
-    );
+    assert!(base(&|c| c.url = "ftp://x".parse().expect("url")).unwrap_err().contains("ftp"));
+    assert!(base(&|c| c.cluster = "East.1".to_owned()).unwrap_err().contains("East.1"));
+    assert!(base(&|c| c.token_header = "bad header".to_owned()).unwrap_err().contains("bad header"));
 }
 
 #[test]
@@ -665,19 +449,9 @@ fn conflicts_are_decided_by_the_smallest_app_id() {
     ];
     let sel = map::select(&apps, "default");
     let kept: Vec<&str> = sel.keep.iter().map(|r| r.app_id.as_str()).collect();
-    assert_eq!(
-        kept,
-        ["/a", "/m", "/m"],
-        "different hosts do not conflict; /m beats /z"
-    );
+    assert_eq!(kept, ["/a", "/m", "/m"], "different hosts do not conflict; /m beats /z");
     assert_eq!(sel.rejected.len(), 1);
-    assert_eq!(
-        (
-            sel.rejected[0].app_id.as_str(),
-            sel.rejected[0].label.as_str()
-        ),
-        ("/z", "kong.paths")
-    );
+    assert_eq!((sel.rejected[0].app_id.as_str(), sel.rejected[0].label.as_str()), ("/z", "kong.paths"));
 }
 
 #[test]
@@ -694,10 +468,7 @@ fn same_ignores_what_kong_cannot_show() {
     assert!(!map::same(&d, &o), "strip_path is visible");
     let mut unset = d.clone();
     unset.routes.kong_strip_path = None;
-    assert!(
-        map::same(&unset, &o),
-        "unset strip_path means Kong's default, true"
-    );
+    assert!(map::same(&unset, &o), "unset strip_path means Kong's default, true");
     o.port += 1;
     assert!(!map::same(&unset, &o));
 }
