@@ -11,17 +11,11 @@ use switchboard::model::{HealthProtocol, TaskState, Timestamp};
 /// `../shared` beside the project root; from a git worktree under
 /// `/work/wt/<name>` the shared directory is one level further up.
 fn dir() -> PathBuf {
-    let near = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/marathon/samples"
-    ));
+    let near = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/marathon/samples"));
     if near.is_dir() {
         return near;
     }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/reference/marathon/samples"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/marathon/samples"))
 }
 
 fn read(name: &str) -> String {
@@ -47,26 +41,15 @@ fn every_sample_file_is_parsed() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.starts_with("rest-") {
             let body = read(&name);
-            assert!(
-                serde_json::from_str::<serde_json::Value>(&body).is_ok(),
-                "{name}"
-            );
+            assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{name}");
         } else if name.ends_with(".json") {
             let evs = event_of(&name);
             assert!(!evs.is_empty(), "{name}");
-            assert!(
-                !evs.iter().any(|e| matches!(e, Event::Unknown { .. })),
-                "{name}: {evs:?}"
-            );
+            assert!(!evs.iter().any(|e| matches!(e, Event::Unknown { .. })), "{name}: {evs:?}");
         } else if name.ends_with(".txt") {
             let items = stream_items(&name);
             assert!(!items.is_empty(), "{name}");
-            assert!(
-                !items
-                    .iter()
-                    .any(|i| matches!(i, StreamItem::Malformed { .. })),
-                "{name}"
-            );
+            assert!(!items.iter().any(|i| matches!(i, StreamItem::Malformed { .. })), "{name}");
         } else {
             continue;
         }
@@ -78,17 +61,9 @@ fn every_sample_file_is_parsed() {
 #[test]
 fn status_update_event() {
     let evs = event_of("status_update_event.json");
-    let Event::Status(f) = &evs[0] else {
-        panic!("{evs:?}")
-    };
-    assert_eq!(
-        f.task_id.as_str(),
-        "shop_web.instance-8cad6a69-6ca8-11e7-beb2-0e2beceebfcc._app.1"
-    );
-    assert_eq!(
-        f.task_id.instance_id().as_str(),
-        "shop_web.instance-8cad6a69-6ca8-11e7-beb2-0e2beceebfcc"
-    );
+    let Event::Status(f) = &evs[0] else { panic!("{evs:?}") };
+    assert_eq!(f.task_id.as_str(), "shop_web.instance-8cad6a69-6ca8-11e7-beb2-0e2beceebfcc._app.1");
+    assert_eq!(f.task_id.instance_id().as_str(), "shop_web.instance-8cad6a69-6ca8-11e7-beb2-0e2beceebfcc");
     assert_eq!(f.app_id.as_str(), "/shop/web");
     assert_eq!(f.state, TaskState::Running);
     assert_eq!(f.host, "10.0.2.148");
@@ -102,10 +77,7 @@ fn status_update_event() {
 fn legacy_status_updates() {
     let evs = event_of("status_update_event-ip-per-task-legacy-id.json");
     let Event::Status(f) = &evs[0] else { panic!() };
-    assert_eq!(
-        f.task_id.instance_id().as_str(),
-        "prod_api.1c2d3e4f-8291-11e7-a1d5-02427a3a4e1d"
-    );
+    assert_eq!(f.task_id.instance_id().as_str(), "prod_api.1c2d3e4f-8291-11e7-a1d5-02427a3a4e1d");
     assert!(f.ports.is_empty());
     assert_eq!(f.ip_addresses, ["9.0.1.17"]);
     let evs = event_of("status_update_event-killed-legacy-id.json");
@@ -120,10 +92,8 @@ fn instance_and_health_events() {
     assert_eq!(
         evs[0],
         Event::InstanceChanged {
-            instance: switchboard::model::InstanceId::parse(
-                "shop_web.instance-8cad6a69-6ca8-11e7-beb2-0e2beceebfcc"
-            )
-            .unwrap(),
+            instance: switchboard::model::InstanceId::parse("shop_web.instance-8cad6a69-6ca8-11e7-beb2-0e2beceebfcc")
+                .unwrap(),
             app_id: switchboard::model::AppId::parse("/shop/web").unwrap(),
             state: Some(TaskState::Running),
             host: Some("10.0.2.148".into()),
@@ -132,12 +102,7 @@ fn instance_and_health_events() {
         }
     );
     let health = |name: &str| match &event_of(name)[0] {
-        Event::Health {
-            instance,
-            app_id,
-            healthy,
-            at,
-        } => (instance.to_string(), app_id.to_string(), *healthy, *at),
+        Event::Health { instance, app_id, healthy, at } => (instance.to_string(), app_id.to_string(), *healthy, *at),
         e => panic!("{name}: {e:?}"),
     };
     assert_eq!(
@@ -152,25 +117,16 @@ fn instance_and_health_events() {
     let (inst, app, healthy, _) = health("health_status_changed_event-1.3.json");
     assert_eq!(
         (inst.as_str(), app.as_str(), healthy),
-        (
-            "prod_web.9a0b0c2d-8290-11e7-a1d5-02427a3a4e1d",
-            "/prod/web",
-            Some(false)
-        )
+        ("prod_web.9a0b0c2d-8290-11e7-a1d5-02427a3a4e1d", "/prod/web", Some(false))
     );
     let (_, app, healthy, at) = health("instance_health_changed_event.json");
-    assert_eq!(
-        (app.as_str(), healthy, at),
-        ("/shop/web", Some(true), ts("2017-07-19T17:35:30.105Z"))
-    );
+    assert_eq!((app.as_str(), healthy, at), ("/shop/web", Some(true), ts("2017-07-19T17:35:30.105Z")));
 }
 
 #[test]
 fn app_definitions_from_events() {
     let evs = event_of("api_post_event.json");
-    let Event::Spec { spec, at } = &evs[0] else {
-        panic!("{evs:?}")
-    };
+    let Event::Spec { spec, at } = &evs[0] else { panic!("{evs:?}") };
     assert_eq!(*at, ts("2017-07-19T17:34:41.990Z"));
     assert_eq!(spec.id.as_str(), "/shop/web");
     assert_eq!(spec.version, "2017-07-19T17:34:41.967Z");
@@ -189,10 +145,7 @@ fn app_definitions_from_events() {
 
     // Heavy deployment_info: the target's app, then the current step's hint.
     let evs = event_of("deployment_info.json");
-    assert!(
-        matches!(&evs[0], Event::Spec { spec: s, .. } if s == spec),
-        "{evs:?}"
-    );
+    assert!(matches!(&evs[0], Event::Spec { spec: s, .. } if s == spec), "{evs:?}");
     assert!(matches!(&evs[1], Event::AppTouched { app_id, .. } if app_id.as_str() == "/shop/web"));
     assert_eq!(evs.len(), 2);
 
@@ -202,10 +155,7 @@ fn app_definitions_from_events() {
     );
 
     let evs = event_of("deployment_info-stop-heavy.json");
-    assert!(
-        matches!(&evs[..], [Event::AppStopped { app_id, .. }] if app_id.as_str() == "/prod/web"),
-        "{evs:?}"
-    );
+    assert!(matches!(&evs[..], [Event::AppStopped { app_id, .. }] if app_id.as_str() == "/prod/web"), "{evs:?}");
 
     let evs = event_of("app_terminated_event.json");
     assert_eq!(
@@ -223,10 +173,7 @@ fn app_definitions_from_events() {
         "pod_created_event.json",
         "event_stream_attached.json",
     ] {
-        assert!(
-            matches!(&event_of(name)[..], [Event::Ignored { .. }]),
-            "{name}"
-        );
+        assert!(matches!(&event_of(name)[..], [Event::Ignored { .. }]), "{name}");
     }
 }
 
@@ -234,18 +181,11 @@ fn app_definitions_from_events() {
 fn rest_samples() {
     let snap = parse_snapshot(&read("rest-apps-embed-tasks.json"), Timestamp(42)).unwrap();
     assert!(snap.broken.is_empty());
-    let app = snap
-        .apps
-        .iter()
-        .find(|a| a.spec.id.as_str() == "/shop/web")
-        .unwrap();
+    let app = snap.apps.iter().find(|a| a.spec.id.as_str() == "/shop/web").unwrap();
     assert_eq!(app.spec.labels["KONG_ROUTE"], "/shop");
     assert_eq!(app.tasks.len(), 2);
     let t = &app.tasks[1];
-    assert_eq!(
-        t.facts.task_id.as_str(),
-        "shop_web.instance-9b01f2aa-6ca8-11e7-beb2-0e2beceebfcc._app.1"
-    );
+    assert_eq!(t.facts.task_id.as_str(), "shop_web.instance-9b01f2aa-6ca8-11e7-beb2-0e2beceebfcc._app.1");
     assert_eq!(t.facts.host, "10.0.2.149");
     assert_eq!(t.facts.ports, [31012, 31013]);
     assert_eq!(t.facts.state, TaskState::Running);
@@ -257,20 +197,15 @@ fn rest_samples() {
     assert_eq!(one.tasks.len(), 2);
 
     let tasks = parse_tasks(&read("rest-tasks.json"), Timestamp(1)).unwrap();
-    assert_eq!(
-        tasks[0].facts.task_id.as_str(),
-        "frontend-foosball.083be411-5d1f-11e5-88f7-56b91e7a505b"
-    );
+    assert_eq!(tasks[0].facts.task_id.as_str(), "frontend-foosball.083be411-5d1f-11e5-88f7-56b91e7a505b");
     assert_eq!(tasks[0].facts.ports, [31292]);
     assert_eq!(tasks[0].facts.app_id.as_str(), "/frontend-foosball");
 
     let leader: serde_json::Value = serde_json::from_str(&read("rest-leader.json")).unwrap();
     assert_eq!(leader["leader"], "marathon.globalcorp.com:8080");
-    let spec = parse_app(
-        &serde_json::from_str::<serde_json::Value>(&read("rest-app.json")).unwrap()["app"]
-            .to_string(),
-    )
-    .unwrap();
+    let spec =
+        parse_app(&serde_json::from_str::<serde_json::Value>(&read("rest-app.json")).unwrap()["app"].to_string())
+            .unwrap();
     assert_eq!(spec, one.spec);
 }
 
@@ -278,12 +213,7 @@ fn stream_items(name: &str) -> Vec<StreamItem> {
     let bytes = read(name);
     let mut d = SseDecoder::new(1 << 20);
     // Feed in small chunks to exercise splitting.
-    bytes
-        .as_bytes()
-        .chunks(7)
-        .flat_map(|c| d.feed(c))
-        .map(frame_item)
-        .collect()
+    bytes.as_bytes().chunks(7).flat_map(|c| d.feed(c)).map(frame_item).collect()
 }
 
 #[test]
@@ -298,13 +228,7 @@ fn stream_txt() {
         })
         .collect();
     assert_eq!(names[0], "event_stream_attached");
-    assert_eq!(
-        names
-            .iter()
-            .filter(|n| **n == "status_update_event")
-            .count(),
-        5
-    );
+    assert_eq!(names.iter().filter(|n| **n == "status_update_event").count(), 5);
     assert_eq!(*names.last().unwrap(), "deployment_success");
 
     let items = stream_items("stream.txt");
@@ -316,10 +240,7 @@ fn stream_txt() {
         })
         .collect();
     // TASK_RUNNING for both instances before the labels arrive.
-    let first_spec = events
-        .iter()
-        .position(|e| matches!(e, Event::Spec { .. }))
-        .unwrap();
+    let first_spec = events.iter().position(|e| matches!(e, Event::Spec { .. })).unwrap();
     let running: Vec<_> = events
         .iter()
         .enumerate()
@@ -328,31 +249,16 @@ fn stream_txt() {
         .collect();
     assert_eq!(running.len(), 2);
     assert!(running.iter().all(|i| *i < first_spec));
-    let Event::Spec { spec, .. } = &events[first_spec] else {
-        unreachable!()
-    };
+    let Event::Spec { spec, .. } = &events[first_spec] else { unreachable!() };
     assert_eq!(spec.labels["consul"], "web");
-    let healthy = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::Health {
-                    healthy: Some(true),
-                    ..
-                }
-            )
-        })
-        .count();
+    let healthy = events.iter().filter(|e| matches!(e, Event::Health { healthy: Some(true), .. })).count();
     assert_eq!(healthy, 4);
 }
 
 #[test]
 fn stream_multi_json() {
     let items = stream_items("stream-multi-json.txt");
-    let [StreamItem::Events { event_type, events }] = &items[..] else {
-        panic!("{items:?}")
-    };
+    let [StreamItem::Events { event_type, events }] = &items[..] else { panic!("{items:?}") };
     assert_eq!(event_type, "status_update_event");
     let ids: Vec<_> = events
         .iter()
@@ -364,16 +270,8 @@ fn stream_multi_json() {
     assert_eq!(
         ids,
         [
-            (
-                "prod_web.9a0b0c2d-8290-11e7-a1d5-02427a3a4e1d".to_string(),
-                "10.0.12.31".to_string(),
-                vec![31045, 31046]
-            ),
-            (
-                "prod_web.9a0c4d5e-8290-11e7-a1d5-02427a3a4e1d".to_string(),
-                "10.0.12.33".to_string(),
-                vec![31777, 31778]
-            ),
+            ("prod_web.9a0b0c2d-8290-11e7-a1d5-02427a3a4e1d".to_string(), "10.0.12.31".to_string(), vec![31045, 31046]),
+            ("prod_web.9a0c4d5e-8290-11e7-a1d5-02427a3a4e1d".to_string(), "10.0.12.33".to_string(), vec![31777, 31778]),
         ]
     );
 }

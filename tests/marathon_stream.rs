@@ -53,10 +53,7 @@ impl Running {
     }
 
     async fn connected(&mut self) -> String {
-        match self
-            .until("Connected", |i| matches!(i, StreamItem::Connected { .. }))
-            .await
-        {
+        match self.until("Connected", |i| matches!(i, StreamItem::Connected { .. })).await {
             StreamItem::Connected { endpoint } => endpoint,
             _ => unreachable!(),
         }
@@ -64,20 +61,14 @@ impl Running {
 
     async fn stop(self) {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(2), self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), self.task).await.unwrap().unwrap();
     }
 }
 
 async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -93,21 +84,12 @@ async fn filtered_typed_events_survive_garbage() {
 
     let evs = sim.model().deploy(web(), 1);
     sim.emit(&evs);
-    let item = s
-        .until("events", |i| matches!(i, StreamItem::Events { .. }))
-        .await;
+    let item = s.until("events", |i| matches!(i, StreamItem::Events { .. })).await;
     // The filter holds back everything but status updates (and terminations).
-    let StreamItem::Events { event_type, events } = item else {
-        unreachable!()
-    };
+    let StreamItem::Events { event_type, events } = item else { unreachable!() };
     assert_eq!(event_type, "status_update_event");
-    let Event::Status(f) = &events[0] else {
-        panic!("{events:?}")
-    };
-    assert_eq!(
-        (f.state, f.app_id.as_str()),
-        (TaskState::Staging, "/shop/web")
-    );
+    let Event::Status(f) = &events[0] else { panic!("{events:?}") };
+    assert_eq!((f.state, f.app_id.as_str()), (TaskState::Staging, "/shop/web"));
 
     sim.emit_raw("event: status_update_event\r\ndata: {\"taskId\": broken\r\n\r\n");
     sim.emit_raw("event: brand_new_event\r\ndata: {\"eventType\":\"brand_new_event\"}\r\n\r\n");
@@ -117,9 +99,7 @@ async fn filtered_typed_events_survive_garbage() {
     loop {
         let item = s.until("items", |_| true).await;
         match item {
-            StreamItem::Malformed { event_type, .. } => {
-                seen.push(format!("malformed {event_type}"))
-            }
+            StreamItem::Malformed { event_type, .. } => seen.push(format!("malformed {event_type}")),
             StreamItem::Events { events, .. } => {
                 for e in events {
                     match e {
@@ -138,11 +118,7 @@ async fn filtered_typed_events_survive_garbage() {
             break;
         }
     }
-    let after_garbage: Vec<_> = seen
-        .iter()
-        .skip_while(|l| !l.starts_with("malformed"))
-        .map(String::as_str)
-        .collect();
+    let after_garbage: Vec<_> = seen.iter().skip_while(|l| !l.starts_with("malformed")).map(String::as_str).collect();
     assert_eq!(
         after_garbage,
         [
@@ -166,23 +142,13 @@ async fn reconnects_after_disconnect_and_after_silence() {
     wait_for("subscriber", || sim.subscribers() == 1).await;
 
     sim.disconnect_all();
-    s.until("Disconnected", |i| {
-        matches!(i, StreamItem::Disconnected { .. })
-    })
-    .await;
+    s.until("Disconnected", |i| matches!(i, StreamItem::Disconnected { .. })).await;
     s.connected().await;
     wait_for("resubscribed", || sim.subscribers() == 1).await;
 
     sim.set_silent(true);
-    let item = s
-        .until("idle", |i| matches!(i, StreamItem::Disconnected { .. }))
-        .await;
-    assert_eq!(
-        item,
-        StreamItem::Disconnected {
-            reason: "idle".into()
-        }
-    );
+    let item = s.until("idle", |i| matches!(i, StreamItem::Disconnected { .. })).await;
+    assert_eq!(item, StreamItem::Disconnected { reason: "idle".into() });
     s.connected().await;
 
     // Still a working stream after both reconnects.
@@ -190,19 +156,17 @@ async fn reconnects_after_disconnect_and_after_silence() {
     wait_for("subscriber", || sim.subscribers() >= 1).await;
     let evs = sim.model().deploy(web(), 1);
     sim.emit(&evs);
-    s.until("spec", |i| {
-        matches!(i, StreamItem::Events { events, .. } if matches!(events.first(), Some(Event::Spec { .. })))
-    })
+    s.until(
+        "spec",
+        |i| matches!(i, StreamItem::Events { events, .. } if matches!(events.first(), Some(Event::Spec { .. }))),
+    )
     .await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn keepalives_keep_an_idle_stream_alive() {
-    let opts = ModelOptions {
-        keepalive: Duration::from_millis(50),
-        ..ModelOptions::default()
-    };
+    let opts = ModelOptions { keepalive: Duration::from_millis(50), ..ModelOptions::default() };
     let sim = MarathonSim::start(opts).await.unwrap();
     let mut cfg = stream_cfg(vec![sim.url()]);
     cfg.idle_timeout = Duration::from_millis(300);
@@ -211,9 +175,7 @@ async fn keepalives_keep_an_idle_stream_alive() {
     // Well past the idle timeout with only keepalives on the wire.
     let r = tokio::time::timeout(
         Duration::from_millis(900),
-        s.until("disconnect", |i| {
-            matches!(i, StreamItem::Disconnected { .. })
-        }),
+        s.until("disconnect", |i| matches!(i, StreamItem::Disconnected { .. })),
     )
     .await;
     assert!(r.is_err(), "disconnected despite keepalives: {r:?}");
@@ -222,10 +184,7 @@ async fn keepalives_keep_an_idle_stream_alive() {
 
 #[tokio::test]
 async fn follows_redirect_to_leader_with_auth() {
-    let opts = ModelOptions {
-        basic_auth: Some(("ops".into(), "s3cret".into())),
-        ..ModelOptions::default()
-    };
+    let opts = ModelOptions { basic_auth: Some(("ops".into(), "s3cret".into())), ..ModelOptions::default() };
     let leader = MarathonSim::start(opts).await.unwrap();
     let follower = MarathonSim::start_redirecting(leader.url()).await.unwrap();
     leader.model().deploy(web(), 2);
@@ -234,10 +193,7 @@ async fn follows_redirect_to_leader_with_auth() {
     cfg.auth = Some(Secret::new("ops:s3cret"));
     let mut s = Running::start(cfg);
     let endpoint = s.connected().await;
-    assert_eq!(
-        endpoint,
-        format!("127.0.0.1:{}", leader.url().port().unwrap())
-    );
+    assert_eq!(endpoint, format!("127.0.0.1:{}", leader.url().port().unwrap()));
     s.stop().await;
 
     let client = MarathonClient::new(ClientConfig {
@@ -250,12 +206,9 @@ async fn follows_redirect_to_leader_with_auth() {
     assert_eq!(snap.apps[0].tasks.len(), 2);
 
     // Without credentials the leader refuses, and the error hides the secret.
-    let anon = MarathonClient::new(ClientConfig {
-        urls: vec![follower.url()],
-        auth: None,
-        timeout: Duration::from_secs(2),
-    })
-    .unwrap();
+    let anon =
+        MarathonClient::new(ClientConfig { urls: vec![follower.url()], auth: None, timeout: Duration::from_secs(2) })
+            .unwrap();
     let err = anon.snapshot().await.unwrap_err();
     assert!(matches!(err, Error::Status { status: 401, .. }), "{err}");
 }
@@ -282,33 +235,15 @@ async fn client_snapshot_app_404_and_failover() {
     assert_eq!(app.spec.id.as_str(), "/shop/web");
     assert_eq!(app.spec.labels["consul"], "web");
     let want: Vec<String> = sim.model().task_ids("/shop/web");
-    let got: Vec<String> = app
-        .tasks
-        .iter()
-        .map(|t| t.facts.task_id.to_string())
-        .collect();
+    let got: Vec<String> = app.tasks.iter().map(|t| t.facts.task_id.to_string()).collect();
     assert_eq!(got, want);
-    assert!(
-        app.tasks
-            .iter()
-            .all(|t| t.facts.at == snap.as_of && t.facts.state == TaskState::Running)
-    );
+    assert!(app.tasks.iter().all(|t| t.facts.at == snap.as_of && t.facts.state == TaskState::Running));
     assert_eq!(sim.snapshot_fetches(), 1);
 
-    let one = client
-        .app(&AppId::parse("/shop/web").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let one = client.app(&AppId::parse("/shop/web").unwrap()).await.unwrap().unwrap();
     assert_eq!(one.spec, app.spec);
     assert_eq!(sim.app_fetches("/shop/web"), 1);
-    assert!(
-        client
-            .app(&AppId::parse("/nope").unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(client.app(&AppId::parse("/nope").unwrap()).await.unwrap().is_none());
 
     sim.set_failing(Some(503));
     let err = client.snapshot().await.unwrap_err();
