@@ -791,6 +791,15 @@ fn render_simple(text: &str, vars: &BTreeMap<&str, &str>) -> String {
 fn rendered_switchboard_toml() -> toml::Table {
     let path = tf_dir().join("templates/switchboard.toml.tftpl");
     let text = std::fs::read_to_string(&path).expect("switchboard.toml.tftpl exists");
+    // The sample values cover exactly what the template reads, so the plain
+    // substitution below renders what templatefile() would.
+    let template: Template = text
+        .parse()
+        .expect("switchboard.toml.tftpl is a valid template");
+    let mut used = BTreeSet::new();
+    template_free_vars(&template, &BTreeSet::new(), &mut used);
+    let sample: BTreeSet<String> = sample_config_vars().keys().map(|k| k.to_string()).collect();
+    assert_eq!(used, sample, "sample values out of step with the template");
     let rendered = render_simple(&text, &sample_config_vars());
     rendered
         .parse::<toml::Table>()
