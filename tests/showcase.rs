@@ -35,13 +35,8 @@ fn tf_files() -> Vec<(String, Body)> {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("readable .tf file");
-        let body =
-            hcl::parse(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
+        let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         out.push((name, body));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -80,9 +75,7 @@ fn resources<'a>(body: &'a Body, ty: &'a str) -> impl Iterator<Item = &'a Block>
 }
 
 fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
-    body.attributes()
-        .find(|a| a.key.as_str() == key)
-        .map(|a| &a.expr)
+    body.attributes().find(|a| a.key.as_str() == key).map(|a| &a.expr)
 }
 
 /// A string literal, or a quoted template without interpolation.
@@ -90,9 +83,7 @@ fn literal_str(e: &Expression) -> Option<String> {
     match e {
         Expression::String(s) => Some(s.clone()),
         Expression::TemplateExpr(t) => match t.as_ref() {
-            TemplateExpr::QuotedString(s) if !s.contains("${") && !s.contains("%{") => {
-                Some(s.clone())
-            }
+            TemplateExpr::QuotedString(s) if !s.contains("${") && !s.contains("%{") => Some(s.clone()),
             _ => None,
         },
         _ => None,
@@ -133,10 +124,7 @@ impl Scope {
                 locals.insert(a.key.as_str().to_owned(), a.expr.clone());
             }
         }
-        Scope {
-            var_defaults,
-            locals,
-        }
+        Scope { var_defaults, locals }
     }
 
     /// Follows `var.x` (to its default) and `local.x` until a non-reference.
@@ -252,19 +240,11 @@ fn ingress_rules(body: &Body) -> Vec<Ingress> {
                 .filter_map(|k| attr(&r.body, k))
                 .flat_map(|e| scope.cidrs(e))
                 .collect();
-            out.push(Ingress {
-                origin: format!("aws_vpc_security_group_ingress_rule.{}", label(r, 1)),
-                ports,
-                cidrs,
-            });
+            out.push(Ingress { origin: format!("aws_vpc_security_group_ingress_rule.{}", label(r, 1)), ports, cidrs });
         }
     }
     for r in resources(body, "aws_security_group_rule") {
-        if attr(&r.body, "type")
-            .and_then(|e| scope.string(e))
-            .as_deref()
-            != Some("ingress")
-        {
+        if attr(&r.body, "type").and_then(|e| scope.string(e)).as_deref() != Some("ingress") {
             continue;
         }
         if let Some(ports) = port_range(&scope, &r.body, "protocol") {
@@ -273,11 +253,7 @@ fn ingress_rules(body: &Body) -> Vec<Ingress> {
                 .filter_map(|k| attr(&r.body, k))
                 .flat_map(|e| scope.cidrs(e))
                 .collect();
-            out.push(Ingress {
-                origin: format!("aws_security_group_rule.{}", label(r, 1)),
-                ports,
-                cidrs,
-            });
+            out.push(Ingress { origin: format!("aws_security_group_rule.{}", label(r, 1)), ports, cidrs });
         }
     }
     for sg in resources(body, "aws_security_group") {
@@ -288,11 +264,7 @@ fn ingress_rules(body: &Body) -> Vec<Ingress> {
                     .filter_map(|k| attr(&ing.body, k))
                     .flat_map(|e| scope.cidrs(e))
                     .collect();
-                out.push(Ingress {
-                    origin: format!("aws_security_group.{} ingress #{i}", label(sg, 1)),
-                    ports,
-                    cidrs,
-                });
+                out.push(Ingress { origin: format!("aws_security_group.{} ingress #{i}", label(sg, 1)), ports, cidrs });
             }
         }
         assert!(
@@ -310,10 +282,7 @@ fn admin_ports_open_to_world(body: &Body) -> Vec<String> {
     for rule in ingress_rules(body).iter().filter(|r| r.world_open()) {
         for (port, what) in ADMIN_PORTS {
             if rule.covers(*port) {
-                bad.push(format!(
-                    "{} opens {port} ({what}) to {:?}",
-                    rule.origin, rule.cidrs
-                ));
+                bad.push(format!("{} opens {port} ({what}) to {:?}", rule.origin, rule.cidrs));
             }
         }
     }
@@ -323,18 +292,8 @@ fn admin_ports_open_to_world(body: &Body) -> Vec<String> {
 #[test]
 fn every_tf_file_parses_and_concerns_are_split() {
     let files: BTreeSet<String> = tf_files().into_iter().map(|(name, _)| name).collect();
-    for want in [
-        "versions.tf",
-        "variables.tf",
-        "network.tf",
-        "security.tf",
-        "instances.tf",
-        "outputs.tf",
-    ] {
-        assert!(
-            files.contains(want),
-            "terraform/{want} missing; have {files:?}"
-        );
+    for want in ["versions.tf", "variables.tf", "network.tf", "security.tf", "instances.tf", "outputs.tf"] {
+        assert!(files.contains(want), "terraform/{want} missing; have {files:?}");
     }
 }
 
@@ -342,22 +301,12 @@ fn every_tf_file_parses_and_concerns_are_split() {
 fn every_variable_has_a_type_and_a_description() {
     let body = module();
     let vars: Vec<&Block> = blocks(&body, "variable").collect();
-    assert!(
-        vars.len() >= 10,
-        "expected the showcase's inputs, found {}",
-        vars.len()
-    );
+    assert!(vars.len() >= 10, "expected the showcase's inputs, found {}", vars.len());
     for v in vars {
         let name = label(v, 0);
-        assert!(
-            attr(&v.body, "type").is_some(),
-            "variable {name:?} has no type"
-        );
+        assert!(attr(&v.body, "type").is_some(), "variable {name:?} has no type");
         let description = attr(&v.body, "description").and_then(literal_str);
-        assert!(
-            description.is_some_and(|d| d.trim().len() > 10),
-            "variable {name:?} has no (useful) description"
-        );
+        assert!(description.is_some_and(|d| d.trim().len() > 10), "variable {name:?} has no (useful) description");
     }
 }
 
@@ -367,29 +316,12 @@ fn documented_defaults_are_the_defaults() {
     let scope = Scope::of(&body);
     let default = |name: &str| scope.var_defaults.get(name).and_then(literal_str);
     assert_eq!(default("region").as_deref(), Some("eu-west-1"));
-    assert_eq!(
-        default("public_subnet_cidr").as_deref(),
-        Some("10.0.5.0/24")
-    );
-    assert_eq!(
-        default("private_subnet_cidr").as_deref(),
-        Some("10.0.12.0/24")
-    );
+    assert_eq!(default("public_subnet_cidr").as_deref(), Some("10.0.5.0/24"));
+    assert_eq!(default("private_subnet_cidr").as_deref(), Some("10.0.12.0/24"));
     // SSH must be given a CIDR explicitly: no default that could be the world.
-    assert!(
-        !scope.var_defaults.contains_key("admin_cidr"),
-        "admin_cidr must not have a default"
-    );
-    for name in [
-        "switchboard_download_url",
-        "availability_zone",
-        "key_name",
-        "public_key_path",
-    ] {
-        assert!(
-            blocks(&body, "variable").any(|v| label(v, 0) == name),
-            "variable {name:?} missing"
-        );
+    assert!(!scope.var_defaults.contains_key("admin_cidr"), "admin_cidr must not have a default");
+    for name in ["switchboard_download_url", "availability_zone", "key_name", "public_key_path"] {
+        assert!(blocks(&body, "variable").any(|v| label(v, 0) == name), "variable {name:?} missing");
     }
 }
 
@@ -399,17 +331,10 @@ fn aws_provider_is_pinned_to_5x_and_terraform_to_1_5() {
     let terraform: Vec<&Block> = blocks(&body, "terraform").collect();
     assert_eq!(terraform.len(), 1, "exactly one terraform block");
     let tf = &terraform[0].body;
-    let required_version = attr(tf, "required_version")
-        .and_then(literal_str)
-        .unwrap_or_default();
-    assert!(
-        required_version.contains("1.5"),
-        "required_version {required_version:?} should demand >= 1.5"
-    );
+    let required_version = attr(tf, "required_version").and_then(literal_str).unwrap_or_default();
+    assert!(required_version.contains("1.5"), "required_version {required_version:?} should demand >= 1.5");
 
-    let providers = blocks(tf, "required_providers")
-        .next()
-        .expect("required_providers block");
+    let providers = blocks(tf, "required_providers").next().expect("required_providers block");
     let Some(Expression::Object(aws)) = attr(&providers.body, "aws") else {
         panic!("required_providers.aws must be an object with source and version")
     };
@@ -422,47 +347,27 @@ fn aws_provider_is_pinned_to_5x_and_terraform_to_1_5() {
     };
     assert_eq!(field("source").as_deref(), Some("hashicorp/aws"));
     let version = field("version").unwrap_or_default();
-    assert!(
-        version.starts_with("~> 5."),
-        "aws provider version {version:?} must be pinned to 5.x with ~> 5.N"
-    );
+    assert!(version.starts_with("~> 5."), "aws provider version {version:?} must be pinned to 5.x with ~> 5.N");
 }
 
 #[test]
 fn no_admin_port_is_open_to_the_world() {
     let body = module();
     let bad = admin_ports_open_to_world(&body);
-    assert!(
-        bad.is_empty(),
-        "admin ports open to the internet:\n{}",
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "admin ports open to the internet:\n{}", bad.join("\n"));
 }
 
 #[test]
 fn only_kong_http_and_https_are_open_to_the_world() {
     let body = module();
     let rules = ingress_rules(&body);
-    assert!(
-        !rules.is_empty(),
-        "no ingress rules found: the checker is looking in the wrong place"
-    );
-    let open: BTreeSet<(i64, i64)> = rules
-        .iter()
-        .filter(|r| r.world_open())
-        .map(|r| r.ports.unwrap_or((0, 65535)))
-        .collect();
-    assert_eq!(
-        open,
-        BTreeSet::from([(80, 80), (443, 443)]),
-        "ports open to the world"
-    );
+    assert!(!rules.is_empty(), "no ingress rules found: the checker is looking in the wrong place");
+    let open: BTreeSet<(i64, i64)> =
+        rules.iter().filter(|r| r.world_open()).map(|r| r.ports.unwrap_or((0, 65535))).collect();
+    assert_eq!(open, BTreeSet::from([(80, 80), (443, 443)]), "ports open to the world");
     // SSH exists, and only from the admin CIDR.
     let ssh: Vec<&Ingress> = rules.iter().filter(|r| r.covers(22)).collect();
-    assert!(
-        ssh.iter().any(|r| r.ports == Some((22, 22))),
-        "no SSH rule for the operator: {ssh:?}"
-    );
+    assert!(ssh.iter().any(|r| r.ports == Some((22, 22))), "no SSH rule for the operator: {ssh:?}");
 }
 
 #[test]
@@ -503,10 +408,7 @@ fn the_checker_catches_world_open_admin_ports() {
     "#;
     let body = hcl::parse(bad).expect("fixture parses");
     let found = admin_ports_open_to_world(&body);
-    let origins: BTreeSet<&str> = found
-        .iter()
-        .map(|l| l.split(" opens ").next().unwrap_or_default())
-        .collect();
+    let origins: BTreeSet<&str> = found.iter().map(|l| l.split(" opens ").next().unwrap_or_default()).collect();
     assert_eq!(
         origins,
         BTreeSet::from([
@@ -516,21 +418,14 @@ fn the_checker_catches_world_open_admin_ports() {
         ]),
         "{found:#?}"
     );
-    assert!(
-        found.iter().any(|l| l.contains("8500 (Consul HTTP API)")),
-        "{found:#?}"
-    );
+    assert!(found.iter().any(|l| l.contains("8500 (Consul HTTP API)")), "{found:#?}");
 }
 
 #[test]
 fn no_deprecated_aws_resources() {
     let body = module();
     for eip in resources(&body, "aws_eip") {
-        assert!(
-            attr(&eip.body, "vpc").is_none(),
-            "aws_eip.{}: `vpc = true` is deprecated, use domain",
-            label(eip, 1)
-        );
+        assert!(attr(&eip.body, "vpc").is_none(), "aws_eip.{}: `vpc = true` is deprecated, use domain", label(eip, 1));
         assert_eq!(
             attr(&eip.body, "domain").and_then(literal_str).as_deref(),
             Some("vpc"),
@@ -546,19 +441,10 @@ fn no_deprecated_aws_resources() {
         "aws_launch_configuration",
     ];
     for r in blocks(&body, "resource") {
-        assert!(
-            !deprecated.contains(&label(r, 0)),
-            "deprecated resource {}.{}",
-            label(r, 0),
-            label(r, 1)
-        );
+        assert!(!deprecated.contains(&label(r, 0)), "deprecated resource {}.{}", label(r, 0), label(r, 1));
     }
     for sg in resources(&body, "aws_security_group") {
-        assert!(
-            attr(&sg.body, "vpc_id").is_some(),
-            "aws_security_group.{} outside the VPC",
-            label(sg, 1)
-        );
+        assert!(attr(&sg.body, "vpc_id").is_some(), "aws_security_group.{} outside the VPC", label(sg, 1));
     }
 }
 
@@ -707,14 +593,10 @@ fn template_path(e: &Expression) -> PathBuf {
             TemplateExpr::QuotedString(s) => s.clone(),
             TemplateExpr::Heredoc(h) => h.template.clone(),
         },
-        other => literal_str(other)
-            .unwrap_or_else(|| panic!("templatefile path is not a string: {other:?}")),
+        other => literal_str(other).unwrap_or_else(|| panic!("templatefile path is not a string: {other:?}")),
     };
     let relative = raw.replace("${path.module}", ".");
-    assert!(
-        !relative.contains("${"),
-        "templatefile path {raw:?} depends on more than path.module"
-    );
+    assert!(!relative.contains("${"), "templatefile path {raw:?} depends on more than path.module");
     tf_dir().join(relative)
 }
 
@@ -731,31 +613,18 @@ fn every_templatefile_exists_and_gets_every_variable_it_uses() {
     );
     let mut seen = BTreeSet::new();
     for args in calls {
-        let [path, vars] = args else {
-            panic!("templatefile takes (path, vars), got {} args", args.len())
-        };
+        let [path, vars] = args else { panic!("templatefile takes (path, vars), got {} args", args.len()) };
         let path = template_path(path);
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let template: Template = text
-            .parse()
-            .unwrap_or_else(|e| panic!("{} is not a valid template: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let template: Template =
+            text.parse().unwrap_or_else(|e| panic!("{} is not a valid template: {e}", path.display()));
         let mut used = BTreeSet::new();
         template_free_vars(&template, &BTreeSet::new(), &mut used);
-        let given = object_keys(&scope, vars)
-            .unwrap_or_else(|| panic!("{}: vars are not a readable object", path.display()));
+        let given =
+            object_keys(&scope, vars).unwrap_or_else(|| panic!("{}: vars are not a readable object", path.display()));
         let missing: Vec<&String> = used.difference(&given).collect();
-        assert!(
-            missing.is_empty(),
-            "{} uses {missing:?} but templatefile() does not pass them",
-            path.display()
-        );
-        seen.insert(
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        assert!(missing.is_empty(), "{} uses {missing:?} but templatefile() does not pass them", path.display());
+        seen.insert(path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned());
     }
     assert!(
         seen.contains("switchboard.toml.tftpl"),
@@ -781,10 +650,7 @@ fn render_simple(text: &str, vars: &BTreeMap<&str, &str>) -> String {
     for (k, v) in vars {
         out = out.replace(&format!("${{{k}}}"), v);
     }
-    assert!(
-        !out.contains("${") && !out.contains("%{"),
-        "template left unrendered parts:\n{out}"
-    );
+    assert!(!out.contains("${") && !out.contains("%{"), "template left unrendered parts:\n{out}");
     out
 }
 
@@ -793,17 +659,13 @@ fn rendered_switchboard_toml() -> toml::Table {
     let text = std::fs::read_to_string(&path).expect("switchboard.toml.tftpl exists");
     // The sample values cover exactly what the template reads, so the plain
     // substitution below renders what templatefile() would.
-    let template: Template = text
-        .parse()
-        .expect("switchboard.toml.tftpl is a valid template");
+    let template: Template = text.parse().expect("switchboard.toml.tftpl is a valid template");
     let mut used = BTreeSet::new();
     template_free_vars(&template, &BTreeSet::new(), &mut used);
     let sample: BTreeSet<String> = sample_config_vars().keys().map(|k| k.to_string()).collect();
     assert_eq!(used, sample, "sample values out of step with the template");
     let rendered = render_simple(&text, &sample_config_vars());
-    rendered
-        .parse::<toml::Table>()
-        .unwrap_or_else(|e| panic!("rendered config is not TOML: {e}\n{rendered}"))
+    rendered.parse::<toml::Table>().unwrap_or_else(|e| panic!("rendered config is not TOML: {e}\n{rendered}"))
 }
 
 #[test]
@@ -827,74 +689,32 @@ fn rendered_switchboard_config_has_the_forwarding_topology_and_static_uis() {
         "static",
     ];
     for key in cfg.keys() {
-        assert!(
-            known.contains(&key.as_str()),
-            "unknown top-level key {key:?} in switchboard.toml"
-        );
-        assert!(
-            !key.contains("token") || key == "kong_token_header",
-            "secret {key:?} in the TOML"
-        );
+        assert!(known.contains(&key.as_str()), "unknown top-level key {key:?} in switchboard.toml");
+        assert!(!key.contains("token") || key == "kong_token_header", "secret {key:?} in the TOML");
     }
-    let s = |k: &str| {
-        cfg.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(
-        s("kong_forward_to"),
-        "http://10.0.12.30:8181",
-        "Kong must forward to Vulcand's listener"
-    );
+    let s = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    assert_eq!(s("kong_forward_to"), "http://10.0.12.30:8181", "Kong must forward to Vulcand's listener");
     assert_eq!(s("vulcand"), "http://10.0.12.30:8182");
     assert_eq!(s("kong"), "http://10.0.5.10:8001");
     assert!(s("data_dir").starts_with("/var/lib/switchboard"));
-    assert!(
-        s("listen").starts_with("127.0.0.1:"),
-        "status port stays on loopback"
-    );
+    assert!(s("listen").starts_with("127.0.0.1:"), "status port stays on loopback");
 
-    let statics = cfg
-        .get("static")
-        .and_then(|v| v.as_array())
-        .expect("[[static]] services");
+    let statics = cfg.get("static").and_then(|v| v.as_array()).expect("[[static]] services");
     let mut hosts = BTreeMap::new();
     for st in statics {
-        let name = st
-            .get("name")
-            .and_then(|v| v.as_str())
-            .expect("static name")
-            .to_owned();
-        let labels = st
-            .get("labels")
-            .and_then(|v| v.as_table())
-            .expect("static labels");
-        let kong = labels
-            .get("kong.hosts")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            labels.contains_key("vulcand.host"),
-            "{name}: Kong forwards to Vulcand, which needs a route too"
-        );
+        let name = st.get("name").and_then(|v| v.as_str()).expect("static name").to_owned();
+        let labels = st.get("labels").and_then(|v| v.as_table()).expect("static labels");
+        let kong = labels.get("kong.hosts").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        assert!(labels.contains_key("vulcand.host"), "{name}: Kong forwards to Vulcand, which needs a route too");
         hosts.insert(name, kong);
     }
-    assert_eq!(
-        hosts.get("marathon").map(String::as_str),
-        Some("marathon.switchboard.test")
-    );
-    assert_eq!(
-        hosts.get("mesos").map(String::as_str),
-        Some("mesos.switchboard.test")
-    );
+    assert_eq!(hosts.get("marathon").map(String::as_str), Some("marathon.switchboard.test"));
+    assert_eq!(hosts.get("mesos").map(String::as_str), Some("mesos.switchboard.test"));
 }
 
 #[test]
 fn switchboard_is_a_systemd_unit_with_root_only_secrets() {
-    let text = std::fs::read_to_string(tf_dir().join("templates/master.yaml.tftpl"))
-        .expect("master template");
+    let text = std::fs::read_to_string(tf_dir().join("templates/master.yaml.tftpl")).expect("master template");
     for want in [
         "ExecStart=/usr/local/bin/switchboard run --config /etc/switchboard/switchboard.toml",
         "Restart=on-failure",
@@ -906,17 +726,9 @@ fn switchboard_is_a_systemd_unit_with_root_only_secrets() {
         assert!(text.contains(want), "master.yaml.tftpl lacks {want:?}");
     }
     // The env file entry is root:root 0600.
-    let entry = text
-        .split("- path: ")
-        .find(|e| e.starts_with("/etc/switchboard/switchboard.env"))
-        .expect("env file entry");
-    assert!(
-        entry.contains("permissions: \"0600\"") && entry.contains("owner: root:root"),
-        "{entry}"
-    );
+    let entry =
+        text.split("- path: ").find(|e| e.starts_with("/etc/switchboard/switchboard.env")).expect("env file entry");
+    assert!(entry.contains("permissions: \"0600\"") && entry.contains("owner: root:root"), "{entry}");
     // No build on the host.
-    assert!(
-        !text.contains("cargo "),
-        "Switchboard must not be compiled on the host"
-    );
+    assert!(!text.contains("cargo "), "Switchboard must not be compiled on the host");
 }

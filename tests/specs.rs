@@ -42,10 +42,7 @@ fn rendered_config() -> String {
     for (k, v) in sample_config_vars() {
         out = out.replace(&format!("${{{k}}}"), v);
     }
-    assert!(
-        !out.contains("${") && !out.contains("%{"),
-        "unrendered template parts:\n{out}"
-    );
+    assert!(!out.contains("${") && !out.contains("%{"), "unrendered template parts:\n{out}");
     out
 }
 
@@ -60,15 +57,9 @@ fn rendered_showcase_config_is_accepted_by_switchboard() {
 #[test]
 fn a_typo_in_the_showcase_config_would_be_caught() {
     // Guards the test above: the loader is strict, so "accepted" means something.
-    let toml = format!(
-        "kong_forward_too = \"http://10.0.12.30:8181\"\n{}",
-        rendered_config()
-    );
+    let toml = format!("kong_forward_too = \"http://10.0.12.30:8181\"\n{}", rendered_config());
     let err = FileConfig::from_toml_str(&toml).expect_err("unknown key must be rejected");
-    assert!(
-        err.to_string().contains("kong_forward_too"),
-        "error should name the key: {err}"
-    );
+    assert!(err.to_string().contains("kong_forward_too"), "error should name the key: {err}");
 }
 
 /// One row of the README table, or one registration, in comparable form.
@@ -84,20 +75,14 @@ struct Row {
 }
 
 fn list(cell: &str) -> Vec<String> {
-    cell.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    cell.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// The registrations table of specs/README.md: spec file → rows (empty for
 /// a `(none)` row).
 fn documented_registrations() -> BTreeMap<String, Vec<Row>> {
     let text = std::fs::read_to_string(root().join("specs/README.md")).expect("specs/README.md");
-    let start = text
-        .find("<!-- registrations")
-        .expect("registrations table marker in specs/README.md");
+    let start = text.find("<!-- registrations").expect("registrations table marker in specs/README.md");
     let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     let mut header_seen = false;
     for line in text[start..].lines().skip(1) {
@@ -184,40 +169,24 @@ fn spec_files() -> Vec<PathBuf> {
 fn every_spec_yields_the_registrations_its_readme_documents() {
     let documented = documented_registrations();
     let files = spec_files();
-    assert!(
-        files.len() >= 4,
-        "expected at least 4 specs, found {files:?}"
-    );
+    assert!(files.len() >= 4, "expected at least 4 specs, found {files:?}");
     for path in &files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         let json = std::fs::read_to_string(path).expect("readable spec");
-        let spec = parse_app(&json)
-            .unwrap_or_else(|e| panic!("{name} is not a Marathon app definition: {e}"));
+        let spec = parse_app(&json).unwrap_or_else(|e| panic!("{name} is not a Marathon app definition: {e}"));
         let task = sample_task(&spec);
         let regs = registrations(&spec, &task, None, &LabelOptions::default())
             .unwrap_or_else(|e| panic!("{name}: labels rejected: {e}"));
         let mut got: Vec<Row> = regs.iter().map(row).collect();
         got.sort();
-        let mut want = documented
-            .get(&name)
-            .unwrap_or_else(|| panic!("{name} has no row in the specs/README.md table"))
-            .clone();
+        let mut want =
+            documented.get(&name).unwrap_or_else(|| panic!("{name} has no row in the specs/README.md table")).clone();
         want.sort();
-        assert_eq!(
-            got, want,
-            "{name}: registrations differ from specs/README.md"
-        );
+        assert_eq!(got, want, "{name}: registrations differ from specs/README.md");
     }
     // And the README documents no spec that does not exist.
     for name in documented.keys() {
-        assert!(
-            root().join("specs").join(name).is_file(),
-            "README documents missing spec {name}"
-        );
+        assert!(root().join("specs").join(name).is_file(), "README documents missing spec {name}");
     }
 }
 
@@ -227,19 +196,9 @@ fn every_registration_is_owned_by_switchboard_and_consul_opted_in() {
         let json = std::fs::read_to_string(&path).expect("readable spec");
         let spec = parse_app(&json).expect("parses (see the test above)");
         let task = sample_task(&spec);
-        for r in registrations(&spec, &task, None, &LabelOptions::default()).expect("labels valid")
-        {
-            assert_eq!(
-                r.tags.first().map(String::as_str),
-                Some("switchboard"),
-                "{}",
-                path.display()
-            );
-            assert!(
-                r.consul,
-                "{}: every documented registration opted into Consul",
-                path.display()
-            );
+        for r in registrations(&spec, &task, None, &LabelOptions::default()).expect("labels valid") {
+            assert_eq!(r.tags.first().map(String::as_str), Some("switchboard"), "{}", path.display());
+            assert!(r.consul, "{}: every documented registration opted into Consul", path.display());
             assert_eq!(r.task_id, task.task_id.as_str());
         }
     }

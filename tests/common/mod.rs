@@ -1,0 +1,109 @@
+//! Shared helpers for the binary-level tests: spawn `switchboard` as a child
+//! process against in-process simulators, and poll conditions with deadlines.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; panics naming `what`.
+pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `switchboard run` child process, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `switchboard run` with fast test timings plus `args`.
+    pub fn start(data_dir: &Path, args: &[String]) -> Daemon {
+        let log = data_dir.with_extension(format!("log{}", std::process::id()));
+        let mut d = Daemon { child: spawn(data_dir, args, &log), data_dir: data_dir.to_owned(), args: args.to_vec(), log };
+        let _ = &mut d;
+        d
+    }
+
+    /// `kill -9`, then a fresh start on the same data dir.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.child = spawn(&self.data_dir, &self.args, &self.log);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.data_dir, &self.args, &self.log);
+    }
+
+    /// The daemon's log so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn spawn(data_dir: &Path, args: &[String], log: &Path) -> Child {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    Command::new(BIN)
+        .arg("run")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--grace-period", "300ms", "--idle-timeout", "5s"])
+        .args(args)
+        .env("SWITCHBOARD_LOG", "info")
+        .env_remove("SWITCHBOARD_CONSUL_URL")
+        .env_remove("SWITCHBOARD_KONG_URL")
+        .env_remove("SWITCHBOARD_VULCAND_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn switchboard")
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- switchboard log ----\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `switchboard <args>` to completion (in a blocking thread).
+pub async fn run_cli(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("SWITCHBOARD_CONSUL_URL")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run switchboard")
+    })
+    .await
+    .expect("join")
+}
+
+pub fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
