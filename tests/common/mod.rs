@@ -34,7 +34,8 @@ impl Daemon {
     /// Starts `switchboard run` with fast test timings plus `args`.
     pub fn start(data_dir: &Path, args: &[String]) -> Daemon {
         let log = data_dir.with_extension(format!("log{}", std::process::id()));
-        let mut d = Daemon { child: spawn(data_dir, args, &log), data_dir: data_dir.to_owned(), args: args.to_vec(), log };
+        let mut d =
+            Daemon { child: spawn(data_dir, args, &log), data_dir: data_dir.to_owned(), args: args.to_vec(), log };
         let _ = &mut d;
         d
     }
@@ -106,4 +107,33 @@ pub async fn run_cli(args: Vec<String>) -> Output {
 
 pub fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+impl Daemon {
+    /// The status server's base URL, read from the daemon's log line
+    /// `switchboard running listen=ADDR` (the daemon binds port 0).
+    pub async fn status_url(&self) -> String {
+        let mut found = None;
+        eventually("daemon status address in log", Duration::from_secs(20), || {
+            found = self.log().lines().rev().find_map(|l| {
+                let rest = l.split("listen=").nth(1)?;
+                let addr = rest.split_whitespace().next()?;
+                Some(format!("http://{addr}"))
+            });
+            found.is_some()
+        })
+        .await;
+        found.unwrap_or_default()
+    }
+
+    /// The value of a Prometheus sample (name with labels, exactly as
+    /// rendered), or 0 when absent or the daemon does not answer.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let url = format!("{}/metrics", self.status_url().await);
+        let Ok(resp) = reqwest::get(&url).await else { return 0.0 };
+        let Ok(text) = resp.text().await else { return 0.0 };
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    }
 }
