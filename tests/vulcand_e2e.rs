@@ -1,0 +1,389 @@
+//! Behaviour through the `switchboard` binary against the Marathon and Vulcand
+//! simulators: out-of-order deploys, scaling, restarts seen only through
+//! status events, destroy order, outages, hand edits, foreign objects and
+//! server TTLs after a `kill -9`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, eventually, s};
+use serde_json::{Value, json};
+use switchboard::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
+use switchboard::sim::vulcand::{VulcandSim, VulcandSimOptions};
+
+const WAIT: Duration = Duration::from_secs(20);
+const APP: &str = "/shop/web";
+/// `sb.<cluster>.<service>~`: the id of the app's backend and frontend.
+const OURS: &str = "sb.default.shop-web~";
+const ROUTE: &str = r#"Host("web.local")"#;
+
+fn web_app() -> Value {
+    json!({
+        "id": APP,
+        "cmd": "python3 -m http.server $PORT0",
+        "labels": {"vulcand.host": "web.local"},
+        "portDefinitions": [{"port": 0, "name": "http", "protocol": "tcp", "labels": {}}]
+    })
+}
+
+struct World {
+    marathon: MarathonSim,
+    vulcand: VulcandSim,
+    dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("marathon sim");
+    let vulcand = VulcandSim::start(VulcandSimOptions::default()).expect("vulcand sim");
+    World { marathon, vulcand, dir: tempfile::tempdir().expect("tempdir") }
+}
+
+impl World {
+    /// A daemon with the Vulcand backend only; `resync` is `--resync-interval`.
+    fn daemon(&self, resync: &str, extra: &[&str]) -> Daemon {
+        let mut a = s(&[
+            "--marathon",
+            self.marathon.url().as_str(),
+            "--vulcand",
+            self.vulcand.url().as_str(),
+            "--resync-interval",
+            resync,
+        ]);
+        a.extend(s(extra));
+        Daemon::start(&self.dir.path().join("data"), &a)
+    }
+
+    /// Server id → URL that Vulcand should hold for the app's running tasks.
+    fn expected_servers(&self) -> BTreeMap<String, String> {
+        let body = self.marathon.model().apps_json();
+        let mut out = BTreeMap::new();
+        for a in body["apps"].as_array().into_iter().flatten().filter(|a| a["id"] == APP) {
+            for t in a["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "TASK_RUNNING") {
+                let (id, host, port) = (t["id"].as_str().unwrap(), t["host"].as_str().unwrap(), &t["ports"][0]);
+                out.insert(format!("{id}:{port}~"), format!("http://{host}:{port}"));
+            }
+        }
+        out
+    }
+
+    /// Server id → URL in one Vulcand backend.
+    fn servers(&self, backend: &str) -> BTreeMap<String, String> {
+        let list = self.vulcand.servers(backend);
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| (s["Id"].as_str().unwrap().to_owned(), s["URL"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    fn backend_ids(&self) -> Vec<String> {
+        let list = self.vulcand.backends();
+        list.as_array().into_iter().flatten().map(|b| b["Id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Frontend id → (backend id, route).
+    fn frontends(&self) -> BTreeMap<String, (String, String)> {
+        let list = self.vulcand.frontends();
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let get = |k: &str| f[k].as_str().unwrap().to_owned();
+                (get("Id"), (get("BackendId"), get("Route")))
+            })
+            .collect()
+    }
+
+    /// The app is routed: its backend has exactly one server per running
+    /// task, and its frontend carries the route.
+    fn converged(&self) -> bool {
+        let want = self.expected_servers();
+        !want.is_empty()
+            && self.servers(OURS) == want
+            && self.frontends().get(OURS) == Some(&(OURS.to_owned(), ROUTE.to_owned()))
+    }
+
+    async fn converge(&self, what: &str) {
+        eventually(what, WAIT, || self.converged()).await;
+    }
+
+    /// Backend, servers and frontend of the app are all gone.
+    fn app_gone(&self) -> bool {
+        !self.backend_ids().iter().any(|b| b == OURS) && !self.frontends().contains_key(OURS)
+    }
+
+    async fn subscribed(&self) {
+        eventually("stream subscribed", WAIT, || self.marathon.subscribers() > 0).await;
+    }
+
+    /// Writes `body` to the Vulcand simulator as an operator would.
+    async fn vulcand_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
+        let url = format!("{}{}", self.vulcand.url().as_str().trim_end_matches('/'), path);
+        let mut req = reqwest::Client::new().request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("vulcand sim answers").status().as_u16()
+    }
+}
+
+/// Successful resyncs so far, from the daemon's `/metrics`.
+///
+/// Not `Daemon::metric`: the daemon colours its log even into a file, so
+/// `listen=` never appears verbatim there; the escapes are stripped here.
+async fn resyncs_ok(d: &Daemon) -> f64 {
+    let mut addr = None;
+    eventually("daemon status address in log", WAIT, || {
+        addr = strip_ansi(&d.log())
+            .lines()
+            .find_map(|l| l.split("listen=").nth(1)?.split_whitespace().next().map(str::to_owned));
+        addr.is_some()
+    })
+    .await;
+    let url = format!("http://{}/metrics", addr.unwrap_or_default());
+    let Ok(resp) = reqwest::get(&url).await else { return 0.0 };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchboard_resyncs_total{result=\"ok\"}").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Removes `ESC [ ... m` colour sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn status_only(events: Vec<SimEvent>) -> Vec<SimEvent> {
+    events.into_iter().filter(|e| e.event_type == "status_update_event").collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_deploy_then_scale_up_and_down() {
+    let w = world().await;
+    let _d = w.daemon("0", &[]);
+    w.subscribed().await;
+
+    // Every status update arrives before the events that carry the labels.
+    let events = w.marathon.model().deploy(web_app(), 2);
+    let (status, rest): (Vec<SimEvent>, Vec<SimEvent>) =
+        events.into_iter().partition(|e| e.event_type == "status_update_event");
+    w.marathon.emit(&status);
+    w.marathon.emit(&rest);
+    w.converge("2 servers and the frontend").await;
+    assert_eq!(w.servers(OURS).len(), 2);
+    assert_eq!(w.backend_ids(), [OURS]);
+    assert!(w.servers(OURS).values().all(|u| u.starts_with("http://10.0.2.")), "{:?}", w.servers(OURS));
+
+    let events = w.marathon.model().scale(APP, 4);
+    w.marathon.emit(&events);
+    w.converge("scaled up to 4").await;
+    assert_eq!(w.servers(OURS).len(), 4);
+
+    let events = w.marathon.model().scale(APP, 1);
+    w.marathon.emit(&events);
+    w.converge("scaled down to 1").await;
+    assert_eq!(w.servers(OURS).len(), 1);
+    assert_eq!(w.frontends().len(), 1, "one frontend whatever the scale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_seen_only_through_status_events() {
+    let w = world().await;
+    let _d = w.daemon("0", &[]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 2);
+    w.marathon.emit(&events);
+    w.converge("deployed").await;
+    let old = w.servers(OURS);
+    let fetches = w.marathon.app_fetches(APP);
+
+    // The new version's definition never arrives on the stream: the daemon
+    // has to fetch it once its grace period is over.
+    let events = w.marathon.model().restart(APP);
+    w.marathon.emit(&status_only(events));
+    w.converge("restarted tasks routed, old ones gone").await;
+    let new = w.servers(OURS);
+    assert_eq!(new.len(), 2);
+    assert!(new.keys().all(|k| !old.contains_key(k)), "old {old:?} new {new:?}");
+    assert!(w.marathon.app_fetches(APP) > fetches, "the new app version was never fetched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_removes_servers_then_frontend_then_backend() {
+    let w = world().await;
+    let _d = w.daemon("0", &[]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 2);
+    w.marathon.emit(&events);
+    w.converge("deployed").await;
+
+    let events = w.marathon.model().destroy(APP);
+    w.marathon.emit(&events);
+    eventually("backend and frontend removed", WAIT, || w.app_gone()).await;
+    assert!(w.backend_ids().is_empty() && w.frontends().is_empty());
+
+    let deletes: Vec<String> =
+        w.vulcand.writes().into_iter().filter(|r| r.method == "DELETE").map(|r| r.path).collect();
+    let at =
+        |path: &str| deletes.iter().position(|p| p == path).unwrap_or_else(|| panic!("no DELETE {path}: {deletes:?}"));
+    let frontend = at(&format!("/v2/frontends/{OURS}"));
+    let backend = at(&format!("/v2/backends/{OURS}"));
+    let server_deletes: Vec<usize> = deletes
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.starts_with(&format!("/v2/backends/{OURS}/servers/")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(server_deletes.len(), 2, "each server deleted: {deletes:?}");
+    // Vulcand refuses to delete a backend a frontend still uses; traffic
+    // stops reaching an instance before its app's frontend goes.
+    assert!(server_deletes[0] < frontend, "a server before the frontend: {deletes:?}");
+    assert!(frontend < backend, "frontend before the backend: {deletes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vulcand_down_then_back() {
+    let w = world().await;
+    let d = w.daemon("0", &[]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 1);
+    w.marathon.emit(&events);
+    w.converge("deployed").await;
+
+    w.vulcand.stop().await;
+    let events = w.marathon.model().scale(APP, 3);
+    w.marathon.emit(&events);
+    eventually("daemon notices Vulcand is down", WAIT, || d.log().contains("backend unavailable")).await;
+    assert_eq!(w.servers(OURS).len(), 1, "nothing can change while Vulcand is down");
+
+    w.vulcand.restart().await.expect("vulcand back");
+    w.converge("queued registrations applied once Vulcand is back").await;
+    assert_eq!(w.servers(OURS).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_deleted_server_and_frontend_are_restored_by_resync() {
+    let w = world().await;
+    let d = w.daemon("500ms", &[]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 2);
+    w.marathon.emit(&events);
+    w.converge("deployed").await;
+
+    let before = w.servers(OURS);
+    let victim = before.keys().next().unwrap().clone();
+    assert!(w.vulcand.delete_server_by_hand(OURS, &victim));
+    assert_eq!(w.servers(OURS).len(), 1);
+    eventually("deleted server restored", WAIT, || w.servers(OURS) == before).await;
+
+    assert_eq!(w.vulcand_call(reqwest::Method::DELETE, &format!("/v2/frontends/{OURS}"), None).await, 200);
+    assert!(!w.frontends().contains_key(OURS));
+    w.converge("deleted frontend restored").await;
+    assert!(d.log().contains("resync queued repairs"), "repairs came from a resync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_backends_are_never_touched() {
+    use reqwest::Method as M;
+    let w = world().await;
+    // An operator's own backend named like the service, and one that looks
+    // like another cluster's Switchboard.
+    let foreign = ["shop-web", "sb.other.shop-web~"];
+    for id in foreign {
+        assert_eq!(
+            w.vulcand_call(M::POST, "/v2/backends", Some(json!({"Backend": {"Id": id, "Type": "http"}}))).await,
+            200
+        );
+        let server = json!({"Server": {"Id": "hand-1", "URL": "http://10.9.9.9:8080"}});
+        assert_eq!(w.vulcand_call(M::POST, &format!("/v2/backends/{id}/servers"), Some(server)).await, 200);
+        let fe = json!({"Frontend": {"Id": id, "Type": "http", "BackendId": id, "Route": r#"Host("web.local")"#}});
+        assert_eq!(w.vulcand_call(M::POST, "/v2/frontends", Some(fe)).await, 200);
+    }
+    let snapshot = || (w.vulcand.backends(), w.vulcand.frontends(), foreign.map(|id| w.vulcand.servers(id)));
+    let before = snapshot();
+    let first_write = w.vulcand.writes().len();
+
+    let d = w.daemon("500ms", &[]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 2);
+    w.marathon.emit(&events);
+    w.converge("deployed next to the foreign backends").await;
+    let resyncs = resyncs_ok(&d).await;
+    let deadline = Instant::now() + WAIT;
+    while resyncs_ok(&d).await < resyncs + 2.0 {
+        assert!(Instant::now() < deadline, "no resyncs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = w.marathon.model().destroy(APP);
+    w.marathon.emit(&events);
+    eventually("our backend removed", WAIT, || w.app_gone()).await;
+
+    assert_eq!(snapshot().0.as_array().unwrap().len(), 2);
+    let after = snapshot();
+    assert_eq!(after.0, before.0, "foreign backends changed");
+    assert_eq!(after.1, before.1, "foreign frontends changed");
+    assert_eq!(after.2, before.2, "foreign servers changed");
+    for r in &w.vulcand.writes()[first_write..] {
+        let body_ids: Vec<&str> = ["/Backend/Id", "/Frontend/Id", "/Frontend/BackendId"]
+            .iter()
+            .filter_map(|p| r.body.as_ref().and_then(|b| b.pointer(p)).and_then(Value::as_str))
+            .collect();
+        let ours = if r.path == "/v2/backends" || r.path == "/v2/frontends" {
+            !body_ids.is_empty() && body_ids.iter().all(|id| *id == OURS)
+        } else {
+            r.path.starts_with(&format!("/v2/backends/{OURS}")) || r.path == format!("/v2/frontends/{OURS}")
+        };
+        assert!(ours, "write outside Switchboard's own ids: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_expire_after_kill_9_and_come_back_on_restart() {
+    let w = world().await;
+    let mut d = w.daemon("0", &["--vulcand-server-ttl", "2s"]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 2);
+    w.marathon.emit(&events);
+    w.converge("deployed with TTL servers").await;
+    let want = w.servers(OURS);
+    let ttl: Vec<Value> = w
+        .vulcand
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/servers"))
+        .filter_map(|r| r.body.map(|b| b["TTL"].clone()))
+        .collect();
+    assert!(!ttl.is_empty() && ttl.iter().all(|t| *t == "2s"), "server TTLs: {ttl:?}");
+
+    // Heartbeats keep the servers alive past their TTL while the daemon runs.
+    let until = Instant::now() + Duration::from_millis(3000);
+    while Instant::now() < until {
+        assert_eq!(w.servers(OURS), want, "a live daemon's servers expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    d.kill9();
+    eventually("servers expired after kill -9", WAIT, || w.servers(OURS).is_empty()).await;
+    assert!(w.frontends().contains_key(OURS), "the frontend is permanent");
+
+    d.restart();
+    eventually("servers re-registered after restart", WAIT, || w.servers(OURS) == want).await;
+    w.converge("routed again").await;
+}
