@@ -276,6 +276,39 @@ async fn vulcand_down_then_back() {
     w.vulcand.restart().await.expect("vulcand back");
     w.converge("queued registrations applied once Vulcand is back").await;
     assert_eq!(w.servers(OURS).len(), 3);
+
+    // A destroy while Vulcand is down is applied when it returns.
+    w.vulcand.stop().await;
+    let events = w.marathon.model().destroy(APP);
+    w.marathon.emit(&events);
+    let retries = d.log().matches("backend unavailable").count();
+    eventually("deregistrations retried", WAIT, || d.log().matches("backend unavailable").count() > retries).await;
+    w.vulcand.restart().await.expect("vulcand back");
+    eventually("app removed once Vulcand is back", WAIT, || w.app_gone()).await;
+    assert!(w.servers(OURS).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reconnect_resyncs_and_repairs() {
+    // No periodic resync: only the reconnect can notice the hand edit.
+    let w = world().await;
+    let d = w.daemon("0", &[]);
+    w.subscribed().await;
+    let events = w.marathon.model().deploy(web_app(), 2);
+    w.marathon.emit(&events);
+    w.converge("deployed").await;
+
+    let before = w.servers(OURS);
+    let victim = before.keys().next().unwrap().clone();
+    assert!(w.vulcand.delete_server_by_hand(OURS, &victim));
+    // Scaling while disconnected: only the resync after reconnecting sees it.
+    w.marathon.disconnect_all();
+    let _lost = w.marathon.model().scale(APP, 3);
+    eventually("stream reconnected", WAIT, || w.marathon.subscribers() > 0).await;
+    w.converge("hand-deleted server restored and missed scale-up applied").await;
+    assert_eq!(w.servers(OURS).len(), 3);
+    assert!(w.servers(OURS).contains_key(&victim));
+    assert!(d.log().contains("resync queued repairs"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
