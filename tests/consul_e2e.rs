@@ -40,8 +40,7 @@ async fn world() -> World {
 
 impl World {
     fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut a =
-            s(&["--marathon", self.marathon.url().as_str(), "--consul", &self.consul.url(), "--resync-interval", "0"]);
+        let mut a = s(&["--marathon", self.marathon.url().as_str(), "--consul", &self.consul.url()]);
         a.extend(s(extra));
         a
     }
@@ -151,4 +150,249 @@ async fn running_before_labels_then_scale_kill_destroy() {
     let events = w.marathon.model().destroy("/shop/web");
     w.marathon.emit(&events);
     eventually("app destroyed", WAIT, || w.consul_ids_of("/shop/web").is_empty()).await;
+}
+
+fn status_only(events: &[SimEvent]) -> Vec<SimEvent> {
+    events.iter().filter(|e| e.event_type == "status_update_event").cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_only_status_events_fetches_the_new_version_once() {
+    let w = world().await;
+    let d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    let events = w.marathon.model().deploy(web_app(), 3);
+    w.marathon.emit(&events);
+    w.converge("/shop/web", "deployed").await;
+    let fetches_before = w.marathon.app_fetches("/shop/web");
+
+    // A restart from the UI: new version, no api_post_event; deliver only the status updates.
+    let events = w.marathon.model().restart("/shop/web");
+    w.marathon.emit(&status_only(&events));
+    w.converge("/shop/web", "restarted instances registered after the spec fetch").await;
+    // Three new tasks waited for the same spec: one fetch (two at most, if a retry raced the grace period).
+    let fetches = w.marathon.app_fetches("/shop/web") - fetches_before;
+    assert!((1..=2).contains(&fetches), "{fetches} fetches of /shop/web for 3 waiting tasks");
+    assert!(d.metric("switchboard_spec_fetches_total{result=\"ok\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_and_other_cluster_services_survive_every_resync() {
+    let w = world().await;
+    w.consul
+        .insert_raw(json!({"ID": "redis-1", "Name": "redis", "Tags": ["cache"], "Port": 6379, "Address": "10.0.0.9"}));
+    w.consul.insert_raw(json!({
+        "ID": "other.instance-1._app.1:31000", "Name": "web", "Tags": ["switchboard"], "Port": 31000, "Address": "10.0.0.8",
+        "Meta": {"managed_by": "switchboard", "switchboard_cluster": "blue", "marathon_task_id": "other.instance-1._app.1", "marathon_app_id": "/web"}
+    }));
+    // Marathon has no apps at all: a careless resync would delete everything.
+    let out = common::run_cli(
+        [
+            vec![
+                "reconcile".to_string(),
+                "--once".into(),
+                "--data-dir".into(),
+                w.dir.path().join("data").display().to_string(),
+            ],
+            w.args(&[]),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = w.daemon(&["--resync-interval", "200ms"]);
+    eventually("several resyncs", WAIT, || w.marathon.snapshot_fetches() >= 4).await;
+    let events = w.marathon.model().deploy(web_app(), 1);
+    w.marathon.emit(&events);
+    w.converge("/shop/web", "own app registered").await;
+    eventually("two more resyncs", WAIT, || w.marathon.snapshot_fetches() >= 6).await;
+    let ids = w.consul_ids();
+    assert!(ids.contains("redis-1"), "foreign service deleted: {ids:?}");
+    assert!(ids.contains("other.instance-1._app.1:31000"), "other cluster's service deleted: {ids:?}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_before_a_kill_does_not_resurrect_the_task() {
+    let w = world().await;
+    let d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    w.converge("/shop/web", "deployed").await;
+
+    // The next resync's snapshot is computed now, before the kill, and answered after it.
+    w.marathon.hold_next_snapshot(Duration::from_millis(800));
+    let fetches = w.marathon.snapshot_fetches();
+    let resyncs = d.metric("switchboard_resyncs_total{result=\"ok\"}").await;
+    w.marathon.disconnect_all();
+    eventually("snapshot requested", WAIT, || w.marathon.snapshot_fetches() > fetches).await;
+    let task = w.marathon.model().task_ids("/shop/web")[0].clone();
+    let kill = w.marathon.model().kill_task(&task);
+    w.marathon.emit(&kill);
+    common::eventually_async("resync with the stale snapshot done", WAIT, || async {
+        d.metric("switchboard_resyncs_total{result=\"ok\"}").await > resyncs
+    })
+    .await;
+    // And one more ordinary event to be sure every op of that resync ran.
+    w.marathon.emit(
+        &w.marathon
+            .model()
+            .deploy(json!({"id": "/marker", "labels": {"consul": ""}, "portDefinitions": [{"port": 0}]}), 1),
+    );
+    w.converge("/marker", "marker registered").await;
+    assert!(
+        !w.consul_ids().iter().any(|id| id.starts_with(&task)),
+        "killed task {task} re-registered by a stale snapshot"
+    );
+    w.converge("/shop/web", "still in step").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_down_during_a_deploy_then_back() {
+    let w = world().await;
+    let d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.consul.stop().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    common::eventually_async("registrations queued and retried", WAIT, || async {
+        d.metric("switchboard_ops_total{backend=\"consul\",op=\"register\",result=\"retry\"}").await >= 1.0
+    })
+    .await;
+    w.consul.restart().await.expect("consul back");
+    w.converge("/shop/web", "registered once Consul is back").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_answering_5xx_keeps_ops_queued_across_a_crash() {
+    let w = world().await;
+    let mut d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.consul.set_failing(Some(500));
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    common::eventually_async("ops queued", WAIT, || async {
+        d.metric("switchboard_queue_depth{backend=\"consul\"}").await >= 2.0
+    })
+    .await;
+    d.kill9();
+    w.consul.set_failing(None);
+    d.restart();
+    w.converge("/shop/web", "queued ops applied after restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_with_marathon_changing_while_down() {
+    let w = world().await;
+    let mut d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    let events = w.marathon.model().deploy(web_app(), 3);
+    // Half the events, then kill -9.
+    w.marathon.emit(&events[..events.len() / 2]);
+    d.kill9();
+    // While Switchboard is down: the rest of the deploy, a kill, a scale down, and a new app.
+    let task = w.marathon.model().task_ids("/shop/web")[0].clone();
+    let _lost = w.marathon.model().kill_task(&task);
+    let _lost = w.marathon.model().scale("/shop/web", 2);
+    let _lost =
+        w.marathon.model().deploy(json!({"id": "/api", "labels": {"consul": ""}, "portDefinitions": [{"port": 0}]}), 1);
+    d.restart();
+    w.converge("/shop/web", "startup resync repairs /shop/web").await;
+    w.converge("/api", "startup resync registers /api").await;
+    assert!(!w.consul_ids().iter().any(|id| id.starts_with(&task)), "dead task {task} still registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lines_and_unknown_types_are_skipped() {
+    let w = world().await;
+    let d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit_raw("event: status_update_event\r\ndata: {\"taskId\": \r\n\r\n");
+    w.marathon.emit_raw("event: brand_new_event\r\ndata: {\"eventType\":\"brand_new_event\",\"timestamp\":\"2017-07-19T17:35:15.661Z\"}\r\n\r\n");
+    w.marathon.emit_raw("data: this is not json\r\n\r\n");
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    w.converge("/shop/web", "events after the bad ones still applied").await;
+    assert!(d.metric("switchboard_events_skipped_total{reason=\"malformed\"}").await >= 1.0);
+    assert!(d.metric("switchboard_events_skipped_total{reason=\"unknown_type\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_reconnected_and_resynced() {
+    let w = world().await;
+    let _d = w.daemon(&["--idle-timeout", "600ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    eventually("startup resync", WAIT, || w.marathon.snapshot_fetches() >= 1).await;
+    w.marathon.set_silent(true);
+    // Changes while the stream is silent are only seen through the resync after the reconnect.
+    let _lost = w.marathon.model().deploy(web_app(), 2);
+    let before = w.marathon.snapshot_fetches();
+    eventually("watchdog reconnect and resync", WAIT, || w.marathon.snapshot_fetches() > before).await;
+    w.marathon.set_silent(false);
+    w.converge("/shop/web", "registered by the resync after the reconnect").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_once_exit_codes_and_dry_run() {
+    let w = world().await;
+    let data = w.dir.path().join("data").display().to_string();
+    let _ = w.marathon.model().deploy(web_app(), 2);
+    let once = |extra: &[&str]| {
+        let mut a = s(&["reconcile", "--once", "--data-dir", &data]);
+        a.extend(w.args(extra));
+        a
+    };
+
+    // --dry-run: prints the plan, writes nothing.
+    let out = common::run_cli(once(&["--dry-run", "--json"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["ops"].as_array().map(Vec::len), Some(2), "{report}");
+    assert!(report["ops"].as_array().unwrap().iter().all(|o| o["result"] == "planned" && o["op"] == "register"));
+    assert_eq!(w.consul.writes(), 0, "dry run wrote to Consul");
+    assert!(w.consul_ids().is_empty());
+
+    // For real: converged, exit 0.
+    let out = common::run_cli(once(&[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(w.consul_ids(), w.expected_ids("/shop/web"));
+
+    // Unchanged world: zero writes.
+    let writes = w.consul.writes();
+    let out = common::run_cli(once(&[])).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+    assert_eq!(w.consul.writes(), writes, "an unchanged world made writes");
+
+    // Consul refusing: exit 1, and the failure is reported.
+    let _ = w.marathon.model().scale("/shop/web", 3);
+    w.consul.set_failing(Some(503));
+    let out = common::run_cli(once(&[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let check = |args: Vec<String>, setting: &'static str| async move {
+        let out = common::run_cli(args).await;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(setting), "error does not name {setting}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    };
+    check(s(&["run", "--marathon", "http://127.0.0.1:1", "--consul", "consul:8500", "--data-dir", &data]), "--consul")
+        .await;
+    check(
+        s(&["run", "--marathon", "http://127.0.0.1:1", "--resync-interval", "often", "--data-dir", &data]),
+        "--resync-interval",
+    )
+    .await;
+    check(s(&["reconcile", "--once", "--data-dir", &data]), "--marathon").await;
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "marathon = [\"http://127.0.0.1:1\"]\nconsul_url = \"http://x\"\n").unwrap();
+    check(s(&["run", "--config", file.to_str().unwrap(), "--data-dir", &data]), "consul_url").await;
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let bad_dir = blocker.join("sub").display().to_string();
+    check(s(&["run", "--marathon", "http://127.0.0.1:1", "--data-dir", &bad_dir]), "--data-dir").await;
 }

@@ -630,6 +630,10 @@ struct Shared {
     failing: Mutex<Option<u16>>,
     app_fetches: Mutex<HashMap<String, usize>>,
     snapshot_fetches: AtomicUsize,
+    /// Delay the next `/v2/apps` answer by this much *after* its body was
+    /// computed, so changes made meanwhile arrive (as events) before it:
+    /// the race of allegro/marathon-consul#88.
+    hold_snapshot: Mutex<Option<Duration>>,
     /// Expected `Authorization` header, if auth is required.
     auth: Option<String>,
     keepalive: Duration,
@@ -660,6 +664,7 @@ impl MarathonSim {
             failing: Mutex::new(None),
             app_fetches: Mutex::new(HashMap::new()),
             snapshot_fetches: AtomicUsize::new(0),
+            hold_snapshot: Mutex::new(None),
             auth,
             addr,
         });
@@ -754,6 +759,13 @@ impl MarathonSim {
     }
 
     /// Answer REST calls with this status (None = normal service).
+    /// The next `/v2/apps` computes its body at once but answers only
+    /// after `delay`: a snapshot taken just before whatever the test does
+    /// meanwhile.
+    pub fn hold_next_snapshot(&self, delay: Duration) {
+        *lock(&self.shared.hold_snapshot) = Some(delay);
+    }
+
     pub fn set_failing(&self, status: Option<u16>) {
         *lock(&self.shared.failing) = status;
     }
@@ -831,6 +843,10 @@ async fn apps(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): Raw
     let embed_tasks =
         url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).any(|(k, v)| k == "embed" && v == "apps.tasks");
     let body = lock(&s.model).apps_json_embed(embed_tasks);
+    let hold = lock(&s.hold_snapshot).take();
+    if let Some(delay) = hold {
+        tokio::time::sleep(delay).await;
+    }
     json_ok(&body)
 }
 

@@ -22,6 +22,24 @@ pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> 
     }
 }
 
+/// Like `eventually`, for conditions that must await (HTTP reads).
+pub async fn eventually_async<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A `switchboard run` child process, killed on drop.
 pub struct Daemon {
     pub child: Child,
@@ -67,7 +85,8 @@ fn spawn(data_dir: &Path, args: &[String], log: &Path) -> Child {
         .arg("run")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--grace-period", "300ms", "--idle-timeout", "5s"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(defaults(args, &[("--grace-period", "300ms"), ("--idle-timeout", "5s"), ("--resync-interval", "0")]))
         .args(args)
         .env("SWITCHBOARD_LOG", "info")
         .env_remove("SWITCHBOARD_CONSUL_URL")
@@ -78,6 +97,15 @@ fn spawn(data_dir: &Path, args: &[String], log: &Path) -> Child {
         .stderr(log_file)
         .spawn()
         .expect("spawn switchboard")
+}
+
+/// Test defaults for the flags `args` does not set itself.
+fn defaults(args: &[String], pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(flag, _)| !args.iter().any(|a| a == flag))
+        .flat_map(|(f, v)| [f.to_string(), v.to_string()])
+        .collect()
 }
 
 impl Drop for Daemon {
@@ -132,8 +160,6 @@ impl Daemon {
         let url = format!("{}/metrics", self.status_url().await);
         let Ok(resp) = reqwest::get(&url).await else { return 0.0 };
         let Ok(text) = resp.text().await else { return 0.0 };
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
+        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
     }
 }
