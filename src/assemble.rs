@@ -206,6 +206,22 @@ pub fn touches(event: &Event) -> Vec<Touch> {
     }
 }
 
+/// The facts one app of a REST snapshot (or a single-app fetch) stands for,
+/// stamped `as_of`: its spec, and each task's status and health.
+pub fn snapshot_touches(spec: &AppSpec, tasks: &[(TaskFacts, Option<bool>)], as_of: Timestamp) -> Vec<Touch> {
+    let mut touches = vec![Touch::Spec(spec.clone())];
+    for (facts, healthy) in tasks {
+        let mut facts = facts.clone();
+        facts.at = as_of;
+        let mut rec = InstanceRecord::from_task(&facts);
+        if spec.health_checks.is_empty() || healthy.is_some() {
+            rec.health = Some(HealthFact { healthy: *healthy, at: as_of });
+        }
+        touches.push(Touch::Instance(rec));
+    }
+    touches
+}
+
 /// What an instance lacks before it can be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Lack {
@@ -308,7 +324,9 @@ pub fn desired<'a>(
             Status::Pending(lack) => out.pending.push((rec.instance.clone(), rec.app_id.clone(), lack)),
             Status::Ready => {
                 let (Some(spec), Some(facts)) = (spec, task_facts(rec)) else { continue };
-                let healthy = rec.health.as_ref().and_then(|h| h.healthy);
+                // Health only means something for apps that define checks.
+                let healthy =
+                    if spec.health_checks.is_empty() { None } else { rec.health.as_ref().and_then(|h| h.healthy) };
                 match labels::registrations(spec, &facts, healthy, opts) {
                     Ok(regs) => out.registrations.extend(regs),
                     Err(e) => {
@@ -321,6 +339,44 @@ pub fn desired<'a>(
     out.registrations.sort();
     out.registrations.dedup_by(|a, b| a.id == b.id);
     out
+}
+
+/// An in-memory fold of touches: the same merge rules as the store, without
+/// durability. For tests, and for reasoning about a set of events at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folded {
+    pub instances: BTreeMap<InstanceId, InstanceRecord>,
+    pub apps: BTreeMap<AppId, AppRecord>,
+    /// The newest spec of each app.
+    pub specs: BTreeMap<AppId, AppSpec>,
+}
+
+impl Folded {
+    pub fn apply(&mut self, touch: &Touch) {
+        match touch {
+            Touch::Instance(rec) => {
+                let merged = match self.instances.get(&rec.instance) {
+                    Some(old) => old.merge(rec),
+                    None => rec.clone(),
+                };
+                self.instances.insert(rec.instance.clone(), merged);
+            }
+            Touch::App(id, rec) => {
+                let merged = self.apps.get(id).map(|old| old.merge(rec)).unwrap_or_else(|| rec.clone());
+                self.apps.insert(id.clone(), merged);
+            }
+            Touch::Spec(spec) => {
+                if self.specs.get(&spec.id).is_none_or(|have| have.version < spec.version) {
+                    self.specs.insert(spec.id.clone(), spec.clone());
+                }
+            }
+            Touch::Hint(_) => {}
+        }
+    }
+
+    pub fn desired(&self, opts: &LabelOptions) -> Desired {
+        desired(self.instances.values(), &self.apps, &self.specs, opts)
+    }
 }
 
 #[cfg(test)]

@@ -103,8 +103,11 @@ impl Store {
         let mut present_apps = BTreeSet::new();
         for app in apps {
             present_apps.insert(app.spec.id.clone());
-            let mut touches = vec![Touch::Spec(app.spec.clone())];
-            touches.extend(self.task_touches(app, as_of, &mut present_instances));
+            let touches = crate::assemble::snapshot_touches(&app.spec, &app.tasks, as_of);
+            present_instances.extend(touches.iter().filter_map(|t| match t {
+                Touch::Instance(r) => Some(r.instance.clone()),
+                _ => None,
+            }));
             self.apply_touches(&touches, seq)?;
         }
         for (id, stored) in self.stored_instances()? {
@@ -131,25 +134,8 @@ impl Store {
     /// Applies a single-app fetch (`GET /v2/apps/{id}`): its spec and tasks.
     pub fn apply_app(&self, app: &SnapshotApp, as_of: Timestamp) -> Result<(), Error> {
         let seq = self.next_seq()?;
-        let mut touches = vec![Touch::Spec(app.spec.clone())];
-        touches.extend(self.task_touches(app, as_of, &mut BTreeSet::new()));
-        self.apply_touches(&touches, seq)?;
+        self.apply_touches(&crate::assemble::snapshot_touches(&app.spec, &app.tasks, as_of), seq)?;
         Ok(())
-    }
-
-    fn task_touches(&self, app: &SnapshotApp, as_of: Timestamp, present: &mut BTreeSet<InstanceId>) -> Vec<Touch> {
-        let mut touches = Vec::new();
-        for (facts, healthy) in &app.tasks {
-            let mut facts = facts.clone();
-            facts.at = as_of;
-            let mut rec = InstanceRecord::from_task(&facts);
-            if app.spec.health_checks.is_empty() || healthy.is_some() {
-                rec.health = Some(crate::assemble::HealthFact { healthy: *healthy, at: as_of });
-            }
-            present.insert(rec.instance.clone());
-            touches.push(Touch::Instance(rec));
-        }
-        touches
     }
 
     /// Tombstones the given instances (their app is gone from Marathon).

@@ -1,0 +1,191 @@
+//! Property: for any permutation and duplication of the events of a
+//! generated scenario (deploys, scale up/down, restarts, kills, destroys,
+//! health changes, lost and unreachable tasks), once the stream is drained the
+//! registrations equal those computed from Marathon's final snapshot.
+//!
+//! Events go through the real parser (`marathon::event::parse`) and the real
+//! folding (`assemble`); the snapshot goes through the real REST parser. As
+//! the daemon does after its grace period, instances still waiting for a spec
+//! get the app's current definition (spec only: no task facts are taken from
+//! that fetch, so it cannot mask a folding error).
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use switchboard::assemble::{self, Folded, Lack};
+use switchboard::labels::LabelOptions;
+use switchboard::marathon::{client, event};
+use switchboard::model::{Registration, Timestamp};
+use switchboard::sim::marathon::{Model, ModelOptions, SimEvent};
+
+#[derive(Debug, Clone)]
+enum Step {
+    Deploy { app: usize, instances: usize },
+    Scale { app: usize, instances: usize },
+    Restart { app: usize },
+    Kill { app: usize, pick: usize },
+    Destroy { app: usize },
+    Health { app: usize, pick: usize, alive: bool },
+    Lose { app: usize, pick: usize },
+    Unreachable { app: usize, pick: usize },
+}
+
+const APPS: usize = 3;
+
+fn app_definition(i: usize) -> Value {
+    match i {
+        0 => json!({
+            "id": "/shop/web",
+            "labels": {"consul": "web", "public": "tag", "kong.hosts": "shop.example.com"},
+            "portDefinitions": [{"port": 0, "name": "http", "labels": {}}],
+            "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0, "intervalSeconds": 10, "timeoutSeconds": 2}]
+        }),
+        1 => json!({
+            "id": "/api",
+            "labels": {},
+            "portDefinitions": [
+                {"port": 0, "name": "http", "labels": {"consul": ""}},
+                {"port": 0, "name": "metrics", "labels": {"consul": "api-metrics", "metrics": "tag"}}
+            ]
+        }),
+        _ => json!({
+            "id": "/batch/worker",
+            "labels": {"consul": "true"},
+            "portDefinitions": [{"port": 0}]
+        }),
+    }
+}
+
+fn app_id(i: usize) -> &'static str {
+    ["/shop/web", "/api", "/batch/worker"][i % APPS]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let app = 0..APPS;
+    prop_oneof![
+        3 => (app.clone(), 1..4usize).prop_map(|(app, instances)| Step::Deploy { app, instances }),
+        2 => (app.clone(), 0..4usize).prop_map(|(app, instances)| Step::Scale { app, instances }),
+        1 => app.clone().prop_map(|app| Step::Restart { app }),
+        2 => (app.clone(), any::<usize>()).prop_map(|(app, pick)| Step::Kill { app, pick }),
+        1 => app.clone().prop_map(|app| Step::Destroy { app }),
+        2 => (app.clone(), any::<usize>(), any::<bool>()).prop_map(|(app, pick, alive)| Step::Health { app, pick, alive }),
+        1 => (app.clone(), any::<usize>()).prop_map(|(app, pick)| Step::Lose { app, pick }),
+        1 => (app, any::<usize>()).prop_map(|(app, pick)| Step::Unreachable { app, pick }),
+    ]
+}
+
+fn pick_task(model: &Model, app: usize, pick: usize) -> Option<String> {
+    let tasks = model.task_ids(app_id(app));
+    (!tasks.is_empty()).then(|| tasks[pick % tasks.len()].clone())
+}
+
+fn run(model: &mut Model, steps: &[Step]) -> Vec<SimEvent> {
+    let mut events = Vec::new();
+    for s in steps {
+        let evs = match *s {
+            Step::Deploy { app, instances } => model.deploy(app_definition(app), instances),
+            Step::Scale { app, instances } => model.scale(app_id(app), instances),
+            Step::Restart { app } => model.restart(app_id(app)),
+            Step::Kill { app, pick } => pick_task(model, app, pick).map(|t| model.kill_task(&t)).unwrap_or_default(),
+            Step::Destroy { app } => model.destroy(app_id(app)),
+            Step::Health { app, pick, alive } => {
+                pick_task(model, app, pick).map(|t| model.set_health(&t, alive)).unwrap_or_default()
+            }
+            Step::Lose { app, pick } => pick_task(model, app, pick).map(|t| model.lose_task(&t)).unwrap_or_default(),
+            Step::Unreachable { app, pick } => {
+                pick_task(model, app, pick).map(|t| model.unreachable(&t)).unwrap_or_default()
+            }
+        };
+        events.extend(evs);
+    }
+    events
+}
+
+fn from_snapshot(model: &Model) -> Vec<Registration> {
+    let snap = client::parse_snapshot(&model.apps_json().to_string(), Timestamp(0)).expect("snapshot parses");
+    assert!(snap.broken.is_empty(), "{:?}", snap.broken);
+    let mut folded = Folded::default();
+    for app in &snap.apps {
+        let tasks: Vec<_> = app.tasks.iter().map(|t| (t.facts.clone(), t.healthy)).collect();
+        for t in assemble::snapshot_touches(&app.spec, &tasks, model.now()) {
+            folded.apply(&t);
+        }
+    }
+    let d = folded.desired(&LabelOptions::default());
+    assert!(d.pending.is_empty(), "a snapshot alone leaves nothing pending: {:?}", d.pending);
+    d.registrations
+}
+
+fn from_events(model: &Model, events: &[&SimEvent]) -> Vec<Registration> {
+    let mut folded = Folded::default();
+    for e in events {
+        let parsed = event::parse(&e.event_type, &e.data.to_string()).expect("sim events parse");
+        for ev in &parsed {
+            for t in assemble::touches(ev) {
+                folded.apply(&t);
+            }
+        }
+    }
+    // The grace-period fetch: the current definition of apps whose instances wait for a spec.
+    let waiting: Vec<String> = folded
+        .desired(&LabelOptions::default())
+        .pending
+        .iter()
+        .filter(|(_, _, lack)| *lack == Lack::Spec)
+        .map(|(_, app, _)| app.to_string())
+        .collect();
+    for app in waiting {
+        if let Some(body) = model.app_json(&app) {
+            let fetched = client::parse_app_response(&body.to_string(), model.now()).expect("app parses");
+            folded.apply(&assemble::Touch::Spec(fetched.spec));
+        }
+    }
+    folded.desired(&LabelOptions::default()).registrations
+}
+
+/// Applies a permutation and a set of duplicates (both generated) to `events`.
+fn shuffle<'a>(events: &'a [SimEvent], keys: &[u64], dups: &[usize]) -> Vec<&'a SimEvent> {
+    let mut order: Vec<(u64, usize)> =
+        (0..events.len()).map(|i| (keys[i % keys.len()] ^ (i as u64 * 0x9E37_79B9), i)).collect();
+    order.sort();
+    let mut out: Vec<&SimEvent> = order.into_iter().map(|(_, i)| &events[i]).collect();
+    for d in dups {
+        if !events.is_empty() {
+            let e = &events[d % events.len()];
+            let at = d % (out.len() + 1);
+            out.insert(at, e);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_order_folds_to_the_final_snapshot(
+        steps in prop::collection::vec(step(), 1..12),
+        keys in prop::collection::vec(any::<u64>(), 1..64),
+        dups in prop::collection::vec(any::<usize>(), 0..8),
+        heavy in any::<bool>(),
+    ) {
+        let mut model = Model::new(ModelOptions { heavy_plans: heavy, ..ModelOptions::default() });
+        let events = run(&mut model, &steps);
+        let want = from_snapshot(&model);
+        let in_order: Vec<&SimEvent> = events.iter().collect();
+        prop_assert_eq!(&from_events(&model, &in_order), &want, "in Marathon's order");
+        let shuffled = shuffle(&events, &keys, &dups);
+        prop_assert_eq!(&from_events(&model, &shuffled), &want, "shuffled with duplicates");
+        let reversed: Vec<&SimEvent> = events.iter().rev().collect();
+        prop_assert_eq!(&from_events(&model, &reversed), &want, "reversed");
+    }
+}
+
+#[test]
+fn a_deploy_yields_registrations_at_all() {
+    // Guards the property against passing vacuously.
+    let mut model = Model::new(ModelOptions::default());
+    let events = run(&mut model, &[Step::Deploy { app: 1, instances: 2 }]);
+    let regs = from_events(&model, &events.iter().collect::<Vec<_>>());
+    assert_eq!(regs.len(), 4, "2 instances x 2 labelled ports");
+    assert_eq!(regs, from_snapshot(&model));
+}
