@@ -201,7 +201,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let steps: Vec<(&str, Box<dyn Fn(&Sims) -> Vec<SimEvent>>)> = vec![
+    let steps: Vec<(&str, Step)> = vec![
         (
             "deploy /shop/web with 2 instances; events reversed, so TASK_RUNNING arrives before the labels",
             Box::new(|s: &Sims| reversed(s.marathon.model().deploy(app_definition(), 2))),
@@ -248,6 +248,9 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     daemon.await.context("daemon task")??;
     result
 }
+
+/// One scripted change: mutates Marathon's model, returns the events to deliver.
+type Step = Box<dyn Fn(&Sims) -> Vec<SimEvent>>;
 
 struct RemoveOnDrop(std::path::PathBuf);
 
