@@ -494,6 +494,15 @@ async fn kong_down_during_deploy(version: &str) {
 }
 both_versions!(kong_down_during_deploy);
 
+/// SIGTERM, then waits: the daemon flushes its store on the way out.
+fn stop(d: &mut Daemon) {
+    let pid = d.child.id().to_string();
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(sent.success());
+    let status = d.child.wait().expect("daemon exit");
+    assert!(status.success(), "daemon exited with {status}");
+}
+
 /// Like `eventually`, for an async condition.
 async fn eventually_async<F, Fut>(what: &str, mut cond: F)
 where
@@ -598,7 +607,7 @@ async fn reconcile_unchanged_reads_only(version: &str) {
         metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == 0.0
     })
     .await;
-    d.kill9();
+    stop(&mut d);
 
     let (writes, requests) = (w.kong.writes(), w.kong.requests().len());
     let mut args = s(&["reconcile", "--once", "--json", "--data-dir"]);
@@ -612,12 +621,17 @@ async fn reconcile_unchanged_reads_only(version: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(w.kong.writes(), writes, "reconcile of an unchanged world wrote to Kong");
     let made = w.kong.requests()[requests..].to_vec();
     eprintln!(
         "kong {version}: reconcile --once of 3 apps x 2 instances made {} requests: {:?}",
         made.len(),
         made.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        w.kong.writes(),
+        writes,
+        "reconcile of an unchanged world wrote to Kong; its report: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     assert!(made.iter().all(|(m, _)| m == "GET"));
     for (app, host) in apps {
@@ -625,3 +639,47 @@ async fn reconcile_unchanged_reads_only(version: &str) {
     }
 }
 both_versions!(reconcile_unchanged_reads_only);
+
+// ---------------------------------------------------------------- 10. lost store
+
+/// The data dir is lost (new host, wiped disk) while Kong still publishes
+/// everything: a `reconcile --once` from scratch must leave Kong publishing
+/// it all, never deleting live targets it has no record of.
+async fn lost_store_leaves_kong_alone(version: &str) {
+    let w = world(version).await;
+    let mut d = w.daemon("0").await;
+    let apps = [("/shop/web", "web.example.com"), ("/admin", "admin.example.com")];
+    for (app, host) in apps {
+        let events = w.marathon.model().deploy(kong_app(app, host, "", false), 2);
+        w.emit(&events);
+    }
+    for (app, host) in apps {
+        w.converge(app, &publish(app, &[host], &[], true), "published").await;
+    }
+    eventually_async("queue drained", || async {
+        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == 0.0
+    })
+    .await;
+    stop(&mut d);
+    std::fs::remove_dir_all(w.data_dir()).expect("wipe data dir");
+
+    let before = w.kong.requests().len();
+    let mut args = s(&["reconcile", "--once", "--json", "--data-dir"]);
+    args.push(w.data_dir().to_string_lossy().into_owned());
+    args.extend(w.common_args("0"));
+    let out = run_cli(args).await;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "reconcile --once: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    for (app, host) in apps {
+        assert!(
+            w.in_step(app, &publish(app, &[host], &[], true)),
+            "{app} damaged: {:?}; report {report}",
+            w.targets(app)
+        );
+    }
+    // With an empty ledger every instance is re-registered (idempotent
+    // writes), but nothing live may be deleted, not even for a moment.
+    let deletes: Vec<_> = w.kong.requests()[before..].iter().filter(|(m, _)| m == "DELETE").cloned().collect();
+    assert!(deletes.is_empty(), "deleted live entities: {deletes:?}; report {report}");
+}
+both_versions!(lost_store_leaves_kong_alone);
