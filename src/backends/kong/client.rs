@@ -179,6 +179,16 @@ impl Client {
 
     /// Active targets (weight > 0) of an upstream, as `host:port`.
     pub(crate) async fn active_targets(&self, caps: Caps, upstream: &str) -> Result<Vec<String>, BackendError> {
+        Ok(self.active_target_rows(caps, upstream).await?.into_keys().collect())
+    }
+
+    /// Active targets (weight > 0) of an upstream: `host:port` → the
+    /// registration id its `id:` tag names, if any.
+    pub(crate) async fn active_target_rows(
+        &self,
+        caps: Caps,
+        upstream: &str,
+    ) -> Result<BTreeMap<String, Option<String>>, BackendError> {
         let rows = if caps.active_suffix {
             match self.get(&format!("/upstreams/{upstream}/targets/active")).await? {
                 Some(v) => v["data"].as_array().cloned().unwrap_or_default(),
@@ -191,14 +201,11 @@ impl Client {
                 Err(e) => return Err(e),
             }
         };
-        let mut out: Vec<String> = rows
+        Ok(rows
             .iter()
             .filter(|t| t["weight"].as_u64().unwrap_or(0) > 0)
-            .filter_map(|t| t["target"].as_str().map(str::to_owned))
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+            .filter_map(|t| Some((t["target"].as_str()?.to_owned(), map::id_tag(t))))
+            .collect())
     }
 
     /// Kong 1.1+: everything tagged for this cluster, grouped per app.
@@ -257,9 +264,14 @@ impl Client {
             }
         }
         for name in upstream_names {
-            let targets = self.active_targets(caps, &name).await?;
+            let rows = self.active_target_rows(caps, &name).await?;
             if let Some(app) = apps.get_mut(&name) {
-                app.targets = targets;
+                for (target, id) in rows {
+                    if let Some(id) = id {
+                        app.target_ids.insert(target.clone(), id);
+                    }
+                    app.targets.push(target);
+                }
             }
         }
         Ok(apps.into_values().collect())

@@ -34,6 +34,33 @@ pub(crate) fn tags(service: &str, cluster: &str) -> Vec<String> {
     vec![OWNER_TAG.to_owned(), format!("cluster:{cluster}"), format!("app:{service}")]
 }
 
+/// Prefix of the tag naming the registration a target stands for (1.1+).
+pub(crate) const ID_TAG: &str = "id:";
+
+/// Tags of a target: the app's tags plus `id:<registration id>`, so the
+/// registration can be recognised without the ledger (the id tag is left out
+/// when the id is not a valid Kong tag).
+pub(crate) fn target_tags(service: &str, cluster: &str, id: &str) -> Vec<String> {
+    let mut t = tags(service, cluster);
+    let tag = format!("{ID_TAG}{id}");
+    if tag.chars().all(|c| c.is_ascii_graphic() && c != ',' && c != '/') {
+        t.push(tag);
+    }
+    t
+}
+
+/// The registration id an entity's `id:` tag names.
+pub(crate) fn id_tag(entity: &Value) -> Option<String> {
+    entity["tags"].as_array()?.iter().find_map(|t| t.as_str()?.strip_prefix(ID_TAG).map(str::to_owned))
+}
+
+/// Prefix of the ids of registrations `list_owned` makes up for what Kong
+/// holds but neither the ledger nor a tag explains. It sorts before every
+/// real id (task ids start with an alphanumeric), so when the queue is
+/// drained in id order such a target's delete runs before a register of the
+/// same address, never after it.
+pub(crate) const SYNTHETIC: &str = "#kong:";
+
 /// The tag filter selecting everything this cluster owns (AND of two tags).
 pub(crate) fn owner_filter(cluster: &str) -> String {
     format!("{OWNER_TAG},cluster:{cluster}")
@@ -386,6 +413,8 @@ pub(crate) struct ObservedApp {
     pub service: String,
     /// Active targets (weight > 0), `host:port`.
     pub targets: Vec<String>,
+    /// Target → the registration id its `id:` tag names (1.1+).
+    pub target_ids: BTreeMap<String, String>,
     /// Where the Kong service (0.x: api) sends traffic; `None` if absent.
     pub destination: Option<Destination>,
     pub route: Option<RouteView>,
@@ -442,7 +471,7 @@ pub(crate) fn observed_registrations(
         };
         if forward_to.is_some() {
             if recorded.is_empty() {
-                out.push(synthetic(format!("kong:{}", app.name), app, app_id, String::new(), 0, routes.clone()));
+                out.push(synthetic(format!("{SYNTHETIC}{}", app.name), app, app_id, String::new(), 0, routes.clone()));
             }
             out.extend(recorded.iter().map(|r| with_routes(r)));
             continue;
@@ -452,7 +481,7 @@ pub(crate) fn observed_registrations(
         targets.dedup();
         if targets.is_empty() {
             // App-level leftovers with no instance: the planner deletes them.
-            out.push(synthetic(format!("kong:{}", app.name), app, app_id, String::new(), 0, routes.clone()));
+            out.push(synthetic(format!("{SYNTHETIC}{}", app.name), app, app_id, String::new(), 0, routes.clone()));
         }
         for (address, port) in targets {
             // Two ledger entries can share an address (a task replaced on the
@@ -460,8 +489,20 @@ pub(crate) fn observed_registrations(
             match recorded.iter().rev().find(|r| r.address == address && r.port == port) {
                 Some(r) => out.push(with_routes(r)),
                 None => {
-                    let id = format!("kong:{}:{}", app.name, target_of(&address, port));
-                    out.push(synthetic(id, app, app_id, address, port, routes.clone()));
+                    let target = target_of(&address, port);
+                    match app.target_ids.get(&target) {
+                        // Registered by Switchboard, but the ledger lost it
+                        // (crash before a flush, wiped data dir).
+                        Some(id) => {
+                            let mut r = synthetic(id.clone(), app, app_id, address, port, routes.clone());
+                            r.task_id = id.rsplit_once(':').map(|(t, _)| t.to_owned()).unwrap_or_default();
+                            out.push(r);
+                        }
+                        None => {
+                            let id = format!("{SYNTHETIC}{}:{target}", app.name);
+                            out.push(synthetic(id, app, app_id, address, port, routes.clone()));
+                        }
+                    }
                 }
             }
         }

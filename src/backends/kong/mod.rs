@@ -13,7 +13,7 @@
 //! | app (service name) | upstream + service (`host` = upstream) + route | upstream + api (`upstream_url` = `http://<upstream>`) |
 //! | primary registration | target `address:port`, weight 100 | target row `address:port`, weight 100 |
 //! | `kong.hosts`/`kong.paths`/`kong.strip_path` | route `hosts`/`paths`/`strip_path` | api `hosts`/`uris`/`strip_uri` |
-//! | ownership | tags `switchboard`, `cluster:<c>`, `app:<service>` (1.1+); ledger before 1.1 | the ledger |
+//! | ownership | tags `switchboard`, `cluster:<c>`, `app:<service>` (1.1+), targets also `id:<registration id>`; ledger before 1.1 | the ledger |
 //!
 //! Forwarding topology (`forward_to` set): per app only a service (0.x: api)
 //! whose URL is `forward_to`, and a route with `preserve_host: true`; no
@@ -109,11 +109,12 @@ impl KongBackend {
                 .await?;
             let target = map::target_of(&r.address, r.port);
             let targets = format!("/upstreams/{name}/targets");
-            let a = self.client.call(Method::POST, &targets, &[], Some(&map::target_body(&target, tags))).await?;
+            let target_tags = caps.tags.then(|| map::target_tags(&r.service, &self.cluster, &r.id));
+            let body = map::target_body(&target, target_tags.as_deref());
+            let a = self.client.call(Method::POST, &targets, &[], Some(&body)).await?;
             match a.status {
                 200 | 201 => {}
                 409 => {
-                    let body = map::target_body(&target, tags);
                     self.client.expect(Method::PATCH, &format!("{targets}/{target}"), Some(&body), &[200]).await?;
                 }
                 s => {

@@ -292,7 +292,7 @@ async fn hand_edits_are_detected_and_repaired() {
             "{version}: missing target seen"
         );
         assert!(
-            ops.iter().any(|o| matches!(o, Op::Deregister { registration, service_empty: false } if registration.id == format!("kong:{n}:10.6.6.6:666"))),
+            ops.iter().any(|o| matches!(o, Op::Deregister { registration, service_empty: false } if registration.id == format!("#kong:{n}:10.6.6.6:666"))),
             "{version}: stray target seen: {ops:?}"
         );
 

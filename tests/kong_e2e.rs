@@ -1,0 +1,688 @@
+//! Behaviour of the Kong backend through the `switchboard` binary against the
+//! Marathon and Kong simulators, each scenario once for a Kong 3.x
+//! (services/routes/upstreams, tags) and once for a Kong 0.10 (`/apis`,
+//! append-only targets, ownership by ledger only).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Daemon, eventually, run_cli, s};
+use serde_json::{Value, json};
+use switchboard::sim::kong::{KongSim, KongSimOptions};
+use switchboard::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs scenario `$name(version)` as one test per Kong generation.
+macro_rules! both_versions {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kong_3_4() {
+                super::$name("3.4.2").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kong_0_10() {
+                super::$name("0.10.4").await;
+            }
+        }
+    };
+}
+
+/// An app published on Kong with these routes (empty = label absent).
+fn kong_app(id: &str, hosts: &str, paths: &str, health: bool) -> Value {
+    let mut labels = serde_json::Map::new();
+    if !hosts.is_empty() {
+        labels.insert("kong.hosts".into(), json!(hosts));
+    }
+    if !paths.is_empty() {
+        labels.insert("kong.paths".into(), json!(paths));
+        labels.insert("kong.strip_path".into(), json!("false"));
+    }
+    let mut app = json!({
+        "id": id,
+        "cmd": "python3 -m http.server $PORT0",
+        "labels": labels,
+        "portDefinitions": [{"port": 0, "name": "http", "protocol": "tcp", "labels": {}}],
+    });
+    if health {
+        app["healthChecks"] = json!([{"protocol": "HTTP", "path": "/health", "portIndex": 0}]);
+    }
+    app
+}
+
+/// Kong entity name of an app: derived service name + `.default` (the cluster).
+fn entity(app_id: &str) -> String {
+    format!("{}.default", app_id.trim_start_matches('/').replace('/', "-"))
+}
+
+/// What Kong publishes for one app, the same for both API generations.
+#[derive(Debug, Clone, PartialEq)]
+struct Published {
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    strip_path: bool,
+    /// Where Kong sends traffic, `scheme://host:port`.
+    destination: String,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|e| e["name"] == name)
+}
+
+struct World {
+    marathon: MarathonSim,
+    kong: KongSim,
+    legacy: bool,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn world(version: &str) -> World {
+    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("marathon sim");
+    let kong =
+        KongSim::start(KongSimOptions { version: version.to_owned(), admin_token: None }).await.expect("kong sim");
+    World {
+        marathon,
+        kong,
+        legacy: version.starts_with("0."),
+        dir: tempfile::tempdir().expect("tempdir"),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl World {
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn common_args(&self, resync: &str) -> Vec<String> {
+        s(&[
+            "--marathon",
+            self.marathon.url().as_str(),
+            "--kong",
+            self.kong.url().as_str(),
+            "--resync-interval",
+            resync,
+        ])
+    }
+
+    /// A daemon resyncing every `resync` (`0`: only on start and reconnect).
+    async fn daemon(&self, resync: &str) -> Daemon {
+        let d = Daemon::start(&self.data_dir(), &self.common_args(resync));
+        eventually("stream subscribed", WAIT, || self.marathon.subscribers() > 0).await;
+        // Deploying while the start-up resync is in flight can lose an
+        // instance for good (an engine race, reported separately); these
+        // tests are about Kong, so start from a settled daemon.
+        eventually_async("start-up resync", || async { resyncs_ok(&d).await >= 1.0 }).await;
+        d
+    }
+
+    fn emit(&self, events: &[SimEvent]) {
+        self.marathon.emit(events);
+    }
+
+    /// `host:port` of every task of the app Kong should balance to: running,
+    /// and healthy when the app has health checks.
+    fn expected_targets(&self, app: &str) -> BTreeSet<String> {
+        let body = self.marathon.model().apps_json();
+        let mut out = BTreeSet::new();
+        for a in body["apps"].as_array().into_iter().flatten().filter(|a| a["id"] == app) {
+            let checked = a["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
+            for t in a["tasks"].as_array().into_iter().flatten() {
+                let healthy = t["healthCheckResults"][0]["alive"] == true;
+                if t["state"] == "TASK_RUNNING" && (!checked || healthy) {
+                    out.insert(format!("{}:{}", t["host"].as_str().unwrap_or(""), t["ports"][0]));
+                }
+            }
+        }
+        out
+    }
+
+    /// Active targets of the app's upstream.
+    fn targets(&self, app: &str) -> BTreeSet<String> {
+        let targets = self.kong.targets(&entity(app));
+        targets.as_array().into_iter().flatten().filter_map(|t| t["target"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The app's route (0.x: api) and where its service sends traffic, if
+    /// both exist and are linked.
+    fn published(&self, app: &str) -> Option<Published> {
+        let name = entity(app);
+        if self.legacy {
+            let apis = self.kong.apis();
+            let api = named(&apis, &name)?;
+            return Some(Published {
+                hosts: strings(&api["hosts"]),
+                paths: strings(&api["uris"]),
+                strip_path: api["strip_uri"].as_bool().unwrap_or(true),
+                destination: api["upstream_url"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        let services = self.kong.services();
+        let routes = self.kong.routes();
+        let svc = named(&services, &name)?;
+        let route = named(&routes, &name).filter(|r| r["service"]["id"] == svc["id"])?;
+        Some(Published {
+            hosts: strings(&route["hosts"]),
+            paths: strings(&route["paths"]),
+            strip_path: route["strip_path"].as_bool().unwrap_or(true),
+            destination: format!(
+                "{}://{}:{}",
+                svc["protocol"].as_str().unwrap_or(""),
+                svc["host"].as_str().unwrap_or(""),
+                svc["port"]
+            ),
+        })
+    }
+
+    /// Kinds of Kong entities still named for the app.
+    fn leftovers(&self, app: &str) -> Vec<&'static str> {
+        let name = entity(app);
+        let mut out = Vec::new();
+        let lists: Vec<(&'static str, Value)> = vec![
+            ("upstream", self.kong.upstreams()),
+            ("service", self.kong.services()),
+            ("route", self.kong.routes()),
+            ("api", self.kong.apis()),
+        ];
+        for (kind, list) in lists {
+            if named(&list, &name).is_some() {
+                out.push(kind);
+            }
+        }
+        out
+    }
+
+    /// Kong balances exactly the app's expected targets and publishes `want`.
+    fn in_step(&self, app: &str, want: &Published) -> bool {
+        let expected = self.expected_targets(app);
+        !expected.is_empty() && self.targets(app) == expected && self.published(app).as_ref() == Some(want)
+    }
+
+    async fn converge(&self, app: &str, want: &Published, what: &str) {
+        eventually(what, WAIT, || self.in_step(app, want)).await;
+    }
+
+    /// A call to Kong's Admin API, as an operator would make it.
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
+        let url = self.kong.url().join(path.trim_start_matches('/')).expect("admin url");
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("admin call").status().as_u16()
+    }
+}
+
+/// What Switchboard should publish for an app with these labels.
+fn publish(app: &str, hosts: &[&str], paths: &[&str], strip_path: bool) -> Published {
+    Published {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        strip_path,
+        destination: format!("http://{}:80", entity(app)),
+    }
+}
+
+/// Drops ANSI colour sequences (`ESC [ ... m`): the daemon colours its log
+/// even when stderr is a file, which hides `listen=ADDR` from
+/// `Daemon::status_url`.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for n in chars.by_ref() {
+                if n.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The daemon's status server base URL, from its (colourless) log.
+async fn status_url(d: &Daemon) -> String {
+    let mut found = None;
+    eventually("daemon status address in log", WAIT, || {
+        found = strip_ansi(&d.log()).lines().rev().find_map(|l| {
+            let addr = l.split("listen=").nth(1)?.split_whitespace().next()?;
+            Some(format!("http://{addr}"))
+        });
+        found.is_some()
+    })
+    .await;
+    found.unwrap_or_default()
+}
+
+/// A Prometheus sample's value (0 when absent).
+async fn metric(d: &Daemon, sample: &str) -> f64 {
+    let url = format!("{}/metrics", status_url(d).await);
+    let Ok(resp) = reqwest::get(&url).await else { return 0.0 };
+    let Ok(text) = resp.text().await else { return 0.0 };
+    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+}
+
+async fn resyncs_ok(d: &Daemon) -> f64 {
+    metric(d, "switchboard_resyncs_total{result=\"ok\"}").await
+}
+
+/// Waits for `n` more successful resyncs than now.
+async fn more_resyncs(d: &Daemon, n: f64) {
+    let start = resyncs_ok(d).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while resyncs_ok(d).await < start + n {
+        assert!(std::time::Instant::now() < deadline, "no {n} further resyncs within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn statuses(events: &[SimEvent]) -> (Vec<SimEvent>, Vec<SimEvent>) {
+    events.iter().cloned().partition(|e| e.event_type == "status_update_event")
+}
+
+// ---------------------------------------------------------------- 1. out-of-order deploy
+
+async fn deploy_out_of_order(version: &str) {
+    let w = world(version).await;
+    let _d = w.daemon("0").await;
+
+    // Every status update before the events carrying the labels.
+    let events = w.marathon.model().deploy(kong_app("/shop/web", "shop.example.com", "/api", false), 2);
+    let (status, rest) = statuses(&events);
+    w.emit(&status);
+    w.emit(&rest);
+    let web = publish("/shop/web", &["shop.example.com"], &["/api"], false);
+    w.converge("/shop/web", &web, "status-first app published with 2 targets").await;
+
+    // Everything in reverse: RUNNING before STAGING, labels last.
+    let mut events = w.marathon.model().deploy(kong_app("/shop/cart", "cart.example.com", "", false), 2);
+    events.reverse();
+    w.emit(&events);
+    let cart = publish("/shop/cart", &["cart.example.com"], &[], true);
+    w.converge("/shop/cart", &cart, "reversed app published with 2 targets").await;
+    assert_eq!(w.targets("/shop/web").len(), 2);
+    assert_eq!(w.targets("/shop/cart").len(), 2);
+    if !w.legacy {
+        let ups = w.kong.upstreams();
+        let up = named(&ups, &entity("/shop/web")).expect("upstream");
+        let tags: BTreeSet<String> = strings(&up["tags"]).into_iter().collect();
+        let want: BTreeSet<String> = ["switchboard", "cluster:default", "app:shop-web"].map(String::from).into();
+        assert_eq!(tags, want, "ownership tags on the upstream");
+    }
+}
+both_versions!(deploy_out_of_order);
+
+// ---------------------------------------------------------------- 2. scale
+
+async fn scale_up_and_down(version: &str) {
+    let w = world(version).await;
+    let _d = w.daemon("0").await;
+    let web = publish("/web", &["web.example.com"], &[], true);
+    let events = w.marathon.model().deploy(kong_app("/web", "web.example.com", "", false), 1);
+    w.emit(&events);
+    w.converge("/web", &web, "1 target").await;
+
+    let events = w.marathon.model().scale("/web", 4);
+    w.emit(&events);
+    w.converge("/web", &web, "scaled up to 4 targets").await;
+    assert_eq!(w.targets("/web").len(), 4);
+
+    let events = w.marathon.model().scale("/web", 2);
+    w.emit(&events);
+    w.converge("/web", &web, "scaled down to 2 targets").await;
+    assert_eq!(w.targets("/web").len(), 2);
+}
+both_versions!(scale_up_and_down);
+
+// ---------------------------------------------------------------- 3. health gating
+
+async fn health_gates_targets(version: &str) {
+    let w = world(version).await;
+    let d = w.daemon("500ms").await;
+    let checked = "/checked";
+    let want = publish(checked, &["checked.example.com"], &[], true);
+
+    // The task runs, but its first health result is a failure.
+    let events = w.marathon.model().deploy(kong_app(checked, "checked.example.com", "", true), 1);
+    let no_health: Vec<SimEvent> = events.into_iter().filter(|e| !e.event_type.contains("health")).collect();
+    w.emit(&no_health);
+    let task = w.marathon.model().task_ids(checked)[0].clone();
+    let events = w.marathon.model().set_health(&task, false);
+    w.emit(&events);
+
+    // A marker app behind it: once it is published, the checked app was seen.
+    let marker = publish("/marker", &["marker.example.com"], &[], true);
+    let events = w.marathon.model().deploy(kong_app("/marker", "marker.example.com", "", false), 1);
+    w.emit(&events);
+    w.converge("/marker", &marker, "marker published").await;
+    more_resyncs(&d, 2.0).await;
+    assert!(w.targets(checked).is_empty(), "unhealthy task got a target: {:?}", w.targets(checked));
+    assert_eq!(w.published(checked), None, "app without a healthy task is published");
+
+    let events = w.marathon.model().set_health(&task, true);
+    w.emit(&events);
+    w.converge(checked, &want, "healthy task gets its target").await;
+
+    let events = w.marathon.model().set_health(&task, false);
+    w.emit(&events);
+    eventually("unhealthy task loses its target", WAIT, || w.targets(checked).is_empty()).await;
+    more_resyncs(&d, 2.0).await;
+    assert!(w.targets(checked).is_empty(), "a resync brought the unhealthy target back");
+    assert!(w.in_step("/marker", &marker), "marker untouched");
+}
+both_versions!(health_gates_targets);
+
+// ---------------------------------------------------------------- 4. destroy
+
+async fn destroy_removes_everything(version: &str) {
+    let w = world(version).await;
+    let _d = w.daemon("0").await;
+    let app = "/shop/web";
+    let events = w.marathon.model().deploy(kong_app(app, "shop.example.com", "/", false), 2);
+    w.emit(&events);
+    w.converge(app, &publish(app, &["shop.example.com"], &["/"], false), "published").await;
+    assert!(!w.leftovers(app).is_empty());
+
+    let events = w.marathon.model().destroy(app);
+    w.emit(&events);
+    eventually("every Kong entity of the app removed", WAIT, || w.leftovers(app).is_empty()).await;
+    assert!(w.targets(app).is_empty());
+}
+both_versions!(destroy_removes_everything);
+
+// ---------------------------------------------------------------- 5. foreign entities
+
+/// Snapshot of everything in Kong not named `*.default`.
+fn foreign_state(w: &World) -> Value {
+    let keep = |list: Value| -> Vec<Value> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| !e["name"].as_str().unwrap_or("").ends_with(".default"))
+            .cloned()
+            .collect()
+    };
+    json!({
+        "upstreams": keep(w.kong.upstreams()),
+        "services": keep(w.kong.services()),
+        "routes": keep(w.kong.routes()),
+        "apis": keep(w.kong.apis()),
+        "targets": w.kong.targets("foreign"),
+    })
+}
+
+async fn foreign_entities_survive(version: &str) {
+    use reqwest::Method as M;
+    let w = world(version).await;
+    // Entities someone else made: an upstream with a target, and a published API.
+    let up = if w.legacy {
+        w.admin(M::POST, "/upstreams", Some(json!({"name": "foreign"}))).await
+    } else {
+        w.admin(M::PUT, "/upstreams/foreign", Some(json!({}))).await
+    };
+    assert!(up < 300, "foreign upstream: {up}");
+    assert_eq!(w.admin(M::POST, "/upstreams/foreign/targets", Some(json!({"target": "10.9.9.9:80"}))).await, 201);
+    if w.legacy {
+        let api = json!({"name": "foreign", "hosts": ["foreign.example.com"], "upstream_url": "http://foreign"});
+        assert_eq!(w.admin(M::POST, "/apis", Some(api)).await, 201);
+    } else {
+        assert!(w.admin(M::PUT, "/services/foreign", Some(json!({"host": "foreign"}))).await < 300);
+        let route = json!({"name": "foreign", "hosts": ["foreign.example.com"]});
+        assert_eq!(w.admin(M::POST, "/services/foreign/routes", Some(route)).await, 201);
+        // Another cluster's Switchboard owns this one.
+        let theirs = json!({"host": "other.other", "tags": ["switchboard", "cluster:other", "app:other"]});
+        assert!(w.admin(M::PUT, "/services/other.other", Some(theirs)).await < 300);
+    }
+    let before = foreign_state(&w);
+    let foreign_writes = |w: &World| -> Vec<(String, String)> {
+        w.kong
+            .requests()
+            .into_iter()
+            .filter(|(m, p)| m != "GET" && (p.contains("foreign") || p.contains("other")))
+            .collect()
+    };
+    let setup_writes = foreign_writes(&w).len();
+
+    let d = w.daemon("500ms").await;
+    let app = "/web";
+    let events = w.marathon.model().deploy(kong_app(app, "web.example.com", "", false), 2);
+    w.emit(&events);
+    w.converge(app, &publish(app, &["web.example.com"], &[], true), "published").await;
+    more_resyncs(&d, 3.0).await;
+    let events = w.marathon.model().destroy(app);
+    w.emit(&events);
+    eventually("app removed", WAIT, || w.leftovers(app).is_empty()).await;
+    more_resyncs(&d, 3.0).await;
+
+    assert_eq!(foreign_state(&w), before, "foreign entities changed");
+    assert_eq!(foreign_writes(&w).len(), setup_writes, "switchboard wrote to foreign entities");
+}
+both_versions!(foreign_entities_survive);
+
+// ---------------------------------------------------------------- 6. Kong outage
+
+async fn kong_down_during_deploy(version: &str) {
+    let w = world(version).await;
+    let d = w.daemon("500ms").await;
+
+    w.kong.stop().await;
+    let app = "/web";
+    let events = w.marathon.model().deploy(kong_app(app, "web.example.com", "/web", false), 2);
+    w.emit(&events);
+    eventually_async("a register attempt failed while Kong is down", || async {
+        metric(&d, "switchboard_ops_total{backend=\"kong\",op=\"register\",result=\"retry\"}").await >= 1.0
+    })
+    .await;
+    assert!(w.published(app).is_none() && w.targets(app).is_empty());
+
+    w.kong.restart().await.expect("kong back");
+    w.converge(app, &publish(app, &["web.example.com"], &["/web"], false), "converged after Kong is back").await;
+    eventually_async("queue drained", || async {
+        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == 0.0
+    })
+    .await;
+}
+both_versions!(kong_down_during_deploy);
+
+/// SIGTERM, then waits: the daemon flushes its store on the way out.
+fn stop(d: &mut Daemon) {
+    let pid = d.child.id().to_string();
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(sent.success());
+    let status = d.child.wait().expect("daemon exit");
+    assert!(status.success(), "daemon exited with {status}");
+}
+
+/// Like `eventually`, for an async condition.
+async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {WAIT:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- 7. drift repair
+
+async fn hand_changes_are_repaired(version: &str) {
+    use reqwest::Method as M;
+    let w = world(version).await;
+    let d = w.daemon("500ms").await;
+    let app = "/web";
+    let want = publish(app, &["web.example.com"], &[], true);
+    let events = w.marathon.model().deploy(kong_app(app, "web.example.com", "", false), 2);
+    w.emit(&events);
+    w.converge(app, &want, "published").await;
+
+    let name = entity(app);
+    let hijack = json!({"hosts": ["evil.example.com"]});
+    let path = if w.legacy { format!("/apis/{name}") } else { format!("/routes/{name}") };
+    assert_eq!(w.admin(M::PATCH, &path, Some(hijack)).await, 200);
+    let victim = w.targets(app).into_iter().next().expect("a target");
+    let deleted = w.admin(M::DELETE, &format!("/upstreams/{name}/targets/{victim}"), None).await;
+    assert!(deleted < 300, "delete target: {deleted}");
+    assert!(!w.in_step(app, &want), "hand changes did not take");
+
+    w.converge(app, &want, "route hosts and deleted target repaired").await;
+    // And it stays repaired: no flapping between resyncs.
+    more_resyncs(&d, 2.0).await;
+    assert!(w.in_step(app, &want));
+}
+both_versions!(hand_changes_are_repaired);
+
+// ---------------------------------------------------------------- 8. host conflict
+
+async fn conflicting_hosts_reject_second(version: &str) {
+    let w = world(version).await;
+    let d = w.daemon("500ms").await;
+    let first = "/a/shop";
+    let second = "/b/shop";
+    let events = w.marathon.model().deploy(kong_app(first, "shop.example.com", "", false), 1);
+    w.emit(&events);
+    let want = publish(first, &["shop.example.com"], &[], true);
+    w.converge(first, &want, "first app published").await;
+    let events = w.marathon.model().deploy(kong_app(second, "shop.example.com", "", false), 1);
+    w.emit(&events);
+
+    eventually_async("kong rejection metric", || async {
+        metric(&d, "switchboard_rejections{backend=\"kong\"}").await == 1.0
+    })
+    .await;
+    let listen = status_url(&d).await.trim_start_matches("http://").to_owned();
+    let data_dir = w.data_dir();
+    let out = run_cli(vec![
+        "state".into(),
+        "--json".into(),
+        "--listen".into(),
+        listen,
+        "--data-dir".into(),
+        data_dir.to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert!(out.status.success(), "state failed: {}", String::from_utf8_lossy(&out.stderr));
+    let state: Value = serde_json::from_slice(&out.stdout).expect("state json");
+    let kong: Vec<&Value> =
+        state["rejections"].as_array().into_iter().flatten().filter(|r| r["backend"] == "kong").collect();
+    assert_eq!(kong.len(), 1, "rejections: {}", state["rejections"]);
+    let r = kong[0];
+    assert_eq!(r["app_id"], second);
+    assert_eq!(r["label"], "kong.hosts");
+    let reason = r["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("shop.example.com") && reason.contains(first), "unclear reason: {reason}");
+
+    more_resyncs(&d, 2.0).await;
+    assert!(w.in_step(first, &want), "first app disturbed");
+    assert!(w.leftovers(second).is_empty(), "second app published: {:?}", w.leftovers(second));
+}
+both_versions!(conflicting_hosts_reject_second);
+
+// ---------------------------------------------------------------- 9. reconcile --once, unchanged world
+
+async fn reconcile_unchanged_reads_only(version: &str) {
+    let w = world(version).await;
+    let mut d = w.daemon("0").await;
+    let apps = [("/shop/web", "web.example.com"), ("/shop/cart", "cart.example.com"), ("/admin", "admin.example.com")];
+    for (app, host) in apps {
+        let events = w.marathon.model().deploy(kong_app(app, host, "", false), 2);
+        w.emit(&events);
+    }
+    for (app, host) in apps {
+        w.converge(app, &publish(app, &[host], &[], true), "published").await;
+    }
+    eventually_async("queue drained", || async {
+        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == 0.0
+    })
+    .await;
+    stop(&mut d);
+
+    let (writes, requests) = (w.kong.writes(), w.kong.requests().len());
+    let mut args = s(&["reconcile", "--once", "--json", "--data-dir"]);
+    args.push(w.data_dir().to_string_lossy().into_owned());
+    args.extend(w.common_args("0"));
+    let out = run_cli(args).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "reconcile --once: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made = w.kong.requests()[requests..].to_vec();
+    eprintln!(
+        "kong {version}: reconcile --once of 3 apps x 2 instances made {} requests: {:?}",
+        made.len(),
+        made.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        w.kong.writes(),
+        writes,
+        "reconcile of an unchanged world wrote to Kong; its report: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(made.iter().all(|(m, _)| m == "GET"));
+    for (app, host) in apps {
+        assert!(w.in_step(app, &publish(app, &[host], &[], true)));
+    }
+}
+both_versions!(reconcile_unchanged_reads_only);
+
+// ---------------------------------------------------------------- 10. lost store
+
+/// The data dir is lost (new host, wiped disk) while Kong still publishes
+/// everything: a `reconcile --once` from scratch must leave Kong publishing
+/// it all, never deleting live targets it has no record of.
+async fn lost_store_leaves_kong_alone(version: &str) {
+    let w = world(version).await;
+    let mut d = w.daemon("0").await;
+    let apps = [("/shop/web", "web.example.com"), ("/admin", "admin.example.com")];
+    for (app, host) in apps {
+        let events = w.marathon.model().deploy(kong_app(app, host, "", false), 2);
+        w.emit(&events);
+    }
+    for (app, host) in apps {
+        w.converge(app, &publish(app, &[host], &[], true), "published").await;
+    }
+    eventually_async("queue drained", || async {
+        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == 0.0
+    })
+    .await;
+    stop(&mut d);
+    std::fs::remove_dir_all(w.data_dir()).expect("wipe data dir");
+
+    let before = w.kong.requests().len();
+    let mut args = s(&["reconcile", "--once", "--json", "--data-dir"]);
+    args.push(w.data_dir().to_string_lossy().into_owned());
+    args.extend(w.common_args("0"));
+    let out = run_cli(args).await;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "reconcile --once: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    for (app, host) in apps {
+        assert!(
+            w.in_step(app, &publish(app, &[host], &[], true)),
+            "{app} damaged: {:?}; report {report}",
+            w.targets(app)
+        );
+    }
+    // With an empty ledger every instance is re-registered (idempotent
+    // writes), but nothing live may be deleted, not even for a moment.
+    let deletes: Vec<_> = w.kong.requests()[before..].iter().filter(|(m, _)| m == "DELETE").cloned().collect();
+    assert!(deletes.is_empty(), "deleted live entities: {deletes:?}; report {report}");
+}
+both_versions!(lost_store_leaves_kong_alone);
