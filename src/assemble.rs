@@ -6,10 +6,11 @@
 //! - Order does not matter. Every record is a join-semilattice: `merge` is
 //!   commutative, associative and idempotent, so any permutation or
 //!   duplication of the same facts folds to the same record.
-//!   - state: the greatest `(tier, at, rank)`, where tier is live < killing <
-//!     terminal. Terminal states are final (a tombstone); `TASK_KILLING` never
-//!     goes back to running; among live states the newest wins, so
-//!     `TASK_UNREACHABLE` can recover.
+//!   - state: the greatest `(tier, phase, at, rank)`, where tier is live <
+//!     killing < terminal and phase is starting < running. Terminal states
+//!     are final (a tombstone); `TASK_KILLING` never goes back to running; a
+//!     running task never stages again; between running and unreachable the
+//!     newest wins, so `TASK_UNREACHABLE` can recover.
 //!   - location (host, ports, IPs): the newest fact that has ports or IPs.
 //!   - health: the newest health fact.
 //!   - app stop: the newest stop time; an instance whose state is no newer
@@ -53,8 +54,18 @@ impl StateFact {
         }
     }
 
-    fn key(&self) -> (u8, Timestamp, u8) {
-        (self.tier(), self.at, self.rank())
+    /// Staging and starting come before running or unreachable: a task that
+    /// ran never stages again, whatever the timestamps say (a snapshot's
+    /// facts can be stamped older than the events they already reflect).
+    fn phase(&self) -> u8 {
+        match self.state {
+            TaskState::Staging | TaskState::Starting => 0,
+            _ => 1,
+        }
+    }
+
+    fn key(&self) -> (u8, u8, Timestamp, u8) {
+        (self.tier(), self.phase(), self.at, self.rank())
     }
 }
 
@@ -418,6 +429,8 @@ mod tests {
         assert_eq!(final_state(&[status_fact(Unreachable, 5, &[1]), status_fact(Running, 9, &[1])]), Running);
         assert_eq!(final_state(&[status_fact(Running, 9, &[1]), status_fact(Unreachable, 5, &[1])]), Running);
         assert_eq!(final_state(&[status_fact(Running, 5, &[1]), status_fact(Staging, 5, &[])]), Running);
+        // A snapshot stamped older than a stale STAGING still wins: running never stages again.
+        assert_eq!(final_state(&[status_fact(Running, 1, &[1]), status_fact(Staging, 9, &[])]), Running);
     }
 
     #[test]

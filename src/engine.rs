@@ -268,6 +268,7 @@ impl Engine {
                 .map(|r| r.id.clone())
                 .collect();
             self.store.forget(name, &stale)?;
+            self.absorb(b, &want, &observed)?;
             let (_, queued) = self.expected(name)?;
             let fresh = self.enqueue_new(name, ops, &queued)?;
             if !fresh.is_empty() {
@@ -281,12 +282,50 @@ impl Engine {
         Ok(report)
     }
 
-    /// Applies the due ops of one backend, in key order, until none is due or
+    /// What a backend already holds needs no write: wanted entries it shows
+    /// in step go into the ledger (it may have been lost, say with the data
+    /// dir), and queued ops that would only repeat what is there are settled.
+    fn absorb(
+        &self,
+        b: &Arc<dyn Backend>,
+        want: &[Registration],
+        observed: &[Registration],
+    ) -> Result<(), EngineError> {
+        let name = b.name();
+        let observed: BTreeMap<&str, &Registration> = observed.iter().map(|r| (r.id.as_str(), r)).collect();
+        let ledger: BTreeMap<String, Registration> =
+            self.store.ledger(name)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let in_place: Vec<Registration> = want
+            .iter()
+            .filter(|w| observed.get(w.id.as_str()).is_some_and(|o| b.same(w, o)) && ledger.get(&w.id) != Some(*w))
+            .cloned()
+            .collect();
+        self.store.import_ledger(name, &in_place)?;
+        for q in self.store.queued(name)? {
+            let settled = match &q.op {
+                Op::Register(r) => observed.get(r.id.as_str()).is_some_and(|o| b.same(r, o)),
+                // With `service_empty` app-level objects may remain without the
+                // instance: let the op run so they go too.
+                Op::Deregister { registration, service_empty } => {
+                    !service_empty && !observed.contains_key(registration.id.as_str())
+                }
+            };
+            if settled {
+                self.store.complete(name, &q.op)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the due ops of one backend, deregistrations first, until none is due or
     /// a transient failure says the backend is unwell.
     pub async fn drain(&self, b: &Arc<dyn Backend>) -> Result<Drain, EngineError> {
         let name = b.name();
         let mut next_due: Option<u64> = None;
-        for q in self.store.queued(name)? {
+        let mut queued = self.store.queued(name)?;
+        // Deregistrations first (traffic drains before anything new appears), then by key.
+        queued.sort_by_key(|q| matches!(q.op, Op::Register(_)));
+        for q in queued {
             let now = now_ms();
             if q.not_before_ms > now {
                 next_due = Some(next_due.map_or(q.not_before_ms, |n| n.min(q.not_before_ms)));
