@@ -396,3 +396,52 @@ async fn bad_configuration_exits_2_naming_the_setting() {
     let bad_dir = blocker.join("sub").display().to_string();
     check(s(&["run", "--marathon", "http://127.0.0.1:1", "--data-dir", &bad_dir]), "--data-dir").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_shows_apps_instances_pending_ledger_and_queue() {
+    let w = world().await;
+    let data = w.dir.path().join("data").display().to_string();
+    let mut d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    w.converge("/shop/web", "deployed").await;
+
+    // An instance whose app spec cannot be fetched (Marathon's REST answers 500) stays pending;
+    // a registration Consul refuses (503) stays queued.
+    let events =
+        w.marathon.model().deploy(json!({"id": "/api", "labels": {"consul": ""}, "portDefinitions": [{"port": 0}]}), 1);
+    w.marathon.set_failing(Some(500));
+    w.marathon.emit(&status_only(&events));
+    w.consul.set_failing(Some(503));
+    w.marathon.emit(&w.marathon.model().scale("/shop/web", 2));
+    common::eventually_async("scale-up op queued", WAIT, || async {
+        d.metric("switchboard_queue_depth{backend=\"consul\"}").await >= 1.0
+    })
+    .await;
+    common::eventually_async("api instance pending", WAIT, || async {
+        d.metric("switchboard_pending_instances{lack=\"app spec\"}").await >= 1.0
+    })
+    .await;
+
+    // While the daemon runs, `state` asks it (the daemon holds the store).
+    let status = d.status_url().await;
+    let listen = status.trim_start_matches("http://").to_owned();
+    let out = common::run_cli(s(&["state", "--json", "--listen", &listen, "--data-dir", &data])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let state: Value = serde_json::from_slice(&out.stdout).expect("state json");
+    let pending = state["pending"].as_array().expect("pending");
+    assert!(pending.iter().any(|p| p["app_id"] == "/api" && p["lack"] == "Spec"), "{state:#}");
+    assert_eq!(state["ledger"]["consul"].as_array().map(Vec::len), Some(1), "{state:#}");
+    assert!(state["queue"]["consul"].as_array().is_some_and(|q| !q.is_empty()), "{state:#}");
+    assert!(state["instances"].as_array().is_some_and(|i| i.iter().any(|i| i["status"] == "ready")), "{state:#}");
+    assert!(state["apps"].as_array().is_some_and(|a| a.iter().any(|a| a["app_id"] == "/shop/web")), "{state:#}");
+
+    // With the daemon gone, `state` opens the store itself; the text form names what is pending.
+    d.kill9();
+    let out = common::run_cli(s(&["state", "--listen", "127.0.0.1:1", "--data-dir", &data])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("lacks app spec"), "{text}");
+    assert!(text.contains("queue consul"), "{text}");
+    assert!(text.contains("attempts"), "{text}");
+}
