@@ -445,3 +445,49 @@ async fn state_shows_apps_instances_pending_ledger_and_queue() {
     assert!(text.contains("queue consul"), "{text}");
     assert!(text.contains("attempts"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_label_skips_that_app_only_and_is_reported() {
+    let w = world().await;
+    let d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    let bad = json!({"id": "/bad", "labels": {"consul": "no spaces allowed"}, "portDefinitions": [{"port": 0}]});
+    w.marathon.emit(&w.marathon.model().deploy(bad, 2));
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    w.converge("/shop/web", "the good app is registered").await;
+    assert!(w.consul_ids_of("/bad").is_empty(), "nothing of the bad app is registered");
+    common::eventually_async("rejection counted", WAIT, || async {
+        d.metric("switchboard_rejections{backend=\"labels\"}").await >= 1.0
+    })
+    .await;
+    let state: Value = reqwest::get(format!("{}/state", d.status_url().await)).await.unwrap().json().await.unwrap();
+    let rejections = state["rejections"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rejections.iter().any(|r| r["app_id"] == "/bad" && r["label"] == "consul"),
+        "rejection names app and label: {rejections:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_of_an_app_marathon_no_longer_knows_are_dropped() {
+    let w = world().await;
+    let d = w.daemon(&[]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    // Status updates for an app the snapshot never showed and REST answers 404 for.
+    let events = w
+        .marathon
+        .model()
+        .deploy(json!({"id": "/ghost", "labels": {"consul": ""}, "portDefinitions": [{"port": 0}]}), 2);
+    let _ = w.marathon.model().destroy("/ghost");
+    w.marathon.emit(&status_only(&events));
+    common::eventually_async("the 404 is seen", WAIT, || async {
+        d.metric("switchboard_spec_fetches_total{result=\"not_found\"}").await >= 1.0
+    })
+    .await;
+    common::eventually_async("nothing pending any more", WAIT, || async {
+        d.metric("switchboard_pending_instances{lack=\"app spec\"}").await == 0.0
+    })
+    .await;
+    assert_eq!(w.marathon.app_fetches("/ghost"), 1, "one fetch for two waiting instances");
+    assert!(w.consul_ids_of("/ghost").is_empty());
+}
