@@ -2,7 +2,10 @@
 //! instance being registered in Consul, on the in-process simulators, with
 //! the daemon in the same process (as `switchboard demo` runs it).
 //!
-//! Run: `cargo bench --bench latency` (prints median, p90 and worst of 100).
+//! Run: `cargo bench --bench latency`. Prints median, p90 and worst of 100
+//! samples with one app running, then again with 1,000 more instances in the
+//! store (every event triggers a planning pass over all of them), and the
+//! process's resident memory at the end.
 
 use std::time::{Duration, Instant};
 
@@ -40,9 +43,41 @@ async fn main() -> anyhow::Result<()> {
     let app = json!({"id": "/bench/web", "labels": {"consul": ""}, "portDefinitions": [{"port": 0}]});
     marathon.emit(&marathon.model().deploy(app, 1));
 
+    let small = measure(&marathon, &consul, "/bench/web", 2).await?;
+    report("1 app", small);
+
+    // A bigger world: 50 apps x 20 instances, registered before measuring again.
+    let mut expected = 0;
+    for i in 0..50 {
+        let app = json!({"id": format!("/load/app-{i}"), "labels": {"consul": ""}, "portDefinitions": [{"port": 0}]});
+        marathon.emit(&marathon.model().deploy(app, 20));
+        expected += 20;
+    }
+    let t0 = Instant::now();
+    while consul.services().len() < expected + SAMPLES + 1 {
+        if t0.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("the 1,000 instances were not registered within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("registered 1,000 more instances (50 deploys) in {:.2} s", t0.elapsed().as_secs_f64());
+    let big = measure(&marathon, &consul, "/bench/web", SAMPLES + 2).await?;
+    report("with 1,000 more instances", big);
+    println!("resident memory at the end: {}", rss().unwrap_or_else(|| "unknown".into()));
+
+    shutdown.cancel();
+    daemon.await??;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    Ok(())
+}
+
+/// Scales `app` up one instance at a time, `SAMPLES` times, timing each new
+/// instance from its TASK_RUNNING event to its Consul registration.
+async fn measure(marathon: &MarathonSim, consul: &ConsulSim, app: &str, first: usize) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(SAMPLES);
-    for n in 2..SAMPLES + 2 {
-        let events = marathon.model().scale("/bench/web", n);
+    for n in first..first + SAMPLES {
+        let events = marathon.model().scale(app, n);
         let (running, rest): (Vec<SimEvent>, Vec<SimEvent>) = events.into_iter().partition(is_running);
         let new_id = running
             .iter()
@@ -63,19 +98,24 @@ async fn main() -> anyhow::Result<()> {
         }
         samples.push(t0.elapsed());
     }
-    shutdown.cancel();
-    daemon.await??;
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(samples)
+}
 
+fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "TASK_RUNNING -> Consul registration, {} samples: median {:.2} ms, p90 {:.2} ms, worst {:.2} ms, best {:.2} ms",
+        "TASK_RUNNING -> Consul registration ({what}), {} samples: median {:.2} ms, p90 {:.2} ms, worst {:.2} ms, best {:.2} ms",
         samples.len(),
         ms(samples[samples.len() / 2]),
         ms(samples[samples.len() * 9 / 10]),
         ms(samples[samples.len() - 1]),
         ms(samples[0])
     );
-    Ok(())
+}
+
+/// VmRSS from /proc (Linux), as printed there.
+fn rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_owned()))
 }
