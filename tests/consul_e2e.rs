@@ -491,3 +491,29 @@ async fn instances_of_an_app_marathon_no_longer_knows_are_dropped() {
     assert_eq!(w.marathon.app_fetches("/ghost"), 1, "one fetch for two waiting instances");
     assert!(w.consul_ids_of("/ghost").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_the_environment_reach_marathon_and_consul_but_never_the_log() {
+    let marathon = MarathonSim::start(ModelOptions {
+        keepalive: Duration::from_millis(500),
+        basic_auth: Some(("ops".into(), "m4rathon-s3cret".into())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let consul = ConsulSim::start(ConsulSimOptions { acl_token: Some("c0nsul-t0ken".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let w = World { marathon, consul, dir: tempfile::tempdir().unwrap() };
+    let d = Daemon::start_with_env(
+        &w.dir.path().join("data"),
+        &w.args(&[]),
+        &[("SWITCHBOARD_MARATHON_AUTH", "ops:m4rathon-s3cret"), ("SWITCHBOARD_CONSUL_TOKEN", "c0nsul-t0ken")],
+    );
+    eventually("stream subscribed with basic auth", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    w.converge("/shop/web", "registered with the ACL token").await;
+    let log = d.log();
+    assert!(log.contains("applied"), "debug log captured: {log}");
+    assert!(!log.contains("m4rathon-s3cret") && !log.contains("c0nsul-t0ken"), "a secret leaked into the log");
+}

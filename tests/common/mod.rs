@@ -45,23 +45,33 @@ pub struct Daemon {
     pub child: Child,
     pub data_dir: PathBuf,
     pub args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
 impl Daemon {
     /// Starts `switchboard run` with fast test timings plus `args`.
     pub fn start(data_dir: &Path, args: &[String]) -> Daemon {
+        Daemon::start_with_env(data_dir, args, &[])
+    }
+
+    /// Like `start`, with extra environment variables (secrets).
+    pub fn start_with_env(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> Daemon {
         let log = data_dir.with_extension(format!("log{}", std::process::id()));
-        let mut d =
-            Daemon { child: spawn(data_dir, args, &log), data_dir: data_dir.to_owned(), args: args.to_vec(), log };
-        let _ = &mut d;
-        d
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Daemon {
+            child: spawn(data_dir, args, &log, &env),
+            data_dir: data_dir.to_owned(),
+            args: args.to_vec(),
+            env,
+            log,
+        }
     }
 
     /// `kill -9`, then a fresh start on the same data dir.
     pub fn kill9_and_restart(&mut self) {
         self.kill9();
-        self.child = spawn(&self.data_dir, &self.args, &self.log);
+        self.child = spawn(&self.data_dir, &self.args, &self.log, &self.env);
     }
 
     pub fn kill9(&mut self) {
@@ -70,7 +80,7 @@ impl Daemon {
     }
 
     pub fn restart(&mut self) {
-        self.child = spawn(&self.data_dir, &self.args, &self.log);
+        self.child = spawn(&self.data_dir, &self.args, &self.log, &self.env);
     }
 
     /// The daemon's log so far (stderr).
@@ -79,7 +89,7 @@ impl Daemon {
     }
 }
 
-fn spawn(data_dir: &Path, args: &[String], log: &Path) -> Child {
+fn spawn(data_dir: &Path, args: &[String], log: &Path, env: &[(String, String)]) -> Child {
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
     Command::new(BIN)
         .arg("run")
@@ -88,7 +98,8 @@ fn spawn(data_dir: &Path, args: &[String], log: &Path) -> Child {
         .args(["--listen", "127.0.0.1:0"])
         .args(defaults(args, &[("--grace-period", "300ms"), ("--idle-timeout", "5s"), ("--resync-interval", "0")]))
         .args(args)
-        .env("SWITCHBOARD_LOG", "info")
+        .env("SWITCHBOARD_LOG", "debug")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env_remove("SWITCHBOARD_CONSUL_URL")
         .env_remove("SWITCHBOARD_KONG_URL")
         .env_remove("SWITCHBOARD_VULCAND_URL")
