@@ -201,6 +201,7 @@ impl Engine {
     /// One planning pass against the ledger (no backend reads). Returns the
     /// backends that got new ops.
     pub fn plan_from_ledger(&self) -> Result<Vec<&'static str>, EngineError> {
+        let _timer = self.metrics.plan_seconds.start_timer();
         let state = self.desired()?;
         let mut touched = Vec::new();
         for b in &self.backends {

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub ops: IntCounterVec,
     /// Seconds one backend call took, by backend and op.
     pub op_seconds: HistogramVec,
+    /// Seconds one planning pass took (desired state against every ledger).
+    pub plan_seconds: prometheus::Histogram,
     /// Operations waiting, by backend.
     pub queue_depth: IntGaugeVec,
     /// Entries in the ledger, by backend.
@@ -62,6 +64,10 @@ impl Metrics {
                 HistogramOpts::new("switchboard_op_seconds", "Duration of one backend call")
                     .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
                 &["backend", "op"]
+            )),
+            plan_seconds: reg!(prometheus::Histogram::with_opts(
+                HistogramOpts::new("switchboard_plan_seconds", "Duration of one planning pass")
+                    .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0])
             )),
             queue_depth: reg!(IntGaugeVec::new(
                 Opts::new("switchboard_queue_depth", "Operations waiting, by backend"),

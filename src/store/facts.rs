@@ -15,7 +15,7 @@ const SPEC_VERSIONS_KEPT: usize = 3;
 
 /// An instance record plus the local receive sequence of its last fact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
+pub(super) struct Stored {
     record: InstanceRecord,
     seq: u64,
 }
@@ -68,6 +68,11 @@ impl Store {
             }
             Ok(())
         })?;
+        let keys: Vec<&[u8]> = touches
+            .iter()
+            .filter_map(|t| if let Touch::Instance(r) = t { Some(r.instance.as_str().as_bytes()) } else { None })
+            .collect();
+        self.refresh_cache(&keys)?;
         for touch in touches {
             if let Touch::Spec(spec) = touch {
                 self.prune_spec_versions(&spec.id)?;
@@ -153,14 +158,38 @@ impl Store {
         Ok(())
     }
 
-    fn stored_instances(&self) -> Result<Vec<(InstanceId, Stored)>, Error> {
-        let mut out = Vec::new();
-        for kv in self.instances.iter() {
-            let (_, v) = kv?;
-            let s: Stored = decode("instances", &v)?;
-            out.push((s.record.instance.clone(), s));
+    /// Re-reads `keys` from sled into the decoded cache (if it is filled).
+    fn refresh_cache(&self, keys: &[&[u8]]) -> Result<(), Error> {
+        let mut cache = self.instance_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(map) = cache.as_mut() {
+            for key in keys {
+                match self.instances.get(key)? {
+                    Some(v) => {
+                        map.insert(key.to_vec(), decode("instances", &v)?);
+                    }
+                    None => {
+                        map.remove(*key);
+                    }
+                }
+            }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    fn stored_instances(&self) -> Result<Vec<(InstanceId, Stored)>, Error> {
+        let mut cache = self.instance_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.is_none() {
+            let mut map = BTreeMap::new();
+            for kv in self.instances.iter() {
+                let (k, v) = kv?;
+                map.insert(k.to_vec(), decode("instances", &v)?);
+            }
+            *cache = Some(map);
+        }
+        Ok(cache
+            .as_ref()
+            .map(|m| m.values().map(|s: &Stored| (s.record.instance.clone(), s.clone())).collect())
+            .unwrap_or_default())
     }
 
     /// Every instance record, tombstones included.
@@ -210,6 +239,7 @@ impl Store {
             let app_stopped = apps.get(&rec.app_id).and_then(|a| a.stopped_at).is_some_and(|s| rec.last_at() <= s);
             if (rec.is_tombstone() || app_stopped) && rec.last_at() < before {
                 self.instances.remove(id.as_str().as_bytes())?;
+                self.refresh_cache(&[id.as_str().as_bytes()])?;
                 removed += 1;
             }
         }

@@ -61,6 +61,12 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Decoded copy of the `instances` tree, filled on first read and kept in
+    /// step by every write (each write re-reads its keys from sled under this
+    /// lock after committing, so the last word is always sled's). It only
+    /// saves decoding every record on every planning pass; sled stays the
+    /// truth. A std Mutex: held for short sections, never across `.await`.
+    instance_cache: std::sync::Arc<std::sync::Mutex<Option<std::collections::BTreeMap<Vec<u8>, facts::Stored>>>>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
@@ -99,6 +105,7 @@ impl Store {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open().map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         Ok(Store {
+            instance_cache: Default::default(),
             specs: tree("specs")?,
             apps: tree("apps")?,
             instances: tree("instances")?,
