@@ -57,6 +57,9 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
     }
 }
 
+/// Decoded `instances` records by sled key.
+type InstanceCache = std::collections::BTreeMap<Vec<u8>, facts::Stored>;
+
 /// A cloneable handle to the store; every clone shares the same trees.
 #[derive(Clone)]
 pub struct Store {
@@ -66,7 +69,7 @@ pub struct Store {
     /// lock after committing, so the last word is always sled's). It only
     /// saves decoding every record on every planning pass; sled stays the
     /// truth. A std Mutex: held for short sections, never across `.await`.
-    instance_cache: std::sync::Arc<std::sync::Mutex<Option<std::collections::BTreeMap<Vec<u8>, facts::Stored>>>>,
+    instance_cache: std::sync::Arc<std::sync::Mutex<Option<InstanceCache>>>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
