@@ -27,24 +27,61 @@ pub struct QueuedOp {
 impl Store {
     /// What Switchboard registered on `backend`.
     pub fn ledger(&self, backend: &str) -> Result<Vec<Registration>, Error> {
-        self.ledger.scan_prefix(prefix(backend)).values().map(|v| decode("ledger", &v?)).collect()
+        let mut cache = self.ledger_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.is_none() {
+            let mut map = std::collections::BTreeMap::new();
+            for kv in self.ledger.iter() {
+                let (k, v) = kv?;
+                map.insert(k.to_vec(), decode("ledger", &v)?);
+            }
+            *cache = Some(map);
+        }
+        let start = prefix(backend);
+        Ok(cache
+            .as_ref()
+            .map(|m| {
+                m.range(start.clone()..).take_while(|(k, _)| k.starts_with(&start)).map(|(_, r)| r.clone()).collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Re-reads `keys` from sled into the decoded ledger cache (if filled).
+    fn refresh_ledger_cache(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
+        let mut cache = self.ledger_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(map) = cache.as_mut() {
+            for key in keys {
+                match self.ledger.get(key)? {
+                    Some(v) => {
+                        map.insert(key.clone(), decode("ledger", &v)?);
+                    }
+                    None => {
+                        map.remove(key);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Copies ledger entries in (for a scratch store seeded from the real one).
     pub fn import_ledger(&self, backend: &str, regs: &[Registration]) -> Result<(), Error> {
+        let mut keys = Vec::with_capacity(regs.len());
         for r in regs {
-            self.ledger.insert(key2(backend, &r.id), encode(r)?)?;
+            let key = key2(backend, &r.id);
+            self.ledger.insert(key.as_slice(), encode(r)?)?;
+            keys.push(key);
         }
-        Ok(())
+        self.refresh_ledger_cache(&keys)
     }
 
     /// Drops ledger entries of `backend` that are in none of `keep` (used by
     /// a resync for entries that are neither desired nor present).
     pub fn forget(&self, backend: &str, ids: &[String]) -> Result<(), Error> {
-        for id in ids {
-            self.ledger.remove(key2(backend, id))?;
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key2(backend, id)).collect();
+        for key in &keys {
+            self.ledger.remove(key.as_slice())?;
         }
-        Ok(())
+        self.refresh_ledger_cache(&keys)
     }
 
     /// Queues ops for `backend`, replacing any queued op for the same key.
@@ -93,7 +130,7 @@ impl Store {
             }
             Ok(())
         })?;
-        Ok(())
+        self.refresh_ledger_cache(&[key])
     }
 
     /// Records a failed attempt of `op`: retried not before `not_before_ms`.

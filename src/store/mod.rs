@@ -59,6 +59,8 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
 
 /// Decoded `instances` records by sled key.
 type InstanceCache = std::collections::BTreeMap<Vec<u8>, facts::Stored>;
+/// Decoded `ledger` entries by sled key (`backend \0 id`).
+type LedgerCache = std::collections::BTreeMap<Vec<u8>, crate::model::Registration>;
 
 /// A cloneable handle to the store; every clone shares the same trees.
 #[derive(Clone)]
@@ -70,6 +72,8 @@ pub struct Store {
     /// saves decoding every record on every planning pass; sled stays the
     /// truth. A std Mutex: held for short sections, never across `.await`.
     instance_cache: std::sync::Arc<std::sync::Mutex<Option<InstanceCache>>>,
+    /// Decoded copy of the `ledger` tree, kept the same way.
+    ledger_cache: std::sync::Arc<std::sync::Mutex<Option<LedgerCache>>>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
@@ -109,6 +113,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         Ok(Store {
             instance_cache: Default::default(),
+            ledger_cache: Default::default(),
             specs: tree("specs")?,
             apps: tree("apps")?,
             instances: tree("instances")?,
