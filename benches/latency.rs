@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         expected += 20;
     }
     let t0 = Instant::now();
-    while consul.services().len() < expected + SAMPLES + 1 {
+    while consul.service_count() < expected + SAMPLES + 1 {
         if t0.elapsed() > Duration::from_secs(120) {
             anyhow::bail!("the 1,000 instances were not registered within 120 s");
         }
@@ -88,7 +88,7 @@ async fn measure(marathon: &MarathonSim, consul: &ConsulSim, app: &str, first: u
         let t0 = Instant::now();
         marathon.emit(&running);
         loop {
-            if consul.services().contains_key(&new_id) {
+            if consul.has_service(&new_id) {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(10) {

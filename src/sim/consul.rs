@@ -125,6 +125,16 @@ impl ConsulSim {
         st.services.iter().map(|(id, s)| (id.clone(), s.listing(!st.no_meta))).collect()
     }
 
+    /// Whether a service with this ID is registered (cheap: for tight polling).
+    pub fn has_service(&self, id: &str) -> bool {
+        self.shared.lock().services.contains_key(id)
+    }
+
+    /// How many services are registered, the built-in `consul` one excluded.
+    pub fn service_count(&self) -> usize {
+        self.shared.lock().services.len()
+    }
+
     /// Stores a register body as if someone else had registered it: no
     /// validation, no ACL, not counted in `writes`. `ID` defaults to `Name`.
     pub fn insert_raw(&self, register_body: Value) {
