@@ -203,10 +203,14 @@ impl Engine {
     pub fn plan_from_ledger(&self) -> Result<Vec<&'static str>, EngineError> {
         let _timer = self.metrics.plan_seconds.start_timer();
         let state = self.desired()?;
+        self.plan_state_against_ledger(&state)
+    }
+
+    fn plan_state_against_ledger(&self, state: &DesiredState) -> Result<Vec<&'static str>, EngineError> {
         let mut touched = Vec::new();
         for b in &self.backends {
             let (expected, queued) = self.expected(b.name())?;
-            let want = self.wanted(&state, b.name(), &expected);
+            let want = self.wanted(state, b.name(), &expected);
             let ops = plan(&want, &expected, |d, o| d == o);
             let fresh = self.enqueue_new(b.name(), ops, &queued)?;
             if !fresh.is_empty() {
@@ -242,8 +246,8 @@ impl Engine {
             warn!(app_id = %id, error = %err, "app definition unreadable; its registrations are left as they are");
         }
         self.store.apply_snapshot(&apps, &broken, as_of, seq_at_request)?;
-        self.plan_from_ledger()?;
         let state = self.desired()?;
+        self.plan_state_against_ledger(&state)?;
 
         let mut report = ResyncReport::default();
         for b in &self.backends {
