@@ -308,9 +308,15 @@ async fn malformed_lines_and_unknown_types_are_skipped() {
     w.marathon.emit_raw("event: status_update_event\r\ndata: {\"taskId\": \r\n\r\n");
     w.marathon.emit_raw("event: brand_new_event\r\ndata: {\"eventType\":\"brand_new_event\",\"timestamp\":\"2017-07-19T17:35:15.661Z\"}\r\n\r\n");
     w.marathon.emit_raw("data: this is not json\r\n\r\n");
+    // A line over the 16 MiB cap is skipped, not buffered without end.
+    let huge = format!("event: api_post_event\r\ndata: {{\"pad\":\"{}\"}}\r\n\r\n", "x".repeat(17 * 1024 * 1024));
+    w.marathon.emit_raw(&huge);
     w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
     w.converge("/shop/web", "events after the bad ones still applied").await;
-    assert!(d.metric("switchboard_events_skipped_total{reason=\"malformed\"}").await >= 1.0);
+    assert!(
+        d.metric("switchboard_events_skipped_total{reason=\"malformed\"}").await >= 2.0,
+        "bad JSON and the oversized line"
+    );
     assert!(d.metric("switchboard_events_skipped_total{reason=\"unknown_type\"}").await >= 1.0);
 }
 
