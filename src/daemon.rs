@@ -4,7 +4,7 @@
 //! Tasks, each with one job:
 //! - stream: reads Marathon's SSE (parse only) into an unbounded channel, so
 //!   it never waits on anything else and Marathon never drops us for lag;
-//! - consumer: folds each event into the store (durable) and wakes the planner;
+//! - consumer: folds events into the store, flushing once per burst, and wakes the planner;
 //! - planner: desired vs expected ledger → queued ops, coalescing wake-ups;
 //! - one worker per backend: drains that backend's queue with backoff;
 //! - resync: on start, after every (re)connect and every `resync_interval`;
@@ -161,6 +161,10 @@ pub async fn run(
     Ok(())
 }
 
+/// Most stream items folded before one flush: a burst of events costs one
+/// fsync per batch, not one per event.
+const FOLD_BATCH: usize = 256;
+
 async fn consume(
     engine: Engine,
     mut rx: mpsc::UnboundedReceiver<StreamItem>,
@@ -169,38 +173,64 @@ async fn consume(
     shutdown: CancellationToken,
 ) {
     loop {
-        let item = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             item = rx.recv() => match item { Some(i) => i, None => return },
         };
-        match item {
-            StreamItem::Connected { endpoint } => {
-                engine.metrics.stream.with_label_values(&["connected"]).inc();
-                info!(endpoint = %endpoint, "event stream connected; resyncing");
-                resync_wake.notify_one();
+        let mut folded = false;
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(item) = next.take() {
+            folded |= handle(&engine, item, &resync_wake);
+            taken += 1;
+            if taken < FOLD_BATCH {
+                next = rx.try_recv().ok();
             }
-            StreamItem::Disconnected { reason } => {
-                engine.metrics.stream.with_label_values(&["disconnected"]).inc();
-                warn!(reason = %reason, "event stream lost; reconnecting");
+        }
+        if folded {
+            if let Err(e) = engine.store.flush().await {
+                warn!(error = %e, "cannot flush the store");
             }
-            StreamItem::Malformed { event_type, error } => {
-                engine.metrics.events_skipped.with_label_values(&["malformed"]).inc();
-                warn!(event_type = %event_type, error = %error, "malformed event skipped");
-            }
-            StreamItem::Events { event_type, events } => {
-                engine.metrics.events.with_label_values(&[&event_type]).inc();
-                if let Err(e) = fold_events(&engine, &events).await {
+            plan_wake.notify_one();
+        }
+    }
+}
+
+/// Handles one stream item; true when facts were folded into the store.
+fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify) -> bool {
+    match item {
+        StreamItem::Connected { endpoint } => {
+            engine.metrics.stream.with_label_values(&["connected"]).inc();
+            info!(endpoint = %endpoint, "event stream connected; resyncing");
+            resync_wake.notify_one();
+            false
+        }
+        StreamItem::Disconnected { reason } => {
+            engine.metrics.stream.with_label_values(&["disconnected"]).inc();
+            warn!(reason = %reason, "event stream lost; reconnecting");
+            false
+        }
+        StreamItem::Malformed { event_type, error } => {
+            engine.metrics.events_skipped.with_label_values(&["malformed"]).inc();
+            warn!(event_type = %event_type, error = %error, "malformed event skipped");
+            false
+        }
+        StreamItem::Events { event_type, events } => {
+            engine.metrics.events.with_label_values(&[&event_type]).inc();
+            match fold_events(engine, &events) {
+                Ok(()) => true,
+                Err(e) => {
                     warn!(event_type = %event_type, error = %e, "cannot store event");
-                    continue;
+                    false
                 }
-                plan_wake.notify_one();
             }
         }
     }
 }
 
-/// Folds the facts of one SSE event into the store durably.
-pub async fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) -> Result<(), crate::store::Error> {
+/// Folds the facts of one SSE event into the store (one transaction per
+/// event; the caller flushes).
+pub fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) -> Result<(), crate::store::Error> {
     use crate::marathon::event::Event;
     let seq = engine.store.next_seq()?;
     for event in events {
@@ -224,7 +254,7 @@ pub async fn fold_events(engine: &Engine, events: &[crate::marathon::event::Even
         }
         engine.store.apply_touches(&touches, seq)?;
     }
-    engine.store.flush().await
+    Ok(())
 }
 
 async fn planner(
@@ -240,6 +270,12 @@ async fn planner(
         }
         match engine.plan_from_ledger() {
             Ok(touched) => {
+                // Queued ops are durable before any of them is tried.
+                if !touched.is_empty()
+                    && let Err(e) = engine.store.flush().await
+                {
+                    warn!(error = %e, "cannot flush the store");
+                }
                 for (b, w) in &workers {
                     if touched.contains(&b.name()) {
                         w.notify_one();
@@ -296,6 +332,9 @@ async fn resyncer(
     loop {
         let ok = match engine.resync().await {
             Ok(report) => {
+                if let Err(e) = engine.store.flush().await {
+                    warn!(error = %e, "cannot flush the store");
+                }
                 for (b, w) in &workers {
                     w.notify_one();
                     if report.failed.iter().any(|(n, _)| *n == b.name()) {
