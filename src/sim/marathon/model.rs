@@ -1,35 +1,7 @@
-//! In-process Marathon: one in-memory model serving the REST API and the SSE
-//! event bus, with scenario methods that emit the events real Marathon sends.
-//!
-//! Invariants:
-//! - `Model` is pure (no I/O): each scenario method mutates it and returns
-//!   the events Marathon would publish, in Marathon's order (EVENTS.md §4).
-//!   The caller decides when (and whether) to `emit` them, so tests can drop,
-//!   reorder or delay events.
-//! - Timestamps come from a logical clock that strictly increases with every
-//!   event; nothing reads the wall clock.
-//! - The server's std Mutexes are never held across an `.await`.
-//! - Binds 127.0.0.1:0 only.
+//! The pure model: apps, tasks, a logical clock, and the scenario methods
+//! returning the events Marathon would publish. No I/O.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use base64::Engine;
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use crate::model::{AppId, TaskState, Timestamp};
+use super::*;
 
 /// One event as Marathon would publish it (`data` includes `eventType` and
 /// `timestamp`).
@@ -64,11 +36,11 @@ impl Default for ModelOptions {
 }
 
 /// 2017-07-19T17:30:00.000Z: where the logical clock starts.
-const CLOCK_START_MS: i64 = 1_500_485_400_000;
-const HOSTS: &[&str] = &["10.0.2.11", "10.0.2.12", "10.0.2.13", "10.0.2.14"];
+pub(super) const CLOCK_START_MS: i64 = 1_500_485_400_000;
+pub(super) const HOSTS: &[&str] = &["10.0.2.11", "10.0.2.12", "10.0.2.13", "10.0.2.14"];
 
 #[derive(Debug, Clone)]
-struct SimTask {
+pub(super) struct SimTask {
     id: String,
     instance: String,
     host: String,
@@ -83,23 +55,23 @@ struct SimTask {
 }
 
 #[derive(Debug, Clone)]
-struct SimApp {
+pub(super) struct SimApp {
     /// The app definition as stored (id normalised, `version`, `instances`).
     def: Value,
     tasks: Vec<SimTask>,
 }
 
 impl SimApp {
-    fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         self.def.get("id").and_then(Value::as_str).unwrap_or("")
     }
-    fn version(&self) -> String {
+    pub(super) fn version(&self) -> String {
         self.def.get("version").and_then(Value::as_str).unwrap_or("").to_owned()
     }
-    fn has_health_checks(&self) -> bool {
+    pub(super) fn has_health_checks(&self) -> bool {
         self.def.get("healthChecks").and_then(Value::as_array).is_some_and(|h| !h.is_empty())
     }
-    fn ip_per_task(&self) -> bool {
+    pub(super) fn ip_per_task(&self) -> bool {
         let container = self
             .def
             .get("networks")
@@ -108,7 +80,7 @@ impl SimApp {
         container || self.def.get("ipAddress").is_some_and(Value::is_object)
     }
     /// Service ports, one per port definition / mapping, in order.
-    fn service_ports(&self) -> Vec<u64> {
+    pub(super) fn service_ports(&self) -> Vec<u64> {
         let d = &self.def;
         let list = |v: Option<&Value>, key: &str| -> Option<Vec<u64>> {
             let a = v?.as_array().filter(|a| !a.is_empty())?;
@@ -380,11 +352,11 @@ impl Model {
         self.app(id).map(|a| json!({"app": self.app_value(a, true)}))
     }
 
-    fn apps_json_embed(&self, tasks: bool) -> Value {
+    pub(super) fn apps_json_embed(&self, tasks: bool) -> Value {
         json!({"apps": self.apps.values().map(|a| self.app_value(a, tasks)).collect::<Vec<_>>()})
     }
 
-    fn app_value(&self, app: &SimApp, with_tasks: bool) -> Value {
+    pub(super) fn app_value(&self, app: &SimApp, with_tasks: bool) -> Value {
         let mut v = app.def.clone();
         let running = app.tasks.iter().filter(|t| t.state == TaskState::Running).count();
         let staged = app.tasks.iter().filter(|t| t.state == TaskState::Staging).count();
@@ -405,26 +377,26 @@ impl Model {
         v
     }
 
-    fn app(&self, id: &str) -> Option<&SimApp> {
+    pub(super) fn app(&self, id: &str) -> Option<&SimApp> {
         let id = AppId::parse(id).ok()?;
         self.apps.get(id.as_str())
     }
 
-    fn app_of_task(&self, task_id: &str) -> Option<String> {
+    pub(super) fn app_of_task(&self, task_id: &str) -> Option<String> {
         self.apps.values().find(|a| a.tasks.iter().any(|t| t.id == task_id)).map(|a| a.id().to_owned())
     }
 
-    fn task_mut(&mut self, app_id: &str, task_id: &str) -> Option<&mut SimTask> {
+    pub(super) fn task_mut(&mut self, app_id: &str, task_id: &str) -> Option<&mut SimTask> {
         self.apps.get_mut(app_id)?.tasks.iter_mut().find(|t| t.id == task_id)
     }
 
     /// Advances the clock and returns the new time in Marathon's form.
-    fn tick(&mut self) -> String {
+    pub(super) fn tick(&mut self) -> String {
         self.clock_ms += 7;
         Timestamp(self.clock_ms).to_string()
     }
 
-    fn ev(&mut self, event_type: &str, mut data: Value) -> SimEvent {
+    pub(super) fn ev(&mut self, event_type: &str, mut data: Value) -> SimEvent {
         let at = self.tick();
         if let Some(obj) = data.as_object_mut() {
             obj.insert("eventType".into(), json!(event_type));
@@ -433,12 +405,12 @@ impl Model {
         SimEvent { event_type: event_type.to_owned(), data }
     }
 
-    fn group_change(&mut self, app_id: &str, version: &str) -> SimEvent {
+    pub(super) fn group_change(&mut self, app_id: &str, version: &str) -> SimEvent {
         let group = parent(app_id);
         self.ev("group_change_success", json!({"groupId": group, "version": version}))
     }
 
-    fn plan(&mut self, steps: &[&str], app_id: &str, original: Value, version: &str) -> Value {
+    pub(super) fn plan(&mut self, steps: &[&str], app_id: &str, original: Value, version: &str) -> Value {
         let id = format!("{:08x}-9b4f-4a5a-8bd4-{:012x}", self.next_deployment, self.next_deployment);
         self.next_deployment += 1;
         let steps: Vec<Value> = steps.iter().map(|s| json!({"actions": [{"action": s, "app": app_id}]})).collect();
@@ -450,7 +422,7 @@ impl Model {
         plan
     }
 
-    fn deployment(&mut self, ty: &str, plan: &Value, action: &str, app_id: &str) -> SimEvent {
+    pub(super) fn deployment(&mut self, ty: &str, plan: &Value, action: &str, app_id: &str) -> SimEvent {
         self.ev(
             ty,
             json!({"plan": plan, "currentStep": {"actions": [{"action": action, "app": app_id, "readinessCheckResults": []}]}}),
@@ -458,7 +430,7 @@ impl Model {
     }
 
     /// The root group with every app, nested by path.
-    fn root_group(&self) -> Value {
+    pub(super) fn root_group(&self) -> Value {
         let mut groups: BTreeSet<String> = BTreeSet::new();
         for id in self.apps.keys() {
             let mut p = parent(id);
@@ -471,7 +443,7 @@ impl Model {
         self.group_value("/", &groups, &version)
     }
 
-    fn group_value(&self, path: &str, groups: &BTreeSet<String>, version: &str) -> Value {
+    pub(super) fn group_value(&self, path: &str, groups: &BTreeSet<String>, version: &str) -> Value {
         let apps: Vec<Value> = self.apps.values().filter(|a| parent(a.id()) == path).map(|a| a.def.clone()).collect();
         let children: Vec<Value> =
             groups.iter().filter(|g| parent(g) == path).map(|g| self.group_value(g, groups, version)).collect();
@@ -480,7 +452,7 @@ impl Model {
 
     /// Launches one task of the app's current version: STAGING, Staging,
     /// STARTING, RUNNING, Running, then health if the app has checks.
-    fn launch(&mut self, app_id: &str) -> Vec<SimEvent> {
+    pub(super) fn launch(&mut self, app_id: &str) -> Vec<SimEvent> {
         let Some(app) = self.apps.get(app_id) else {
             return Vec::new();
         };
@@ -533,7 +505,7 @@ impl Model {
 
     /// KILLING then KILLED (each with its instance_changed_event); the task
     /// is removed.
-    fn kill(&mut self, app_id: &str, task_id: &str) -> Vec<SimEvent> {
+    pub(super) fn kill(&mut self, app_id: &str, task_id: &str) -> Vec<SimEvent> {
         let mut out = self.transition(app_id, task_id, TaskState::Killing, "Killing");
         out.extend(self.transition(app_id, task_id, TaskState::Killed, "Killed"));
         if let Some(app) = self.apps.get_mut(app_id) {
@@ -544,7 +516,13 @@ impl Model {
 
     /// status_update_event, then instance_changed_event unless `condition`
     /// is empty.
-    fn transition(&mut self, app_id: &str, task_id: &str, state: TaskState, condition: &str) -> Vec<SimEvent> {
+    pub(super) fn transition(
+        &mut self,
+        app_id: &str,
+        task_id: &str,
+        state: TaskState,
+        condition: &str,
+    ) -> Vec<SimEvent> {
         let started = Timestamp(self.clock_ms + 1).to_string();
         let Some(t) = self.task_mut(app_id, task_id) else {
             return Vec::new();
@@ -575,11 +553,11 @@ impl Model {
     }
 }
 
-fn ips_value(ips: &[String]) -> Value {
+pub(super) fn ips_value(ips: &[String]) -> Value {
     json!(ips.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>())
 }
 
-fn task_value(app_id: &str, t: &SimTask, service_ports: &[u64]) -> Value {
+pub(super) fn task_value(app_id: &str, t: &SimTask, service_ports: &[u64]) -> Value {
     let results: Vec<Value> = match t.alive {
         Some(alive) => vec![json!({
             "alive": alive, "consecutiveFailures": if alive { 0 } else { 1 },
@@ -598,473 +576,9 @@ fn task_value(app_id: &str, t: &SimTask, service_ports: &[u64]) -> Value {
 }
 
 /// `/shop/web` → `/shop`; `/web` → `/`.
-fn parent(id: &str) -> String {
+pub(super) fn parent(id: &str) -> String {
     match id.rfind('/') {
         Some(0) | None => "/".to_owned(),
         Some(i) => id[..i].to_owned(),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One connected event-stream client.
-struct Subscriber {
-    /// `event_type` query values; empty = everything.
-    filter: Vec<String>,
-    tx: mpsc::UnboundedSender<Bytes>,
-}
-
-impl Subscriber {
-    fn wants(&self, event_type: &str) -> bool {
-        self.filter.is_empty() || self.filter.iter().any(|f| f == event_type)
-    }
-}
-
-struct Shared {
-    model: Mutex<Model>,
-    subscribers: Mutex<Vec<Subscriber>>,
-    /// Connections stay open but nothing is written, not even keepalives.
-    silent: AtomicBool,
-    failing: Mutex<Option<u16>>,
-    app_fetches: Mutex<HashMap<String, usize>>,
-    snapshot_fetches: AtomicUsize,
-    /// Delay the next `/v2/apps` answer by this much *after* its body was
-    /// computed, so changes made meanwhile arrive (as events) before it:
-    /// the race of allegro/marathon-consul#88.
-    hold_snapshot: Mutex<Option<Duration>>,
-    /// Expected `Authorization` header, if auth is required.
-    auth: Option<String>,
-    keepalive: Duration,
-    addr: SocketAddr,
-}
-
-/// A running simulated Marathon; stops (and drops its streams) on drop.
-pub struct MarathonSim {
-    shared: Arc<Shared>,
-    url: url::Url,
-    stop: CancellationToken,
-}
-
-impl MarathonSim {
-    /// Binds 127.0.0.1:0 and serves the model. Call inside a tokio runtime.
-    pub async fn start(opts: ModelOptions) -> std::io::Result<MarathonSim> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let auth = opts
-            .basic_auth
-            .as_ref()
-            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
-        let shared = Arc::new(Shared {
-            keepalive: opts.keepalive,
-            model: Mutex::new(Model::new(opts)),
-            subscribers: Mutex::new(Vec::new()),
-            silent: AtomicBool::new(false),
-            failing: Mutex::new(None),
-            app_fetches: Mutex::new(HashMap::new()),
-            snapshot_fetches: AtomicUsize::new(0),
-            hold_snapshot: Mutex::new(None),
-            auth,
-            addr,
-        });
-        let router = Router::new()
-            .route("/v2/events", get(events))
-            .route("/v2/apps", get(apps))
-            .route("/v2/apps/{*id}", get(app))
-            .route("/v2/info", get(info))
-            .route("/v2/leader", get(leader))
-            .with_state(shared.clone());
-        let stop = CancellationToken::new();
-        serve(listener, router, stop.clone());
-        let url = url::Url::parse(&format!("http://{addr}")).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(MarathonSim { shared, url, stop })
-    }
-
-    /// A non-leader: answers every request with 302 to `leader_url` + the
-    /// same path and query.
-    pub async fn start_redirecting(leader_url: url::Url) -> std::io::Result<RedirectingSim> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let leader = leader_url.as_str().trim_end_matches('/').to_owned();
-        let router = Router::new().fallback(move |uri: Uri| {
-            let leader = leader.clone();
-            async move {
-                let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                (StatusCode::FOUND, [(header::LOCATION, format!("{leader}{pq}"))]).into_response()
-            }
-        });
-        let stop = CancellationToken::new();
-        serve(listener, router, stop.clone());
-        let url = url::Url::parse(&format!("http://{addr}")).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(RedirectingSim { url, stop })
-    }
-
-    pub fn url(&self) -> url::Url {
-        self.url.clone()
-    }
-
-    /// The model; do not hold the guard across an `.await`.
-    pub fn model(&self) -> MutexGuard<'_, Model> {
-        lock(&self.shared.model)
-    }
-
-    /// Sends events to every subscriber whose filter accepts them (nothing
-    /// while silent).
-    pub fn emit(&self, events: &[SimEvent]) {
-        if self.shared.silent.load(Ordering::SeqCst) {
-            return;
-        }
-        let subs = lock(&self.shared.subscribers);
-        for s in subs.iter() {
-            for e in events.iter().filter(|e| s.wants(&e.event_type)) {
-                let _ = s.tx.send(Bytes::from(e.frame()));
-            }
-        }
-    }
-
-    /// Writes bytes as-is to every subscriber, bypassing filters.
-    pub fn emit_raw(&self, raw: &str) {
-        let subs = lock(&self.shared.subscribers);
-        for s in subs.iter() {
-            let _ = s.tx.send(Bytes::from(raw.to_owned()));
-        }
-    }
-
-    /// Closes every event stream.
-    pub fn disconnect_all(&self) {
-        lock(&self.shared.subscribers).clear();
-    }
-
-    pub fn set_silent(&self, silent: bool) {
-        self.shared.silent.store(silent, Ordering::SeqCst);
-    }
-
-    /// Connected event-stream clients.
-    pub fn subscribers(&self) -> usize {
-        let mut subs = lock(&self.shared.subscribers);
-        subs.retain(|s| !s.tx.is_closed());
-        subs.len()
-    }
-
-    /// How many times `GET /v2/apps/{app_id}` was asked.
-    pub fn app_fetches(&self, app_id: &str) -> usize {
-        let key = AppId::parse(app_id).map(|a| a.to_string()).unwrap_or_default();
-        lock(&self.shared.app_fetches).get(&key).copied().unwrap_or(0)
-    }
-
-    /// How many times `GET /v2/apps` was asked.
-    pub fn snapshot_fetches(&self) -> usize {
-        self.shared.snapshot_fetches.load(Ordering::SeqCst)
-    }
-
-    /// Answer REST calls with this status (None = normal service).
-    /// The next `/v2/apps` computes its body at once but answers only
-    /// after `delay`: a snapshot taken just before whatever the test does
-    /// meanwhile.
-    pub fn hold_next_snapshot(&self, delay: Duration) {
-        *lock(&self.shared.hold_snapshot) = Some(delay);
-    }
-
-    pub fn set_failing(&self, status: Option<u16>) {
-        *lock(&self.shared.failing) = status;
-    }
-}
-
-impl Drop for MarathonSim {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.disconnect_all();
-    }
-}
-
-/// A simulated non-leader Marathon that redirects everything to the leader.
-pub struct RedirectingSim {
-    url: url::Url,
-    stop: CancellationToken,
-}
-
-impl RedirectingSim {
-    pub fn url(&self) -> url::Url {
-        self.url.clone()
-    }
-}
-
-impl Drop for RedirectingSim {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = server.await {
-            tracing::warn!(error = %e, "marathon simulator stopped");
-        }
-    });
-}
-
-fn message(status: StatusCode, msg: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], json!({"message": msg}).to_string()).into_response()
-}
-
-fn json_ok(v: &Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
-}
-
-/// 401 without the right credentials.
-fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let want = s.auth.as_ref()?;
-    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if got == Some(want.as_str()) {
-        return None;
-    }
-    let mut r = message(StatusCode::UNAUTHORIZED, "Unauthorized");
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"Mesosphere\""));
-    Some(r)
-}
-
-/// Auth, then the configured failure status.
-fn gate(s: &Shared, headers: &HeaderMap) -> Option<Response> {
-    if let Some(r) = unauthorized(s, headers) {
-        return Some(r);
-    }
-    let status = (*lock(&s.failing))?;
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    Some(message(status, "simulated failure"))
-}
-
-async fn apps(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    s.snapshot_fetches.fetch_add(1, Ordering::SeqCst);
-    if let Some(r) = gate(&s, &headers) {
-        return r;
-    }
-    let embed_tasks =
-        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).any(|(k, v)| k == "embed" && v == "apps.tasks");
-    let body = lock(&s.model).apps_json_embed(embed_tasks);
-    let hold = lock(&s.hold_snapshot).take();
-    if let Some(delay) = hold {
-        tokio::time::sleep(delay).await;
-    }
-    json_ok(&body)
-}
-
-async fn app(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let key = AppId::parse(&id).map(|a| a.to_string()).unwrap_or_else(|_| format!("/{id}"));
-    *lock(&s.app_fetches).entry(key.clone()).or_default() += 1;
-    if let Some(r) = gate(&s, &headers) {
-        return r;
-    }
-    let body = lock(&s.model).app_json(&key);
-    match body {
-        Some(b) => json_ok(&b),
-        None => message(StatusCode::NOT_FOUND, &format!("App '{key}' does not exist")),
-    }
-}
-
-async fn info(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = gate(&s, &headers) {
-        return r;
-    }
-    json_ok(&json!({
-        "name": "marathon", "version": "1.10.0-sim", "buildref": "sim", "elected": true,
-        "leader": s.addr.to_string(), "frameworkId": "96d7da70-b731-4cfb-96a7-0ee877af615d-0000",
-        "http_config": {"http_port": s.addr.port()}, "event_subscriber": {"type": "http_callback"},
-    }))
-}
-
-async fn leader(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = gate(&s, &headers) {
-        return r;
-    }
-    json_ok(&json!({"leader": s.addr.to_string()}))
-}
-
-async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    if let Some(r) = unauthorized(&s, &headers) {
-        return r;
-    }
-    // Jetty's EventSourceServlet wants exactly one Accept value equal to
-    // text/event-stream; anything else falls through to a plain GET: 405.
-    let accepts: Vec<_> = headers.get_all(header::ACCEPT).iter().collect();
-    if accepts.len() != 1 || accepts[0] != "text/event-stream" {
-        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP method GET is not supported by this URL");
-    }
-    let filter: Vec<String> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .filter(|(k, _)| k == "event_type")
-        .map(|(_, v)| v.into_owned())
-        .collect();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let sub = Subscriber { filter, tx };
-    let attached = lock(&s.model).ev("event_stream_attached", json!({"remoteAddress": "127.0.0.1"}));
-    if sub.wants(&attached.event_type) && !s.silent.load(Ordering::SeqCst) {
-        let _ = sub.tx.send(Bytes::from(attached.frame()));
-    }
-    lock(&s.subscribers).push(sub);
-
-    let start = tokio::time::Instant::now() + s.keepalive;
-    let tick = tokio::time::interval_at(start, s.keepalive);
-    let body = futures::stream::unfold((rx, tick, s, None::<Bytes>), |(mut rx, mut tick, s, pending)| async move {
-        if let Some(b) = pending {
-            return Some((Ok::<_, Infallible>(b), (rx, tick, s, None)));
-        }
-        loop {
-            tokio::select! {
-                m = rx.recv() => return m.map(|b| (Ok(b), (rx, tick, s, None))),
-                _ = tick.tick() => {
-                    if !s.silent.load(Ordering::SeqCst) {
-                        // Jetty flushes `\r` and `\n` separately.
-                        let next = Some(Bytes::from_static(b"\n"));
-                        return Some((Ok(Bytes::from_static(b"\r")), (rx, tick, s, next)));
-                    }
-                }
-            }
-        }
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream;charset=UTF-8")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::marathon::client::parse_snapshot;
-    use crate::marathon::event::{Event, parse};
-
-    fn web() -> Value {
-        json!({"id": "/shop/web", "labels": {"consul": "web"},
-               "portDefinitions": [{"port": 10101, "name": "http"}, {"port": 10102}],
-               "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0}]})
-    }
-
-    fn types(evs: &[SimEvent]) -> Vec<&str> {
-        evs.iter().map(|e| e.event_type.as_str()).collect()
-    }
-
-    /// Every event parses, and timestamps strictly increase.
-    fn parse_all(evs: &[SimEvent]) -> Vec<Event> {
-        let mut last = Timestamp(0);
-        let mut out = Vec::new();
-        for e in evs {
-            let at = Timestamp::parse(e.data["timestamp"].as_str().unwrap()).unwrap();
-            assert!(at > last, "{} not after {last}", e.event_type);
-            last = at;
-            out.extend(parse(&e.event_type, &e.data.to_string()).unwrap());
-        }
-        out
-    }
-
-    #[test]
-    fn deploy_follows_marathon_order() {
-        let mut m = Model::new(ModelOptions::default());
-        let evs = m.deploy(web(), 1);
-        assert_eq!(
-            types(&evs),
-            [
-                "api_post_event",
-                "group_change_success",
-                "deployment_info",
-                "deployment_step_success",
-                "deployment_info",
-                "status_update_event",
-                "instance_changed_event",
-                "status_update_event",
-                "status_update_event",
-                "instance_changed_event",
-                "health_status_changed_event",
-                "instance_health_changed_event",
-                "deployment_step_success",
-                "deployment_success",
-            ]
-        );
-        let parsed = parse_all(&evs);
-        let running = parsed.iter().find_map(|e| match e {
-            Event::Status(f) if f.state == TaskState::Running => Some(f.clone()),
-            _ => None,
-        });
-        let f = running.unwrap();
-        assert!(f.task_id.as_str().starts_with("shop_web.instance-") && f.task_id.as_str().ends_with("._app.1"));
-        assert_eq!(f.ports, [31000, 31001]);
-        assert_eq!(f.version, m.app_version("/shop/web").unwrap());
-    }
-
-    #[test]
-    fn snapshot_matches_model() {
-        let mut m = Model::new(ModelOptions::default());
-        m.deploy(web(), 2);
-        let t0 = m.task_ids("/shop/web")[0].clone();
-        m.set_health(&t0, false);
-        let snap = parse_snapshot(&m.apps_json().to_string(), Timestamp(1)).unwrap();
-        assert!(snap.broken.is_empty());
-        let app = &snap.apps[0];
-        assert_eq!(app.spec.labels["consul"], "web");
-        let health: Vec<_> = app.tasks.iter().map(|t| (t.facts.task_id.to_string(), t.healthy)).collect();
-        assert_eq!(health, [(t0, Some(false)), (m.task_ids("/shop/web")[1].clone(), Some(true))]);
-        assert!(m.app_json("/nope").is_none());
-        assert!(m.app_json("shop/web").is_some());
-    }
-
-    #[test]
-    fn restart_has_no_api_post_and_replaces_tasks() {
-        let mut m = Model::new(ModelOptions::default());
-        m.deploy(web(), 2);
-        let old = m.task_ids("/shop/web");
-        let evs = m.restart("/shop/web");
-        assert!(!types(&evs).contains(&"api_post_event"));
-        let new = m.task_ids("/shop/web");
-        assert_eq!(new.len(), 2);
-        assert!(new.iter().all(|t| !old.contains(t)));
-        let states: Vec<_> = parse_all(&evs)
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Status(f) => Some((old.contains(&f.task_id.to_string()), f.state)),
-                _ => None,
-            })
-            .collect();
-        let first_old = states.iter().position(|(o, _)| *o).unwrap();
-        assert!(states[..first_old].contains(&(false, TaskState::Running)), "new tasks run first");
-        assert_eq!(states.last(), Some(&(true, TaskState::Killed)));
-    }
-
-    #[test]
-    fn kill_task_is_replaced_without_deployment() {
-        let mut m = Model::new(ModelOptions::default());
-        m.deploy(web(), 1);
-        let t = m.task_ids("/shop/web")[0].clone();
-        let evs = m.kill_task(&t);
-        assert!(!types(&evs).iter().any(|t| t.starts_with("deployment")));
-        assert_eq!(evs[0].data["taskStatus"], "TASK_KILLING");
-        assert_eq!(m.task_ids("/shop/web").len(), 1);
-        assert_ne!(m.task_ids("/shop/web")[0], t);
-    }
-
-    #[test]
-    fn destroy_stops_app_and_heavy_plans_carry_specs() {
-        let mut m = Model::new(ModelOptions { heavy_plans: true, ..ModelOptions::default() });
-        let deploy = parse_all(&m.deploy(web(), 1));
-        assert!(deploy.iter().any(|e| matches!(e, Event::Spec { spec, .. } if spec.id.as_str() == "/shop/web")));
-        let evs = m.destroy("/shop/web");
-        let parsed = parse_all(&evs);
-        assert!(matches!(parsed[1], Event::AppStopped { .. }), "{parsed:?}");
-        assert!(types(&evs).contains(&"app_terminated_event"));
-        assert_eq!(m.apps_json(), json!({"apps": []}));
-    }
-
-    #[test]
-    fn scale_down_and_unreachable() {
-        let mut m = Model::new(ModelOptions::default());
-        m.deploy(web(), 3);
-        m.scale("/shop/web", 1);
-        assert_eq!(m.task_ids("/shop/web").len(), 1);
-        let t = m.task_ids("/shop/web")[0].clone();
-        m.unreachable(&t);
-        assert_eq!(m.apps_json()["apps"][0]["tasks"][0]["state"], "TASK_UNREACHABLE");
-        let evs = m.lose_task(&t);
-        assert_eq!(evs[0].data["taskStatus"], "TASK_LOST");
-        assert_eq!(m.task_ids("/shop/web").len(), 1);
     }
 }

@@ -1,0 +1,327 @@
+//! The HTTP side: REST endpoints and the SSE event bus over the model.
+
+use super::*;
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One connected event-stream client.
+pub(super) struct Subscriber {
+    /// `event_type` query values; empty = everything.
+    filter: Vec<String>,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Subscriber {
+    fn wants(&self, event_type: &str) -> bool {
+        self.filter.is_empty() || self.filter.iter().any(|f| f == event_type)
+    }
+}
+
+pub(super) struct Shared {
+    model: Mutex<Model>,
+    subscribers: Mutex<Vec<Subscriber>>,
+    /// Connections stay open but nothing is written, not even keepalives.
+    silent: AtomicBool,
+    failing: Mutex<Option<u16>>,
+    app_fetches: Mutex<HashMap<String, usize>>,
+    snapshot_fetches: AtomicUsize,
+    /// Delay the next `/v2/apps` answer by this much *after* its body was
+    /// computed, so changes made meanwhile arrive (as events) before it:
+    /// the race of allegro/marathon-consul#88.
+    hold_snapshot: Mutex<Option<Duration>>,
+    /// Expected `Authorization` header, if auth is required.
+    auth: Option<String>,
+    keepalive: Duration,
+    addr: SocketAddr,
+}
+
+/// A running simulated Marathon; stops (and drops its streams) on drop.
+pub struct MarathonSim {
+    shared: Arc<Shared>,
+    url: url::Url,
+    stop: CancellationToken,
+}
+
+impl MarathonSim {
+    /// Binds 127.0.0.1:0 and serves the model. Call inside a tokio runtime.
+    pub async fn start(opts: ModelOptions) -> std::io::Result<MarathonSim> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let auth = opts
+            .basic_auth
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
+        let shared = Arc::new(Shared {
+            keepalive: opts.keepalive,
+            model: Mutex::new(Model::new(opts)),
+            subscribers: Mutex::new(Vec::new()),
+            silent: AtomicBool::new(false),
+            failing: Mutex::new(None),
+            app_fetches: Mutex::new(HashMap::new()),
+            snapshot_fetches: AtomicUsize::new(0),
+            hold_snapshot: Mutex::new(None),
+            auth,
+            addr,
+        });
+        let router = Router::new()
+            .route("/v2/events", get(events))
+            .route("/v2/apps", get(apps))
+            .route("/v2/apps/{*id}", get(app))
+            .route("/v2/info", get(info))
+            .route("/v2/leader", get(leader))
+            .with_state(shared.clone());
+        let stop = CancellationToken::new();
+        serve(listener, router, stop.clone());
+        let url = url::Url::parse(&format!("http://{addr}")).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(MarathonSim { shared, url, stop })
+    }
+
+    /// A non-leader: answers every request with 302 to `leader_url` + the
+    /// same path and query.
+    pub async fn start_redirecting(leader_url: url::Url) -> std::io::Result<RedirectingSim> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let leader = leader_url.as_str().trim_end_matches('/').to_owned();
+        let router = Router::new().fallback(move |uri: Uri| {
+            let leader = leader.clone();
+            async move {
+                let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                (StatusCode::FOUND, [(header::LOCATION, format!("{leader}{pq}"))]).into_response()
+            }
+        });
+        let stop = CancellationToken::new();
+        serve(listener, router, stop.clone());
+        let url = url::Url::parse(&format!("http://{addr}")).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(RedirectingSim { url, stop })
+    }
+
+    pub fn url(&self) -> url::Url {
+        self.url.clone()
+    }
+
+    /// The model; do not hold the guard across an `.await`.
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        lock(&self.shared.model)
+    }
+
+    /// Sends events to every subscriber whose filter accepts them (nothing
+    /// while silent).
+    pub fn emit(&self, events: &[SimEvent]) {
+        if self.shared.silent.load(Ordering::SeqCst) {
+            return;
+        }
+        let subs = lock(&self.shared.subscribers);
+        for s in subs.iter() {
+            for e in events.iter().filter(|e| s.wants(&e.event_type)) {
+                let _ = s.tx.send(Bytes::from(e.frame()));
+            }
+        }
+    }
+
+    /// Writes bytes as-is to every subscriber, bypassing filters.
+    pub fn emit_raw(&self, raw: &str) {
+        let subs = lock(&self.shared.subscribers);
+        for s in subs.iter() {
+            let _ = s.tx.send(Bytes::from(raw.to_owned()));
+        }
+    }
+
+    /// Closes every event stream.
+    pub fn disconnect_all(&self) {
+        lock(&self.shared.subscribers).clear();
+    }
+
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.silent.store(silent, Ordering::SeqCst);
+    }
+
+    /// Connected event-stream clients.
+    pub fn subscribers(&self) -> usize {
+        let mut subs = lock(&self.shared.subscribers);
+        subs.retain(|s| !s.tx.is_closed());
+        subs.len()
+    }
+
+    /// How many times `GET /v2/apps/{app_id}` was asked.
+    pub fn app_fetches(&self, app_id: &str) -> usize {
+        let key = AppId::parse(app_id).map(|a| a.to_string()).unwrap_or_default();
+        lock(&self.shared.app_fetches).get(&key).copied().unwrap_or(0)
+    }
+
+    /// How many times `GET /v2/apps` was asked.
+    pub fn snapshot_fetches(&self) -> usize {
+        self.shared.snapshot_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Answer REST calls with this status (None = normal service).
+    /// The next `/v2/apps` computes its body at once but answers only
+    /// after `delay`: a snapshot taken just before whatever the test does
+    /// meanwhile.
+    pub fn hold_next_snapshot(&self, delay: Duration) {
+        *lock(&self.shared.hold_snapshot) = Some(delay);
+    }
+
+    pub fn set_failing(&self, status: Option<u16>) {
+        *lock(&self.shared.failing) = status;
+    }
+}
+
+impl Drop for MarathonSim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.disconnect_all();
+    }
+}
+
+/// A simulated non-leader Marathon that redirects everything to the leader.
+pub struct RedirectingSim {
+    url: url::Url,
+    stop: CancellationToken,
+}
+
+impl RedirectingSim {
+    pub fn url(&self) -> url::Url {
+        self.url.clone()
+    }
+}
+
+impl Drop for RedirectingSim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub(super) fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "marathon simulator stopped");
+        }
+    });
+}
+
+pub(super) fn message(status: StatusCode, msg: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], json!({"message": msg}).to_string()).into_response()
+}
+
+pub(super) fn json_ok(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+/// 401 without the right credentials.
+pub(super) fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let want = s.auth.as_ref()?;
+    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if got == Some(want.as_str()) {
+        return None;
+    }
+    let mut r = message(StatusCode::UNAUTHORIZED, "Unauthorized");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"Mesosphere\""));
+    Some(r)
+}
+
+/// Auth, then the configured failure status.
+pub(super) fn gate(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if let Some(r) = unauthorized(s, headers) {
+        return Some(r);
+    }
+    let status = (*lock(&s.failing))?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(message(status, "simulated failure"))
+}
+
+pub(super) async fn apps(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    s.snapshot_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(r) = gate(&s, &headers) {
+        return r;
+    }
+    let embed_tasks =
+        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).any(|(k, v)| k == "embed" && v == "apps.tasks");
+    let body = lock(&s.model).apps_json_embed(embed_tasks);
+    let hold = lock(&s.hold_snapshot).take();
+    if let Some(delay) = hold {
+        tokio::time::sleep(delay).await;
+    }
+    json_ok(&body)
+}
+
+pub(super) async fn app(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let key = AppId::parse(&id).map(|a| a.to_string()).unwrap_or_else(|_| format!("/{id}"));
+    *lock(&s.app_fetches).entry(key.clone()).or_default() += 1;
+    if let Some(r) = gate(&s, &headers) {
+        return r;
+    }
+    let body = lock(&s.model).app_json(&key);
+    match body {
+        Some(b) => json_ok(&b),
+        None => message(StatusCode::NOT_FOUND, &format!("App '{key}' does not exist")),
+    }
+}
+
+pub(super) async fn info(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s, &headers) {
+        return r;
+    }
+    json_ok(&json!({
+        "name": "marathon", "version": "1.10.0-sim", "buildref": "sim", "elected": true,
+        "leader": s.addr.to_string(), "frameworkId": "96d7da70-b731-4cfb-96a7-0ee877af615d-0000",
+        "http_config": {"http_port": s.addr.port()}, "event_subscriber": {"type": "http_callback"},
+    }))
+}
+
+pub(super) async fn leader(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s, &headers) {
+        return r;
+    }
+    json_ok(&json!({"leader": s.addr.to_string()}))
+}
+
+pub(super) async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    if let Some(r) = unauthorized(&s, &headers) {
+        return r;
+    }
+    // Jetty's EventSourceServlet wants exactly one Accept value equal to
+    // text/event-stream; anything else falls through to a plain GET: 405.
+    let accepts: Vec<_> = headers.get_all(header::ACCEPT).iter().collect();
+    if accepts.len() != 1 || accepts[0] != "text/event-stream" {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "HTTP method GET is not supported by this URL");
+    }
+    let filter: Vec<String> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "event_type")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sub = Subscriber { filter, tx };
+    let attached = lock(&s.model).ev("event_stream_attached", json!({"remoteAddress": "127.0.0.1"}));
+    if sub.wants(&attached.event_type) && !s.silent.load(Ordering::SeqCst) {
+        let _ = sub.tx.send(Bytes::from(attached.frame()));
+    }
+    lock(&s.subscribers).push(sub);
+
+    let start = tokio::time::Instant::now() + s.keepalive;
+    let tick = tokio::time::interval_at(start, s.keepalive);
+    let body = futures::stream::unfold((rx, tick, s, None::<Bytes>), |(mut rx, mut tick, s, pending)| async move {
+        if let Some(b) = pending {
+            return Some((Ok::<_, Infallible>(b), (rx, tick, s, None)));
+        }
+        loop {
+            tokio::select! {
+                m = rx.recv() => return m.map(|b| (Ok(b), (rx, tick, s, None))),
+                _ = tick.tick() => {
+                    if !s.silent.load(Ordering::SeqCst) {
+                        // Jetty flushes `\r` and `\n` separately.
+                        let next = Some(Bytes::from_static(b"\n"));
+                        return Some((Ok(Bytes::from_static(b"\r")), (rx, tick, s, next)));
+                    }
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream;charset=UTF-8")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
