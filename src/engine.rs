@@ -34,7 +34,7 @@ use crate::store::{SnapshotApp, Store};
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
-    #[error("marathon: {0}")]
+    #[error(transparent)]
     Marathon(#[from] crate::marathon::client::Error),
 }
 
