@@ -392,12 +392,16 @@ impl Engine {
     pub async fn fetch_pending(&self, grace: Duration) -> Result<bool, EngineError> {
         let now = now_ms();
         let grace_ms = grace.as_millis() as u64;
-        let mut waiting: BTreeMap<AppId, Vec<crate::model::InstanceId>> = BTreeMap::new();
+        // An app qualifies once any of its instances has waited the grace
+        // period; the one fetch then serves every instance of it that waits.
+        let mut waiting: BTreeMap<AppId, (bool, Vec<crate::model::InstanceId>)> = BTreeMap::new();
         for p in self.store.pending()? {
-            if now.saturating_sub(p.since_ms) >= grace_ms {
-                waiting.entry(p.app_id).or_default().push(p.instance);
-            }
+            let entry = waiting.entry(p.app_id).or_default();
+            entry.0 |= now.saturating_sub(p.since_ms) >= grace_ms;
+            entry.1.push(p.instance);
         }
+        let waiting: BTreeMap<AppId, Vec<crate::model::InstanceId>> =
+            waiting.into_iter().filter(|(_, (due, _))| *due).map(|(app, (_, ids))| (app, ids)).collect();
         let mut changed = false;
         for (app_id, instances) in waiting {
             {
