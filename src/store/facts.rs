@@ -230,7 +230,9 @@ impl Store {
     }
 
     /// Removes tombstones and instances of stopped apps whose last fact is
-    /// older than `before`, and apps stopped before it with no spec newer.
+    /// older than `before`, then apps stopped before it that have no
+    /// instance left and no spec newer than their stop. Returns how many
+    /// records went.
     pub fn prune(&self, before: Timestamp) -> Result<usize, Error> {
         let apps = self.apps()?;
         let mut removed = 0;
@@ -240,6 +242,27 @@ impl Store {
             if (rec.is_tombstone() || app_stopped) && rec.last_at() < before {
                 self.instances.remove(id.as_str().as_bytes())?;
                 self.refresh_cache(&[id.as_str().as_bytes()])?;
+                removed += 1;
+            }
+        }
+        // Apps destroyed before `before`, with no instance record left and no
+        // spec newer than their stop: forget the app and its specs, so a
+        // cluster that keeps creating and destroying apps does not grow the
+        // store without end.
+        let with_instances: BTreeSet<AppId> =
+            self.stored_instances()?.into_iter().map(|(_, s)| s.record.app_id).collect();
+        let specs = self.newest_specs()?;
+        for (app_id, rec) in apps {
+            let Some(stopped) = rec.stopped_at else { continue };
+            let respawned =
+                specs.get(&app_id).and_then(|spec| Timestamp::parse(&spec.version).ok()).is_some_and(|v| v > stopped);
+            if stopped < before && !respawned && !with_instances.contains(&app_id) {
+                self.apps.remove(app_id.as_str().as_bytes())?;
+                let keys: Vec<sled::IVec> =
+                    self.specs.scan_prefix(prefix(app_id.as_str())).keys().collect::<Result<_, _>>()?;
+                for k in keys {
+                    self.specs.remove(k)?;
+                }
                 removed += 1;
             }
         }

@@ -131,3 +131,32 @@ fn queue_and_ledger_move_together() {
     s.drop_queued("consul", &dereg).unwrap();
     assert!(s.queued("consul").unwrap().is_empty());
 }
+
+#[test]
+fn prune_forgets_old_tombstones_and_destroyed_apps_only() {
+    let (_d, s) = store();
+    let seq = s.next_seq().unwrap();
+    let mut live_spec = spec();
+    live_spec.id = AppId::parse("/live").unwrap();
+    let mut live = facts("live.a", TaskState::Running, 5);
+    live.app_id = live_spec.id.clone();
+    s.apply_touches(
+        &[
+            Touch::Spec(spec()),
+            Touch::Instance(InstanceRecord::from_task(&facts("web.a", TaskState::Killed, 5))),
+            Touch::Spec(live_spec.clone()),
+            Touch::Instance(InstanceRecord::from_task(&live)),
+            Touch::App(AppId::parse("/web").unwrap(), crate::assemble::AppRecord { stopped_at: Some(Timestamp(6)) }),
+        ],
+        seq,
+    )
+    .unwrap();
+    // Nothing is old enough yet.
+    assert_eq!(s.prune(Timestamp(5)).unwrap(), 0);
+    // The tombstone and the destroyed app go; the running app stays.
+    assert_eq!(s.prune(Timestamp(100)).unwrap(), 2);
+    let ids: Vec<String> = s.instances().unwrap().into_iter().map(|r| r.instance.to_string()).collect();
+    assert_eq!(ids, vec!["live.a"]);
+    assert!(s.apps().unwrap().is_empty());
+    assert_eq!(s.newest_specs().unwrap().into_keys().collect::<Vec<_>>(), vec![live_spec.id]);
+}
