@@ -63,6 +63,13 @@ pub struct KongBackend {
     forward_to: Option<Destination>,
     /// Detected once, on the first call that reaches Kong.
     caps: tokio::sync::OnceCell<Caps>,
+    /// App-level entities (upstream, service, route) this process wrote and
+    /// has not seen change since, by entity name, with the routes written:
+    /// a further instance of the same app then costs one target write, not
+    /// four. Cleared by every `list_owned` (so a resync re-verifies and
+    /// repairs hand edits) and when an app is unpublished. A std Mutex: never
+    /// held across `.await`.
+    published: std::sync::Mutex<std::collections::HashMap<String, NormRoutes>>,
 }
 
 impl std::fmt::Debug for KongBackend {
@@ -79,6 +86,7 @@ impl KongBackend {
             cluster: cfg.cluster.clone(),
             forward_to: cfg.forward_to.as_ref().map(Destination::from_url),
             caps: tokio::sync::OnceCell::new(),
+            published: Default::default(),
         })
     }
 
@@ -103,10 +111,18 @@ impl KongBackend {
     ) -> Result<(), BackendError> {
         let tags = self.tags(caps, &r.service);
         let tags = tags.as_deref();
+        let in_place = self.published_lock().get(name) == Some(routes);
         if self.forward_to.is_none() {
-            self.client
-                .expect(Method::PUT, &format!("/upstreams/{name}"), Some(&map::upstream_body(name, tags)), &[200, 201])
-                .await?;
+            if !in_place {
+                self.client
+                    .expect(
+                        Method::PUT,
+                        &format!("/upstreams/{name}"),
+                        Some(&map::upstream_body(name, tags)),
+                        &[200, 201],
+                    )
+                    .await?;
+            }
             let target = map::target_of(&r.address, r.port);
             let targets = format!("/upstreams/{name}/targets");
             let target_tags = caps.tags.then(|| map::target_tags(&r.service, &self.cluster, &r.id));
@@ -117,17 +133,36 @@ impl KongBackend {
                 409 => {
                     self.client.expect(Method::PATCH, &format!("{targets}/{target}"), Some(&body), &[200]).await?;
                 }
+                404 if in_place => {
+                    // The upstream went away behind our back (Kong's database
+                    // reset, say): forget what we thought was in place and let
+                    // the retry publish the app in full.
+                    self.published_lock().remove(name);
+                    return Err(BackendError::Transient {
+                        backend: "kong",
+                        what: format!("POST {targets}"),
+                        message: "upstream missing; publishing the app again".to_owned(),
+                    });
+                }
                 s => {
                     return Err(BackendError::from_status("kong", format!("POST {targets}"), s, &a.text));
                 }
             }
+        }
+        if in_place {
+            return Ok(());
         }
         let service = map::service_body(name, &self.destination(name), tags);
         let s = self.client.expect(Method::PUT, &format!("/services/{name}"), Some(&service), &[200, 201]).await?;
         let service_id = s.body["id"].as_str().unwrap_or(name).to_owned();
         let route = map::route_body(name, &service_id, routes, self.forward_to.is_some(), tags);
         self.client.expect(Method::PUT, &format!("/routes/{name}"), Some(&route), &[200, 201]).await?;
+        self.published_lock().insert(name.to_owned(), routes.clone());
         Ok(())
+    }
+
+    fn published_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, NormRoutes>> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn register_legacy(
@@ -184,6 +219,7 @@ impl KongBackend {
             info!(service = %r.service, target = %target, "deregistered target");
         }
         if service_empty {
+            self.published_lock().remove(&name);
             let app_level: &[&str] =
                 if caps.legacy { &["/apis", "/upstreams"] } else { &["/routes", "/services", "/upstreams"] };
             for collection in app_level {
@@ -211,6 +247,7 @@ impl Backend for KongBackend {
 
     async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
         let caps = self.caps().await?;
+        self.published_lock().clear();
         let apps = if caps.tags {
             self.client.observe_tagged(caps, &self.cluster).await?
         } else {

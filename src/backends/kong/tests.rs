@@ -472,3 +472,24 @@ fn same_ignores_what_kong_cannot_show() {
     o.port += 1;
     assert!(!map::same(&unset, &o));
 }
+
+#[tokio::test]
+async fn a_further_instance_of_a_published_app_costs_one_write_and_a_lost_upstream_is_republished() {
+    let sim = start(MODERN).await;
+    let b = backend(&sim, |_| {});
+    b.apply(&Op::Register(web(1))).await.expect("first instance");
+    let writes = sim.writes();
+    b.apply(&Op::Register(web(2))).await.expect("second instance");
+    assert_eq!(sim.writes() - writes, 1, "only the target is written: {:?}", sim.requests());
+
+    // Kong loses the upstream behind our back: the next register fails transiently, then republishes.
+    let upstream = map::entity_name("shop-web", "default");
+    let url = sim.url().join(&format!("upstreams/{upstream}")).unwrap();
+    let del = reqwest::Client::new().delete(url).send().await.unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    let err = b.apply(&Op::Register(web(3))).await.expect_err("upstream is gone");
+    assert!(err.is_transient(), "{err}");
+    b.apply(&Op::Register(web(3))).await.expect("republished");
+    let targets = sim.targets(&upstream);
+    assert_eq!(targets.as_array().map(Vec::len), Some(1), "{targets}");
+}
