@@ -155,9 +155,9 @@ impl Engine {
         self.metrics.rejections.with_label_values(&["labels"]).set(desired.errors.len() as i64);
         self.store.set_rejections(&rejections)?;
         self.store.set_pending(&desired.pending, now_ms())?;
-        for lack in [assemble::Lack::Spec, assemble::Lack::TaskFacts] {
+        for (lack, label) in [(assemble::Lack::Spec, "spec"), (assemble::Lack::TaskFacts, "task_facts")] {
             let n = desired.pending.iter().filter(|p| p.2 == lack).count();
-            self.metrics.pending.with_label_values(&[&format!("{lack}")]).set(n as i64);
+            self.metrics.pending.with_label_values(&[label]).set(n as i64);
         }
         Ok(DesiredState { desired, selections, held_tasks })
     }

@@ -23,7 +23,7 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// Entries in the ledger, by backend.
     pub registered: IntGaugeVec,
-    /// Instances waiting for an app spec or task facts.
+    /// Instances waiting, by what they lack: `spec` or `task_facts`.
     pub pending: IntGaugeVec,
     /// Registrations refused (bad labels, conflicts), by backend (`labels` for app-wide label errors).
     pub rejections: IntGaugeVec,

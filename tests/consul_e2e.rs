@@ -425,7 +425,7 @@ async fn state_shows_apps_instances_pending_ledger_and_queue() {
     })
     .await;
     common::eventually_async("api instance pending", WAIT, || async {
-        d.metric("switchboard_pending_instances{lack=\"app spec\"}").await >= 1.0
+        d.metric("switchboard_pending_instances{lack=\"spec\"}").await >= 1.0
     })
     .await;
 
@@ -491,7 +491,7 @@ async fn instances_of_an_app_marathon_no_longer_knows_are_dropped() {
     })
     .await;
     common::eventually_async("nothing pending any more", WAIT, || async {
-        d.metric("switchboard_pending_instances{lack=\"app spec\"}").await == 0.0
+        d.metric("switchboard_pending_instances{lack=\"spec\"}").await == 0.0
     })
     .await;
     assert_eq!(w.marathon.app_fetches("/ghost"), 1, "one fetch for two waiting instances");
