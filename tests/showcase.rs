@@ -13,6 +13,8 @@
 //! - A port range that cannot be read (an expression, protocol `-1`) counts as
 //!   every port: the checker fails closed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -632,18 +634,6 @@ fn every_templatefile_exists_and_gets_every_variable_it_uses() {
     );
 }
 
-/// Sample values for the Switchboard config template; tests/specs.rs uses
-/// the same ones.
-fn sample_config_vars() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
-        ("master_ip", "10.0.12.10"),
-        ("kong_ip", "10.0.5.10"),
-        ("vulcand_ip", "10.0.12.30"),
-        ("domain", "switchboard.test"),
-        ("cluster", "showcase"),
-    ])
-}
-
 /// Renders a template that only uses plain `${name}` interpolations.
 fn render_simple(text: &str, vars: &BTreeMap<&str, &str>) -> String {
     let mut out = text.to_owned();
@@ -662,9 +652,9 @@ fn rendered_switchboard_toml() -> toml::Table {
     let template: Template = text.parse().expect("switchboard.toml.tftpl is a valid template");
     let mut used = BTreeSet::new();
     template_free_vars(&template, &BTreeSet::new(), &mut used);
-    let sample: BTreeSet<String> = sample_config_vars().keys().map(|k| k.to_string()).collect();
+    let sample: BTreeSet<String> = common::sample_config_vars().keys().map(|k| k.to_string()).collect();
     assert_eq!(used, sample, "sample values out of step with the template");
-    let rendered = render_simple(&text, &sample_config_vars());
+    let rendered = render_simple(&text, &common::sample_config_vars());
     rendered.parse::<toml::Table>().unwrap_or_else(|e| panic!("rendered config is not TOML: {e}\n{rendered}"))
 }
 

@@ -12,6 +12,8 @@
 //! Pending: rename to `tests/specs.rs` once `config::FileConfig`,
 //! `marathon::event::parse_app` and `labels::registrations` exist.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,22 +26,10 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Same sample values as tests/showcase.rs (which also checks that they
-/// cover every variable of the template).
-fn sample_config_vars() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([
-        ("master_ip", "10.0.12.10"),
-        ("kong_ip", "10.0.5.10"),
-        ("vulcand_ip", "10.0.12.30"),
-        ("domain", "switchboard.test"),
-        ("cluster", "showcase"),
-    ])
-}
-
 fn rendered_config() -> String {
     let path = root().join("terraform/templates/switchboard.toml.tftpl");
     let mut out = std::fs::read_to_string(&path).expect("switchboard.toml.tftpl exists");
-    for (k, v) in sample_config_vars() {
+    for (k, v) in common::sample_config_vars() {
         out = out.replace(&format!("${{{k}}}"), v);
     }
     assert!(!out.contains("${") && !out.contains("%{"), "unrendered template parts:\n{out}");

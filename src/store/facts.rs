@@ -158,38 +158,17 @@ impl Store {
         Ok(())
     }
 
-    /// Re-reads `keys` from sled into the decoded cache (if it is filled).
     fn refresh_cache(&self, keys: &[&[u8]]) -> Result<(), Error> {
-        let mut cache = self.instance_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(map) = cache.as_mut() {
-            for key in keys {
-                match self.instances.get(key)? {
-                    Some(v) => {
-                        map.insert(key.to_vec(), decode("instances", &v)?);
-                    }
-                    None => {
-                        map.remove(*key);
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.instance_cache.refresh(&self.instances, keys)
     }
 
     fn stored_instances(&self) -> Result<Vec<(InstanceId, Stored)>, Error> {
-        let mut cache = self.instance_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.is_none() {
-            let mut map = BTreeMap::new();
-            for kv in self.instances.iter() {
-                let (k, v) = kv?;
-                map.insert(k.to_vec(), decode("instances", &v)?);
-            }
-            *cache = Some(map);
-        }
-        Ok(cache
-            .as_ref()
-            .map(|m| m.values().map(|s: &Stored| (s.record.instance.clone(), s.clone())).collect())
-            .unwrap_or_default())
+        Ok(self
+            .instance_cache
+            .read(&self.instances, &[])?
+            .into_iter()
+            .map(|s| (s.record.instance.clone(), s))
+            .collect())
     }
 
     /// Every instance record, tombstones included.

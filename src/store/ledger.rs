@@ -27,40 +27,11 @@ pub struct QueuedOp {
 impl Store {
     /// What Switchboard registered on `backend`.
     pub fn ledger(&self, backend: &str) -> Result<Vec<Registration>, Error> {
-        let mut cache = self.ledger_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.is_none() {
-            let mut map = std::collections::BTreeMap::new();
-            for kv in self.ledger.iter() {
-                let (k, v) = kv?;
-                map.insert(k.to_vec(), decode("ledger", &v)?);
-            }
-            *cache = Some(map);
-        }
-        let start = prefix(backend);
-        Ok(cache
-            .as_ref()
-            .map(|m| {
-                m.range(start.clone()..).take_while(|(k, _)| k.starts_with(&start)).map(|(_, r)| r.clone()).collect()
-            })
-            .unwrap_or_default())
+        self.ledger_cache.read(&self.ledger, &prefix(backend))
     }
 
-    /// Re-reads `keys` from sled into the decoded ledger cache (if filled).
     fn refresh_ledger_cache(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
-        let mut cache = self.ledger_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(map) = cache.as_mut() {
-            for key in keys {
-                match self.ledger.get(key)? {
-                    Some(v) => {
-                        map.insert(key.clone(), decode("ledger", &v)?);
-                    }
-                    None => {
-                        map.remove(key);
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.ledger_cache.refresh(&self.ledger, keys)
     }
 
     /// Copies ledger entries in (for a scratch store seeded from the real one).

@@ -15,6 +15,7 @@
 //! - The store decides nothing: folding rules live in `assemble`, diffing in
 //!   `plan`. Records are encoded as JSON for `switchboard state` readability.
 
+mod cache;
 mod facts;
 mod ledger;
 mod pending;
@@ -57,23 +58,13 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
     }
 }
 
-/// Decoded `instances` records by sled key.
-type InstanceCache = std::collections::BTreeMap<Vec<u8>, facts::Stored>;
-/// Decoded `ledger` entries by sled key (`backend \0 id`).
-type LedgerCache = std::collections::BTreeMap<Vec<u8>, crate::model::Registration>;
-
 /// A cloneable handle to the store; every clone shares the same trees.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// Decoded copy of the `instances` tree, filled on first read and kept in
-    /// step by every write (each write re-reads its keys from sled under this
-    /// lock after committing, so the last word is always sled's). It only
-    /// saves decoding every record on every planning pass; sled stays the
-    /// truth. A std Mutex: held for short sections, never across `.await`.
-    instance_cache: std::sync::Arc<std::sync::Mutex<Option<InstanceCache>>>,
-    /// Decoded copy of the `ledger` tree, kept the same way.
-    ledger_cache: std::sync::Arc<std::sync::Mutex<Option<LedgerCache>>>,
+    /// Decoded copies of the trees every planning pass reads (see `cache`).
+    instance_cache: cache::Cache<facts::Stored>,
+    ledger_cache: cache::Cache<crate::model::Registration>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
@@ -112,8 +103,8 @@ impl Store {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open().map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         Ok(Store {
-            instance_cache: Default::default(),
-            ledger_cache: Default::default(),
+            instance_cache: cache::Cache::new("instances"),
+            ledger_cache: cache::Cache::new("ledger"),
             specs: tree("specs")?,
             apps: tree("apps")?,
             instances: tree("instances")?,

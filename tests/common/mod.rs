@@ -174,3 +174,16 @@ impl Daemon {
         text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
     }
 }
+
+/// Sample values for the Switchboard config template of the Terraform
+/// showcase (tests/showcase.rs checks they cover every variable of it;
+/// tests/specs.rs renders it with them).
+pub fn sample_config_vars() -> std::collections::BTreeMap<&'static str, &'static str> {
+    std::collections::BTreeMap::from([
+        ("master_ip", "10.0.12.10"),
+        ("kong_ip", "10.0.5.10"),
+        ("vulcand_ip", "10.0.12.30"),
+        ("domain", "switchboard.test"),
+        ("cluster", "showcase"),
+    ])
+}
