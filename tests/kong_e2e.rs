@@ -682,3 +682,84 @@ async fn lost_store_leaves_kong_alone(version: &str) {
     assert!(deletes.is_empty(), "deleted live entities: {deletes:?}; report {report}");
 }
 both_versions!(lost_store_leaves_kong_alone);
+
+// ---------------------------------------------------------------- 11. names held by someone else
+
+/// Another team's upstream, service and route named like the apps' (each
+/// kind alone, then all three with a target): the registration is refused
+/// against the app, naming the holder, and nothing of theirs changes.
+async fn names_held_by_someone_else_are_refused(version: &str) {
+    use reqwest::Method as M;
+    let w = world(version).await;
+    let team = json!(["team-a"]);
+    // /web-up: an upstream with a target; /web-svc: a service; /web-route: a
+    // route (on a service of theirs under another name); /web: all three.
+    for name in ["web-up.default", "web.default"] {
+        assert!(w.admin(M::PUT, &format!("/upstreams/{name}"), Some(json!({"tags": team}))).await < 300);
+        let target = json!({"target": "10.9.9.9:8080", "tags": team});
+        assert_eq!(w.admin(M::POST, &format!("/upstreams/{name}/targets"), Some(target)).await, 201);
+    }
+    for name in ["web-svc.default", "web.default", "team-a-svc"] {
+        let svc = json!({"host": "10.9.9.9", "port": 8080, "tags": team});
+        assert!(w.admin(M::PUT, &format!("/services/{name}"), Some(svc)).await < 300);
+    }
+    for (name, svc) in [("web-route.default", "team-a-svc"), ("web.default", "web.default")] {
+        let route = json!({"name": name, "hosts": ["team-a.example.com"], "tags": team});
+        assert_eq!(w.admin(M::POST, &format!("/services/{svc}/routes"), Some(route)).await, 201);
+    }
+    let held = ["web-up", "web-svc", "web-route", "web"];
+    let theirs = |w: &World| -> Value {
+        let pick = |list: Value| -> Vec<Value> {
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    e["name"].as_str().is_some_and(|n| n == "team-a-svc" || held.iter().any(|h| n == entity(h)))
+                })
+                .cloned()
+                .collect()
+        };
+        let targets = ["web-up.default", "web.default"].map(|u| w.kong.targets(u));
+        json!({
+            "upstreams": pick(w.kong.upstreams()),
+            "services": pick(w.kong.services()),
+            "routes": pick(w.kong.routes()),
+            "targets": targets,
+        })
+    };
+    let before = theirs(&w);
+
+    let d = w.daemon("500ms").await;
+    for app in held.iter().chain(&["ok"]) {
+        let host = format!("{app}.example.com");
+        w.emit(&w.marathon.model().deploy(kong_app(&format!("/{app}"), &host, "", false), 1));
+    }
+    // Other apps carry on.
+    w.converge("/ok", &publish("/ok", &["ok.example.com"], &[], true), "an unrelated app published").await;
+    for app in held {
+        let line = format!("app_id=/{app} ");
+        eventually(&format!("/{app} refused"), WAIT, || {
+            d.log().lines().any(|l| l.contains(&line) && l.contains("belongs to someone else") && l.contains("team-a"))
+        })
+        .await;
+    }
+    more_resyncs(&d, 2.0).await;
+    assert_eq!(theirs(&w), before, "another team's entities changed");
+    let written: Vec<(String, String)> = w
+        .kong
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m != "GET" && held.iter().any(|h| p.contains(&entity(h))))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    // The setup's own writes are the only ones to those names.
+    assert_eq!(written.len(), 7, "switchboard wrote to names it does not hold: {written:?}");
+}
+
+mod names_held_by_someone_else_are_refused {
+    // Kong 0.x has no tags: ownership there is the ledger's (not covered yet).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kong_3_4() {
+        super::names_held_by_someone_else_are_refused("3.4.2").await;
+    }
+}
