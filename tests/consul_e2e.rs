@@ -523,3 +523,35 @@ async fn secrets_from_the_environment_reach_marathon_and_consul_but_never_the_lo
     assert!(log.contains("applied"), "debug log captured: {log}");
     assert!(!log.contains("m4rathon-s3cret") && !log.contains("c0nsul-t0ken"), "a secret leaked into the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_id_held_by_someone_else_is_refused_not_taken_over() {
+    let w = world().await;
+    // Marathon runs the app already; someone else registered a service under
+    // the very ID Switchboard would give its instance.
+    let events = w.marathon.model().deploy(web_app(), 1);
+    let id = w.expected_ids("/shop/web").into_iter().next().expect("an instance id");
+    w.consul.insert_raw(json!({
+        "ID": id, "Name": "team-a-web", "Tags": ["team-a"], "Port": 8080, "Address": "10.9.9.9",
+        "Meta": {"owner": "team-a"}
+    }));
+    let theirs = w.consul.services()[&id].clone();
+    let writes = w.consul.writes();
+
+    let d = w.daemon(&["--resync-interval", "500ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&events);
+    eventually("refused, naming the holder", WAIT, || {
+        d.log()
+            .lines()
+            .any(|l| l.contains("app_id=/shop/web") && l.contains("belongs to someone else") && l.contains("team-a"))
+    })
+    .await;
+    let start = d.metric("switchboard_resyncs_total{result=\"ok\"}").await;
+    common::eventually_async("two more resyncs", WAIT, || async {
+        d.metric("switchboard_resyncs_total{result=\"ok\"}").await >= start + 2.0
+    })
+    .await;
+    assert_eq!(w.consul.services()[&id], theirs, "the other service changed");
+    assert_eq!(w.consul.writes(), writes, "switchboard wrote to Consul");
+}

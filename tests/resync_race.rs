@@ -22,13 +22,18 @@ async fn an_instance_registered_during_a_resync_listing_stays_registered() {
         .expect("marathon sim");
     let consul = ConsulSim::start(ConsulSimOptions::default()).await.expect("consul sim");
     let dir = tempfile::tempdir().expect("tempdir");
-    // The start-up resync's listing will wait until released.
-    consul.hold_listings();
     let d = Daemon::start(
         &dir.path().join("data"),
         &s(&["--marathon", marathon.url().as_str(), "--consul", &consul.url()]),
     );
-    eventually("the start-up resync is listing Consul", WAIT, || consul.listings_waiting() == 1).await;
+    eventually_async("the start-up resync done", WAIT, || async {
+        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(1.0)
+    })
+    .await;
+    // The resync after a reconnect will wait in its listing until released.
+    consul.hold_listings();
+    marathon.disconnect_all();
+    eventually("the reconnect's resync is listing Consul", WAIT, || consul.listings_waiting() == 1).await;
 
     // An app deployed now is missing from the resync's Marathon snapshot, and
     // the event path registers it while the listing waits.
@@ -42,8 +47,8 @@ async fn an_instance_registered_during_a_resync_listing_stays_registered() {
 
     // The listing now shows it; the resync finishes and its repairs drain.
     consul.release_listings();
-    eventually_async("the start-up resync done", WAIT, || async {
-        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(1.0)
+    eventually_async("the reconnect's resync done", WAIT, || async {
+        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(2.0)
     })
     .await;
     eventually_async("the consul queue drained", WAIT, || async {
