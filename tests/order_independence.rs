@@ -194,19 +194,21 @@ fn a_deploy_yields_registrations_at_all() {
     assert_eq!(regs, from_snapshot(&model));
 }
 
+/// What the store's records call for, as they are.
+fn store_desired(s: &Store) -> assemble::Desired {
+    let (instances, apps, specs) = (s.instances(), s.apps(), s.newest_specs());
+    assemble::desired(
+        &instances.expect("instances"),
+        &apps.expect("apps"),
+        &specs.expect("specs"),
+        &LabelOptions::default(),
+    )
+}
+
 /// What the store's records call for (the grace-period fetch included, as in
 /// `from_events`).
 fn desired_from_store(model: &Model, store: &Store) -> Vec<Registration> {
-    let opts = LabelOptions::default();
-    let desired = |s: &Store| {
-        assemble::desired(
-            &s.instances().expect("instances"),
-            &s.apps().expect("apps"),
-            &s.newest_specs().expect("specs"),
-            &opts,
-        )
-    };
-    for (_, app, lack) in desired(store).pending {
+    for (_, app, lack) in store_desired(store).pending {
         if lack != Lack::Spec {
             continue;
         }
@@ -216,7 +218,7 @@ fn desired_from_store(model: &Model, store: &Store) -> Vec<Registration> {
             store.apply_touches(&[assemble::Touch::Spec(fetched.spec)], seq).expect("spec stored");
         }
     }
-    desired(store).registrations
+    store_desired(store).registrations
 }
 
 /// Copies a data dir file by file, as it is on disk now.
@@ -291,10 +293,9 @@ proptest! {
             // at any moment (the tail may be lost: the next life gets those
             // events again, as a resync would bring their facts back).
             let flushed = kills.get(crash).is_none_or(|k| k % 2 == 1);
-            let opts = LabelOptions::default();
             let before = flushed.then(|| {
                 store.flush_blocking().expect("flush");
-                assemble::desired(&store.instances().expect("i"), &store.apps().expect("a"), &store.newest_specs().expect("s"), &opts)
+                store_desired(&store)
             });
             let next = tempfile::tempdir().expect("tempdir");
             copy_dir(dirs.last().expect("a live dir").path(), next.path());
@@ -303,7 +304,7 @@ proptest! {
             dirs.push(next);
             match before {
                 Some(before) => {
-                    let after = assemble::desired(&store.instances().expect("i"), &store.apps().expect("a"), &store.newest_specs().expect("s"), &opts);
+                    let after = store_desired(&store);
                     prop_assert_eq!(&after.registrations, &before.registrations, "the reopened store lost or changed facts");
                     prop_assert_eq!(&after.pending, &before.pending);
                 }
