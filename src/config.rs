@@ -17,7 +17,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::labels::StaticService;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {setting}: {reason}")]
@@ -162,19 +162,14 @@ impl Env {
             if let Ok(v) = std::env::var(name)
                 && !v.is_empty()
             {
-                return Ok(Some(Secret::new(v)));
+                return SecretSource::Env(name.to_owned()).read().map(Some).map_err(|e| bad(name, e));
             }
             let file_var = format!("{name}_FILE");
             if let Ok(path) = std::env::var(&file_var)
                 && !path.is_empty()
             {
-                let v =
-                    std::fs::read_to_string(&path).map_err(|e| bad(&file_var, format!("cannot read {path}: {e}")))?;
-                let v = v.trim().to_owned();
-                if v.is_empty() {
-                    return Err(bad(&file_var, format!("{path} is empty")));
-                }
-                return Ok(Some(Secret::new(v)));
+                let src = SecretSource::File { var: file_var.clone(), path: path.into() };
+                return src.read().map(Some).map_err(|e| bad(&file_var, e));
             }
             Ok(None)
         }

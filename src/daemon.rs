@@ -34,8 +34,11 @@ use crate::marathon::stream::{self, StreamConfig, StreamItem};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Event types Switchboard asks Marathon for (server-side filter).
+/// Event types Switchboard asks Marathon for (server-side filter). The
+/// stream's own `event_stream_attached` must be among them, or a filtering
+/// Marathon never sends it and the connection never counts as attached.
 pub const EVENT_TYPES: &[&str] = &[
+    "event_stream_attached",
     "status_update_event",
     "instance_changed_event",
     "health_status_changed_event",
@@ -44,6 +47,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "deployment_info",
     "deployment_step_success",
     "app_terminated_event",
+    "unhealthy_task_kill_event",
+    "unhealthy_instance_kill_event",
+    "unknown_task_terminated_event",
+    "unknown_instance_terminated_event",
 ];
 
 /// Builds the backends that are configured (each is optional).

@@ -336,6 +336,19 @@ async fn a_silent_stream_is_reconnected_and_resynced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_marathon_drops_silently_are_repaired_by_the_periodic_resync() {
+    // Marathon <= 1.7 drops a slow subscriber's events without a word: the
+    // connection stays up, only the periodic resync can see the change.
+    let w = world().await;
+    let _d = w.daemon(&["--resync-interval", "300ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    eventually("startup resync", WAIT, || w.marathon.snapshot_fetches() >= 1).await;
+    let _dropped = w.marathon.model().deploy(web_app(), 2);
+    w.converge("/shop/web", "registered by a periodic resync, with no event and no reconnect").await;
+    assert_eq!(w.marathon.subscribers(), 1, "the stream was never dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_once_exit_codes_and_dry_run() {
     let w = world().await;
     let data = w.dir.path().join("data").display().to_string();

@@ -1,21 +1,28 @@
 //! Marathon's SSE event bus (`GET /v2/events`): connect, frame, parse, and
 //! reconnect with backoff, forever, until shut down.
 //!
-//! Hand-written over a reqwest byte stream rather than eventsource-client
-//! 0.18.0, because that crate: follows only 301/307 (Marathon's non-leaders
-//! answer 302), implements the spec's field rule so it drops Marathon's
-//! occasional second JSON line inside one `data:` field
-//! (samples/stream-multi-json.txt), and has no cap on line length.
+//! What Marathon sends (its `HttpEventStreamServlet` on Jetty's
+//! `EventSourceServlet`, 1.1 – 1.10; see `docs/marathon.md`): one event per
+//! locked write as `event:`, one compact `data:` line and an empty line, CRLF
+//! line ends; a keepalive that is a bare CRLF every 10 s written as two
+//! flushes; no `id:`, no `retry:`, no resume; the subscriber's own
+//! `event_stream_attached` first.
 //!
 //! Invariants:
 //! - This task only reads, frames and parses; it never waits on anything but
 //!   the socket, so Marathon's 1,024-event buffer never overflows on our side
 //!   (the channel to the consumer is unbounded).
 //! - Every byte (keepalive empty lines and `:` comments included) resets the
-//!   idle watchdog; `idle_timeout` without bytes ends the connection.
+//!   idle watchdog; `idle_timeout` without bytes ends the connection. On a
+//!   quiet cluster only keepalives arrive, and an SSE parser reports none of
+//!   them, so the watchdog counts raw bytes, never events.
 //! - A malformed or oversized frame is reported as `Malformed` and skipped;
 //!   the stream goes on.
-//! - `Connected` is sent only after HTTP 200; the consumer resyncs on it.
+//! - `Connected` is sent only after HTTP 200 *and* the first event (the
+//!   subscriber's own `event_stream_attached`): a fresh leader that is not
+//!   ready answers 200 and closes at once, which is a failed connect and
+//!   backs off. The consumer resyncs on `Connected`: nothing sent while we
+//!   were away can be replayed.
 //! - Logs name the endpoint as `host:port`, never a URL with userinfo.
 
 use std::time::Duration;
@@ -25,7 +32,7 @@ use reqwest::header::{ACCEPT, HeaderValue};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{auth_headers, describe, endpoint, join, send_following};
+use super::client::{Auth, describe, endpoint, join, send_following};
 use super::event::{Event, parse};
 use crate::secret::Secret;
 
@@ -93,16 +100,17 @@ pub enum Frame {
 
 /// Incremental SSE decoder: bytes in, frames out.
 ///
-/// Lines end in LF, optionally preceded by CR (Jetty writes CRLF, and writes
-/// its keepalive `\r` `\n` as two flushes, which this handles). Inside a
-/// frame, a line that is no SSE field but starts with `{` is taken as one
-/// more data line: Marathon sometimes puts two JSON objects in one field.
+/// Lines end in CRLF, LF or a lone CR, as the SSE spec allows. Jetty writes
+/// CRLF and writes its keepalive `\r` `\n` as two flushes, so a CR may end
+/// one read and its LF start the next: that is still one line end.
 #[derive(Debug)]
 pub struct SseDecoder {
     max_line: usize,
     line: Vec<u8>,
     /// Dropping the rest of an oversized line.
     discarding: bool,
+    /// The last line ended in CR: an LF right after it belongs to that end.
+    after_cr: bool,
     event_type: Option<String>,
     data: Option<String>,
     oversized: bool,
@@ -110,19 +118,34 @@ pub struct SseDecoder {
 
 impl SseDecoder {
     pub fn new(max_line: usize) -> SseDecoder {
-        SseDecoder { max_line, line: Vec::new(), discarding: false, event_type: None, data: None, oversized: false }
+        SseDecoder {
+            max_line,
+            line: Vec::new(),
+            discarding: false,
+            after_cr: false,
+            event_type: None,
+            data: None,
+            oversized: false,
+        }
     }
 
     pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<Frame> {
         let mut frames = Vec::new();
         while !bytes.is_empty() {
-            let (chunk, rest, eol) = match bytes.iter().position(|&b| b == b'\n') {
-                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+            if std::mem::take(&mut self.after_cr) && bytes[0] == b'\n' {
+                bytes = &bytes[1..];
+                continue;
+            }
+            let (chunk, rest, eol) = match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    self.after_cr = bytes[i] == b'\r';
+                    (&bytes[..i], &bytes[i + 1..], true)
+                }
                 None => (bytes, &[][..], false),
             };
             bytes = rest;
             if !self.discarding {
-                if self.line.len() + chunk.len() > self.max_line + 1 {
+                if self.line.len() + chunk.len() > self.max_line {
                     self.discarding = true;
                     self.oversized = true;
                     self.line.clear();
@@ -134,13 +157,8 @@ impl SseDecoder {
                 if self.discarding {
                     self.discarding = false;
                 } else {
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if line.len() > self.max_line {
-                        self.oversized = true;
-                    } else if let Some(f) = self.line_done(&line) {
+                    let line = std::mem::take(&mut self.line);
+                    if let Some(f) = self.line_done(&line) {
                         frames.push(f);
                     }
                 }
@@ -164,10 +182,6 @@ impl SseDecoder {
         match field {
             "event" => self.event_type = Some(value.to_owned()),
             "data" => self.push_data(value),
-            _ if text.starts_with('{') && (self.data.is_some() || self.event_type.is_some()) => {
-                let whole = text.into_owned();
-                self.push_data(&whole);
-            }
             _ => {} // id, retry and unknown fields: Marathon sends none.
         }
         None
@@ -211,14 +225,13 @@ pub fn frame_item(frame: Frame) -> StreamItem {
 
 /// Follows the event stream until `shutdown` is cancelled (or `tx` closes).
 pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: CancellationToken) {
-    let mut headers = match auth_headers(cfg.auth.as_ref()) {
-        Ok(h) => h,
+    let auth = match Auth::new(cfg.auth.clone()) {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "event stream not started");
             return;
         }
     };
-    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
     // No whole-request timeout: the body never ends. The idle watchdog
     // below bounds silence instead.
     let http = match reqwest::Client::builder()
@@ -236,31 +249,30 @@ pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: C
         tracing::error!("event stream not started: no Marathon URL");
         return;
     }
-    let mut path = String::from("/v2/events");
-    for (i, t) in cfg.event_types.iter().enumerate() {
-        path.push(if i == 0 { '?' } else { '&' });
-        path.push_str("event_type=");
-        path.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
-    }
+    let path = events_path(&cfg.event_types);
 
     let mut attempt: u32 = 0;
     let mut next_url = 0usize;
     loop {
         let base = &cfg.urls[next_url % cfg.urls.len()];
         next_url = next_url.wrapping_add(1);
-        let delivered = tokio::select! {
+        let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = connection(&http, base, &path, &headers, &cfg, &tx) => r,
+            r = connection(&http, base, &path, &auth, &cfg, &tx) => r,
         };
-        match delivered {
+        match outcome {
             Outcome::Closed => return,
-            Outcome::Done { delivered_data } => {
-                if delivered_data {
-                    attempt = 0;
-                    // Same endpoint first after a healthy connection.
-                    next_url = next_url.wrapping_sub(1);
-                }
+            Outcome::Attached => {
+                attempt = 0;
+                // Same endpoint first after a healthy connection.
+                next_url = next_url.wrapping_sub(1);
             }
+            Outcome::Unauthorized if auth.refresh() => {
+                // A rotated token: try it at once, on the same endpoint.
+                next_url = next_url.wrapping_sub(1);
+                continue;
+            }
+            Outcome::Unauthorized | Outcome::Failed => {}
         }
         let delay = backoff(attempt, cfg.backoff_min, cfg.backoff_max);
         attempt = attempt.saturating_add(1);
@@ -272,53 +284,75 @@ pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: C
     }
 }
 
+/// `/v2/events` with the server-side `event_type` filter (Marathon 1.3.7+;
+/// older versions ignore it, and the parser skips what it does not use).
+pub fn events_path(event_types: &[String]) -> String {
+    let mut path = String::from("/v2/events");
+    for (i, t) in event_types.iter().enumerate() {
+        path.push(if i == 0 { '?' } else { '&' });
+        path.push_str("event_type=");
+        path.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
+    }
+    path
+}
+
 enum Outcome {
     /// The consumer is gone.
     Closed,
-    Done {
-        delivered_data: bool,
-    },
+    /// Marathon attached us (first event seen), and the connection later ended.
+    Attached,
+    /// HTTP 401: the credentials were refused.
+    Unauthorized,
+    /// Refused, unreachable, or ended before the first event.
+    Failed,
 }
 
 async fn connection(
     http: &reqwest::Client,
     base: &url::Url,
     path: &str,
-    headers: &reqwest::header::HeaderMap,
+    auth: &Auth,
     cfg: &StreamConfig,
     tx: &UnboundedSender<StreamItem>,
 ) -> Outcome {
-    let failed = Outcome::Done { delivered_data: false };
     let url = match join(base, path) {
         Ok(u) => u,
         Err(cause) => {
             tracing::warn!(endpoint = %endpoint(base), %cause, "event stream url invalid");
-            return failed;
+            return Outcome::Failed;
         }
     };
-    let resp = match tokio::time::timeout(cfg.idle_timeout, send_following(http, url, headers, "/v2/events")).await {
+    let mut headers = auth.headers();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    let resp = match tokio::time::timeout(cfg.idle_timeout, send_following(http, url, &headers, "/v2/events")).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "event stream connect failed");
-            return failed;
+            return Outcome::Failed;
         }
         Err(_) => {
             tracing::warn!(endpoint = %endpoint(base), "event stream connect timed out");
-            return failed;
+            return Outcome::Failed;
         }
     };
     let ep = endpoint(resp.url());
-    if resp.status() != reqwest::StatusCode::OK {
-        tracing::warn!(endpoint = %ep, status = resp.status().as_u16(), "event stream refused");
-        return failed;
+    match resp.status() {
+        reqwest::StatusCode::OK => {}
+        reqwest::StatusCode::UNAUTHORIZED => {
+            tracing::warn!(endpoint = %ep, status = 401, "event stream refused the credentials");
+            return Outcome::Unauthorized;
+        }
+        status => {
+            // 502 "Could not determine the current leader" during an election
+            // is transient like any other refusal: back off and retry.
+            tracing::warn!(endpoint = %ep, status = status.as_u16(), "event stream refused");
+            return Outcome::Failed;
+        }
     }
-    tracing::info!(endpoint = %ep, "event stream connected");
-    if tx.send(StreamItem::Connected { endpoint: ep.clone() }).is_err() {
-        return Outcome::Closed;
-    }
+    tracing::debug!(endpoint = %ep, "event stream open; waiting for event_stream_attached");
     let mut decoder = SseDecoder::new(cfg.max_line);
     let mut body = resp.bytes_stream();
-    let mut delivered_data = false;
+    let mut attached = false;
     let reason = loop {
         match tokio::time::timeout(cfg.idle_timeout, body.next()).await {
             Err(_) => break "idle".to_owned(),
@@ -326,7 +360,16 @@ async fn connection(
             Ok(Some(Err(e))) => break describe(&e),
             Ok(Some(Ok(bytes))) => {
                 for frame in decoder.feed(&bytes) {
-                    delivered_data = true;
+                    if !attached {
+                        attached = true;
+                        if !matches!(&frame, Frame::Event { event_type, .. } if event_type == "event_stream_attached") {
+                            tracing::debug!(endpoint = %ep, "first event is not event_stream_attached");
+                        }
+                        tracing::info!(endpoint = %ep, "event stream connected");
+                        if tx.send(StreamItem::Connected { endpoint: ep.clone() }).is_err() {
+                            return Outcome::Closed;
+                        }
+                    }
                     let item = frame_item(frame);
                     if let StreamItem::Malformed { event_type, error } = &item {
                         tracing::warn!(endpoint = %ep, %event_type, %error, "malformed event skipped");
@@ -338,11 +381,16 @@ async fn connection(
             }
         }
     };
+    if !attached {
+        // A leader that is not ready yet accepts and closes at once.
+        tracing::warn!(endpoint = %ep, %reason, "event stream ended before event_stream_attached");
+        return Outcome::Failed;
+    }
     tracing::warn!(endpoint = %ep, %reason, "event stream disconnected");
     if tx.send(StreamItem::Disconnected { reason }).is_err() {
         return Outcome::Closed;
     }
-    Outcome::Done { delivered_data }
+    Outcome::Attached
 }
 
 /// Capped exponential backoff with jitter: a random delay in [d/2, d] where
@@ -384,9 +432,9 @@ mod tests {
     }
 
     #[test]
-    fn multi_json_continuation() {
-        let got = frames(&["event: s\ndata: {\"a\":1}\r\n{\"b\":2}\r\n\r\n"], 100);
-        assert_eq!(got, [ev("s", "{\"a\":1}\n{\"b\":2}")]);
+    fn lone_cr_ends_a_line_and_a_split_crlf_is_one_end() {
+        let got = frames(&["event: a\rdata:{}\r", "\n\r", "\n", "event: b\r\ndata: 1\r", "\r"], 100);
+        assert_eq!(got, [ev("a", "{}"), ev("b", "1")]);
     }
 
     #[test]

@@ -279,7 +279,7 @@ pub(super) async fn leader(State(s): State<Arc<Shared>>, headers: HeaderMap) -> 
 }
 
 pub(super) async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    if let Some(r) = unauthorized(&s, &headers) {
+    if let Some(r) = gate(&s, &headers) {
         return r;
     }
     // Jetty's EventSourceServlet wants exactly one Accept value equal to
@@ -295,7 +295,9 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, Raw
     let (tx, rx) = mpsc::unbounded_channel();
     let sub = Subscriber { filter, tx };
     let attached = lock(&s.model).ev("event_stream_attached", json!({"remoteAddress": "127.0.0.1"}));
-    if sub.wants(&attached.event_type) && !s.silent.load(Ordering::SeqCst) {
+    // Marathon writes the subscriber's own attach first on every new
+    // connection; `silent` stalls what comes after it.
+    if sub.wants(&attached.event_type) {
         let _ = sub.tx.send(Bytes::from(attached.frame()));
     }
     lock(&s.subscribers).push(sub);
