@@ -137,7 +137,7 @@ pub async fn run(
         urls: cfg.marathon.clone(),
         auth: cfg.marathon_auth.clone(),
         idle_timeout: cfg.idle_timeout,
-        max_line: 16 * 1024 * 1024,
+        max_line: cfg.stream_line_limit,
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(30),
         event_types: EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
@@ -215,6 +215,13 @@ fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify) -> bool {
         StreamItem::Disconnected { reason } => {
             engine.metrics.stream.with_label_values(&["disconnected"]).inc();
             warn!(reason = %reason, "event stream lost; reconnecting");
+            false
+        }
+        StreamItem::Oversized { limit } => {
+            // The line is gone and so is its event: only a resync can repair it.
+            engine.metrics.events_skipped.with_label_values(&["oversized"]).inc();
+            warn!(limit, "event over the line limit skipped; resyncing");
+            resync_wake.notify_one();
             false
         }
         StreamItem::Malformed { event_type, error } => {

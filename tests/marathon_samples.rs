@@ -15,7 +15,7 @@ use switchboard::assemble::{Folded, snapshot_touches, touches};
 use switchboard::labels::LabelOptions;
 use switchboard::marathon::client::{parse_app_response, parse_snapshot, parse_tasks};
 use switchboard::marathon::event::{Event, parse, parse_app};
-use switchboard::marathon::stream::{Frame, SseDecoder, StreamItem, frame_item};
+use switchboard::marathon::stream::{StreamItem, replay, replay_framed};
 use switchboard::model::{AppId, HealthProtocol, InstanceId, TaskState, Timestamp};
 
 fn dir() -> PathBuf {
@@ -576,14 +576,24 @@ fn rest_tasks_deployments_info_leader() {
 
 // ---------------------------------------------------------------- raw streams
 
-fn frames(name: &str, chunk: usize) -> Vec<Frame> {
+/// The items a stream file gives through the real path (eventsource-client
+/// over the transport's line cap), delivered `chunk` bytes at a time.
+fn stream_items(name: &str, chunk: usize) -> Vec<StreamItem> {
     let bytes = std::fs::read(dir().join(name)).unwrap();
-    let mut d = SseDecoder::new(1 << 20);
-    bytes.chunks(chunk).flat_map(|c| d.feed(c)).collect()
+    split_items(&bytes, &bytes.chunks(chunk).map(|c| c.len()).collect::<Vec<_>>())
 }
 
-fn stream_items(name: &str, chunk: usize) -> Vec<StreamItem> {
-    frames(name, chunk).into_iter().map(frame_item).collect()
+/// The items of `bytes` delivered in pieces of the given lengths.
+fn split_items(bytes: &[u8], lengths: &[usize]) -> Vec<StreamItem> {
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    for len in lengths {
+        chunks.push(bytes::Bytes::copy_from_slice(&bytes[at..at + len]));
+        at += len;
+    }
+    chunks.push(bytes::Bytes::copy_from_slice(&bytes[at..]));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(replay(chunks, 1 << 20))
 }
 
 fn stream_events(name: &str) -> Vec<Event> {
@@ -596,14 +606,38 @@ fn stream_events(name: &str) -> Vec<Event> {
         .collect()
 }
 
-fn types(frames: &[Frame]) -> Vec<&str> {
-    frames
+fn types(items: &[StreamItem]) -> Vec<&str> {
+    items
         .iter()
-        .map(|f| match f {
-            Frame::Event { event_type, .. } => event_type.as_str(),
-            Frame::Oversized { .. } => "OVERSIZED",
+        .map(|i| match i {
+            StreamItem::Events { event_type, .. } => event_type.as_str(),
+            other => panic!("{other:?}"),
         })
         .collect()
+}
+
+/// Cut at every byte boundary (so CR and LF land in different reads), the
+/// file frames to the same events as in one piece (framing only: the JSON
+/// is the same string either way).
+fn same_at_every_cut(name: &str) {
+    let bytes = bytes::Bytes::from(std::fs::read(dir().join(name)).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let whole = rt.block_on(replay_framed(vec![bytes.clone()], 1 << 20));
+    assert!(whole.len() >= 16, "{name}: {} events", whole.len());
+    for cut in 0..=bytes.len() {
+        let got = rt.block_on(replay_framed(vec![bytes.slice(..cut), bytes.slice(cut..)], 1 << 20));
+        assert!(got == whole, "{name} cut at byte {cut}");
+    }
+}
+
+#[test]
+fn stream_txt_at_every_byte_boundary() {
+    same_at_every_cut("stream.txt");
+}
+
+#[test]
+fn stream_capture_v1_5_at_every_byte_boundary() {
+    same_at_every_cut("stream-capture-v1.5.txt");
 }
 
 #[test]
@@ -611,7 +645,7 @@ fn stream_txt_reconnected_mid_deploy() {
     let raw = std::fs::read(dir().join("stream.txt")).unwrap();
     assert!(raw.windows(2).filter(|w| w == b"\r\n").count() > 40, "CRLF line ends");
     assert!(!raw.windows(3).any(|w| w[0] != b'\r' && w[1..] == *b"\n\n"), "no bare LF line ends");
-    let whole = frames("stream.txt", raw.len());
+    let whole = stream_items("stream.txt", raw.len());
     assert_eq!(
         types(&whole),
         [
@@ -633,9 +667,9 @@ fn stream_txt_reconnected_mid_deploy() {
             "deployment_success",
         ]
     );
-    // Any chunking gives the same frames (keepalive CR and LF split too).
+    // Any chunking gives the same items (keepalive CR and LF split too).
     for chunk in [1, 2, 3, 5, 64, 1000] {
-        assert_eq!(frames("stream.txt", chunk), whole, "chunk {chunk}");
+        assert_eq!(stream_items("stream.txt", chunk), whole, "chunk {chunk}");
     }
     let evs = stream_events("stream.txt");
     // Both TASK_RUNNING of /prod/web arrive before any event with its labels.
@@ -716,6 +750,9 @@ fn stream_variants_marathon_never_sends_still_parse() {
         ]
     );
     for chunk in [1, 2, 3] {
-        assert_eq!(frames("stream-non-marathon-variants.txt", chunk), frames("stream-non-marathon-variants.txt", 4096));
+        assert_eq!(
+            stream_items("stream-non-marathon-variants.txt", chunk),
+            stream_items("stream-non-marathon-variants.txt", 4096)
+        );
     }
 }
