@@ -34,7 +34,7 @@ use crate::model::{AppId, TaskState, Timestamp};
 mod model;
 mod server;
 
-pub use model::{Model, ModelOptions, SimEvent};
+pub use model::{Generation, Model, ModelOptions, SimEvent};
 pub use server::{MarathonSim, RedirectingSim};
 
 #[cfg(test)]
