@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn mappings_without_host_port_take_no_task_port() {
         // Container network: `admin` has no hostPort, so the task's one host
-        // port belongs to `http` (EVENTS.md §8: ports are not index-aligned).
+        // port belongs to `http` (docs/marathon.md, "Addresses": ports are not index-aligned).
         let mut s = spec(
             &[],
             vec![

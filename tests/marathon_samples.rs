@@ -459,7 +459,7 @@ fn bookkeeping_events_are_known_and_ignored() {
         let ty = json(name)["eventType"].as_str().unwrap().to_owned();
         assert_eq!(one(name), Event::Ignored { event_type: ty }, "{name}");
     }
-    // What the docs got wrong (EVENTS.md §11), as the code writes it.
+    // Where Marathon's own docs differ from its code, as the code writes it.
     assert_eq!(json("event_stream_attached.json")["remoteAddress"], "10.0.3.40");
     assert!(json("remove_health_check_event.json").get("healthCheck").is_none());
     assert!(json("framework_message_event.json")["message"].is_array());
