@@ -35,7 +35,7 @@ pub type Observation = Result<Vec<Op>, String>;
 struct Listing {
     /// What the backend holds of ours.
     owned: Vec<Registration>,
-    /// `AppliedLog::mark` taken before the listing started.
+    /// `AppliedLog::start` taken before the listing started.
     mark: u64,
     reply: oneshot::Sender<Observation>,
 }
@@ -59,13 +59,17 @@ impl Applier {
     /// queued.
     pub async fn observe(&self) -> Observation {
         let name = self.name();
-        let mark = self.log.mark();
-        let ledger = self.engine.store.ledger(name).map_err(|e| e.to_string())?;
-        let owned = match self.backend.list_owned(&ledger).await {
+        let mark = self.log.start();
+        let listed = match self.engine.store.ledger(name) {
+            Ok(ledger) => self.backend.list_owned(&ledger).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let owned = match listed {
             Ok(o) => o,
             Err(e) => {
+                self.log.finish(mark);
                 warn!(backend = name, error = %e, "cannot list owned entries; will retry");
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         let (reply, answer) = oneshot::channel();
@@ -115,7 +119,7 @@ async fn run(
             _ = shutdown.cancelled() => return,
             listing = listings.recv() => {
                 let Some(listing) = listing else { return };
-                let stale = log.since(listing.mark);
+                let stale = log.finish(listing.mark);
                 let answer = match engine.merge_listing(&b, &listing.owned, &stale) {
                     Ok(observed) => {
                         planned = planned.max(observed.epoch);

@@ -105,36 +105,56 @@ pub struct Observed {
     pub epoch: u64,
 }
 
-/// The writes one backend's applier made, in order: a listing taken while
-/// they landed tells from it which registrations it may show stale.
+/// The writes one backend's applier made while listings were in flight: a
+/// listing tells from it which registrations it may show stale.
 #[derive(Clone, Default)]
 pub struct AppliedLog {
-    /// Writes so far, and the number of the last write per registration id.
     /// A std Mutex: held for a map update, never across `.await`.
-    inner: Arc<Mutex<(u64, BTreeMap<String, u64>)>>,
+    inner: Arc<Mutex<WriteLog>>,
+}
+
+#[derive(Default)]
+struct WriteLog {
+    /// Writes so far.
+    writes: u64,
+    /// Listings started and not finished.
+    listings: usize,
+    /// The number of the last write per registration id, kept only while a
+    /// listing is in flight (so the log stays as small as one resync's writes).
+    ids: BTreeMap<String, u64>,
 }
 
 impl AppliedLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<String, u64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteLog> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The number of writes so far: take it before a listing starts.
-    pub fn mark(&self) -> u64 {
-        self.lock().0
+    /// Starts a listing: call before it is requested; pass the mark to `finish`.
+    pub fn start(&self) -> u64 {
+        let mut log = self.lock();
+        log.listings += 1;
+        log.writes
     }
 
     /// Records a write of registration `id` that has landed (or may have).
     fn record(&self, id: &str) {
         let mut log = self.lock();
-        log.0 += 1;
-        let n = log.0;
-        log.1.insert(id.to_owned(), n);
+        log.writes += 1;
+        if log.listings > 0 {
+            let n = log.writes;
+            log.ids.insert(id.to_owned(), n);
+        }
     }
 
-    /// Registration ids written after `mark`.
-    pub fn since(&self, mark: u64) -> BTreeSet<String> {
-        self.lock().1.iter().filter(|(_, n)| **n > mark).map(|(app, _)| app.clone()).collect()
+    /// Ends the listing started at `mark`: the registration ids written since.
+    pub fn finish(&self, mark: u64) -> BTreeSet<String> {
+        let mut log = self.lock();
+        let written = log.ids.iter().filter(|(_, n)| **n > mark).map(|(id, _)| id.clone()).collect();
+        log.listings = log.listings.saturating_sub(1);
+        if log.listings == 0 {
+            log.ids.clear();
+        }
+        written
     }
 }
 
@@ -546,5 +566,24 @@ impl Engine {
             }
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod applied_log_tests {
+    use super::AppliedLog;
+
+    #[test]
+    fn a_listing_sees_the_writes_made_while_it_was_in_flight_and_no_others() {
+        let log = AppliedLog::default();
+        log.record("before");
+        let mark = log.start();
+        log.record("during");
+        let written = log.finish(mark);
+        assert_eq!(written.into_iter().collect::<Vec<_>>(), ["during"]);
+        log.record("after");
+        let mark = log.start();
+        assert!(log.finish(mark).is_empty(), "nothing is kept between listings");
+        assert!(log.lock().ids.is_empty());
     }
 }
