@@ -68,7 +68,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             cluster: cfg.cluster.clone(),
             timeout: cfg.request_timeout,
         })
-        .context("invalid setting --consul")?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
     }
     if let Some(url) = &cfg.kong {
@@ -80,7 +80,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             forward_to: cfg.kong_forward_to.clone(),
             timeout: cfg.request_timeout,
         })
-        .context("invalid setting --kong")?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
     }
     if let Some(url) = &cfg.vulcand {
@@ -90,7 +90,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             server_ttl: cfg.vulcand_server_ttl,
             timeout: cfg.request_timeout,
         })
-        .context("invalid setting --vulcand")?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
     }
     Ok(out)

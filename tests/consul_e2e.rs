@@ -410,6 +410,28 @@ async fn bad_configuration_exits_2_naming_the_setting() {
     )
     .await;
     check(s(&["reconcile", "--once", "--data-dir", &data]), "--marathon").await;
+    // A backend's own check names the flag the user typed, not the backend's URL flag.
+    let m = "http://127.0.0.1:1";
+    check(
+        s(&["run", "--marathon", m, "--kong", "http://127.0.0.1:2", "--cluster", "Prod", "--data-dir", &data]),
+        "invalid setting --cluster:",
+    )
+    .await;
+    check(
+        s(&[
+            "run",
+            "--marathon",
+            m,
+            "--vulcand",
+            "http://127.0.0.1:2",
+            "--vulcand-server-ttl",
+            "1500ms",
+            "--data-dir",
+            &data,
+        ]),
+        "invalid setting --vulcand-server-ttl:",
+    )
+    .await;
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "marathon = [\"http://127.0.0.1:1\"]\nconsul_url = \"http://x\"\n").unwrap();
     check(s(&["run", "--config", file.to_str().unwrap(), "--data-dir", &data]), "consul_url").await;
