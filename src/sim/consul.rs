@@ -70,6 +70,9 @@ struct Running {
 struct Shared {
     opts: ConsulSimOptions,
     state: Mutex<SimState>,
+    /// While true, `GET /v1/agent/services` waits before it reads the state
+    /// (see `hold_listings`): lets a test make a listing straddle a write.
+    listings_held: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,8 @@ struct SimState {
     failing: Option<u16>,
     writes: usize,
     requests: Vec<(String, String)>,
+    /// Listing requests waiting on `hold_listings` right now.
+    listings_waiting: usize,
     /// False imitates a pre-1.0.7 agent: `Meta` is silently dropped on
     /// register and absent from listings.
     no_meta: bool,
@@ -109,7 +114,11 @@ const NOT_ALLOWED_READ: &str = "GET,OPTIONS";
 
 impl ConsulSim {
     pub async fn start(opts: ConsulSimOptions) -> std::io::Result<ConsulSim> {
-        let shared = Arc::new(Shared { opts, state: Mutex::new(SimState::default()) });
+        let shared = Arc::new(Shared {
+            opts,
+            state: Mutex::new(SimState::default()),
+            listings_held: tokio::sync::watch::Sender::new(false),
+        });
         let running = serve(shared.clone(), 0).await?;
         Ok(ConsulSim { shared, port: running.1, server: tokio::sync::Mutex::new(Some(running.0)) })
     }
@@ -152,6 +161,21 @@ impl ConsulSim {
     /// from listings.
     pub fn set_legacy_no_meta(&self, on: bool) {
         self.shared.lock().no_meta = on;
+    }
+
+    /// From now on `GET /v1/agent/services` waits, before it reads anything,
+    /// until `release_listings`: the answer then shows the state at release.
+    pub fn hold_listings(&self) {
+        self.shared.listings_held.send_replace(true);
+    }
+
+    pub fn release_listings(&self) {
+        self.shared.listings_held.send_replace(false);
+    }
+
+    /// How many listing requests are waiting on `hold_listings` now.
+    pub fn listings_waiting(&self) -> usize {
+        self.shared.lock().listings_waiting
     }
 
     /// Closes the listener and open connections: connection refused from now on.
@@ -367,6 +391,12 @@ async fn handle(
         }
         Route::Deregister(id) => deregister(&shared, &id),
         Route::Services => {
+            let mut held = shared.listings_held.subscribe();
+            if *held.borrow() {
+                shared.lock().listings_waiting += 1;
+                let _ = held.wait_for(|h| !*h).await;
+                shared.lock().listings_waiting -= 1;
+            }
             let st = shared.lock();
             let mut out = Map::new();
             if visible {
