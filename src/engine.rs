@@ -31,6 +31,7 @@ use crate::labels::{LabelOptions, StaticService};
 use crate::marathon::client::MarathonClient;
 use crate::metrics::Metrics;
 use crate::model::{AppId, Registration, Timestamp};
+use crate::plan::Refusal;
 use crate::plan::plan;
 use crate::store::{SnapshotApp, Store};
 
@@ -267,7 +268,16 @@ impl Engine {
         Ok((by_id.into_values().collect(), queued))
     }
 
+    /// Queues the planned ops that are not queued already, except those a
+    /// backend refused before with the very same input; refusals the plan no
+    /// longer calls for are lifted.
     fn enqueue_new(&self, backend: &str, ops: Vec<Op>, queued: &BTreeMap<String, Op>) -> Result<Vec<Op>, EngineError> {
+        let (ops, lifted) = crate::plan::hold_refused(ops, &self.store.refusals(backend)?);
+        if !lifted.is_empty() {
+            self.store.lift_refusals(backend, &lifted)?;
+            self.metrics.refusals.with_label_values(&[backend]).set(self.store.refusals(backend)?.len() as i64);
+            info!(backend, entities = ?lifted, "refusals lifted: their input changed or is no longer wanted");
+        }
         let fresh: Vec<Op> = ops.into_iter().filter(|op| queued.get(op.key()) != Some(op)).collect();
         self.store.enqueue(backend, &fresh)?;
         self.metrics.queue_depth.with_label_values(&[backend]).set(self.store.queue_len(backend) as i64);
@@ -455,6 +465,7 @@ impl Engine {
         let name = b.name();
         let mut next_due: Option<u64> = None;
         let mut queued = self.store.queued(name)?;
+        let mut refused = false;
         // Deregistrations first (traffic drains before anything new appears), then by key.
         queued.sort_by_key(|q| matches!(q.op, Op::Register(_)));
         for q in queued {
@@ -484,33 +495,58 @@ impl Engine {
                     return Ok(Drain::Backoff { until_ms });
                 }
                 Err(e) => {
-                    self.record_failure(name, &q.op, &e)?;
+                    refused |= self.record_refusal(name, &q.op, &e)?;
                 }
             }
+        }
+        if refused {
+            // A restart must not try it again either.
+            self.store.flush().await?;
         }
         self.update_gauges(name)?;
         Ok(Drain::Idle { next_due_ms: next_due })
     }
 
-    fn record_failure(&self, name: &'static str, op: &Op, e: &BackendError) -> Result<(), EngineError> {
+    /// Drops an op a backend refused for good and keeps the refusal against
+    /// (backend, registration, input), so the plan holds that op back until
+    /// its input changes or the operator asks for a retry. Logs once per
+    /// refusal. Returns whether the refusal is new.
+    fn record_refusal(&self, name: &'static str, op: &Op, e: &BackendError) -> Result<bool, EngineError> {
         let reg = op.registration();
         self.metrics.ops.with_label_values(&[name, op.verb(), "failed"]).inc();
-        warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; waiting for a change");
         self.store.drop_queued(name, op)?;
-        let mut rejections = self.store.rejections()?;
-        rejections.push(Rejection {
+        let refusal = Refusal {
             backend: name.to_owned(),
             app_id: reg.app_id.clone(),
-            label: format!("{} {}", op.verb(), reg.id),
+            entity: reg.id.clone(),
+            op: op.verb().to_owned(),
             reason: e.to_string(),
-        });
-        self.store.set_rejections(&rejections)?;
-        Ok(())
+            since: Timestamp::now().to_string(),
+            input: crate::plan::input_hash(op),
+        };
+        let new = self.store.refuse(&refusal)?;
+        if new {
+            self.metrics.refusals_recorded.with_label_values(&[name]).inc();
+            warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
+        }
+        Ok(new)
+    }
+
+    /// Lifts every refusal in force (the operator's `--retry-refused`): the
+    /// next plan tries them again. Returns how many were lifted.
+    pub fn retry_refused(&self) -> Result<usize, EngineError> {
+        let n = self.store.clear_refusals()?;
+        for b in &self.backends {
+            self.metrics.refusals.with_label_values(&[b.name()]).set(0);
+        }
+        info!(lifted = n, "refusals lifted at the operator's request; retrying");
+        Ok(n)
     }
 
     fn update_gauges(&self, name: &'static str) -> Result<(), EngineError> {
         self.metrics.queue_depth.with_label_values(&[name]).set(self.store.queue_len(name) as i64);
         self.metrics.registered.with_label_values(&[name]).set(self.store.ledger(name)?.len() as i64);
+        self.metrics.refusals.with_label_values(&[name]).set(self.store.refusals(name)?.len() as i64);
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! - `pending`: instances that are serving but incomplete, since when;
 //! - `ledger`: what Switchboard registered, by `backend \0 registration id`;
 //! - `queue`: operations not yet applied, by `backend \0 registration id`;
+//! - `refusals`: permanent refusals in force, by `backend \0 registration id`;
 //! - `meta`: sequence counter, Marathon high-water time, last resync, rejections.
 //!
 //! Invariants:
@@ -19,6 +20,7 @@ mod cache;
 mod facts;
 mod ledger;
 mod pending;
+mod refusals;
 
 use std::path::Path;
 
@@ -71,6 +73,7 @@ pub struct Store {
     pending: sled::Tree,
     ledger: sled::Tree,
     queue: sled::Tree,
+    refusals: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -111,6 +114,7 @@ impl Store {
             pending: tree("pending")?,
             ledger: tree("ledger")?,
             queue: tree("queue")?,
+            refusals: tree("refusals")?,
             meta: tree("meta")?,
             db,
         })
