@@ -26,7 +26,7 @@ use backon::BackoffBuilder;
 use tracing::{debug, info, warn};
 
 use crate::assemble::{self, Desired};
-use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
+use crate::backends::{Backend, BackendError, Claim, Op, Rejection, Selection};
 use crate::labels::{LabelOptions, StaticService};
 use crate::marathon::client::MarathonClient;
 use crate::metrics::Metrics;
@@ -466,6 +466,10 @@ impl Engine {
         let mut next_due: Option<u64> = None;
         let mut queued = self.store.queued(name)?;
         let mut refused = false;
+        // Services whose names are ours by the ledger or a recorded intent.
+        let mut intents = self.store.intents(name)?;
+        let mut owned: BTreeSet<String> = self.store.ledger(name)?.into_iter().map(|r| r.service).collect();
+        owned.extend(intents.iter().cloned());
         // Deregistrations first (traffic drains before anything new appears), then by key.
         queued.sort_by_key(|q| matches!(q.op, Op::Register(_)));
         for q in queued {
@@ -475,13 +479,20 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
-            let result = b.apply(&q.op).await;
+            let result = match self.claim(b, &q.op, &mut owned, &mut intents).await? {
+                Ok(()) => b.apply(&q.op).await,
+                Err(e) => Err(e),
+            };
             log.record(q.op.key());
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
             let reg = q.op.registration();
             match result {
                 Ok(()) => {
                     self.store.complete(name, &q.op)?;
+                    if intents.remove(&reg.service) {
+                        // The ledger holds the service now (or it is gone).
+                        self.store.drop_intent(name, &reg.service)?;
+                    }
                     self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
                     info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, "applied");
                 }
@@ -505,6 +516,40 @@ impl Engine {
         }
         self.update_gauges(name)?;
         Ok(Drain::Idle { next_due_ms: next_due })
+    }
+
+    /// Before the first write of a service whose names neither the ledger
+    /// nor a recorded intent make ours: refuses if someone else holds them;
+    /// on a backend whose ledger is the only ownership record, records the
+    /// intent durably first, so a retry after a kill -9 knows the names it
+    /// finds as its own.
+    async fn claim(
+        &self,
+        b: &Arc<dyn Backend>,
+        op: &Op,
+        owned: &mut BTreeSet<String>,
+        intents: &mut BTreeSet<String>,
+    ) -> Result<Result<(), BackendError>, EngineError> {
+        let Op::Register(reg) = op else { return Ok(Ok(())) };
+        if owned.contains(&reg.service) {
+            return Ok(Ok(()));
+        }
+        match b.claim(reg).await {
+            Ok(Claim::Tagged) => Ok(Ok(())),
+            Ok(Claim::Free) => {
+                self.store.intend(b.name(), &reg.service)?;
+                self.store.flush().await?;
+                owned.insert(reg.service.clone());
+                intents.insert(reg.service.clone());
+                Ok(Ok(()))
+            }
+            Ok(Claim::Held(holder)) => Ok(Err(BackendError::Permanent {
+                backend: b.name(),
+                what: format!("register {} (service {} of app {})", reg.id, reg.service, reg.app_id),
+                message: holder,
+            })),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Drops an op a backend refused for good and keeps the refusal against

@@ -66,6 +66,19 @@ pub struct Selection {
     pub rejected: Vec<Rejection>,
 }
 
+/// Whose the names are that a service's first registration would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The backend's own tags or meta tell ours from theirs (checked when
+    /// writing): nothing to record.
+    Tagged,
+    /// The ledger is the only ownership record and nobody holds the names:
+    /// Switchboard records its intent durably, then writes.
+    Free,
+    /// Someone else holds them: refuse, naming the holder.
+    Held(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// Connection refused, timeout, 5xx, 429: retry later.
@@ -149,6 +162,15 @@ pub trait Backend: Send + Sync {
 
     /// Apply one op, idempotently.
     async fn apply(&self, op: &Op) -> Result<(), BackendError>;
+
+    /// Before the first write of a service that neither the ledger nor a
+    /// recorded intent makes ours: whose are the app-level names `reg` would
+    /// write? Backends without tags (the ledger is their only ownership
+    /// record) read them here; the rest answer `Tagged`.
+    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
+        let _ = reg;
+        Ok(Claim::Tagged)
+    }
 
     /// How often `heartbeat` must run, for backends whose entries expire
     /// (Vulcand servers with a TTL). `None`: no heartbeat.

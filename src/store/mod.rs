@@ -8,6 +8,8 @@
 //! - `ledger`: what Switchboard registered, by `backend \0 registration id`;
 //! - `queue`: operations not yet applied, by `backend \0 registration id`;
 //! - `refusals`: permanent refusals in force, by `backend \0 registration id`;
+//! - `intents`: services whose first write started on a backend without tags,
+//!   by `backend \0 service`;
 //! - `meta`: sequence counter, Marathon high-water time, last resync, rejections.
 //!
 //! Invariants:
@@ -74,6 +76,7 @@ pub struct Store {
     ledger: sled::Tree,
     queue: sled::Tree,
     refusals: sled::Tree,
+    intents: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -115,6 +118,7 @@ impl Store {
             ledger: tree("ledger")?,
             queue: tree("queue")?,
             refusals: tree("refusals")?,
+            intents: tree("intents")?,
             meta: tree("meta")?,
             db,
         })

@@ -1,8 +1,14 @@
-//! Tree `refusals`: permanent refusals in force, by `backend \0 registration id`.
+//! Trees `refusals` (permanent refusals in force, by `backend \0
+//! registration id`) and `intents` (services whose first write started, by
+//! `backend \0 service`), the ownership records beside the ledger.
 //!
-//! Invariant: at most one refusal per backend and registration; it is
-//! written when a backend refuses an op for good and removed when the plan
-//! no longer calls for that very op, or the operator asks for a retry.
+//! Invariants:
+//! - At most one refusal per backend and registration; it is written when a
+//!   backend refuses an op for good and removed when the plan no longer calls
+//!   for that very op, or the operator asks for a retry.
+//! - An intent is durable before the first write of its service on a
+//!   backend whose ledger is the only ownership record, so a retry after a
+//!   kill -9 knows the names it finds as its own.
 
 use super::{Error, Store, decode, encode, key2, prefix};
 use crate::plan::Refusal;
@@ -40,6 +46,29 @@ impl Store {
             batch.remove(key2(backend, e));
         }
         self.refusals.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Services of `backend` whose first write has started.
+    pub fn intents(&self, backend: &str) -> Result<std::collections::BTreeSet<String>, Error> {
+        let skip = prefix(backend).len();
+        self.intents
+            .scan_prefix(prefix(backend))
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[skip..]).into_owned()))
+            .collect()
+    }
+
+    /// Records that the first write of `service` on `backend` is about to
+    /// start (the caller flushes before writing).
+    pub fn intend(&self, backend: &str, service: &str) -> Result<(), Error> {
+        self.intents.insert(key2(backend, service), &[])?;
+        Ok(())
+    }
+
+    /// Forgets an intent: the ledger holds the service now, or it is gone.
+    pub fn drop_intent(&self, backend: &str, service: &str) -> Result<(), Error> {
+        self.intents.remove(key2(backend, service))?;
         Ok(())
     }
 
