@@ -621,6 +621,15 @@ fn free_listen() -> String {
     l.local_addr().expect("addr").to_string()
 }
 
+/// A daemon that has had the web app's one registration refused.
+async fn refused_once(w: &World) -> Daemon {
+    let d = w.daemon(&["--resync-interval", "300ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    eventually("refused once", WAIT, || refused_lines(&d) == 1).await;
+    d
+}
+
 async fn more_resyncs(d: &Daemon, n: f64) {
     let start = d.metric("switchboard_resyncs_total{result=\"ok\"}").await;
     common::eventually_async("more resyncs", WAIT, || async {
@@ -633,10 +642,7 @@ async fn more_resyncs(d: &Daemon, n: f64) {
 async fn a_refusal_is_tried_once_until_its_input_changes_even_across_a_restart() {
     let w = acl_world().await;
     let data = w.dir.path().join("data").display().to_string();
-    let mut d = w.daemon(&["--resync-interval", "300ms"]);
-    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
-    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
-    eventually("refused once", WAIT, || refused_lines(&d) == 1).await;
+    let mut d = refused_once(&w).await;
     assert_eq!(register_calls(&w.consul), 1);
 
     // Events of any app and resyncs plan again; none tries the refused input.
@@ -685,10 +691,7 @@ async fn a_refusal_is_tried_once_until_its_input_changes_even_across_a_restart()
 async fn retry_refused_asks_a_running_daemon_else_opens_the_store() {
     let w = acl_world().await;
     let data = w.dir.path().join("data").display().to_string();
-    let mut d = w.daemon(&["--resync-interval", "300ms"]);
-    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
-    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
-    eventually("refused once", WAIT, || refused_lines(&d) == 1).await;
+    let mut d = refused_once(&w).await;
 
     // With the daemon up: asked through its API (it holds the store).
     let listen = d.status_url().await.trim_start_matches("http://").to_owned();

@@ -338,20 +338,12 @@ async fn hand_deleted_server_and_frontend_are_restored_by_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_backends_are_never_touched() {
-    use reqwest::Method as M;
     let w = world().await;
     // An operator's own backend named like the service, and one that looks
     // like another cluster's Switchboard.
     let foreign = ["shop-web", "sb.other.shop-web~"];
     for id in foreign {
-        assert_eq!(
-            w.vulcand_call(M::POST, "/v2/backends", Some(json!({"Backend": {"Id": id, "Type": "http"}}))).await,
-            200
-        );
-        let server = json!({"Server": {"Id": "hand-1", "URL": "http://10.9.9.9:8080"}});
-        assert_eq!(w.vulcand_call(M::POST, &format!("/v2/backends/{id}/servers"), Some(server)).await, 200);
-        let fe = json!({"Frontend": {"Id": id, "Type": "http", "BackendId": id, "Route": r#"Host("web.local")"#}});
-        assert_eq!(w.vulcand_call(M::POST, "/v2/frontends", Some(fe)).await, 200);
+        hand_made(&w, id).await;
     }
     let snapshot = || (w.vulcand.backends(), w.vulcand.frontends(), foreign.map(|id| w.vulcand.servers(id)));
     let before = snapshot();
