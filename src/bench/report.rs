@@ -33,6 +33,9 @@ pub struct ScenarioInfo {
     pub latency: Vec<String>,
     /// Backends given as URLs of real servers instead of simulators.
     pub real: Vec<String>,
+    /// Marathon <= 1.6 deployment events (full app definitions).
+    #[serde(default)]
+    pub heavy_plans: bool,
     pub out_of_order: f64,
     pub churn_per_second: f64,
     pub churn_seconds: f64,
@@ -159,10 +162,11 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Switchboard benchmark: {} apps × {} instances ({}), latency {}, {} CPUs, {:.0} GiB{}",
+            "Switchboard benchmark: {} apps × {} instances ({}{}), latency {}, {} CPUs, {:.0} GiB{}",
             s.apps,
             s.instances,
             b.join("+"),
+            if s.heavy_plans { ", heavy plans" } else { "" },
             if s.latency.is_empty() { "none".to_owned() } else { s.latency.join(" ") },
             self.machine.cpus,
             self.machine.mem_gib,

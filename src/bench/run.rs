@@ -38,6 +38,7 @@ pub struct Options {
     pub latency: Vec<WriteLatency>,
     /// Real servers instead of the simulators, per backend.
     pub real: Vec<(SimBackend, String)>,
+    pub heavy_plans: bool,
     pub floor: bool,
     pub floor_concurrency: usize,
     pub out_of_order: f64,
@@ -101,6 +102,9 @@ async fn start_sim(o: &Options) -> anyhow::Result<Sim> {
         .arg(o.seed.to_string());
     for l in &o.latency {
         cmd.arg("--latency").arg(l.to_string());
+    }
+    if o.heavy_plans {
+        cmd.arg("--heavy-plans");
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("starting {} sim", o.switchboard.display()))?;
@@ -343,16 +347,20 @@ fn latency_of(o: &Options, a: &ArrivalReport, s: &mut Stream) {
     }
 }
 
-/// Time from the last reset to the last registration stored, over the
-/// benchmarked simulated backends (more precise than the poll).
-fn last_arrival(o: &Options, a: &ArrivalReport) -> Option<Duration> {
+/// Time from the last reset to the last write answered (registration or
+/// deregistration), over the benchmarked simulated backends: more precise
+/// than the poll that saw convergence. `None` when a real server is
+/// measured (its writes are not seen) or nothing was written.
+fn last_write(o: &Options, a: &ArrivalReport) -> Option<Duration> {
+    if o.backends.iter().any(|b| o.is_real(*b)) {
+        return None;
+    }
     o.backends
         .iter()
-        .filter(|b| !o.is_real(**b))
         .filter_map(|b| match b {
-            SimBackend::Consul => a.consul.last_arrival_micros,
-            SimBackend::Kong => a.kong.last_arrival_micros,
-            SimBackend::Vulcand => a.vulcand.last_arrival_micros,
+            SimBackend::Consul => a.consul.last_write_micros,
+            SimBackend::Kong => a.kong.last_write_micros,
+            SimBackend::Vulcand => a.vulcand.last_write_micros,
         })
         .max()
         .map(Duration::from_micros)
@@ -394,6 +402,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
             backends: o.backends.iter().map(|b| b.name().to_owned()).collect(),
             latency: o.latency.iter().map(ToString::to_string).collect(),
             real: o.real.iter().map(|(b, _)| b.name().to_owned()).collect(),
+            heavy_plans: o.heavy_plans,
             out_of_order: o.out_of_order,
             churn_per_second: o.churn_per_second,
             churn_seconds: o.churn_seconds,
@@ -429,7 +438,8 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
     let mut daemon = start_daemon(o, &sim, &data, &log_a).await?;
     let (ok, polled, c) = h.converge(&sim, "cold resync", o.cold_deadline, |_| true).await?;
-    let took = if ok { last_arrival(o, &h.arrivals().await?).unwrap_or(polled).min(started.elapsed()) } else { polled };
+    let since_start = started.elapsed();
+    let took = if ok { last_write(o, &h.arrivals().await?).unwrap_or(since_start).min(since_start) } else { polled };
     report.cold_resync = phase(ok, took, o.cold_deadline, &c, floor_s);
     let u_cold = procfs::usage(daemon.pid);
     report.cold_resync.cpu_s = u_cold.cpu_seconds;
@@ -490,7 +500,8 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let (ok, polled, c) =
         h.converge(&sim, "event storm", o.storm_deadline, |c| c.sent > 0 && c.subscribers > 0).await?;
     let arrivals = h.arrivals().await?;
-    let took = if ok { last_arrival(o, &arrivals).unwrap_or(polled) } else { polled };
+    let since_sent = started.elapsed();
+    let took = if ok { last_write(o, &arrivals).unwrap_or(since_sent).min(since_sent) } else { polled };
     let mut storm = Stream {
         phase: phase(ok, took, o.storm_deadline, &c, floor_s),
         events_sent: sent["events"].as_u64().unwrap_or(0),
@@ -501,7 +512,6 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     storm.events_received = received.max(0.0) as u64;
     storm.events_per_s = if took.as_secs_f64() > 0.0 { received / took.as_secs_f64() } else { 0.0 };
     latency_of(o, &arrivals, &mut storm);
-    let _ = started;
     let cpu_storm = procfs::usage(daemon.pid).cpu_seconds;
     storm.phase.cpu_s = cpu_storm - cpu_b0;
     eprintln!("event storm: {}", summary_line(&storm.phase));

@@ -73,6 +73,9 @@ struct Measure {
     /// The `switchboard` binary (default: next to this one).
     #[arg(long)]
     switchboard: Option<PathBuf>,
+    /// Marathon <= 1.6 deployment events with full app definitions (heavy plans).
+    #[arg(long)]
+    heavy_plans: bool,
     /// Skip the floor.
     #[arg(long)]
     no_floor: bool,
@@ -101,7 +104,7 @@ struct Measure {
     #[arg(long, default_value = "300s", value_parser = parse_secs)]
     idle_deadline: Duration,
     /// How often the harness polls the simulator's counts.
-    #[arg(long, default_value = "50ms", value_parser = parse_secs)]
+    #[arg(long, default_value = "100ms", value_parser = parse_secs)]
     poll: Duration,
     /// Extra argument for `switchboard run` (repeatable), e.g. `--daemon-arg=--grace-period=500ms`.
     #[arg(long, allow_hyphen_values = true)]
@@ -179,6 +182,7 @@ async fn measure(m: Measure) -> anyhow::Result<Report> {
         backends,
         latency: m.latency,
         real,
+        heavy_plans: m.heavy_plans,
         floor: !m.no_floor,
         floor_concurrency: m.floor_concurrency,
         out_of_order: m.out_of_order,

@@ -14,7 +14,8 @@
 //! Control API (JSON; every POST answers what it did):
 //! - `GET  /v1/counts`: expected, held and extra registrations per backend,
 //!   requests and writes per backend, Marathon reads, churn progress;
-//! - `GET  /v1/arrivals`: per backend, send→arrival microseconds since the last reset;
+//! - `GET  /v1/arrivals`: per backend, send→arrival microseconds since the last
+//!   reset, and when the last registration arrived and the last write was answered;
 //! - `POST /v1/reset`: forget sends and arrivals; `POST /v1/clear`: also empty the backends;
 //! - `POST /v1/deploy {"out_of_order": 0.2, "seed": 1}`: redeploy every app
 //!   (new tasks replace the old), all events at once, a share out of order;
@@ -347,6 +348,7 @@ async fn deploy(State(c): Shared, body: Option<Json<DeployBody>>) -> Json<Value>
         }
     }
     let moved = disorder(&mut events, b.out_of_order, b.window.unwrap_or(256), b.seed);
+    c.timeline.mark();
     let running = c.emit(&events);
     info!(events = events.len(), out_of_order = moved, running, "deploy storm sent");
     Json(json!({"events": events.len(), "out_of_order": moved, "running": running}))

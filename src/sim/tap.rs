@@ -142,6 +142,8 @@ struct Times {
     /// Per backend: `host:port` → first registration seen since the reset.
     arrived: [HashMap<String, Instant>; 3],
     last_arrival: Option<Instant>,
+    /// Per backend: when its last write (of any kind) was answered.
+    last_write: [Option<Instant>; 3],
     since: Option<Instant>,
 }
 
@@ -156,6 +158,10 @@ pub struct Arrivals {
     pub arrived: usize,
     /// Microseconds from the reset to the last arrival, if any.
     pub last_arrival_micros: Option<u64>,
+    /// Microseconds from the reset to this backend's last answered write
+    /// (registrations and deregistrations alike), if any.
+    #[serde(default)]
+    pub last_write_micros: Option<u64>,
 }
 
 impl Timeline {
@@ -167,6 +173,12 @@ impl Timeline {
     pub fn reset(&self) {
         let mut t = self.lock();
         *t = Times { since: Some(Instant::now()), ..Times::default() };
+    }
+
+    /// Restarts the clock of `last_*` without forgetting anything: a phase
+    /// starts now (after its events were built, before they are sent).
+    pub fn mark(&self) {
+        self.lock().since = Some(Instant::now());
     }
 
     /// Records that `TASK_RUNNING` of `endpoint` leaves now.
@@ -203,10 +215,16 @@ impl Timeline {
                 None => {}
             }
         }
-        if let (Some(since), Some(last)) = (t.since, t.last_arrival) {
-            out.last_arrival_micros = Some(last.saturating_duration_since(since).as_micros() as u64);
-        }
+        let since_reset = |at: Option<Instant>| Some(at?.saturating_duration_since(t.since?).as_micros() as u64);
+        out.last_arrival_micros = since_reset(t.last_arrival);
+        out.last_write_micros = since_reset(t.last_write[backend.index()]);
         out
+    }
+
+    /// Records that `backend` just answered a write.
+    pub fn wrote(&self, backend: SimBackend) {
+        let now = Instant::now();
+        self.lock().last_write[backend.index()] = Some(now);
     }
 
     /// How many `TASK_RUNNING` sends were recorded since the reset.
@@ -284,17 +302,20 @@ async fn around(State(tap): State<Tap>, req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     t.writes.fetch_add(1, Relaxed);
-    let Some(cost) = t.per_write else {
-        return next.run(req).await;
+    let response = match t.per_write {
+        None => next.run(req).await,
+        Some(cost) if t.backend.serialises_writes() => {
+            let _one_at_a_time = t.gate.lock().await;
+            tokio::time::sleep(cost).await;
+            next.run(req).await
+        }
+        Some(cost) => {
+            tokio::time::sleep(cost).await;
+            next.run(req).await
+        }
     };
-    if t.backend.serialises_writes() {
-        let _one_at_a_time = t.gate.lock().await;
-        tokio::time::sleep(cost).await;
-        next.run(req).await
-    } else {
-        tokio::time::sleep(cost).await;
-        next.run(req).await
-    }
+    t.timeline.wrote(t.backend);
+    response
 }
 
 #[cfg(test)]
