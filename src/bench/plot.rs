@@ -1,6 +1,6 @@
 //! The PNG plot of BENCHMARKS.md: event-storm latency (p50 and p99, per
-//! backend) and cold-resync time against cluster size, one line per latency
-//! profile, from several `--json` reports.
+//! backend), churn p99 (Consul), cold-resync time and the floor against
+//! cluster size, one line per latency profile, from several `--json` reports.
 //!
 //! Text needs a TrueType font: DejaVu Sans is read from the usual Debian
 //! path (package `fonts-dejavu-core`) or `--font`. Without one the plot is
@@ -41,8 +41,16 @@ pub fn series(reports: &[Report]) -> Series {
                 out.entry(format!("storm {backend} p50 ({profile})")).or_default().push((size, s.p50_ms));
             }
         }
+        for (backend, s) in &r.churn.latency {
+            if s.count > 0 && r.churn.phase.converged && backend == "consul" {
+                out.entry(format!("churn {backend} p99 ({profile})")).or_default().push((size, s.p99_ms));
+            }
+        }
         if r.cold_resync.converged {
             out.entry(format!("cold resync ({profile})")).or_default().push((size, r.cold_resync.seconds * 1000.0));
+        }
+        if let Some(f) = &r.floor {
+            out.entry(format!("floor, all writes ({profile})")).or_default().push((size, f.best_s * 1000.0));
         }
     }
     for points in out.values_mut() {
@@ -71,6 +79,7 @@ pub fn draw(reports: &[Report], out: &Path, font: &Path) -> Result<bool, PlotErr
     let err = |e: &dyn std::fmt::Display| PlotError::Draw { path: out.display().to_string(), message: e.to_string() };
     let x_max = lines.values().flatten().map(|p| p.0).fold(1.0, f64::max) * 1.05;
     let y_max = lines.values().flatten().map(|p| p.1).fold(1.0, f64::max);
+    let y_min = lines.values().flatten().map(|p| p.1).fold(f64::MAX, f64::min).max(0.1) / 2.0;
     let root = BitMapBackend::new(out, (1100, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut builder = ChartBuilder::on(&root);
@@ -78,7 +87,7 @@ pub fn draw(reports: &[Report], out: &Path, font: &Path) -> Result<bool, PlotErr
     if text {
         builder.caption("Switchboard: latency and cold resync against cluster size", ("sans-serif", 24));
     }
-    let mut chart = builder.build_cartesian_2d(0f64..x_max, (0.1f64..y_max * 2.0).log_scale()).map_err(|e| err(&e))?;
+    let mut chart = builder.build_cartesian_2d(0f64..x_max, (y_min..y_max * 2.0).log_scale()).map_err(|e| err(&e))?;
     if text {
         chart
             .configure_mesh()
@@ -94,12 +103,12 @@ pub fn draw(reports: &[Report], out: &Path, font: &Path) -> Result<bool, PlotErr
         let color = Palette99::pick(i).to_rgba();
         let style = ShapeStyle { color, filled: true, stroke_width: if name.contains("p50") { 1 } else { 2 } };
         let drawn = chart
-            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1.max(0.1))), style))
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1.max(y_min))), style))
             .map_err(|e| err(&e))?;
         if text {
             drawn.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
-        chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.1.max(0.1)), 3, style))).map_err(|e| err(&e))?;
+        chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.1.max(y_min)), 3, style))).map_err(|e| err(&e))?;
     }
     if text {
         chart
