@@ -21,7 +21,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
-use crate::bench::floor::{self, FloorResult};
+use crate::bench::floor;
 use crate::bench::procfs::{self, Usage};
 use crate::bench::report::{Daemon, Floor, Idle, Machine, Phase, Report, ScenarioInfo, Stream};
 use crate::bench::stats::summarize;
@@ -599,7 +599,7 @@ async fn run_floor(o: &Options, h: &Harness<'_>, sim: &Sim) -> anyhow::Result<Fl
         });
         for (b, took) in futures::future::join_all(runs).await {
             let took = took?;
-            let entry = f.per_backend.entry(b.name().to_owned()).or_insert_with(FloorResult::default);
+            let entry = f.per_backend.entry(b.name().to_owned()).or_default();
             if round == 0 {
                 entry.sequential_s = took.as_secs_f64();
             } else {
