@@ -49,6 +49,8 @@ pub struct Options {
     /// After the churn's last restart.
     pub churn_deadline: Duration,
     pub idle_deadline: Duration,
+    /// A phase gives up when the daemon's HTTP server has not answered this long.
+    pub hang_after: Duration,
     pub start_deadline: Duration,
     pub poll: Duration,
     /// Extra arguments for `switchboard run`.
@@ -262,15 +264,20 @@ impl Harness<'_> {
     }
 
     /// Polls until every benchmarked backend holds exactly what it should,
-    /// `extra_done` holds too, or the deadline passes.
+    /// `extra_done` holds too, or the deadline passes. Gives up early, with a
+    /// note, when the daemon's HTTP server has not answered for `o.hang_after`
+    /// (a wedged runtime would otherwise cost the whole deadline).
     async fn converge(
         &self,
         sim: &Sim,
+        daemon: &DaemonProc,
         what: &str,
         deadline: Duration,
         mut extra_done: impl FnMut(&Counts) -> bool,
-    ) -> anyhow::Result<(bool, Duration, Counts)> {
+    ) -> anyhow::Result<Converged> {
         let started = Instant::now();
+        let mut answered = Instant::now();
+        let mut probed = Instant::now();
         loop {
             let c = self.counts(sim).await?;
             let total = |p: &PerBackend| p.consul + p.kong + p.vulcand;
@@ -278,13 +285,32 @@ impl Harness<'_> {
             self.o.progress.set_position(total(&c.held) as u64);
             self.o.progress.set_message(format!("{what}: extra {}", total(&c.extra)));
             if c.converged() && extra_done(&c) {
-                return Ok((true, started.elapsed(), c));
+                return Ok(Converged { ok: true, took: started.elapsed(), counts: c, hung: None });
             }
             if started.elapsed() > deadline {
-                return Ok((false, started.elapsed(), c));
+                return Ok(Converged { ok: false, took: started.elapsed(), counts: c, hung: None });
+            }
+            if probed.elapsed() >= Duration::from_secs(5) {
+                probed = Instant::now();
+                if self.responsive(daemon).await {
+                    answered = Instant::now();
+                } else if answered.elapsed() > self.o.hang_after {
+                    let hung = format!(
+                        "the daemon's HTTP server has not answered for {:.0} s",
+                        answered.elapsed().as_secs_f64()
+                    );
+                    warn!(phase = what, "{hung}");
+                    return Ok(Converged { ok: false, took: started.elapsed(), counts: c, hung: Some(hung) });
+                }
             }
             tokio::time::sleep(self.o.poll).await;
         }
+    }
+
+    /// Whether the daemon answers `/healthz` within 2 s.
+    async fn responsive(&self, d: &DaemonProc) -> bool {
+        let url = d.metrics_url.replace("/metrics", "/healthz");
+        self.http.get(url).timeout(Duration::from_secs(2)).send().await.is_ok()
     }
 
     async fn arrivals(&self) -> anyhow::Result<ArrivalReport> {
@@ -299,6 +325,15 @@ impl Harness<'_> {
     }
 }
 
+/// How a wait for convergence ended.
+struct Converged {
+    ok: bool,
+    took: Duration,
+    counts: Counts,
+    /// Set when the wait was cut short because the daemon stopped answering.
+    hung: Option<String>,
+}
+
 fn pick(p: &mut PerBackend, b: SimBackend) -> &mut usize {
     match b {
         SimBackend::Consul => &mut p.consul,
@@ -307,16 +342,15 @@ fn pick(p: &mut PerBackend, b: SimBackend) -> &mut usize {
     }
 }
 
-fn phase(converged: bool, took: Duration, deadline: Duration, c: &Counts, floor_s: Option<f64>) -> Phase {
+fn phase(r: &Converged, took: Duration, deadline: Duration, floor_s: Option<f64>) -> Phase {
+    let (converged, c) = (r.ok, &r.counts);
     let seconds = took.as_secs_f64();
     let note = (!converged).then(|| {
-        format!(
-            "did not converge in {:.0} s: held {:?} of {:?}, extra {:?}",
-            deadline.as_secs_f64(),
-            c.held,
-            c.expected,
-            c.extra
-        )
+        let why = match &r.hung {
+            Some(h) => format!("gave up after {seconds:.0} s: {h}"),
+            None => format!("did not converge in {:.0} s", deadline.as_secs_f64()),
+        };
+        format!("{why}: held {:?} of {:?}, extra {:?}", c.held, c.expected, c.extra)
     });
     Phase {
         ran: true,
@@ -437,10 +471,10 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let log_a = work.join("daemon-1.log");
     let started = Instant::now();
     let mut daemon = start_daemon(o, &sim, &data, &log_a).await?;
-    let (ok, polled, c) = h.converge(&sim, "cold resync", o.cold_deadline, |_| true).await?;
+    let r = h.converge(&sim, &daemon, "cold resync", o.cold_deadline, |_| true).await?;
     let since_start = started.elapsed();
-    let took = if ok { last_write(o, &h.arrivals().await?).unwrap_or(since_start).min(since_start) } else { polled };
-    report.cold_resync = phase(ok, took, o.cold_deadline, &c, floor_s);
+    let took = if r.ok { last_write(o, &h.arrivals().await?).unwrap_or(since_start).min(since_start) } else { r.took };
+    report.cold_resync = phase(&r, took, o.cold_deadline, floor_s);
     let u_cold = procfs::usage(daemon.pid);
     report.cold_resync.cpu_s = u_cold.cpu_seconds;
     eprintln!("cold resync: {}", summary_line(&report.cold_resync));
@@ -497,13 +531,12 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let events_before = metric_sum(&h.metrics(&daemon).await, "switchboard_events_total", "");
     let sent = h.post("/v1/deploy", json!({"out_of_order": o.out_of_order, "seed": o.seed})).await?;
     let started = Instant::now();
-    let (ok, polled, c) =
-        h.converge(&sim, "event storm", o.storm_deadline, |c| c.sent > 0 && c.subscribers > 0).await?;
+    let r = h.converge(&sim, &daemon, "event storm", o.storm_deadline, |c| c.sent > 0 && c.subscribers > 0).await?;
     let arrivals = h.arrivals().await?;
     let since_sent = started.elapsed();
-    let took = if ok { last_write(o, &arrivals).unwrap_or(since_sent).min(since_sent) } else { polled };
+    let took = if r.ok { last_write(o, &arrivals).unwrap_or(since_sent).min(since_sent) } else { r.took };
     let mut storm = Stream {
-        phase: phase(ok, took, o.storm_deadline, &c, floor_s),
+        phase: phase(&r, took, o.storm_deadline, floor_s),
         events_sent: sent["events"].as_u64().unwrap_or(0),
         instances: sent["running"].as_u64().unwrap_or(0),
         ..Stream::default()
@@ -527,11 +560,11 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     }
     let churn_deadline = Duration::from_secs_f64(o.churn_seconds) + o.churn_deadline;
     let started = Instant::now();
-    let (ok, took, c) = h.converge(&sim, "churn", churn_deadline, |c| !c.churn_running).await?;
+    let r = h.converge(&sim, &daemon, "churn", churn_deadline, |c| !c.churn_running).await?;
     let arrivals = h.arrivals().await?;
     let mut churn = Stream {
-        phase: phase(ok, took, churn_deadline, &c, None),
-        instances: c.churn_restarted,
+        phase: phase(&r, r.took, churn_deadline, None),
+        instances: r.counts.churn_restarted,
         events_sent: 0,
         ..Stream::default()
     };

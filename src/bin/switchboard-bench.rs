@@ -103,6 +103,9 @@ struct Measure {
     /// Deadline of the idle resync.
     #[arg(long, default_value = "300s", value_parser = parse_secs)]
     idle_deadline: Duration,
+    /// A phase gives up early when the daemon's HTTP server has not answered this long.
+    #[arg(long, default_value = "60s", value_parser = parse_secs)]
+    hang_after: Duration,
     /// How often the harness polls the simulator's counts.
     #[arg(long, default_value = "100ms", value_parser = parse_secs)]
     poll: Duration,
@@ -192,6 +195,7 @@ async fn measure(m: Measure) -> anyhow::Result<Report> {
         storm_deadline: m.storm_deadline,
         churn_deadline: m.churn_deadline,
         idle_deadline: m.idle_deadline,
+        hang_after: m.hang_after,
         start_deadline: Duration::from_secs(300),
         poll: m.poll,
         daemon_args: m.daemon_arg,
