@@ -6,12 +6,18 @@
 //! - Order does not matter. Every record is a join-semilattice: `merge` is
 //!   commutative, associative and idempotent, so any permutation or
 //!   duplication of the same facts folds to the same record.
-//!   - state: the greatest `(tier, phase, at, rank)`, where tier is live <
-//!     killing < terminal and phase is starting < running. Terminal states
-//!     are final (a tombstone); `TASK_KILLING` never goes back to running; a
-//!     running task never stages again; between running and unreachable the
-//!     newest wins, so `TASK_UNREACHABLE` can recover.
-//!   - location (host, ports, IPs): the newest fact that has ports or IPs.
+//!   - state: the greatest `(incarnation, tier, phase, at, rank)`, where
+//!     tier is live < killing < terminal and phase is starting < running.
+//!     Within one incarnation terminal states are final (a tombstone);
+//!     `TASK_KILLING` never goes back to running; a running task never stages
+//!     again; between running and unreachable the newest wins, so
+//!     `TASK_UNREACHABLE` can recover. A relaunch in the same instance
+//!     (Marathon 1.8+ `._app.2` after `._app.1`, a resident task's next
+//!     attempt) has a greater incarnation and outranks the dead one.
+//!     Instance-keyed events carry no incarnation (0): they never outrank a
+//!     task-keyed fact of a later launch.
+//!   - location (host, ports, IPs): of the newest incarnation, the newest
+//!     fact that has ports or IPs.
 //!   - health: the newest health fact.
 //!   - app stop: the newest stop time; an instance whose state is no newer
 //!     than its app's stop is dead.
@@ -31,9 +37,17 @@ use crate::model::{AppId, AppSpec, InstanceId, Registration, TaskFacts, TaskId, 
 pub struct StateFact {
     pub state: TaskState,
     pub at: Timestamp,
+    /// Which launch of the instance this fact is about (`TaskId::incarnation`).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl StateFact {
+    /// A fact about no particular launch (instance-keyed events).
+    pub fn new(state: TaskState, at: Timestamp) -> StateFact {
+        StateFact { state, at, incarnation: 0 }
+    }
+
     fn tier(&self) -> u8 {
         if self.state.is_terminal() {
             2
@@ -64,8 +78,8 @@ impl StateFact {
         }
     }
 
-    fn key(&self) -> (u8, u8, Timestamp, u8) {
-        (self.tier(), self.phase(), self.at, self.rank())
+    fn key(&self) -> (u64, u8, u8, Timestamp, u8) {
+        (self.incarnation, self.tier(), self.phase(), self.at, self.rank())
     }
 }
 
@@ -79,8 +93,8 @@ pub struct Location {
 }
 
 impl Location {
-    fn key(&self) -> (bool, Timestamp, &Location) {
-        (!self.ports.is_empty() || !self.ip_addresses.is_empty(), self.at, self)
+    fn key(&self) -> (u64, bool, Timestamp, &Location) {
+        (self.task_id.incarnation(), !self.ports.is_empty() || !self.ip_addresses.is_empty(), self.at, self)
     }
 }
 
@@ -152,7 +166,7 @@ impl InstanceRecord {
         InstanceRecord {
             instance: facts.task_id.instance_id(),
             app_id: facts.app_id.clone(),
-            state: Some(StateFact { state: facts.state, at: facts.at }),
+            state: Some(StateFact { state: facts.state, at: facts.at, incarnation: facts.task_id.incarnation() }),
             location,
             version: (!facts.version.is_empty()).then(|| facts.version.clone()),
             health: None,
@@ -165,6 +179,13 @@ impl InstanceRecord {
         let l = self.location.as_ref().map(|l| l.at).unwrap_or_default();
         let h = self.health.as_ref().map(|h| h.at).unwrap_or_default();
         s.max(l).max(h)
+    }
+
+    /// The newest launch of this instance any fact speaks of.
+    pub fn incarnation(&self) -> u64 {
+        let s = self.state.as_ref().map(|s| s.incarnation).unwrap_or(0);
+        let l = self.location.as_ref().map(|l| l.task_id.incarnation()).unwrap_or(0);
+        s.max(l)
     }
 
     pub fn is_tombstone(&self) -> bool {
@@ -201,8 +222,13 @@ pub fn touches(event: &Event) -> Vec<Touch> {
         Event::Status(facts) => vec![Touch::Instance(InstanceRecord::from_task(facts))],
         Event::InstanceChanged { instance, app_id, state, host: _, version, at } => {
             let mut rec = InstanceRecord::empty(instance.clone(), app_id.clone());
-            rec.state = state.map(|state| StateFact { state, at: *at });
+            rec.state = state.map(|state| StateFact::new(state, *at));
             rec.version = (!version.is_empty()).then(|| version.clone());
+            vec![Touch::Instance(rec)]
+        }
+        Event::TaskState { task_id, app_id, state, at } => {
+            let mut rec = InstanceRecord::empty(task_id.instance_id(), app_id.clone());
+            rec.state = Some(StateFact { state: *state, at: *at, incarnation: task_id.incarnation() });
             vec![Touch::Instance(rec)]
         }
         Event::Health { instance, app_id, healthy, at } => {
@@ -433,6 +459,33 @@ mod tests {
         assert_eq!(final_state(&[status_fact(Running, 1, &[1]), status_fact(Staging, 9, &[])]), Running);
     }
 
+    fn launch(n: u64, state: TaskState, at: i64, ports: &[u16]) -> TaskFacts {
+        let mut f = status_fact(state, at, ports);
+        f.task_id = TaskId::parse(&format!("web.instance-1._app.{n}")).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_relaunch_in_the_same_instance_outranks_the_dead_launch() {
+        use TaskState::*;
+        // Marathon 1.8+: a kill without wipe relaunches `._app.1` as `._app.2`.
+        let facts = [launch(1, Running, 5, &[1]), launch(1, Killed, 9, &[1]), launch(2, Running, 7, &[2])];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let rec = fold_all(&order.map(|i| facts[i].clone()));
+            assert_eq!(rec.state.as_ref().unwrap().state, Running, "{order:?}");
+            let loc = rec.location.unwrap();
+            assert_eq!((loc.task_id.as_str(), loc.ports), ("web.instance-1._app.2", vec![2]), "{order:?}");
+        }
+        // An instance-keyed Killed (no incarnation) never buries a later launch.
+        let mut rec = fold_all(&[launch(2, Running, 7, &[2])]);
+        let mut killed = InstanceRecord::empty(rec.instance.clone(), rec.app_id.clone());
+        killed.state = Some(StateFact::new(Killed, t(9)));
+        rec = rec.merge(&killed);
+        assert_eq!(rec.state.unwrap().state, Running);
+        // Legacy ids have no incarnation: a tombstone stays final.
+        assert_eq!(final_state(&[status_fact(Killed, 5, &[1]), status_fact(Running, 9, &[1])]), Killed);
+    }
+
     #[test]
     fn location_prefers_facts_with_ports() {
         let rec = fold_all(&[status_fact(TaskState::Running, 5, &[31000]), status_fact(TaskState::Staging, 9, &[])]);
@@ -452,7 +505,7 @@ mod tests {
         let rec = fold_all(&[status_fact(TaskState::Running, 5, &[31000])]);
         assert_eq!(status(&rec, None, None), Status::Pending(Lack::Spec));
         let mut only_changed = InstanceRecord::empty(rec.instance.clone(), rec.app_id.clone());
-        only_changed.state = Some(StateFact { state: TaskState::Running, at: t(5) });
+        only_changed.state = Some(StateFact::new(TaskState::Running, t(5)));
         assert_eq!(status(&only_changed, None, None), Status::Pending(Lack::TaskFacts));
         let stopped = AppRecord { stopped_at: Some(t(6)) };
         assert_eq!(status(&rec, Some(&stopped), None), Status::Dead);

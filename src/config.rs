@@ -17,7 +17,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::labels::StaticService;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {setting}: {reason}")]
@@ -71,6 +71,10 @@ pub struct CommonArgs {
     /// A stream silent this long is dead: reconnect and resync (default 30s).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
+    /// Longest line of Marathon's event stream, e.g. 64MiB (default); a longer
+    /// one is skipped, counted, and followed by a resync.
+    #[arg(long, value_name = "SIZE", env = "SWITCHBOARD_STREAM_LINE_LIMIT")]
+    pub stream_line_limit: Option<String>,
     /// How long tombstones of dead tasks are kept (default 1h).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_TOMBSTONE_RETENTION")]
     pub tombstone_retention: Option<String>,
@@ -103,6 +107,7 @@ pub struct FileConfig {
     pub name_separator: Option<String>,
     pub grace_period: Option<String>,
     pub idle_timeout: Option<String>,
+    pub stream_line_limit: Option<String>,
     pub tombstone_retention: Option<String>,
     pub kong_forward_to: Option<String>,
     pub kong_token_header: Option<String>,
@@ -162,19 +167,14 @@ impl Env {
             if let Ok(v) = std::env::var(name)
                 && !v.is_empty()
             {
-                return Ok(Some(Secret::new(v)));
+                return SecretSource::Env(name.to_owned()).read().map(Some).map_err(|e| bad(name, e));
             }
             let file_var = format!("{name}_FILE");
             if let Ok(path) = std::env::var(&file_var)
                 && !path.is_empty()
             {
-                let v =
-                    std::fs::read_to_string(&path).map_err(|e| bad(&file_var, format!("cannot read {path}: {e}")))?;
-                let v = v.trim().to_owned();
-                if v.is_empty() {
-                    return Err(bad(&file_var, format!("{path} is empty")));
-                }
-                return Ok(Some(Secret::new(v)));
+                let src = SecretSource::File { var: file_var.clone(), path: path.into() };
+                return src.read().map(Some).map_err(|e| bad(&file_var, e));
             }
             Ok(None)
         }
@@ -207,6 +207,8 @@ pub struct Config {
     pub name_separator: char,
     pub grace_period: Duration,
     pub idle_timeout: Duration,
+    /// Longest line of the event stream, in bytes.
+    pub stream_line_limit: usize,
     pub tombstone_retention: Duration,
     pub request_timeout: Duration,
     pub statics: Vec<StaticService>,
@@ -223,6 +225,18 @@ fn parse_url(setting: &str, raw: &str) -> Result<Url, ConfigError> {
         return Err(bad(setting, format!("{raw:?} has no host")));
     }
     Ok(url)
+}
+
+/// A size such as `64MiB`, `16MB` or `1048576` (bytes); at least 1 KiB, so
+/// Marathon's ordinary events always fit.
+fn parse_size(setting: &str, raw: &str) -> Result<usize, ConfigError> {
+    let size: bytesize::ByteSize =
+        raw.trim().parse().map_err(|_| bad(setting, format!("{raw:?} is not a size like 64MiB")))?;
+    let bytes = usize::try_from(size.as_u64()).map_err(|_| bad(setting, format!("{raw:?} is too large")))?;
+    if bytes < 1024 {
+        return Err(bad(setting, format!("{raw:?} is below 1KiB")));
+    }
+    Ok(bytes)
 }
 
 /// Parses `30s`, `5m`, `1h30m`, `250ms`; a bare `0` is zero.
@@ -284,6 +298,10 @@ impl Config {
         if idle_timeout.is_zero() {
             return Err(bad(&idle_name, "must be more than 0"));
         }
+        let stream_line_limit = match pick!(stream_line_limit, "--stream-line-limit", "SWITCHBOARD_STREAM_LINE_LIMIT") {
+            None => crate::marathon::stream::DEFAULT_MAX_LINE,
+            Some((raw, setting)) => parse_size(&setting, &raw)?,
+        };
         let tombstone_retention = dur(
             pick!(tombstone_retention, "--tombstone-retention", "SWITCHBOARD_TOMBSTONE_RETENTION"),
             Duration::from_secs(3600),
@@ -366,6 +384,7 @@ impl Config {
             name_separator,
             grace_period,
             idle_timeout,
+            stream_line_limit,
             tombstone_retention,
             request_timeout,
             statics,

@@ -34,8 +34,11 @@ use crate::marathon::stream::{self, StreamConfig, StreamItem};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Event types Switchboard asks Marathon for (server-side filter).
+/// Event types Switchboard asks Marathon for (server-side filter). The
+/// stream's own `event_stream_attached` must be among them, or a filtering
+/// Marathon never sends it and the connection never counts as attached.
 pub const EVENT_TYPES: &[&str] = &[
+    "event_stream_attached",
     "status_update_event",
     "instance_changed_event",
     "health_status_changed_event",
@@ -44,6 +47,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "deployment_info",
     "deployment_step_success",
     "app_terminated_event",
+    "unhealthy_task_kill_event",
+    "unhealthy_instance_kill_event",
+    "unknown_task_terminated_event",
+    "unknown_instance_terminated_event",
 ];
 
 /// Builds the backends that are configured (each is optional).
@@ -130,7 +137,7 @@ pub async fn run(
         urls: cfg.marathon.clone(),
         auth: cfg.marathon_auth.clone(),
         idle_timeout: cfg.idle_timeout,
-        max_line: 16 * 1024 * 1024,
+        max_line: cfg.stream_line_limit,
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(30),
         event_types: EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
@@ -208,6 +215,13 @@ fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify) -> bool {
         StreamItem::Disconnected { reason } => {
             engine.metrics.stream.with_label_values(&["disconnected"]).inc();
             warn!(reason = %reason, "event stream lost; reconnecting");
+            false
+        }
+        StreamItem::Oversized { limit } => {
+            // The line is gone and so is its event: only a resync can repair it.
+            engine.metrics.events_skipped.with_label_values(&["oversized"]).inc();
+            warn!(limit, "event over the line limit skipped; resyncing");
+            resync_wake.notify_one();
             false
         }
         StreamItem::Malformed { event_type, error } => {

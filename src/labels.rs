@@ -118,8 +118,15 @@ fn validate_service_name(spec: &AppSpec, label: &str, name: &str) -> Result<(), 
 
 /// Where the task serves the port at `index`: host and host port, or (for
 /// IP-per-task apps without host ports) the task IP and container port.
+///
+/// The task's `ports` hold one element per port that has a host port, in
+/// order: a port mapping without one (`no_host_port`) takes none, so the
+/// element for `index` is found by counting the ports before it that do.
 fn endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u16), LabelError> {
-    if let Some(&port) = task.ports.get(index)
+    let port_spec: Option<&PortSpec> = spec.ports.get(index);
+    let host_index = spec.ports.iter().take(index).filter(|p| !p.no_host_port).count();
+    let host_port = if port_spec.is_some_and(|p| p.no_host_port) { None } else { task.ports.get(host_index).copied() };
+    if let Some(port) = host_port
         && port != 0
     {
         if task.host.is_empty() || task.host == "unknown" {
@@ -127,8 +134,7 @@ fn endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u
         }
         return Ok((task.host.clone(), port));
     }
-    let port_spec: Option<&PortSpec> = spec.ports.get(index);
-    if spec.ip_per_task || task.ports.is_empty() {
+    if spec.ip_per_task || task.ports.is_empty() || port_spec.is_some_and(|p| p.no_host_port) {
         let ip = task.ip_addresses.first().ok_or_else(|| {
             err(
                 spec,
@@ -401,6 +407,26 @@ mod tests {
         let mut s = spec(&[("consul", "")], vec![PortSpec { container_port: Some(8080), ..port(&[]) }]);
         s.ip_per_task = true;
         check(s, task(&[]), '-', &[("shop-web", "172.17.0.5:8080", &["switchboard"])]);
+    }
+
+    #[test]
+    fn mappings_without_host_port_take_no_task_port() {
+        // Container network: `admin` has no hostPort, so the task's one host
+        // port belongs to `http` (docs/marathon.md, "Addresses": ports are not index-aligned).
+        let mut s = spec(
+            &[],
+            vec![
+                PortSpec { container_port: Some(9000), no_host_port: true, ..port(&[("consul", "admin")]) },
+                PortSpec { container_port: Some(8080), ..port(&[("consul", "http")]) },
+            ],
+        );
+        s.ip_per_task = true;
+        check(
+            s,
+            task(&[31500]),
+            '-',
+            &[("admin", "172.17.0.5:9000", &["switchboard"]), ("http", "10.0.2.148:31500", &["switchboard"])],
+        );
     }
 
     #[test]

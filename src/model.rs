@@ -104,10 +104,80 @@ impl fmt::Display for AppId {
     }
 }
 
-/// A Mesos task id as Marathon writes it: `shop_web.instance-<uuid>._app.1`
-/// (1.4+) or the legacy `shop_web.<uuid>`.
+/// A Mesos task id as Marathon writes it, in any generation (Marathon's
+/// `core/task/Task.scala`, 1.1 – 1.10):
+///
+/// | generation | task id | instance id |
+/// |---|---|---|
+/// | apps 1.1 – 1.7 | `prod_web.<uuid>` (very old: `prod_web_<uuid>`) | `prod_web.marathon-<uuid>` |
+/// | resident apps 1.5+ | `prod_web.<uuid>.<attempt>` | `prod_web.marathon-<uuid>` |
+/// | apps 1.8+ | `prod_web.instance-<uuid>._app.<n>` | `prod_web.instance-<uuid>` |
+/// | pods 1.4 – 1.7 | `pod.instance-<uuid>.<container>` | `pod.instance-<uuid>` |
+/// | pods 1.8+ | `pod.instance-<uuid>.<container>.<n>` | `pod.instance-<uuid>` |
+///
+/// Events keyed by instance id (`instance_*`, 1.4+ health) and events keyed
+/// by task id meet on the same `InstanceId`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TaskId(String);
+
+/// A task id split into what Marathon encodes in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TaskIdParts<'a> {
+    /// Safe run spec id (`prod_web`).
+    run_spec: &'a str,
+    /// `instance-` or `marathon-` for instance-era ids; `None` for legacy ids.
+    prefix: Option<&'a str>,
+    uuid: &'a str,
+    /// The relaunch counter: 1.8+ `._app.<n>`, a resident attempt, 0 when absent.
+    incarnation: u64,
+}
+
+/// A segment of a uuid: no `.` and no `_` (Marathon's `[^_\.]+`).
+fn uuid_like(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['.', '_'])
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn task_id_parts(id: &str) -> Option<TaskIdParts<'_>> {
+    // Instance era: `<run spec>.(instance-|marathon-)<uuid>[<sep><container>[.<n>]]`.
+    for prefix in ["instance-", "marathon-"] {
+        let marker = format!(".{prefix}");
+        if let Some(pos) = id.rfind(&marker) {
+            let run_spec = &id[..pos];
+            let rest = &id[pos + marker.len()..];
+            let end = rest.find(['.', '_']).unwrap_or(rest.len());
+            let (uuid, tail) = rest.split_at(end);
+            if run_spec.is_empty() || !uuid_like(uuid) {
+                continue;
+            }
+            // tail: "" (an instance id), ".<container>", "._app.<n>", ".<container>.<n>".
+            let incarnation = match tail.rsplit_once('.') {
+                Some((head, n)) if !head.is_empty() && all_digits(n) => n.parse().unwrap_or(0),
+                _ => 0,
+            };
+            return Some(TaskIdParts { run_spec, prefix: Some(prefix), uuid, incarnation });
+        }
+    }
+    // Resident apps: `<run spec>[._]<uuid>.<attempt>`.
+    if let Some((head, attempt)) = id.rsplit_once('.')
+        && all_digits(attempt)
+        && let Some(pos) = head.rfind(['.', '_'])
+        && pos > 0
+        && uuid_like(&head[pos + 1..])
+    {
+        let incarnation = attempt.parse().unwrap_or(0);
+        return Some(TaskIdParts { run_spec: &head[..pos], prefix: None, uuid: &head[pos + 1..], incarnation });
+    }
+    // Legacy: `<run spec>[._]<uuid>`.
+    let pos = id.rfind(['.', '_'])?;
+    if pos == 0 || !uuid_like(&id[pos + 1..]) {
+        return None;
+    }
+    Some(TaskIdParts { run_spec: &id[..pos], prefix: None, uuid: &id[pos + 1..], incarnation: 0 })
+}
 
 impl TaskId {
     pub fn parse(s: &str) -> Result<TaskId, IdError> {
@@ -124,16 +194,22 @@ impl TaskId {
         &self.0
     }
 
-    /// The instance this task belongs to: `._app.N` stripped for 1.4+ ids; a
-    /// legacy id is its own instance id.
+    /// The instance this task belongs to, as Marathon derives it: instance-era
+    /// ids keep their `<run spec>.<prefix><uuid>`; legacy and resident ids map
+    /// to `<run spec>.marathon-<uuid>`. An id of no known shape is its own
+    /// instance.
     pub fn instance_id(&self) -> InstanceId {
-        if let Some(pos) = self.0.rfind("._app.") {
-            let tail = &self.0[pos + "._app.".len()..];
-            if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
-                return InstanceId(self.0[..pos].to_owned());
-            }
+        match task_id_parts(&self.0) {
+            Some(p) => InstanceId(format!("{}.{}{}", p.run_spec, p.prefix.unwrap_or("marathon-"), p.uuid)),
+            None => InstanceId(self.0.clone()),
         }
-        InstanceId(self.0.clone())
+    }
+
+    /// Which launch of its instance this task is: `n` of a 1.8+ `._app.<n>`
+    /// or a pod's `.<container>.<n>`, the attempt of a resident task, else 0.
+    /// A relaunch in the same instance has a greater incarnation.
+    pub fn incarnation(&self) -> u64 {
+        task_id_parts(&self.0).map(|p| p.incarnation).unwrap_or(0)
     }
 }
 
@@ -143,11 +219,12 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// A Marathon instance id (`shop_web.instance-<uuid>`), or a legacy task id.
+/// A Marathon instance id (`prod_web.instance-<uuid>`, `prod_web.marathon-<uuid>`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct InstanceId(String);
 
 impl InstanceId {
+    /// Accepts an instance id, or a task id (which names its instance).
     pub fn parse(s: &str) -> Result<InstanceId, IdError> {
         Ok(TaskId::parse(s)?.instance_id())
     }
@@ -302,6 +379,11 @@ pub struct PortSpec {
     pub labels: BTreeMap<String, String>,
     /// `containerPort` of a port mapping; used for IP-per-task apps.
     pub container_port: Option<u16>,
+    /// A port mapping without `hostPort` on a container network: it takes no
+    /// element of the task's `ports` and is reached at the task IP and its
+    /// container port (Marathon's `NetworkInfo.computePortAssignments`).
+    #[serde(default)]
+    pub no_host_port: bool,
 }
 
 /// The parts of a Marathon app definition Switchboard uses, for one version.
@@ -427,13 +509,26 @@ mod tests {
 
     #[test]
     fn instance_ids_from_task_ids() {
-        let check = |task: &str, inst: &str| {
-            assert_eq!(TaskId::parse(task).unwrap().instance_id().as_str(), inst);
+        // (task or instance id, instance id, incarnation) in every generation.
+        let check = |task: &str, inst: &str, n: u64| {
+            let id = TaskId::parse(task).unwrap();
+            assert_eq!((id.instance_id().as_str(), id.incarnation()), (inst, n), "{task}");
+            // An instance id is its own instance.
+            assert_eq!(InstanceId::parse(inst).unwrap().as_str(), inst, "{inst}");
         };
-        check("shop_web.instance-8cad6a69._app.1", "shop_web.instance-8cad6a69");
-        check("shop_web.instance-8cad6a69._app.12", "shop_web.instance-8cad6a69");
-        check("shop_web.0664256e-6771-11e5", "shop_web.0664256e-6771-11e5");
-        check("shop_web.instance-8cad6a69", "shop_web.instance-8cad6a69");
+        let uuid = "0c1d2e3f-6f9a-11e8-a0c3-0242ac11000b";
+        check(&format!("prod_web.{uuid}"), &format!("prod_web.marathon-{uuid}"), 0);
+        check(&format!("prod_web_{uuid}"), &format!("prod_web.marathon-{uuid}"), 0);
+        check(&format!("prod_web.{uuid}.3"), &format!("prod_web.marathon-{uuid}"), 3);
+        check(&format!("prod_web.instance-{uuid}._app.1"), &format!("prod_web.instance-{uuid}"), 1);
+        check(&format!("prod_web.instance-{uuid}._app.12"), &format!("prod_web.instance-{uuid}"), 12);
+        check(&format!("prod_cache.instance-{uuid}.redis"), &format!("prod_cache.instance-{uuid}"), 0);
+        check(&format!("prod_cache.instance-{uuid}.redis.2"), &format!("prod_cache.instance-{uuid}"), 2);
+        check(&format!("prod_web.marathon-{uuid}"), &format!("prod_web.marathon-{uuid}"), 0);
+        // App ids with dots keep them in the safe id.
+        check(&format!("a.b_c.{uuid}"), &format!("a.b_c.marathon-{uuid}"), 0);
+        // No known shape: its own instance.
+        check("weird", "weird", 0);
     }
 
     #[test]

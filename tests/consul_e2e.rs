@@ -303,20 +303,23 @@ async fn kill_9_mid_stream_with_marathon_changing_while_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_lines_and_unknown_types_are_skipped() {
     let w = world().await;
-    let d = w.daemon(&[]);
+    let d = w.daemon(&["--stream-line-limit", "1MiB"]);
     eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    eventually("startup resync", WAIT, || w.marathon.snapshot_fetches() >= 1).await;
     w.marathon.emit_raw("event: status_update_event\r\ndata: {\"taskId\": \r\n\r\n");
     w.marathon.emit_raw("event: brand_new_event\r\ndata: {\"eventType\":\"brand_new_event\",\"timestamp\":\"2017-07-19T17:35:15.661Z\"}\r\n\r\n");
     w.marathon.emit_raw("data: this is not json\r\n\r\n");
-    // A line over the 16 MiB cap is skipped, not buffered without end.
-    let huge = format!("event: api_post_event\r\ndata: {{\"pad\":\"{}\"}}\r\n\r\n", "x".repeat(17 * 1024 * 1024));
+    // A line over the cap is skipped, not buffered without end; the event it
+    // carried is lost, so a resync follows, and the connection stays up.
+    let resyncs = w.marathon.snapshot_fetches();
+    let huge = format!("event: api_post_event\r\ndata: {{\"pad\":\"{}\"}}\r\n\r\n", "x".repeat(2 * 1024 * 1024));
     w.marathon.emit_raw(&huge);
     w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
     w.converge("/shop/web", "events after the bad ones still applied").await;
-    assert!(
-        d.metric("switchboard_events_skipped_total{reason=\"malformed\"}").await >= 2.0,
-        "bad JSON and the oversized line"
-    );
+    assert_eq!(d.metric("switchboard_events_skipped_total{reason=\"oversized\"}").await, 1.0);
+    eventually("a resync after the oversized line", WAIT, || w.marathon.snapshot_fetches() > resyncs).await;
+    assert_eq!(w.marathon.subscribers(), 1, "the connection stayed up");
+    assert!(d.metric("switchboard_events_skipped_total{reason=\"malformed\"}").await >= 2.0, "bad JSON twice");
     assert!(d.metric("switchboard_events_skipped_total{reason=\"unknown_type\"}").await >= 1.0);
 }
 
@@ -333,6 +336,19 @@ async fn a_silent_stream_is_reconnected_and_resynced() {
     eventually("watchdog reconnect and resync", WAIT, || w.marathon.snapshot_fetches() > before).await;
     w.marathon.set_silent(false);
     w.converge("/shop/web", "registered by the resync after the reconnect").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_marathon_drops_silently_are_repaired_by_the_periodic_resync() {
+    // Marathon <= 1.7 drops a slow subscriber's events without a word: the
+    // connection stays up, only the periodic resync can see the change.
+    let w = world().await;
+    let _d = w.daemon(&["--resync-interval", "300ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    eventually("startup resync", WAIT, || w.marathon.snapshot_fetches() >= 1).await;
+    let _dropped = w.marathon.model().deploy(web_app(), 2);
+    w.converge("/shop/web", "registered by a periodic resync, with no event and no reconnect").await;
+    assert_eq!(w.marathon.subscribers(), 1, "the stream was never dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use switchboard::assemble::{self, Folded, Lack};
 use switchboard::labels::LabelOptions;
 use switchboard::marathon::{client, event};
 use switchboard::model::{Registration, Timestamp};
-use switchboard::sim::marathon::{Model, ModelOptions, SimEvent};
+use switchboard::sim::marathon::{Generation, Model, ModelOptions, SimEvent};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -167,8 +167,11 @@ proptest! {
         keys in prop::collection::vec(any::<u64>(), 1..64),
         dups in prop::collection::vec(any::<usize>(), 0..8),
         heavy in any::<bool>(),
+        generation in prop::sample::select(vec![Generation::V1_3, Generation::V1_4, Generation::V1_8]),
     ) {
-        let mut model = Model::new(ModelOptions { heavy_plans: heavy, ..ModelOptions::default() });
+        // 1.3: task-keyed health, no instance events; 1.4-1.7: two id shapes
+        // joined; 1.8+: a killed task relaunched in the same instance.
+        let mut model = Model::new(ModelOptions { heavy_plans: heavy, generation, ..ModelOptions::default() });
         let events = run(&mut model, &steps);
         let want = from_snapshot(&model);
         let in_order: Vec<&SimEvent> = events.iter().collect();

@@ -251,9 +251,11 @@ async fn destroy_removes_servers_then_frontend_then_backend() {
         .filter(|(_, p)| p.starts_with(&format!("/v2/backends/{OURS}/servers/")))
         .map(|(i, _)| i)
         .collect();
-    // Each server deleted (a delete may be repeated: ops are idempotent and retried).
-    let distinct: std::collections::BTreeSet<&String> = server_deletes.iter().map(|i| &deletes[*i]).collect();
-    assert_eq!(distinct.len(), 2, "each server deleted: {deletes:?}");
+    // Each server is gone: deleted (a delete may be repeated: ops are
+    // idempotent and retried), or removed with its backend when a resync
+    // found it gone before its own delete was tried.
+    assert!(!server_deletes.is_empty(), "no server deleted: {deletes:?}");
+    assert_eq!(w.vulcand.servers(OURS), serde_json::json!([]), "servers left: {deletes:?}");
     // Vulcand refuses to delete a backend a frontend still uses; traffic
     // stops reaching an instance before its app's frontend goes.
     assert!(server_deletes[0] < frontend, "a server before the frontend: {deletes:?}");

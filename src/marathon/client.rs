@@ -3,7 +3,12 @@
 //!
 //! Invariants:
 //! - Redirects are followed by hand (at most `MAX_REDIRECTS` hops) so the
-//!   Authorization header is kept on the hop to the leader.
+//!   Authorization header is kept on the hop to the leader (Marathon 1.7+
+//!   standbys answer the event stream with 302), and never from https to
+//!   http, where the credentials would travel in clear.
+//! - A 401 while using a DC/OS token (`token=...`) re-reads the token from
+//!   its source (`SWITCHBOARD_MARATHON_AUTH` or its `_FILE`) and retries
+//!   once: such tokens expire and are rotated under a running process.
 //! - Errors and logs name the endpoint as `host:port` plus the path, never
 //!   a full URL with userinfo, and never the secret.
 //! - An app whose definition or tasks fail to parse is reported in
@@ -44,6 +49,8 @@ pub enum Error {
     Status { endpoint: String, path: String, status: u16 },
     #[error("GET {path}: more than {MAX_REDIRECTS} redirects")]
     TooManyRedirects { path: String },
+    #[error("GET {path} on {from}: refusing a redirect from https to http ({to}): credentials would travel in clear")]
+    InsecureRedirect { path: String, from: String, to: String },
     #[error("GET {path}: {source}")]
     Parse {
         path: String,
@@ -92,7 +99,55 @@ pub struct TaskSnapshot {
 pub struct MarathonClient {
     http: reqwest::Client,
     urls: Vec<url::Url>,
-    headers: HeaderMap,
+    auth: Auth,
+}
+
+/// The Authorization header in force, shared by clones of one client so a
+/// refreshed token serves every later request.
+#[derive(Debug, Clone)]
+pub(crate) struct Auth {
+    state: std::sync::Arc<std::sync::RwLock<(Option<Secret>, HeaderMap)>>,
+}
+
+impl Auth {
+    pub(crate) fn new(secret: Option<Secret>) -> Result<Auth, Error> {
+        let headers = auth_headers(secret.as_ref())?;
+        Ok(Auth { state: std::sync::Arc::new(std::sync::RwLock::new((secret, headers))) })
+    }
+
+    pub(crate) fn headers(&self) -> HeaderMap {
+        match self.state.read() {
+            Ok(s) => s.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// After a 401: when a DC/OS token is in use, reads it again from its
+    /// source; true when a different token is now in force.
+    pub(crate) fn refresh(&self) -> bool {
+        let mut state = match self.state.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(current) = state.0.as_ref().filter(|s| s.expose().starts_with("token=")) else {
+            return false;
+        };
+        let Some(fresh) = current.reread().filter(|f| f.expose() != current.expose()) else {
+            tracing::warn!("marathon refused the DC/OS token and its source holds no newer one");
+            return false;
+        };
+        match auth_headers(Some(&fresh)) {
+            Ok(h) => {
+                tracing::info!("marathon refused the DC/OS token; using the one its source holds now");
+                *state = (Some(fresh), h);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-read Marathon credentials are unusable");
+                false
+            }
+        }
+    }
 }
 
 impl MarathonClient {
@@ -105,7 +160,7 @@ impl MarathonClient {
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| Error::Config(e.without_url().to_string()))?;
-        Ok(MarathonClient { http, urls: cfg.urls, headers: auth_headers(cfg.auth.as_ref())? })
+        Ok(MarathonClient { http, urls: cfg.urls, auth: Auth::new(cfg.auth)? })
     }
 
     /// `GET /v2/apps?embed=apps.tasks`.
@@ -140,7 +195,10 @@ impl MarathonClient {
                     path: path.into(),
                     cause,
                 })?;
-                let resp = send_following(&self.http, url, &self.headers, path).await?;
+                let mut resp = send_following(&self.http, url.clone(), &self.auth.headers(), path).await?;
+                if resp.status() == reqwest::StatusCode::UNAUTHORIZED && self.auth.refresh() {
+                    resp = send_following(&self.http, url, &self.auth.headers(), path).await?;
+                }
                 let status = resp.status();
                 if status == reqwest::StatusCode::NOT_FOUND {
                     return Ok(None);
@@ -224,6 +282,9 @@ pub(crate) async fn send_following(
         }
         let location = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()).and_then(|l| url.join(l).ok());
         match location {
+            Some(next) if !redirect_allowed(&url, &next) => {
+                return Err(Error::InsecureRedirect { path: path.into(), from: endpoint(&url), to: endpoint(&next) });
+            }
             Some(next) => {
                 tracing::debug!(from = %endpoint(&url), to = %endpoint(&next), "following leader redirect");
                 url = next;
@@ -232,6 +293,12 @@ pub(crate) async fn send_following(
         }
     }
     Err(Error::TooManyRedirects { path: path.into() })
+}
+
+/// Whether a redirect may carry the credentials on: never from https down
+/// to plain http.
+pub(crate) fn redirect_allowed(from: &url::Url, to: &url::Url) -> bool {
+    from.scheme() != "https" || to.scheme() == "https"
 }
 
 /// A reqwest error without its URL (which may hold userinfo), with its causes.
@@ -367,6 +434,15 @@ mod tests {
         assert_eq!(h[AUTHORIZATION], "Basic dXNlcjpwYXNz");
         assert!(auth_headers(Some(&Secret::new("nocolon"))).is_err());
         assert!(auth_headers(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn redirects_never_go_from_https_to_http() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert!(redirect_allowed(&u("http://standby:8080/v2/events"), &u("http://leader:8080/v2/events")));
+        assert!(redirect_allowed(&u("http://standby:8080/v2/events"), &u("https://leader:8443/v2/events")));
+        assert!(redirect_allowed(&u("https://standby:8443/v2/events"), &u("https://leader:8443/v2/events")));
+        assert!(!redirect_allowed(&u("https://standby:8443/v2/events"), &u("http://leader:8080/v2/events")));
     }
 
     #[test]

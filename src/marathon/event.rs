@@ -33,6 +33,11 @@ pub enum Event {
         version: String,
         at: Timestamp,
     },
+    /// A state of one task without its location: `TASK_KILLING` from
+    /// unhealthy_task_kill_event / unhealthy_instance_kill_event (Marathon is
+    /// about to kill it), or the terminal state of
+    /// unknown_task_terminated_event (1.3).
+    TaskState { task_id: TaskId, app_id: AppId, state: TaskState, at: Timestamp },
     /// health_status_changed_event (`alive`) and instance_health_changed_event
     /// (`healthy`; null → None).
     Health { instance: InstanceId, app_id: AppId, healthy: Option<bool>, at: Timestamp },
@@ -77,9 +82,6 @@ const IGNORED: &[&str] = &[
     "failed_health_check_event",
     "add_health_check_event",
     "remove_health_check_event",
-    "unhealthy_task_kill_event",
-    "unhealthy_instance_kill_event",
-    "unknown_instance_terminated_event",
     "instance_update_event",
     "framework_message_event",
     "pod_created_event",
@@ -90,20 +92,14 @@ const IGNORED: &[&str] = &[
     "scheduler_disconnected_event",
 ];
 
-/// Parses the `data` of one SSE frame. `data` may hold several JSON objects
-/// on separate lines; each is parsed and the events are concatenated.
+/// Parses the `data` of one SSE frame: one JSON document (Marathon writes
+/// each event as one compact line), into the events it stands for.
 pub fn parse(event_type: &str, data: &str) -> Result<Vec<Event>, ParseError> {
+    let value: Value = serde_json::from_str(data.trim())
+        .map_err(|source| ParseError::Json { event_type: event_type.to_owned(), source })?;
+    let ty = value.get("eventType").and_then(Value::as_str).unwrap_or(event_type).to_owned();
     let mut out = Vec::new();
-    for line in data.lines() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|source| ParseError::Json { event_type: event_type.to_owned(), source })?;
-        let ty = value.get("eventType").and_then(Value::as_str).unwrap_or(event_type).to_owned();
-        parse_one(&ty, value, &mut out)?;
-    }
+    parse_one(&ty, value, &mut out)?;
     Ok(out)
 }
 
@@ -148,6 +144,45 @@ fn parse_one(ty: &str, value: Value, out: &mut Vec<Event>) -> Result<(), ParseEr
                 at: cx.timestamp(w.timestamp)?,
             });
         }
+        "unhealthy_task_kill_event" | "unhealthy_instance_kill_event" => {
+            // Its timestamp is the last failure's, not the publish time; a
+            // kill outranks any live state of the same launch regardless.
+            let w: wire::TaskNotice = cx.decode(value)?;
+            out.push(Event::TaskState {
+                task_id: cx.task_id(w.task_id)?,
+                app_id: cx.app_id(w.app_id, "appId")?,
+                state: TaskState::Killing,
+                at: cx.timestamp(w.timestamp)?,
+            });
+        }
+        "unknown_task_terminated_event" => {
+            let w: wire::TaskNotice = cx.decode(value)?;
+            let status = cx.req(w.status, "status")?;
+            let state = TaskState::parse(&status)
+                .filter(|s| s.is_terminal())
+                .ok_or_else(|| cx.field("status", format!("not a terminal task state: {status:?}")))?;
+            out.push(Event::TaskState {
+                task_id: cx.task_id(w.task_id)?,
+                app_id: cx.app_id(w.run_spec_id, "runSpecId")?,
+                state,
+                at: cx.timestamp(w.timestamp)?,
+            });
+        }
+        "unknown_instance_terminated_event" => {
+            let w: wire::InstanceTerminated = cx.decode(value)?;
+            let condition = cx.req(w.condition, "condition")?;
+            let state = condition_state(&condition)
+                .filter(|s| s.is_terminal())
+                .ok_or_else(|| cx.field("condition", format!("not a terminal condition: {condition:?}")))?;
+            out.push(Event::InstanceChanged {
+                instance: cx.instance(w.instance_id, "instanceId")?,
+                app_id: cx.app_id(w.run_spec_id, "runSpecId")?,
+                state: Some(state),
+                host: None,
+                version: String::new(),
+                at: cx.timestamp(w.timestamp)?,
+            });
+        }
         "api_post_event" => {
             let w: wire::ApiPost = cx.decode(value)?;
             let def = cx.req(w.app_definition, "appDefinition")?;
@@ -175,7 +210,7 @@ fn parse_one(ty: &str, value: Value, out: &mut Vec<Event>) -> Result<(), ParseEr
                     // Pod actions name `pod`, not `app`: nothing for us.
                     let Some(app) = action.app else { continue };
                     let app_id = cx.app_id(Some(app), "currentStep.actions.app")?;
-                    match action.action.as_deref() {
+                    match action.action.as_deref().or(action.kind.as_deref()) {
                         Some("StopApplication") => out.push(Event::AppStopped { app_id, at }),
                         Some("StartApplication" | "ScaleApplication" | "RestartApplication") => {
                             out.push(Event::AppTouched { app_id, at })
@@ -198,9 +233,8 @@ fn status_facts(cx: &Cx<'_>, w: wire::StatusUpdate) -> Result<TaskFacts, ParseEr
     let status = cx.req(w.task_status, "taskStatus")?;
     let state =
         TaskState::parse(&status).ok_or_else(|| cx.field("taskStatus", format!("unknown task state {status:?}")))?;
-    let task_id = cx.req(w.task_id, "taskId")?;
     Ok(TaskFacts {
-        task_id: TaskId::parse(&task_id).map_err(|e| cx.field("taskId", e))?,
+        task_id: cx.task_id(w.task_id)?,
         app_id: cx.app_id(w.app_id, "appId")?,
         host: w.host.unwrap_or_else(|| "unknown".to_owned()),
         ports: host_ports(w.ports.unwrap_or_default())
@@ -268,6 +302,9 @@ impl Cx<'_> {
     fn app_id(&self, v: Option<String>, field: &str) -> Result<AppId, ParseError> {
         AppId::parse(&self.req(v, field)?).map_err(|e| self.field(field, e))
     }
+    fn task_id(&self, v: Option<String>) -> Result<TaskId, ParseError> {
+        TaskId::parse(&self.req(v, "taskId")?).map_err(|e| self.field("taskId", e))
+    }
     fn instance(&self, v: Option<String>, field: &str) -> Result<InstanceId, ParseError> {
         InstanceId::parse(&self.req(v, field)?).map_err(|e| self.field(field, e))
     }
@@ -302,10 +339,14 @@ pub fn app_from_value(v: &Value) -> Result<AppSpec, ParseError> {
                 name: d.name.clone(),
                 labels: d.labels.clone().unwrap_or_default(),
                 container_port: None,
+                no_host_port: false,
             });
         }
         out
     } else if let Some((field, maps)) = port_mappings(&w) {
+        // On a container network a mapping without `hostPort` has none; in
+        // bridge mode Marathon gives every mapping a host port (0 = dynamic).
+        let container_net = w.networks.iter().flatten().any(|n| n.mode.as_deref() == Some("container"));
         let mut out = Vec::with_capacity(maps.len());
         for m in maps {
             if let Some(p) = m.host_port {
@@ -318,7 +359,12 @@ pub fn app_from_value(v: &Value) -> Result<AppSpec, ParseError> {
                 Some(p) => Some(port(&format!("{field}.containerPort"), p)?),
                 None => None,
             };
-            out.push(PortSpec { name: m.name.clone(), labels: m.labels.clone().unwrap_or_default(), container_port });
+            out.push(PortSpec {
+                name: m.name.clone(),
+                labels: m.labels.clone().unwrap_or_default(),
+                container_port,
+                no_host_port: container_net && m.host_port.is_none(),
+            });
         }
         out
     } else {
@@ -432,6 +478,28 @@ mod tests {
         assert!(err.contains("status_update_event"), "{err}");
         let err = parse("app_terminated_event", r#"{"appId":"/a"}"#).unwrap_err().to_string();
         assert!(err.contains("timestamp"), "{err}");
+    }
+
+    #[test]
+    fn unknown_terminated_events_are_terminal_facts() {
+        // 1.3: keyed by task id with a Mesos state name.
+        let e = one(
+            "unknown_task_terminated_event",
+            r#"{"taskId":"prod_web.0c1d2e3f-6f9a-11e8-a0c3-0242ac11000b","runSpecId":"/prod/web","status":"TASK_KILLED","timestamp":"2018-06-14T10:02:21.930Z"}"#,
+        );
+        let Event::TaskState { task_id, state, .. } = e else { panic!("{e:?}") };
+        assert_eq!(
+            (task_id.instance_id().as_str(), state),
+            ("prod_web.marathon-0c1d2e3f-6f9a-11e8-a0c3-0242ac11000b", TaskState::Killed)
+        );
+        // A live state there is an error naming the field.
+        let err = parse(
+            "unknown_task_terminated_event",
+            r#"{"taskId":"a.b","runSpecId":"/a","status":"TASK_RUNNING","timestamp":"2018-06-14T10:02:21.930Z"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("status"), "{err}");
     }
 
     #[test]

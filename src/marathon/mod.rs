@@ -4,4 +4,5 @@
 pub mod client;
 pub mod event;
 pub mod stream;
+pub mod transport;
 mod wire;

@@ -1,33 +1,57 @@
 //! Marathon's SSE event bus (`GET /v2/events`): connect, frame, parse, and
 //! reconnect with backoff, forever, until shut down.
 //!
-//! Hand-written over a reqwest byte stream rather than eventsource-client
-//! 0.18.0, because that crate: follows only 301/307 (Marathon's non-leaders
-//! answer 302), implements the spec's field rule so it drops Marathon's
-//! occasional second JSON line inside one `data:` field
-//! (samples/stream-multi-json.txt), and has no cap on line length.
+//! SSE framing is the `eventsource-client` crate's, over our transport
+//! (`transport.rs`: Marathon's 302, the line cap, the raw-byte idle
+//! watchdog). What stays here is ours: one connection at a time with the
+//! crate's own reconnect turned off, so there is exactly one backoff (ours:
+//! capped exponential with jitter, rotating over `--marathon` URLs, reset by
+//! a connection Marathon attached, and a DC/OS token re-read on a 401);
+//! and the translation of SSE events into typed `StreamItem`s.
+//!
+//! What Marathon sends (its `HttpEventStreamServlet` on Jetty's
+//! `EventSourceServlet`, 1.1 – 1.10; see `docs/marathon.md`): one event per
+//! locked write as `event:`, one compact `data:` line and an empty line, CRLF
+//! line ends; a keepalive that is a bare CRLF every 10 s written as two
+//! flushes; no `id:`, no `retry:`, no resume; the subscriber's own
+//! `event_stream_attached` first.
 //!
 //! Invariants:
 //! - This task only reads, frames and parses; it never waits on anything but
 //!   the socket, so Marathon's 1,024-event buffer never overflows on our side
 //!   (the channel to the consumer is unbounded).
 //! - Every byte (keepalive empty lines and `:` comments included) resets the
-//!   idle watchdog; `idle_timeout` without bytes ends the connection.
-//! - A malformed or oversized frame is reported as `Malformed` and skipped;
-//!   the stream goes on.
-//! - `Connected` is sent only after HTTP 200; the consumer resyncs on it.
+//!   idle watchdog; `idle_timeout` without bytes ends the connection. On a
+//!   quiet cluster only keepalives arrive, and an SSE parser reports none of
+//!   them, so the watchdog counts raw bytes, never events.
+//! - A malformed event is reported as `Malformed` and skipped; a line over
+//!   the cap as `Oversized` (skipped, then a resync: the event is lost); the
+//!   connection stays up either way.
+//! - `Connected` is sent only after HTTP 200 *and* the first event (the
+//!   subscriber's own `event_stream_attached`): a fresh leader that is not
+//!   ready answers 200 and closes at once, which is a failed connect and
+//!   backs off. The consumer resyncs on `Connected`: nothing sent while we
+//!   were away can be replayed.
 //! - Logs name the endpoint as `host:port`, never a URL with userinfo.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use eventsource_client::{self as es, Client as _, ClientBuilder, ReconnectOptions, SSE};
 use futures::StreamExt;
+use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, ResponseFuture};
 use reqwest::header::{ACCEPT, HeaderValue};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{auth_headers, describe, endpoint, join, send_following};
-use super::event::{Event, parse};
+use super::client::{Auth, endpoint, join};
+use super::event::parse;
+use super::transport::{ANSWERED_BY, MarathonTransport, OVERSIZED_MARKER};
 use crate::secret::Secret;
+
+/// Longest line accepted by default: heavy deployment events carry the whole
+/// root group twice, and one line can be megabytes on a large cluster.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -35,7 +59,7 @@ pub struct StreamConfig {
     pub auth: Option<Secret>,
     /// No bytes at all for this long means the connection is dead.
     pub idle_timeout: Duration,
-    /// Longest accepted line; a longer one makes its frame `Malformed`.
+    /// Longest accepted line; a longer one is dropped and reported `Oversized`.
     pub max_line: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -49,7 +73,7 @@ impl Default for StreamConfig {
             urls: Vec::new(),
             auth: None,
             idle_timeout: Duration::from_secs(30),
-            max_line: 16 * 1024 * 1024,
+            max_line: DEFAULT_MAX_LINE,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             event_types: Vec::new(),
@@ -59,18 +83,23 @@ impl Default for StreamConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamItem {
-    /// HTTP 200 received from `endpoint` (`host:port`); resync now.
+    /// Marathon attached us at `endpoint` (`host:port`); resync now.
     Connected {
         endpoint: String,
     },
     Events {
         event_type: String,
-        events: Vec<Event>,
+        events: Vec<crate::marathon::event::Event>,
     },
-    /// Undecodable JSON or an oversized line: counted, skipped.
+    /// Undecodable JSON: counted, skipped.
     Malformed {
         event_type: String,
         error: String,
+    },
+    /// A line longer than the cap was dropped (and its event with it):
+    /// counted, skipped, and repaired by a resync.
+    Oversized {
+        limit: usize,
     },
     /// The connection ended; `reason` is `idle` after `idle_timeout` of silence.
     Disconnected {
@@ -78,157 +107,110 @@ pub enum StreamItem {
     },
 }
 
-/// One SSE frame as the decoder sees it.
+/// Turns one SSE event into the item the consumer gets.
+pub fn event_item(event_type: &str, data: &str) -> StreamItem {
+    match parse(event_type, data) {
+        Ok(events) => StreamItem::Events { event_type: event_type.to_owned(), events },
+        Err(e) => StreamItem::Malformed { event_type: event_type.to_owned(), error: e.to_string() },
+    }
+}
+
+/// What one SSE item from the crate means for us.
+fn framed(sse: SSE) -> Option<Framed> {
+    match sse {
+        SSE::Connected(_) => None,
+        SSE::Event(ev) => Some(Framed::Event { event_type: ev.event_type, data: ev.data }),
+        SSE::Comment(c) => {
+            let limit = c.strip_prefix(OVERSIZED_MARKER)?.split(' ').next()?.parse().ok()?;
+            Some(Framed::Oversized { limit })
+        }
+    }
+}
+
+impl Framed {
+    fn into_item(self) -> StreamItem {
+        match self {
+            Framed::Event { event_type, data } => event_item(&event_type, &data),
+            Framed::Oversized { limit } => StreamItem::Oversized { limit },
+        }
+    }
+}
+
+/// One connection's SSE client: our transport under the crate, the crate's
+/// reconnect off (ours runs in `run`).
+fn sse_client<T: HttpTransport>(
+    url: &url::Url,
+    headers: &reqwest::header::HeaderMap,
+    transport: T,
+) -> Result<impl es::Client + use<T>, String> {
+    let mut b = ClientBuilder::for_url(url.as_str()).map_err(|e| e.to_string())?;
+    for (name, value) in headers {
+        let value = value.to_str().map_err(|_| format!("header {name} is not text"))?;
+        b = b.header(name.as_str(), value).map_err(|e| e.to_string())?;
+    }
+    Ok(b.reconnect(ReconnectOptions::reconnect(false).retry_initial(false).build())
+        .redirect_limit(0)
+        .build_with_transport(transport))
+}
+
+/// An SSE item before our parsing: what the framing alone produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Event {
-        event_type: String,
-        data: String,
-    },
-    /// A line of this frame was longer than `max_line` and was discarded.
-    Oversized {
-        event_type: String,
-    },
+pub enum Framed {
+    Event { event_type: String, data: String },
+    Oversized { limit: usize },
 }
 
-/// Incremental SSE decoder: bytes in, frames out.
-///
-/// Lines end in LF, optionally preceded by CR (Jetty writes CRLF, and writes
-/// its keepalive `\r` `\n` as two flushes, which this handles). Inside a
-/// frame, a line that is no SSE field but starts with `{` is taken as one
-/// more data line: Marathon sometimes puts two JSON objects in one field.
-#[derive(Debug)]
-pub struct SseDecoder {
-    max_line: usize,
-    line: Vec<u8>,
-    /// Dropping the rest of an oversized line.
-    discarding: bool,
-    event_type: Option<String>,
-    data: Option<String>,
-    oversized: bool,
+/// Decodes a recorded stream, delivered in `chunks` exactly as a socket
+/// would deliver them, through the same path as a live connection (the
+/// crate's SSE parser over our transport's line cap), up to the framing: for
+/// tests and for replaying captures. `replay` parses the events too.
+pub async fn replay_framed(chunks: Vec<Bytes>, max_line: usize) -> Vec<Framed> {
+    #[derive(Clone)]
+    struct Recorded(Vec<Bytes>, usize);
+    impl HttpTransport for Recorded {
+        fn request(&self, _request: Request<Option<Bytes>>) -> ResponseFuture {
+            let mut cap = super::transport::LineCap::new(self.1);
+            let chunks: Vec<Result<Bytes, _>> = self.0.iter().map(|c| Ok(cap.feed(c))).collect();
+            Box::pin(async move {
+                let body: ByteStream = Box::pin(futures::stream::iter(chunks));
+                http::Response::builder()
+                    .status(200)
+                    .body(body)
+                    .map_err(launchdarkly_sdk_transport::TransportError::new)
+            })
+        }
+    }
+    let Ok(url) = url::Url::parse("http://replay.invalid/v2/events") else { return Vec::new() };
+    let headers = reqwest::header::HeaderMap::new();
+    let Ok(client) = sse_client(&url, &headers, Recorded(chunks, max_line)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut stream = client.stream();
+    while let Some(Ok(sse)) = stream.next().await {
+        out.extend(framed(sse));
+    }
+    out
 }
 
-impl SseDecoder {
-    pub fn new(max_line: usize) -> SseDecoder {
-        SseDecoder { max_line, line: Vec::new(), discarding: false, event_type: None, data: None, oversized: false }
-    }
-
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        while !bytes.is_empty() {
-            let (chunk, rest, eol) = match bytes.iter().position(|&b| b == b'\n') {
-                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
-                None => (bytes, &[][..], false),
-            };
-            bytes = rest;
-            if !self.discarding {
-                if self.line.len() + chunk.len() > self.max_line + 1 {
-                    self.discarding = true;
-                    self.oversized = true;
-                    self.line.clear();
-                } else {
-                    self.line.extend_from_slice(chunk);
-                }
-            }
-            if eol {
-                if self.discarding {
-                    self.discarding = false;
-                } else {
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if line.len() > self.max_line {
-                        self.oversized = true;
-                    } else if let Some(f) = self.line_done(&line) {
-                        frames.push(f);
-                    }
-                }
-            }
-        }
-        frames
-    }
-
-    fn line_done(&mut self, line: &[u8]) -> Option<Frame> {
-        if line.is_empty() {
-            return self.dispatch();
-        }
-        let text = String::from_utf8_lossy(line);
-        if text.starts_with(':') {
-            return None;
-        }
-        let (field, value) = match text.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (text.as_ref(), ""),
-        };
-        match field {
-            "event" => self.event_type = Some(value.to_owned()),
-            "data" => self.push_data(value),
-            _ if text.starts_with('{') && (self.data.is_some() || self.event_type.is_some()) => {
-                let whole = text.into_owned();
-                self.push_data(&whole);
-            }
-            _ => {} // id, retry and unknown fields: Marathon sends none.
-        }
-        None
-    }
-
-    fn push_data(&mut self, value: &str) {
-        match &mut self.data {
-            Some(d) => {
-                d.push('\n');
-                d.push_str(value);
-            }
-            None => self.data = Some(value.to_owned()),
-        }
-    }
-
-    fn dispatch(&mut self) -> Option<Frame> {
-        let event_type = self.event_type.take();
-        let data = self.data.take();
-        let oversized = std::mem::take(&mut self.oversized);
-        if oversized {
-            return Some(Frame::Oversized { event_type: event_type.unwrap_or_default() });
-        }
-        // A bare empty line outside a frame is Jetty's keepalive.
-        let data = data?;
-        Some(Frame::Event { event_type: event_type.unwrap_or_else(|| "message".into()), data })
-    }
-}
-
-/// Turns one frame into the item the consumer gets.
-pub fn frame_item(frame: Frame) -> StreamItem {
-    match frame {
-        Frame::Oversized { event_type } => {
-            StreamItem::Malformed { event_type, error: "line longer than max_line".into() }
-        }
-        Frame::Event { event_type, data } => match parse(&event_type, &data) {
-            Ok(events) => StreamItem::Events { event_type, events },
-            Err(e) => StreamItem::Malformed { event_type, error: e.to_string() },
-        },
-    }
+/// `replay_framed`, with each event parsed as the daemon parses it.
+pub async fn replay(chunks: Vec<Bytes>, max_line: usize) -> Vec<StreamItem> {
+    replay_framed(chunks, max_line).await.into_iter().map(Framed::into_item).collect()
 }
 
 /// Follows the event stream until `shutdown` is cancelled (or `tx` closes).
 pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: CancellationToken) {
-    let mut headers = match auth_headers(cfg.auth.as_ref()) {
-        Ok(h) => h,
+    let auth = match Auth::new(cfg.auth.clone()) {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "event stream not started");
             return;
         }
     };
-    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-    // No whole-request timeout: the body never ends. The idle watchdog
-    // below bounds silence instead.
-    let http = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.idle_timeout)
-        .build()
-    {
-        Ok(c) => c,
+    let transport = match MarathonTransport::new(cfg.max_line, cfg.idle_timeout) {
+        Ok(t) => t,
         Err(e) => {
-            tracing::error!(error = %describe(&e), "event stream not started");
+            tracing::error!(error = %e, "event stream not started");
             return;
         }
     };
@@ -236,31 +218,30 @@ pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: C
         tracing::error!("event stream not started: no Marathon URL");
         return;
     }
-    let mut path = String::from("/v2/events");
-    for (i, t) in cfg.event_types.iter().enumerate() {
-        path.push(if i == 0 { '?' } else { '&' });
-        path.push_str("event_type=");
-        path.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
-    }
+    let path = events_path(&cfg.event_types);
 
     let mut attempt: u32 = 0;
     let mut next_url = 0usize;
     loop {
         let base = &cfg.urls[next_url % cfg.urls.len()];
         next_url = next_url.wrapping_add(1);
-        let delivered = tokio::select! {
+        let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = connection(&http, base, &path, &headers, &cfg, &tx) => r,
+            r = connection(&transport, base, &path, &auth, &tx) => r,
         };
-        match delivered {
+        match outcome {
             Outcome::Closed => return,
-            Outcome::Done { delivered_data } => {
-                if delivered_data {
-                    attempt = 0;
-                    // Same endpoint first after a healthy connection.
-                    next_url = next_url.wrapping_sub(1);
-                }
+            Outcome::Attached => {
+                attempt = 0;
+                // Same endpoint first after a healthy connection.
+                next_url = next_url.wrapping_sub(1);
             }
+            Outcome::Unauthorized if auth.refresh() => {
+                // A rotated token: try it at once, on the same endpoint.
+                next_url = next_url.wrapping_sub(1);
+                continue;
+            }
+            Outcome::Unauthorized | Outcome::Failed => {}
         }
         let delay = backoff(attempt, cfg.backoff_min, cfg.backoff_max);
         attempt = attempt.saturating_add(1);
@@ -272,77 +253,118 @@ pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: C
     }
 }
 
+/// `/v2/events` with the server-side `event_type` filter (Marathon 1.3.7+;
+/// older versions ignore it, and the parser skips what it does not use).
+pub fn events_path(event_types: &[String]) -> String {
+    let mut path = String::from("/v2/events");
+    for (i, t) in event_types.iter().enumerate() {
+        path.push(if i == 0 { '?' } else { '&' });
+        path.push_str("event_type=");
+        path.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
+    }
+    path
+}
+
 enum Outcome {
     /// The consumer is gone.
     Closed,
-    Done {
-        delivered_data: bool,
-    },
+    /// Marathon attached us (first event seen), and the connection later ended.
+    Attached,
+    /// HTTP 401: the credentials were refused.
+    Unauthorized,
+    /// Refused, unreachable, or ended before the first event.
+    Failed,
 }
 
 async fn connection(
-    http: &reqwest::Client,
+    transport: &MarathonTransport,
     base: &url::Url,
     path: &str,
-    headers: &reqwest::header::HeaderMap,
-    cfg: &StreamConfig,
+    auth: &Auth,
     tx: &UnboundedSender<StreamItem>,
 ) -> Outcome {
-    let failed = Outcome::Done { delivered_data: false };
+    let ep = endpoint(base);
     let url = match join(base, path) {
         Ok(u) => u,
         Err(cause) => {
-            tracing::warn!(endpoint = %endpoint(base), %cause, "event stream url invalid");
-            return failed;
+            tracing::warn!(endpoint = %ep, %cause, "event stream url invalid");
+            return Outcome::Failed;
         }
     };
-    let resp = match tokio::time::timeout(cfg.idle_timeout, send_following(http, url, headers, "/v2/events")).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "event stream connect failed");
-            return failed;
-        }
-        Err(_) => {
-            tracing::warn!(endpoint = %endpoint(base), "event stream connect timed out");
-            return failed;
+    let mut headers = auth.headers();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    let client = match sse_client(&url, &headers, transport.clone()) {
+        Ok(c) => c,
+        Err(cause) => {
+            tracing::warn!(endpoint = %ep, %cause, "event stream not started");
+            return Outcome::Failed;
         }
     };
-    let ep = endpoint(resp.url());
-    if resp.status() != reqwest::StatusCode::OK {
-        tracing::warn!(endpoint = %ep, status = resp.status().as_u16(), "event stream refused");
-        return failed;
-    }
-    tracing::info!(endpoint = %ep, "event stream connected");
-    if tx.send(StreamItem::Connected { endpoint: ep.clone() }).is_err() {
-        return Outcome::Closed;
-    }
-    let mut decoder = SseDecoder::new(cfg.max_line);
-    let mut body = resp.bytes_stream();
-    let mut delivered_data = false;
+    let mut stream = client.stream();
+    let mut attached = false;
+    let mut ep = ep;
     let reason = loop {
-        match tokio::time::timeout(cfg.idle_timeout, body.next()).await {
-            Err(_) => break "idle".to_owned(),
-            Ok(None) => break "closed by server".to_owned(),
-            Ok(Some(Err(e))) => break describe(&e),
-            Ok(Some(Ok(bytes))) => {
-                for frame in decoder.feed(&bytes) {
-                    delivered_data = true;
-                    let item = frame_item(frame);
-                    if let StreamItem::Malformed { event_type, error } = &item {
-                        tracing::warn!(endpoint = %ep, %event_type, %error, "malformed event skipped");
-                    }
-                    if tx.send(item).is_err() {
-                        return Outcome::Closed;
-                    }
+        let sse = match stream.next().await {
+            None => break "closed by server".to_owned(),
+            Some(Ok(SSE::Connected(details))) => {
+                // The node that answered: the leader, after a standby's 302.
+                if let Ok(Some(by)) = details.response().get_header_value(ANSWERED_BY) {
+                    ep = by.to_owned();
                 }
+                continue;
+            }
+            Some(Ok(sse)) => sse,
+            Some(Err(es::Error::UnexpectedResponse(resp, _))) => {
+                let status = resp.status();
+                if status == 401 {
+                    tracing::warn!(endpoint = %ep, status, "event stream refused the credentials");
+                    return Outcome::Unauthorized;
+                }
+                // 502 "Could not determine the current leader" during an
+                // election is transient like any other refusal.
+                tracing::warn!(endpoint = %ep, status, "event stream refused");
+                return Outcome::Failed;
+            }
+            Some(Err(es::Error::Eof | es::Error::UnexpectedEof)) => break "closed by server".to_owned(),
+            Some(Err(es::Error::TimedOut)) => break "idle".to_owned(),
+            Some(Err(e)) if !attached => {
+                tracing::warn!(endpoint = %ep, error = %e, "event stream connect failed");
+                return Outcome::Failed;
+            }
+            Some(Err(e)) => break e.to_string(),
+        };
+        let Some(item) = framed(sse).map(Framed::into_item) else { continue };
+        if !attached {
+            // The first event is Marathon's `event_stream_attached` for us.
+            attached = true;
+            tracing::info!(endpoint = %ep, "event stream connected");
+            if tx.send(StreamItem::Connected { endpoint: ep.clone() }).is_err() {
+                return Outcome::Closed;
             }
         }
+        match &item {
+            StreamItem::Malformed { event_type, error } => {
+                tracing::warn!(endpoint = %ep, %event_type, %error, "malformed event skipped");
+            }
+            StreamItem::Oversized { limit } => {
+                tracing::warn!(endpoint = %ep, limit, "line over the limit skipped; resyncing");
+            }
+            _ => {}
+        }
+        if tx.send(item).is_err() {
+            return Outcome::Closed;
+        }
     };
+    if !attached {
+        // A leader that is not ready yet accepts and closes at once.
+        tracing::warn!(endpoint = %ep, %reason, "event stream ended before event_stream_attached");
+        return Outcome::Failed;
+    }
     tracing::warn!(endpoint = %ep, %reason, "event stream disconnected");
     if tx.send(StreamItem::Disconnected { reason }).is_err() {
         return Outcome::Closed;
     }
-    Outcome::Done { delivered_data }
+    Outcome::Attached
 }
 
 /// Capped exponential backoff with jitter: a random delay in [d/2, d] where
@@ -358,42 +380,49 @@ fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    fn frames(chunks: &[&str], max: usize) -> Vec<Frame> {
-        let mut d = SseDecoder::new(max);
-        chunks.iter().flat_map(|c| d.feed(c.as_bytes())).collect()
+    fn items(chunks: &[&str], max: usize) -> Vec<StreamItem> {
+        let chunks = chunks.iter().map(|c| Bytes::copy_from_slice(c.as_bytes())).collect();
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(replay(chunks, max))
     }
 
-    fn ev(t: &str, d: &str) -> Frame {
-        Frame::Event { event_type: t.into(), data: d.into() }
+    fn status(state: &str) -> String {
+        format!(
+            r#"{{"taskId":"a.b","taskStatus":"{state}","appId":"/a","host":"h","ports":[1],"timestamp":"2018-06-14T09:12:05.390Z"}}"#
+        )
+    }
+
+    fn states(items: &[StreamItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                StreamItem::Events { events, .. } => match &events[0] {
+                    crate::marathon::event::Event::Status(f) => f.state.to_string(),
+                    e => format!("{e:?}"),
+                },
+                StreamItem::Oversized { limit } => format!("oversized {limit}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
     }
 
     #[test]
-    fn crlf_lf_keepalives_and_comments() {
-        let got =
-            frames(&["\r\n", ": hi\r\n", "event: a\r\ndata: {}\r\n\r\n", "\r", "\n", "event: b\ndata: 1\n\n"], 100);
-        assert_eq!(got, [ev("a", "{}"), ev("b", "1")]);
+    fn crlf_lf_lone_cr_keepalives_and_comments() {
+        let a = format!("event: status_update_event\r\ndata: {}\r\n\r\n", status("TASK_RUNNING"));
+        let b = format!("event: status_update_event\rdata:{}\r\r", status("TASK_KILLING"));
+        let c = format!("event: status_update_event\ndata: {}\n\n", status("TASK_KILLED"));
+        let got = items(&["\r", "\n", ": hi\r\n", &a, "\r", "\n", &b, &c], 1 << 20);
+        assert_eq!(states(&got), ["TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"]);
     }
 
     #[test]
-    fn split_anywhere() {
-        let whole = "event: a\r\ndata: {\"x\":1}\r\n\r\n";
-        for i in 0..whole.len() {
-            let got = frames(&[&whole[..i], &whole[i..]], 100);
-            assert_eq!(got, [ev("a", "{\"x\":1}")], "split at {i}");
+    fn an_oversized_line_skips_only_its_event() {
+        let big = format!("event: api_post_event\r\ndata: {{\"pad\":\"{}\"}}\r\n\r\n", "x".repeat(500));
+        let ok = format!("event: status_update_event\r\ndata: {}\r\n\r\n", status("TASK_RUNNING"));
+        let whole = format!("{big}{ok}");
+        for split in [0, 5, 40, 300, big.len() - 1, big.len() + 3] {
+            let got = items(&[&whole[..split], &whole[split..]], 400);
+            assert_eq!(states(&got), ["oversized 400", "TASK_RUNNING"], "split at {split}");
         }
-    }
-
-    #[test]
-    fn multi_json_continuation() {
-        let got = frames(&["event: s\ndata: {\"a\":1}\r\n{\"b\":2}\r\n\r\n"], 100);
-        assert_eq!(got, [ev("s", "{\"a\":1}\n{\"b\":2}")]);
-    }
-
-    #[test]
-    fn oversized_line_skips_only_its_frame() {
-        let long = format!("event: big\r\ndata: {}\r\n\r\nevent: ok\r\ndata: 1\r\n\r\n", "x".repeat(50));
-        let got = frames(&[&long[..20], &long[20..]], 20);
-        assert_eq!(got, [Frame::Oversized { event_type: "big".into() }, ev("ok", "1")]);
     }
 
     #[test]

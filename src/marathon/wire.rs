@@ -162,7 +162,33 @@ pub(crate) struct Step {
 #[serde(default)]
 pub(crate) struct Action {
     pub action: Option<String>,
+    /// Marathon 1.1.0 and 1.1.1 named the action `type`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub app: Option<String>,
+}
+
+/// `unhealthy_task_kill_event` (≤ 1.3) / `unhealthy_instance_kill_event`
+/// (1.4+), and `unknown_task_terminated_event` (1.3).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct TaskNotice {
+    pub task_id: Option<String>,
+    pub app_id: Option<String>,
+    pub run_spec_id: Option<String>,
+    /// Mesos state name (`unknown_task_terminated_event`).
+    pub status: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+/// `unknown_instance_terminated_event` (1.4+).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct InstanceTerminated {
+    pub instance_id: Option<String>,
+    pub run_spec_id: Option<String>,
+    pub condition: Option<String>,
+    pub timestamp: Option<String>,
 }
 
 /// A task in `/v2/apps?embed=apps.tasks`, `/v2/apps/{id}` or `/v2/tasks`.

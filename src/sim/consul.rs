@@ -1,6 +1,7 @@
 //! In-process simulator of the Consul agent HTTP API (service register,
 //! deregister, listing, plus minimal health and catalog reads), built against
-//! `shared/reference/consul.md` §2–§4 and §10.
+//! Consul's agent HTTP API documentation (developer.hashicorp.com/consul/api-docs/agent/service)
+//! and `docs/backends.md`.
 //!
 //! Invariants:
 //! - Binds `127.0.0.1` only; `stop`/`restart` keep the same port and state.

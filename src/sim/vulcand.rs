@@ -1,6 +1,7 @@
 //! In-process Vulcand API v2 simulator: backends, servers (with TTL) and
 //! frontends, with Vulcand's request packs, status codes and error bodies
-//! (`shared/reference/vulcand.md` §2–§5, checklist §9).
+//! (Vulcand's API v2 as its README documents it, github.com/vulcand/vulcand
+//! "API Reference"; see `docs/backends.md`).
 //!
 //! Invariants:
 //! - Binds `127.0.0.1:0` only; `restart` rebinds the same port with the same
@@ -250,7 +251,7 @@ fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> (oneshot::Se
     (tx, handle)
 }
 
-/// Vulcand's error classes (`reference/vulcand.md` §2).
+/// Vulcand's error classes (`docs/backends.md`, Vulcand).
 enum SimError {
     /// `*NotFoundError`: 404.
     NotFound(String),

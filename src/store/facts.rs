@@ -124,7 +124,9 @@ impl Store {
                 continue;
             }
             let mut gone = InstanceRecord::empty(id, stored.record.app_id.clone());
-            gone.state = Some(StateFact { state: TaskState::Gone, at: as_of });
+            // Gone is about the launch the store knows; a later one may still come.
+            gone.state =
+                Some(StateFact { state: TaskState::Gone, at: as_of, incarnation: stored.record.incarnation() });
             self.apply_touches(&[Touch::Instance(gone)], seq_at_request)?;
         }
         for app_id in self.spec_app_ids()? {
@@ -150,7 +152,8 @@ impl Store {
             .iter()
             .map(|(id, app)| {
                 let mut rec = InstanceRecord::empty(id.clone(), app.clone());
-                rec.state = Some(StateFact { state: TaskState::Gone, at });
+                // The app is gone: no launch of this instance comes back.
+                rec.state = Some(StateFact { state: TaskState::Gone, at, incarnation: u64::MAX });
                 Touch::Instance(rec)
             })
             .collect();

@@ -85,8 +85,9 @@ fn snapshot_tombstones_absent_instances_unless_newer() {
     s.apply_snapshot(&[app], &BTreeSet::new(), Timestamp(7), request_seq).unwrap();
     let by_id: std::collections::BTreeMap<String, TaskState> =
         s.instances().unwrap().into_iter().map(|r| (r.instance.to_string(), r.state.unwrap().state)).collect();
-    assert_eq!(by_id["web.a"], TaskState::Gone, "absent and older than the snapshot");
-    assert_eq!(by_id["web.b"], TaskState::Running, "received after the snapshot was requested");
+    // Legacy task ids name their instance `<app>.marathon-<uuid>`.
+    assert_eq!(by_id["web.marathon-a"], TaskState::Gone, "absent and older than the snapshot");
+    assert_eq!(by_id["web.marathon-b"], TaskState::Running, "received after the snapshot was requested");
 }
 
 #[test]
@@ -156,7 +157,7 @@ fn prune_forgets_old_tombstones_and_destroyed_apps_only() {
     // The tombstone and the destroyed app go; the running app stays.
     assert_eq!(s.prune(Timestamp(100)).unwrap(), 2);
     let ids: Vec<String> = s.instances().unwrap().into_iter().map(|r| r.instance.to_string()).collect();
-    assert_eq!(ids, vec!["live.a"]);
+    assert_eq!(ids, vec!["live.marathon-a"]);
     assert!(s.apps().unwrap().is_empty());
     assert_eq!(s.newest_specs().unwrap().into_keys().collect::<Vec<_>>(), vec![live_spec.id]);
 }

@@ -1,7 +1,7 @@
 //! A parser for Vulcand's frontend route language, so a route Vulcand would
 //! refuse is reported against its app before any call.
 //!
-//! The language (vulcand/route, see `reference/vulcand.md` §1): matcher calls
+//! The language (github.com/vulcand/route, its README): matcher calls
 //! `Host`, `HostRegexp`, `Path`, `PathRegexp`, `Method`, `MethodRegexp` (one
 //! string argument each), `Header`, `HeaderRegexp` (name, value), joined by
 //! `&&` and grouped with parentheses. String literals are Go literals: `"…"`

@@ -1,4 +1,4 @@
-//! Wire-level tests of the Consul simulator against reference/consul.md §10.
+//! Wire-level tests of the Consul simulator against Consul's documented agent API (`docs/backends.md`).
 use super::*;
 
 async fn sim(opts: ConsulSimOptions) -> (ConsulSim, reqwest::Client) {

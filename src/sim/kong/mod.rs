@@ -3,7 +3,8 @@
 //! configured version that `GET /` reports.
 //!
 //! Invariants:
-//! - Status codes and error bodies follow `shared/reference/kong.md`: 400
+//! - Status codes and error bodies follow Kong's Admin API (docs.konghq.com/gateway/latest/admin-api/;
+//!   `docs/backends.md`): 400
 //!   schema violations with `fields`, 404 `{"message":"Not found"}`, 409 unique
 //!   violations, pagination with `offset`/`next` (`next: null` on the last page).
 //! - Generation rules come from the version only: `< 1.0` legacy (`/apis`, field

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - `Model` is pure (no I/O): each scenario method mutates it and returns
-//!   the events Marathon would publish, in Marathon's order (EVENTS.md §4).
+//!   the events Marathon would publish, in Marathon's order (`docs/marathon.md`).
 //!   The caller decides when (and whether) to `emit` them, so tests can drop,
 //!   reorder or delay events.
 //! - Timestamps come from a logical clock that strictly increases with every
@@ -34,7 +34,7 @@ use crate::model::{AppId, TaskState, Timestamp};
 mod model;
 mod server;
 
-pub use model::{Model, ModelOptions, SimEvent};
+pub use model::{Generation, Model, ModelOptions, SimEvent};
 pub use server::{MarathonSim, RedirectingSim};
 
 #[cfg(test)]

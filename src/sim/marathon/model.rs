@@ -27,11 +27,48 @@ pub struct ModelOptions {
     pub keepalive: Duration,
     /// Require HTTP Basic with this user and password (401 otherwise).
     pub basic_auth: Option<(String, String)>,
+    /// Which Marathon's ids, health keys and slow-consumer policy to follow.
+    pub generation: Generation,
+    /// Frames a subscriber may have queued and unread before Marathon gives
+    /// up on it (`--event_stream_max_outstanding_messages`); `None`: never.
+    /// What then happens depends on the generation.
+    pub max_outstanding: Option<usize>,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { heavy_plans: false, keepalive: Duration::from_secs(10), basic_auth: None }
+        ModelOptions {
+            heavy_plans: false,
+            keepalive: Duration::from_secs(10),
+            basic_auth: None,
+            generation: Generation::V1_8,
+            max_outstanding: None,
+        }
+    }
+}
+
+/// The Marathon generations whose shapes differ for a consumer
+/// (`docs/marathon.md`, "Ids" and "Slow consumers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// 1.1 – 1.3: task ids `<app>.<uuid>`, no instance events, health
+    /// events keyed `taskId`; a slow consumer's events are dropped.
+    V1_3,
+    /// 1.4 – 1.7: task ids `<app>.<uuid>`, instance ids
+    /// `<app>.marathon-<uuid>`, health keyed `instanceId`; a slow
+    /// consumer's events are dropped.
+    V1_4,
+    /// 1.8+: `<app>.instance-<uuid>._app.<n>`; a killed task is relaunched
+    /// in the same instance as `._app.<n+1>`; a slow consumer is
+    /// disconnected.
+    V1_8,
+}
+
+impl Generation {
+    /// Whether Marathon closes the connection of a slow consumer (else it
+    /// drops the events it cannot queue).
+    pub fn disconnects_slow_consumers(self) -> bool {
+        self == Generation::V1_8
     }
 }
 
@@ -94,8 +131,9 @@ impl SimApp {
     }
 }
 
-/// Marathon's state: apps, their tasks, and the logical clock.
-#[derive(Debug)]
+/// Marathon's state: apps, their tasks, and the logical clock. A clone is
+/// what a newly elected leader finds in ZooKeeper.
+#[derive(Debug, Clone)]
 pub struct Model {
     opts: ModelOptions,
     clock_ms: i64,
@@ -290,14 +328,51 @@ impl Model {
     }
 
     /// DELETE /v2/apps/{id}/tasks/{task}: KILLING, KILLED, then a replacement
-    /// task with no deployment events.
+    /// task with no deployment events: a new instance up to 1.7; from 1.8
+    /// (no `wipe=true`) the same instance's next incarnation, `._app.<n+1>`.
     pub fn kill_task(&mut self, task_id: &str) -> Vec<SimEvent> {
         let Some(app_id) = self.app_of_task(task_id) else {
             return Vec::new();
         };
+        if self.opts.generation != Generation::V1_8 {
+            let mut out = self.kill(&app_id, task_id);
+            out.extend(self.launch(&app_id));
+            return out;
+        }
+        // 1.8+ without `wipe=true`: the same instance, the next incarnation,
+        // on the same agent, at the app's current version.
+        let Some(old) = self.apps.get(&app_id).and_then(|a| a.tasks.iter().find(|t| t.id == task_id)).cloned() else {
+            return Vec::new();
+        };
         let mut out = self.kill(&app_id, task_id);
-        out.extend(self.launch(&app_id));
+        let Some(app) = self.apps.get(&app_id) else { return out };
+        let (version, n_ports, checks) = (app.version(), old.ports.len(), app.has_health_checks());
+        let n = task_id.rsplit_once("._app.").and_then(|(_, n)| n.parse::<u64>().ok()).unwrap_or(1);
+        let mut ports = Vec::with_capacity(n_ports);
+        for _ in 0..n_ports {
+            ports.push(self.next_port);
+            self.next_port = self.next_port.wrapping_add(1).max(31000);
+        }
+        let task = SimTask {
+            id: format!("{}._app.{}", old.instance, n + 1),
+            ports,
+            state: TaskState::Staging,
+            version,
+            staged_at: Timestamp(self.clock_ms + 1).to_string(),
+            started_at: None,
+            alive: None,
+            ..old
+        };
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            app.tasks.push(task.clone());
+        }
+        out.extend(self.start(&app_id, &task.id, checks));
         out
+    }
+
+    /// The generation this model follows.
+    pub fn generation(&self) -> Generation {
+        self.opts.generation
     }
 
     /// DELETE /v2/apps/{id}: StopApplication, every task killed,
@@ -335,7 +410,14 @@ impl Model {
             return Vec::new();
         };
         task.alive = Some(alive);
-        let (instance, version) = (task.instance.clone(), task.version.clone());
+        let (task_id, instance, version) = (task.id.clone(), task.instance.clone(), task.version.clone());
+        if self.opts.generation == Generation::V1_3 {
+            // Before instances: keyed by the task id, and no aggregate event.
+            return vec![self.ev(
+                "health_status_changed_event",
+                json!({"appId": app_id, "taskId": task_id, "version": version, "alive": alive}),
+            )];
+        }
         vec![
             self.ev(
                 "health_status_changed_event",
@@ -509,10 +591,14 @@ impl Model {
                 self.next_port = self.next_port.wrapping_add(1).max(31000);
             }
         }
-        let instance = format!("{}.instance-{uuid}", app_id.trim_start_matches('/').replace('/', "_"));
+        let safe = app_id.trim_start_matches('/').replace('/', "_");
+        let (id, instance) = match self.opts.generation {
+            Generation::V1_8 => (format!("{safe}.instance-{uuid}._app.1"), format!("{safe}.instance-{uuid}")),
+            Generation::V1_3 | Generation::V1_4 => (format!("{safe}.{uuid}"), format!("{safe}.marathon-{uuid}")),
+        };
         let staged_at = Timestamp(self.clock_ms + 1).to_string();
         let task = SimTask {
-            id: format!("{instance}._app.1"),
+            id,
             instance,
             host,
             slave_id: format!("db7b40e2-791c-445f-b373-183e2a648a86-S{host_no}"),
@@ -524,10 +610,16 @@ impl Model {
             started_at: None,
             alive: None,
         };
-        let tid = task.id.clone();
         if let Some(app) = self.apps.get_mut(app_id) {
-            app.tasks.push(task);
+            app.tasks.push(task.clone());
         }
+        self.start(app_id, &task.id, checks)
+    }
+
+    /// Runs a task that was just placed: STAGING, STARTING, RUNNING (with
+    /// instance events from 1.4), then health if the app has checks.
+    fn start(&mut self, app_id: &str, tid: &str, checks: bool) -> Vec<SimEvent> {
+        let tid = tid.to_owned();
         let mut out = self.transition(app_id, &tid, TaskState::Staging, "Staging");
         out.extend(self.transition(app_id, &tid, TaskState::Starting, ""));
         out.extend(self.transition(app_id, &tid, TaskState::Running, "Running"));
@@ -574,7 +666,7 @@ impl Model {
                 "version": t.version,
             }),
         )];
-        if !condition.is_empty() {
+        if !condition.is_empty() && self.opts.generation != Generation::V1_3 {
             out.push(self.ev(
                 "instance_changed_event",
                 json!({

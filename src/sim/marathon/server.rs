@@ -11,6 +11,8 @@ pub(super) struct Subscriber {
     /// `event_type` query values; empty = everything.
     filter: Vec<String>,
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Frames queued for this client and not yet written to its socket.
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Subscriber {
@@ -35,6 +37,16 @@ pub(super) struct Shared {
     auth: Option<String>,
     keepalive: Duration,
     addr: SocketAddr,
+    /// A standby: every request (after auth) is answered 302 to this leader.
+    leader: Mutex<Option<String>>,
+    /// A leader that is not ready: `/v2/events` answers 200 and closes.
+    not_ready: AtomicBool,
+    /// `GET /v2/events` requests seen.
+    event_requests: AtomicUsize,
+    /// Subscribers closed (1.8+) or events dropped (≤ 1.7) for being slow.
+    slow_consumer_actions: AtomicUsize,
+    max_outstanding: Option<usize>,
+    disconnects_slow: bool,
 }
 
 /// A running simulated Marathon; stops (and drops its streams) on drop.
@@ -60,6 +72,12 @@ impl MarathonSim {
             .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
         let shared = Arc::new(Shared {
             keepalive: opts.keepalive,
+            leader: Mutex::new(None),
+            not_ready: AtomicBool::new(false),
+            event_requests: AtomicUsize::new(0),
+            slow_consumer_actions: AtomicUsize::new(0),
+            max_outstanding: opts.max_outstanding,
+            disconnects_slow: opts.generation.disconnects_slow_consumers(),
             model: Mutex::new(Model::new(opts)),
             subscribers: Mutex::new(Vec::new()),
             silent: AtomicBool::new(false),
@@ -76,6 +94,7 @@ impl MarathonSim {
             .route("/v2/apps/{*id}", get(app))
             .route("/v2/info", get(info))
             .route("/v2/leader", get(leader))
+            .route_layer(axum::middleware::from_fn_with_state(shared.clone(), standby))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
         serve(listener, router, stop.clone());
@@ -83,8 +102,41 @@ impl MarathonSim {
         Ok(MarathonSim { shared, url, stop })
     }
 
-    /// A non-leader: answers every request with 302 to `leader_url` + the
-    /// same path and query.
+    /// A standby of Marathon 1.7+: checks credentials like any node, then
+    /// answers every request with 302 to `leader_url` + the same path and
+    /// query, until `promote`d.
+    pub async fn start_standby(opts: ModelOptions, leader_url: &url::Url) -> std::io::Result<MarathonSim> {
+        let sim = MarathonSim::start(opts).await?;
+        *lock(&sim.shared.leader) = Some(leader_url.as_str().trim_end_matches('/').to_owned());
+        Ok(sim)
+    }
+
+    /// Leader election won: serve `model` (the state the old leader left in
+    /// ZooKeeper) from now on. Nothing is replayed to anyone.
+    pub fn promote(&self, model: Model) {
+        *lock(&self.shared.model) = model;
+        *lock(&self.shared.leader) = None;
+    }
+
+    /// A freshly elected leader that is not ready yet: `/v2/events`
+    /// answers 200 and closes at once, before `event_stream_attached`.
+    pub fn set_not_ready(&self, not_ready: bool) {
+        self.shared.not_ready.store(not_ready, Ordering::SeqCst);
+    }
+
+    /// `GET /v2/events` requests seen so far.
+    pub fn event_requests(&self) -> usize {
+        self.shared.event_requests.load(Ordering::SeqCst)
+    }
+
+    /// How often a slow subscriber was disconnected (1.8+) or had an event
+    /// dropped (≤ 1.7).
+    pub fn slow_consumer_actions(&self) -> usize {
+        self.shared.slow_consumer_actions.load(Ordering::SeqCst)
+    }
+
+    /// A non-leader without a model: answers every request with 302 to
+    /// `leader_url` + the same path and query.
     pub async fn start_redirecting(leader_url: url::Url) -> std::io::Result<RedirectingSim> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -117,12 +169,25 @@ impl MarathonSim {
         if self.shared.silent.load(Ordering::SeqCst) {
             return;
         }
-        let subs = lock(&self.shared.subscribers);
-        for s in subs.iter() {
+        let mut subs = lock(&self.shared.subscribers);
+        let shared = &self.shared;
+        subs.retain(|s| {
             for e in events.iter().filter(|e| s.wants(&e.event_type)) {
+                let behind = shared.max_outstanding.is_some_and(|max| s.outstanding.load(Ordering::SeqCst) >= max);
+                if behind {
+                    shared.slow_consumer_actions.fetch_add(1, Ordering::SeqCst);
+                    if shared.disconnects_slow {
+                        // 1.8+: the connection is closed (dropping the sender ends the body).
+                        return false;
+                    }
+                    // ≤ 1.7: this event is silently dropped for this client.
+                    continue;
+                }
+                s.outstanding.fetch_add(1, Ordering::SeqCst);
                 let _ = s.tx.send(Bytes::from(e.frame()));
             }
-        }
+            true
+        });
     }
 
     /// Writes bytes as-is to every subscriber, bypassing filters.
@@ -288,8 +353,30 @@ pub(super) async fn leader(State(s): State<Arc<Shared>>, headers: HeaderMap) -> 
     json_ok(&json!({"leader": s.addr.to_string()}))
 }
 
+/// A standby answers 302 to the leader (after the auth check, as Marathon's
+/// filters run in that order); a leader passes the request on.
+pub(super) async fn standby(
+    State(s): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let leader = lock(&s.leader).clone();
+    let Some(leader) = leader else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/v2/events" {
+        s.event_requests.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Some(r) = unauthorized(&s, request.headers()) {
+        return r;
+    }
+    let pq = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    (StatusCode::FOUND, [(header::LOCATION, format!("{leader}{pq}"))]).into_response()
+}
+
 pub(super) async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    if let Some(r) = unauthorized(&s, &headers) {
+    s.event_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(r) = gate(&s, &headers) {
         return r;
     }
     // Jetty's EventSourceServlet wants exactly one Accept value equal to
@@ -302,28 +389,46 @@ pub(super) async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, Raw
         .filter(|(k, _)| k == "event_type")
         .map(|(_, v)| v.into_owned())
         .collect();
+    if s.not_ready.load(Ordering::SeqCst) {
+        // A new leader rejecting connections: 200, then EOF, nothing else.
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream;charset=UTF-8")
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     let (tx, rx) = mpsc::unbounded_channel();
-    let sub = Subscriber { filter, tx };
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let sub = Subscriber { filter, tx, outstanding: outstanding.clone() };
     let attached = lock(&s.model).ev("event_stream_attached", json!({"remoteAddress": "127.0.0.1"}));
-    if sub.wants(&attached.event_type) && !s.silent.load(Ordering::SeqCst) {
+    // Marathon writes the subscriber's own attach first on every new
+    // connection; `silent` stalls what comes after it.
+    if sub.wants(&attached.event_type) {
         let _ = sub.tx.send(Bytes::from(attached.frame()));
     }
     lock(&s.subscribers).push(sub);
 
     let start = tokio::time::Instant::now() + s.keepalive;
     let tick = tokio::time::interval_at(start, s.keepalive);
-    let body = futures::stream::unfold((rx, tick, s, None::<Bytes>), |(mut rx, mut tick, s, pending)| async move {
-        if let Some(b) = pending {
-            return Some((Ok::<_, Infallible>(b), (rx, tick, s, None)));
-        }
-        loop {
-            tokio::select! {
-                m = rx.recv() => return m.map(|b| (Ok(b), (rx, tick, s, None))),
-                _ = tick.tick() => {
-                    if !s.silent.load(Ordering::SeqCst) {
-                        // Jetty flushes `\r` and `\n` separately.
-                        let next = Some(Bytes::from_static(b"\n"));
-                        return Some((Ok(Bytes::from_static(b"\r")), (rx, tick, s, next)));
+    let body = futures::stream::unfold((rx, tick, s, None::<Bytes>), move |(mut rx, mut tick, s, pending)| {
+        let outstanding = outstanding.clone();
+        async move {
+            if let Some(b) = pending {
+                return Some((Ok::<_, Infallible>(b), (rx, tick, s, None)));
+            }
+            loop {
+                tokio::select! {
+                    m = rx.recv() => {
+                        // Written to the socket: no longer outstanding.
+                        let _ = outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                        return m.map(|b| (Ok(b), (rx, tick, s, None)));
+                    }
+                    _ = tick.tick() => {
+                        if !s.silent.load(Ordering::SeqCst) {
+                            // Jetty flushes `\r` and `\n` separately.
+                            let next = Some(Bytes::from_static(b"\n"));
+                            return Some((Ok(Bytes::from_static(b"\r")), (rx, tick, s, next)));
+                        }
                     }
                 }
             }
