@@ -1,5 +1,5 @@
-//! The PNG plot of BENCHMARKS.md: event-storm latency (p50 and p99, per
-//! backend), churn p99 (Consul), cold-resync time and the floor against
+//! The PNG plot of BENCHMARKS.md: event-storm and churn p99 (Consul, which
+//! holds every instance), cold-resync time and the floor against
 //! cluster size, one line per latency profile, from several `--json` reports.
 //!
 //! Text needs a TrueType font: DejaVu Sans is read from the usual Debian
@@ -35,10 +35,11 @@ pub fn series(reports: &[Report]) -> Series {
         let size = (r.scenario.apps * r.scenario.instances) as f64;
         let profile =
             if r.scenario.latency.is_empty() { "no latency".to_owned() } else { r.scenario.latency.join(" ") };
-        for (backend, s) in &r.storm.latency {
+        // Consul holds every instance: its line stands for the storm (the
+        // table has the other backends and the p50s).
+        for (backend, s) in r.storm.latency.iter().filter(|(b, _)| b.as_str() == "consul") {
             if s.count > 0 && r.storm.phase.converged {
                 out.entry(format!("storm {backend} p99 ({profile})")).or_default().push((size, s.p99_ms));
-                out.entry(format!("storm {backend} p50 ({profile})")).or_default().push((size, s.p50_ms));
             }
         }
         for (backend, s) in &r.churn.latency {
@@ -101,7 +102,7 @@ pub fn draw(reports: &[Report], out: &Path, font: &Path) -> Result<bool, PlotErr
     }
     for (i, (name, points)) in lines.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let style = ShapeStyle { color, filled: true, stroke_width: if name.contains("p50") { 1 } else { 2 } };
+        let style = ShapeStyle { color, filled: true, stroke_width: 2 };
         let drawn = chart
             .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1.max(y_min))), style))
             .map_err(|e| err(&e))?;
@@ -113,7 +114,7 @@ pub fn draw(reports: &[Report], out: &Path, font: &Path) -> Result<bool, PlotErr
     if text {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))

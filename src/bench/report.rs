@@ -134,6 +134,17 @@ fn per_backend_line(p: &PerBackend, backends: &[String]) -> String {
         .join(", ")
 }
 
+/// One table row per backend: `TASK_RUNNING` → registration percentiles.
+fn latency_rows(out: &mut String, phase: &str, latency: &BTreeMap<String, Summary>) {
+    for (name, l) in latency {
+        let _ = writeln!(
+            out,
+            "| {phase}: TASK_RUNNING → {name} (n={}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+            l.count, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
+}
+
 fn ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.1}×")).unwrap_or_else(|| "–".to_owned())
 }
@@ -202,13 +213,7 @@ impl Report {
             ratio(st.phase.ratio_to_floor)
         );
         let _ = writeln!(out, "| event storm: events/s received by the daemon | {:.0} | |", st.events_per_s);
-        for (name, l) in &st.latency {
-            let _ = writeln!(
-                out,
-                "| event storm: TASK_RUNNING → {name} (n={}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
-                l.count, l.p50_ms, l.p99_ms, l.max_ms
-            );
-        }
+        latency_rows(&mut out, "event storm", &st.latency);
         let ch = &self.churn;
         let _ = writeln!(
             out,
@@ -218,13 +223,7 @@ impl Report {
             ch.instances,
             phase_value(&ch.phase, b)
         );
-        for (name, l) in &ch.latency {
-            let _ = writeln!(
-                out,
-                "| churn: TASK_RUNNING → {name} (n={}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
-                l.count, l.p50_ms, l.p99_ms, l.max_ms
-            );
-        }
+        latency_rows(&mut out, "churn", &ch.latency);
         let i = &self.idle_resync;
         let idle = if !i.ran {
             "not run".to_owned()

@@ -44,7 +44,7 @@ use tracing::{info, warn};
 
 use crate::sim::consul::{ConsulSim, ConsulSimOptions};
 use crate::sim::kong::{KongSim, KongSimOptions};
-use crate::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
+use crate::sim::marathon::{MarathonSim, Model, ModelOptions, SimEvent};
 use crate::sim::scenario::{PerBackend, Scenario, disorder};
 use crate::sim::tap::{Arrivals, SimBackend, Tap, Timeline, WriteLatency};
 use crate::sim::vulcand::{VulcandSim, VulcandSimOptions};
@@ -361,39 +361,32 @@ struct ScaleBody {
     app: Option<String>,
 }
 
-async fn scale(State(c): Shared, Json(b): Json<ScaleBody>) -> Json<Value> {
-    let mut events = Vec::new();
-    for id in c.targets(b.app) {
-        events.extend(c.marathon.model().scale(&id, b.instances));
-    }
-    let running = c.emit(&events);
-    Json(json!({"events": events.len(), "running": running}))
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct AppBody {
     app: Option<String>,
 }
 
-async fn restart(State(c): Shared, body: Option<Json<AppBody>>) -> Json<Value> {
-    let app = body.and_then(|Json(b)| b.app);
+/// Runs `step` on one app (or every app), sends the events, says how many.
+fn each_app(c: &SimCluster, app: Option<String>, step: impl Fn(&mut Model, &str) -> Vec<SimEvent>) -> Json<Value> {
     let mut events = Vec::new();
     for id in c.targets(app) {
-        events.extend(c.marathon.model().restart(&id));
+        events.extend(step(&mut c.marathon.model(), &id));
     }
     let running = c.emit(&events);
     Json(json!({"events": events.len(), "running": running}))
 }
 
+async fn scale(State(c): Shared, Json(b): Json<ScaleBody>) -> Json<Value> {
+    each_app(&c, b.app, |m, id| m.scale(id, b.instances))
+}
+
+async fn restart(State(c): Shared, body: Option<Json<AppBody>>) -> Json<Value> {
+    each_app(&c, body.and_then(|Json(b)| b.app), Model::restart)
+}
+
 async fn destroy(State(c): Shared, body: Option<Json<AppBody>>) -> Json<Value> {
-    let app = body.and_then(|Json(b)| b.app);
-    let mut events = Vec::new();
-    for id in c.targets(app) {
-        events.extend(c.marathon.model().destroy(&id));
-    }
-    let running = c.emit(&events);
-    Json(json!({"events": events.len(), "running": running}))
+    each_app(&c, body.and_then(|Json(b)| b.app), Model::destroy)
 }
 
 #[derive(Deserialize)]
