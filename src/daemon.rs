@@ -5,9 +5,13 @@
 //! - stream: reads Marathon's SSE (parse only) into an unbounded channel, so
 //!   it never waits on anything else and Marathon never drops us for lag;
 //! - consumer: folds events into the store, flushing once per burst, and wakes the planner;
-//! - planner: desired vs expected ledger → queued ops, coalescing wake-ups;
-//! - one worker per backend: drains that backend's queue with backoff;
-//! - resync: on start, after every (re)connect and every `resync_interval`;
+//! - planner: computes what is desired (coalescing wake-ups) and publishes it
+//!   to the appliers;
+//! - one applier per backend (`applier`): the only writer of that backend's
+//!   queue and ledger; plans against the ledger, takes the resync's listings,
+//!   drains the queue with backoff;
+//! - resync: on start, after every (re)connect and every `resync_interval`:
+//!   Marathon's snapshot into the store, then a listing by every applier;
 //! - fetcher: app specs for instances pending longer than the grace period;
 //! - pruner, heartbeats (backends with expiring entries), the HTTP server.
 //!
@@ -18,16 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::applier::{self, Applier};
 use crate::backends::Backend;
 use crate::backends::consul::{ConsulBackend, ConsulConfig};
 use crate::backends::kong::{KongBackend, KongConfig};
 use crate::backends::vulcand::{VulcandBackend, VulcandConfig};
 use crate::config::Config;
-use crate::engine::{Drain, Engine, now_ms};
+use crate::engine::{DesiredState, Engine};
 use crate::labels::LabelOptions;
 use crate::marathon::client::{ClientConfig, MarathonClient};
 use crate::marathon::stream::{self, StreamConfig, StreamItem};
@@ -63,7 +68,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             cluster: cfg.cluster.clone(),
             timeout: cfg.request_timeout,
         })
-        .context("invalid setting --consul")?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
     }
     if let Some(url) = &cfg.kong {
@@ -75,7 +80,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             forward_to: cfg.kong_forward_to.clone(),
             timeout: cfg.request_timeout,
         })
-        .context("invalid setting --kong")?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
     }
     if let Some(url) = &cfg.vulcand {
@@ -85,7 +90,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             server_ttl: cfg.vulcand_server_ttl,
             timeout: cfg.request_timeout,
         })
-        .context("invalid setting --vulcand")?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
     }
     Ok(out)
@@ -146,18 +151,27 @@ pub async fn run(
 
     let plan_wake = Arc::new(Notify::new());
     let resync_wake = Arc::new(Notify::new());
-    let workers: Vec<(Arc<dyn Backend>, Arc<Notify>)> =
-        engine.backends.iter().map(|b| (b.clone(), Arc::new(Notify::new()))).collect();
-
-    tasks.spawn(consume(engine.clone(), rx, plan_wake.clone(), resync_wake.clone(), shutdown.clone()));
-    tasks.spawn(planner(engine.clone(), plan_wake.clone(), workers.clone(), shutdown.clone()));
-    for (b, wake) in &workers {
-        tasks.spawn(worker(engine.clone(), b.clone(), wake.clone(), shutdown.clone()));
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredState::default()));
+    let mut appliers = Vec::new();
+    for b in &engine.backends {
+        let (handle, task) = applier::spawn(engine.clone(), b.clone(), desired_rx.clone(), shutdown.clone());
+        tasks.spawn(task);
+        appliers.push(handle);
         if let Some(every) = b.heartbeat_interval() {
             tasks.spawn(heartbeat(engine.clone(), b.clone(), every, shutdown.clone()));
         }
     }
-    tasks.spawn(resyncer(engine.clone(), cfg.resync_interval, resync_wake, workers.clone(), shutdown.clone()));
+
+    tasks.spawn(consume(engine.clone(), rx, plan_wake.clone(), resync_wake.clone(), shutdown.clone()));
+    tasks.spawn(planner(engine.clone(), plan_wake.clone(), desired_tx, shutdown.clone()));
+    tasks.spawn(resyncer(
+        engine.clone(),
+        cfg.resync_interval,
+        resync_wake,
+        plan_wake.clone(),
+        appliers,
+        shutdown.clone(),
+    ));
     tasks.spawn(fetcher(engine.clone(), cfg.grace_period, plan_wake.clone(), shutdown.clone()));
     tasks.spawn(pruner(engine.clone(), cfg.tombstone_retention, shutdown.clone()));
 
@@ -271,10 +285,12 @@ pub fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) ->
     Ok(())
 }
 
+/// Computes what is desired on every wake-up (coalesced) and publishes it:
+/// the appliers plan their backends against it. Writes no op itself.
 async fn planner(
     engine: Engine,
     wake: Arc<Notify>,
-    workers: Vec<(Arc<dyn Backend>, Arc<Notify>)>,
+    desired: watch::Sender<Arc<DesiredState>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -282,41 +298,12 @@ async fn planner(
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => {}
         }
-        match engine.plan_from_ledger() {
-            Ok(touched) => {
-                // Queued ops are durable before any of them is tried.
-                if !touched.is_empty()
-                    && let Err(e) = engine.store.flush().await
-                {
-                    warn!(error = %e, "cannot flush the store");
-                }
-                for (b, w) in &workers {
-                    if touched.contains(&b.name()) {
-                        w.notify_one();
-                    }
-                }
+        let _timer = engine.metrics.plan_seconds.start_timer();
+        match engine.desired() {
+            Ok(state) => {
+                desired.send_replace(Arc::new(state));
             }
             Err(e) => warn!(error = %e, "planning failed"),
-        }
-    }
-}
-
-async fn worker(engine: Engine, b: Arc<dyn Backend>, wake: Arc<Notify>, shutdown: CancellationToken) {
-    loop {
-        let wait = match engine.drain(&b).await {
-            Ok(Drain::Idle { next_due_ms: None }) => None,
-            Ok(Drain::Idle { next_due_ms: Some(at) }) | Ok(Drain::Backoff { until_ms: at }) => {
-                Some(Duration::from_millis(at.saturating_sub(now_ms()).max(10)))
-            }
-            Err(e) => {
-                warn!(backend = b.name(), error = %e, "worker failed; retrying");
-                Some(Duration::from_secs(1))
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = wake.notified() => {}
-            _ = sleep_opt(wait) => {}
         }
     }
 }
@@ -328,11 +315,15 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
+/// Resyncs on start (once the stream first connects), on every reconnect
+/// and every `every`: Marathon's snapshot into the store, then each backend's
+/// applier lists and repairs its backend. It writes no op itself.
 async fn resyncer(
     engine: Engine,
     every: Option<Duration>,
     wake: Arc<Notify>,
-    workers: Vec<(Arc<dyn Backend>, Arc<Notify>)>,
+    plan_wake: Arc<Notify>,
+    appliers: Vec<Applier>,
     shutdown: CancellationToken,
 ) {
     // Subscribe first, then snapshot: the first resync waits for the stream's
@@ -344,23 +335,9 @@ async fn resyncer(
     }
     let mut failures = 0u32;
     loop {
-        let ok = match engine.resync().await {
-            Ok(report) => {
-                if let Err(e) = engine.store.flush().await {
-                    warn!(error = %e, "cannot flush the store");
-                }
-                for (b, w) in &workers {
-                    w.notify_one();
-                    if report.failed.iter().any(|(n, _)| *n == b.name()) {
-                        debug!(backend = b.name(), "backend listing failed during resync");
-                    }
-                }
-                report.failed.is_empty()
-            }
-            Err(e) => {
-                warn!(error = %e, "resync failed");
-                false
-            }
+        let ok = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ok = resync_once(&engine, &plan_wake, &appliers) => ok,
         };
         failures = if ok { 0 } else { failures + 1 };
         // A failed resync is retried with backoff; otherwise wait for the
@@ -372,6 +349,35 @@ async fn resyncer(
             _ = sleep_opt(next) => {}
         }
     }
+}
+
+/// One resync; true when Marathon and every backend could be read.
+async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) -> bool {
+    if let Err(e) = engine.refresh_from_marathon().await {
+        warn!(error = %e, "resync failed");
+        return false;
+    }
+    plan_wake.notify_one();
+    let mut report = crate::engine::ResyncReport::default();
+    let observations = appliers.iter().map(|a| async move { (a.name(), a.observe().await) });
+    for (name, result) in futures::future::join_all(observations).await {
+        match result {
+            Ok(ops) => {
+                report.ops.insert(name, ops);
+            }
+            Err(e) => {
+                debug!(backend = name, error = %e, "backend listing failed during resync");
+                report.failed.push((name, e));
+            }
+        }
+    }
+    if let Err(e) = engine.finish_resync(&report) {
+        warn!(error = %e, "cannot record the resync");
+    }
+    if let Err(e) = engine.store.flush().await {
+        warn!(error = %e, "cannot flush the store");
+    }
+    report.failed.is_empty()
 }
 
 async fn fetcher(engine: Engine, grace: Duration, plan_wake: Arc<Notify>, shutdown: CancellationToken) {

@@ -9,6 +9,10 @@
 //!   deregistration is replaced when the instance comes back.
 //! - Ops reach a backend only through the durable queue; an op leaves the
 //!   queue in the same transaction that records it in the ledger.
+//! - In the daemon, the methods that write a backend's queue or ledger
+//!   (`plan_backend`, `observe`, `drain`) are called by that backend's
+//!   applier only (`crate::applier`); `reconcile --once` calls them from its
+//!   one task.
 //! - A backend that fails does not hold up the others: each has its own queue,
 //!   worker and backoff.
 //! - Apps whose labels cannot be honoured keep what they already have
@@ -47,6 +51,9 @@ pub fn now_ms() -> u64 {
 /// Everything desired right now, and what each backend makes of it.
 #[derive(Debug, Clone, Default)]
 pub struct DesiredState {
+    /// Which computation this was: a larger epoch ran later, so it read
+    /// every fact a smaller one read.
+    pub epoch: u64,
     pub desired: Desired,
     /// Per backend name: what it should hold and what it refused.
     pub selections: BTreeMap<&'static str, Selection>,
@@ -83,6 +90,72 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Apps whose spec fetch is in flight, so concurrent waiters share one.
     inflight: Arc<Mutex<BTreeMap<AppId, Instant>>>,
+    /// Numbers the computations of `desired()` in the order they run; the
+    /// lock makes them run one at a time, so a later one read every fact an
+    /// earlier one did and writes the pending set and rejections after it.
+    /// A std Mutex: `desired()` does not await.
+    epochs: Arc<Mutex<u64>>,
+}
+
+/// What observing one backend queued, and the epoch of the desired state
+/// it planned with.
+#[derive(Debug)]
+pub struct Observed {
+    pub ops: Vec<Op>,
+    pub epoch: u64,
+}
+
+/// The writes one backend's applier made while listings were in flight: a
+/// listing tells from it which registrations it may show stale.
+#[derive(Clone, Default)]
+pub struct AppliedLog {
+    /// A std Mutex: held for a map update, never across `.await`.
+    inner: Arc<Mutex<WriteLog>>,
+}
+
+#[derive(Default)]
+struct WriteLog {
+    /// Writes so far.
+    writes: u64,
+    /// Listings started and not finished.
+    listings: usize,
+    /// The number of the last write per registration id, kept only while a
+    /// listing is in flight (so the log stays as small as one resync's writes).
+    ids: BTreeMap<String, u64>,
+}
+
+impl AppliedLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteLog> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a listing: call before it is requested; pass the mark to `finish`.
+    pub fn start(&self) -> u64 {
+        let mut log = self.lock();
+        log.listings += 1;
+        log.writes
+    }
+
+    /// Records a write of registration `id` that has landed (or may have).
+    fn record(&self, id: &str) {
+        let mut log = self.lock();
+        log.writes += 1;
+        if log.listings > 0 {
+            let n = log.writes;
+            log.ids.insert(id.to_owned(), n);
+        }
+    }
+
+    /// Ends the listing started at `mark`: the registration ids written since.
+    pub fn finish(&self, mark: u64) -> BTreeSet<String> {
+        let mut log = self.lock();
+        let written = log.ids.iter().filter(|(_, n)| **n > mark).map(|(id, _)| id.clone()).collect();
+        log.listings = log.listings.saturating_sub(1);
+        if log.listings == 0 {
+            log.ids.clear();
+        }
+        written
+    }
 }
 
 /// Capped exponential backoff with jitter for the `attempt`-th retry (1-based).
@@ -107,12 +180,15 @@ impl Engine {
         statics: Vec<StaticService>,
         metrics: Metrics,
     ) -> Engine {
-        Engine { store, marathon, backends, opts, statics, metrics, inflight: Arc::default() }
+        Engine { store, marathon, backends, opts, statics, metrics, inflight: Arc::default(), epochs: Arc::default() }
     }
 
     /// Desired registrations from the store plus static services, selected per
     /// backend. Also refreshes the pending tree and the rejection record.
     pub fn desired(&self) -> Result<DesiredState, EngineError> {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        *epochs += 1;
+        let epoch = *epochs;
         let instances = self.store.instances()?;
         let apps = self.store.apps()?;
         let specs = self.store.newest_specs()?;
@@ -159,7 +235,7 @@ impl Engine {
             let n = desired.pending.iter().filter(|p| p.2 == lack).count();
             self.metrics.pending.with_label_values(&[label]).set(n as i64);
         }
-        Ok(DesiredState { desired, selections, held_tasks })
+        Ok(DesiredState { epoch, desired, selections, held_tasks })
     }
 
     /// What a backend should hold: its selection, plus what apps with label
@@ -198,32 +274,23 @@ impl Engine {
         Ok(fresh)
     }
 
-    /// One planning pass against the ledger (no backend reads). Returns the
-    /// backends that got new ops.
-    pub fn plan_from_ledger(&self) -> Result<Vec<&'static str>, EngineError> {
-        let _timer = self.metrics.plan_seconds.start_timer();
-        let state = self.desired()?;
-        self.plan_state_against_ledger(&state)
-    }
-
-    fn plan_state_against_ledger(&self, state: &DesiredState) -> Result<Vec<&'static str>, EngineError> {
-        let mut touched = Vec::new();
-        for b in &self.backends {
-            let (expected, queued) = self.expected(b.name())?;
-            let want = self.wanted(state, b.name(), &expected);
-            let ops = plan(&want, &expected, |d, o| d == o);
-            let fresh = self.enqueue_new(b.name(), ops, &queued)?;
-            if !fresh.is_empty() {
-                debug!(backend = b.name(), ops = fresh.len(), "queued");
-                touched.push(b.name());
-            }
+    /// One planning pass of `b` against its ledger (no backend reads), with
+    /// `state` computed by `desired()`. Returns the ops newly queued. Only the
+    /// backend's applier calls this: it is the one writer of its queue.
+    pub fn plan_backend(&self, b: &Arc<dyn Backend>, state: &DesiredState) -> Result<Vec<Op>, EngineError> {
+        let (expected, queued) = self.expected(b.name())?;
+        let want = self.wanted(state, b.name(), &expected);
+        let ops = plan(&want, &expected, |d, o| d == o);
+        let fresh = self.enqueue_new(b.name(), ops, &queued)?;
+        if !fresh.is_empty() {
+            debug!(backend = b.name(), ops = fresh.len(), "queued");
         }
-        Ok(touched)
+        Ok(fresh)
     }
 
-    /// A full resync: Marathon's snapshot into the store, then every backend's
-    /// owned entries against what is desired.
-    pub async fn resync(&self) -> Result<ResyncReport, EngineError> {
+    /// Marathon's snapshot into the store (the first half of a resync; each
+    /// backend is then `observe`d).
+    pub async fn refresh_from_marathon(&self) -> Result<(), EngineError> {
         let seq_at_request = self.store.next_seq()?;
         let as_of = Timestamp(self.store.high_water()?.0 + 1);
         let snapshot = match self.marathon.snapshot().await {
@@ -246,45 +313,100 @@ impl Engine {
             warn!(app_id = %id, error = %err, "app definition unreadable; its registrations are left as they are");
         }
         self.store.apply_snapshot(&apps, &broken, as_of, seq_at_request)?;
-        let state = self.desired()?;
-        self.plan_state_against_ledger(&state)?;
+        Ok(())
+    }
 
+    /// A full resync, one backend after the other (for `reconcile --once`;
+    /// the daemon asks each backend's applier to `observe` instead).
+    pub async fn resync(&self) -> Result<ResyncReport, EngineError> {
+        self.refresh_from_marathon().await?;
+        // Against the ledger first, so a backend that cannot be listed still
+        // gets what the snapshot calls for.
+        let state = self.desired()?;
+        for b in &self.backends {
+            self.plan_backend(b, &state)?;
+        }
         let mut report = ResyncReport::default();
         for b in &self.backends {
-            let name = b.name();
-            let ledger = self.store.ledger(name)?;
-            let observed = match b.list_owned(&ledger).await {
-                Ok(o) => o,
-                Err(e) => {
-                    warn!(backend = name, error = %e, "cannot list owned entries; will retry");
-                    report.failed.push((name, e.to_string()));
-                    continue;
+            match self.observe(b).await? {
+                Ok(observed) => {
+                    report.ops.insert(b.name(), observed.ops);
                 }
-            };
-            let want = self.wanted(&state, name, &observed);
-            let ops = plan(&want, &observed, |d, o| b.same(d, o));
-            // Ledger entries that are neither present nor wanted were removed
-            // by someone else: forget them.
-            let observed_ids: BTreeSet<&str> = observed.iter().map(|r| r.id.as_str()).collect();
-            let want_ids: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
-            let stale: Vec<String> = ledger
-                .iter()
-                .filter(|r| !observed_ids.contains(r.id.as_str()) && !want_ids.contains(r.id.as_str()))
-                .map(|r| r.id.clone())
-                .collect();
-            self.store.forget(name, &stale)?;
-            self.absorb(b, &want, &observed)?;
-            let (_, queued) = self.expected(name)?;
-            let fresh = self.enqueue_new(name, ops, &queued)?;
-            if !fresh.is_empty() {
-                info!(backend = name, ops = fresh.len(), "resync queued repairs");
+                Err(e) => report.failed.push((b.name(), e.to_string())),
             }
-            report.ops.insert(name, fresh);
         }
+        self.finish_resync(&report)?;
+        Ok(report)
+    }
+
+    /// Records a finished resync: its time and its result metric.
+    pub fn finish_resync(&self, report: &ResyncReport) -> Result<(), EngineError> {
         self.store.set_last_resync(&Timestamp::now().to_string())?;
         let result = if report.failed.is_empty() { "ok" } else { "backend_error" };
         self.metrics.resyncs.with_label_values(&[result]).inc();
-        Ok(report)
+        Ok(())
+    }
+
+    /// Lists what `b` holds of ours and merges the listing at once (for
+    /// `reconcile --once`, where nothing else runs meanwhile).
+    pub async fn observe(&self, b: &Arc<dyn Backend>) -> Result<Result<Observed, BackendError>, EngineError> {
+        let ledger = self.store.ledger(b.name())?;
+        match b.list_owned(&ledger).await {
+            Ok(observed) => Ok(Ok(self.merge_listing(b, &observed, &BTreeSet::new())?)),
+            Err(e) => {
+                warn!(backend = b.name(), error = %e, "cannot list owned entries; will retry");
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Merges a listing of `b` (what it holds of ours) and queues the
+    /// repairs. What is desired is read now, after the listing came back, so
+    /// facts that changed while it was in flight are planned with. `stale`
+    /// names the registrations an op was applied to while the listing was in
+    /// flight: the listing may not show that op, so for those the ledger
+    /// stands for the backend, never the listing. (Per registration rather
+    /// than per app, so that a busy app's drift is still repaired.)
+    ///
+    /// Only the backend's applier calls this (or `reconcile --once`).
+    pub fn merge_listing(
+        &self,
+        b: &Arc<dyn Backend>,
+        listing: &[Registration],
+        stale: &BTreeSet<String>,
+    ) -> Result<Observed, EngineError> {
+        let name = b.name();
+        let state = self.desired()?;
+        let (expected, _) = self.expected(name)?;
+        let fresh = |r: &Registration| !stale.contains(&r.id);
+        // What the backend holds: the listing where it is fresh, the ledger
+        // (with queued ops on top) for the rest.
+        let observed: Vec<Registration> =
+            listing.iter().filter(|r| fresh(r)).chain(expected.iter().filter(|r| !fresh(r))).cloned().collect();
+        let want = self.wanted(&state, name, &observed);
+        let ops = plan(&want, &observed, |d, o| if fresh(o) { b.same(d, o) } else { d == o });
+        // Fresh ledger entries that are neither present nor wanted
+        // were removed by someone else: forget them.
+        let observed_ids: BTreeSet<&str> = observed.iter().map(|r| r.id.as_str()).collect();
+        let want_ids: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .store
+            .ledger(name)?
+            .iter()
+            .filter(|r| fresh(r) && !observed_ids.contains(r.id.as_str()) && !want_ids.contains(r.id.as_str()))
+            .map(|r| r.id.clone())
+            .collect();
+        self.store.forget(name, &gone)?;
+        let fresh_want: Vec<Registration> = want.iter().filter(|r| fresh(r)).cloned().collect();
+        let fresh_listing: Vec<Registration> = listing.iter().filter(|r| fresh(r)).cloned().collect();
+        self.absorb(b, &fresh_want, &fresh_listing, stale)?;
+        // Queued ops as they are after absorbing (some were settled).
+        let (_, queued) = self.expected(name)?;
+        let queued_now = self.enqueue_new(name, ops, &queued)?;
+        if !queued_now.is_empty() {
+            info!(backend = name, ops = queued_now.len(), stale = stale.len(), "resync queued repairs");
+        }
+        Ok(Observed { ops: queued_now, epoch: state.epoch })
     }
 
     /// What a backend already holds needs no write: wanted entries it shows
@@ -295,6 +417,7 @@ impl Engine {
         b: &Arc<dyn Backend>,
         want: &[Registration],
         observed: &[Registration],
+        stale: &BTreeSet<String>,
     ) -> Result<(), EngineError> {
         let name = b.name();
         let observed: BTreeMap<&str, &Registration> = observed.iter().map(|r| (r.id.as_str(), r)).collect();
@@ -307,6 +430,9 @@ impl Engine {
             .collect();
         self.store.import_ledger(name, &in_place)?;
         for q in self.store.queued(name)? {
+            if stale.contains(q.op.key()) {
+                continue;
+            }
             let settled = match &q.op {
                 Op::Register(r) => observed.get(r.id.as_str()).is_some_and(|o| b.same(r, o)),
                 // With `service_empty` app-level objects may remain without the
@@ -324,7 +450,8 @@ impl Engine {
 
     /// Applies the due ops of one backend, deregistrations first, until none is due or
     /// a transient failure says the backend is unwell.
-    pub async fn drain(&self, b: &Arc<dyn Backend>) -> Result<Drain, EngineError> {
+    /// Every write is recorded in `log` once it has returned.
+    pub async fn drain(&self, b: &Arc<dyn Backend>, log: &AppliedLog) -> Result<Drain, EngineError> {
         let name = b.name();
         let mut next_due: Option<u64> = None;
         let mut queued = self.store.queued(name)?;
@@ -338,6 +465,7 @@ impl Engine {
             }
             let started = Instant::now();
             let result = b.apply(&q.op).await;
+            log.record(q.op.key());
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
             let reg = q.op.registration();
             match result {
@@ -438,5 +566,24 @@ impl Engine {
             }
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod applied_log_tests {
+    use super::AppliedLog;
+
+    #[test]
+    fn a_listing_sees_the_writes_made_while_it_was_in_flight_and_no_others() {
+        let log = AppliedLog::default();
+        log.record("before");
+        let mark = log.start();
+        log.record("during");
+        let written = log.finish(mark);
+        assert_eq!(written.into_iter().collect::<Vec<_>>(), ["during"]);
+        log.record("after");
+        let mark = log.start();
+        assert!(log.finish(mark).is_empty(), "nothing is kept between listings");
+        assert!(log.lock().ids.is_empty());
     }
 }

@@ -11,11 +11,13 @@
 //! - [`plan`]: pure diff of desired registrations against what a backend holds.
 //! - [`backends`]: Consul, Kong, Vulcand behind one trait.
 //! - [`engine`]: the I/O shell around assemble and plan: resync, queue drain, spec fetch.
+//! - [`applier`]: one per backend, the only writer of its queue and ledger.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
+pub mod applier;
 pub mod assemble;
 pub mod backends;
 pub mod bench;

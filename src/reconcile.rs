@@ -149,7 +149,7 @@ pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
 
 async fn drain_with_retries(engine: &Engine, b: &std::sync::Arc<dyn crate::backends::Backend>) -> anyhow::Result<()> {
     loop {
-        let wait_until = match engine.drain(b).await? {
+        let wait_until = match engine.drain(b, &crate::engine::AppliedLog::default()).await? {
             Drain::Idle { next_due_ms: None } => return Ok(()),
             Drain::Idle { next_due_ms: Some(t) } | Drain::Backoff { until_ms: t } => t,
         };

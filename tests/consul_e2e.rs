@@ -410,6 +410,28 @@ async fn bad_configuration_exits_2_naming_the_setting() {
     )
     .await;
     check(s(&["reconcile", "--once", "--data-dir", &data]), "--marathon").await;
+    // A backend's own check names the flag the user typed, not the backend's URL flag.
+    let m = "http://127.0.0.1:1";
+    check(
+        s(&["run", "--marathon", m, "--kong", "http://127.0.0.1:2", "--cluster", "Prod", "--data-dir", &data]),
+        "invalid setting --cluster:",
+    )
+    .await;
+    check(
+        s(&[
+            "run",
+            "--marathon",
+            m,
+            "--vulcand",
+            "http://127.0.0.1:2",
+            "--vulcand-server-ttl",
+            "1500ms",
+            "--data-dir",
+            &data,
+        ]),
+        "invalid setting --vulcand-server-ttl:",
+    )
+    .await;
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "marathon = [\"http://127.0.0.1:1\"]\nconsul_url = \"http://x\"\n").unwrap();
     check(s(&["run", "--config", file.to_str().unwrap(), "--data-dir", &data]), "consul_url").await;
@@ -507,7 +529,7 @@ async fn instances_of_an_app_marathon_no_longer_knows_are_dropped() {
     })
     .await;
     common::eventually_async("nothing pending any more", WAIT, || async {
-        d.metric("switchboard_pending_instances{lack=\"spec\"}").await == 0.0
+        d.sample("switchboard_pending_instances{lack=\"spec\"}").await == Some(0.0)
     })
     .await;
     assert_eq!(w.marathon.app_fetches("/ghost"), 1, "one fetch for two waiting instances");
@@ -538,4 +560,36 @@ async fn secrets_from_the_environment_reach_marathon_and_consul_but_never_the_lo
     let log = d.log();
     assert!(log.contains("applied"), "debug log captured: {log}");
     assert!(!log.contains("m4rathon-s3cret") && !log.contains("c0nsul-t0ken"), "a secret leaked into the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_id_held_by_someone_else_is_refused_not_taken_over() {
+    let w = world().await;
+    // Marathon runs the app already; someone else registered a service under
+    // the very ID Switchboard would give its instance.
+    let events = w.marathon.model().deploy(web_app(), 1);
+    let id = w.expected_ids("/shop/web").into_iter().next().expect("an instance id");
+    w.consul.insert_raw(json!({
+        "ID": id, "Name": "team-a-web", "Tags": ["team-a"], "Port": 8080, "Address": "10.9.9.9",
+        "Meta": {"owner": "team-a"}
+    }));
+    let theirs = w.consul.services()[&id].clone();
+    let writes = w.consul.writes();
+
+    let d = w.daemon(&["--resync-interval", "500ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&events);
+    eventually("refused, naming the holder", WAIT, || {
+        d.log()
+            .lines()
+            .any(|l| l.contains("app_id=/shop/web") && l.contains("belongs to someone else") && l.contains("team-a"))
+    })
+    .await;
+    let start = d.metric("switchboard_resyncs_total{result=\"ok\"}").await;
+    common::eventually_async("two more resyncs", WAIT, || async {
+        d.metric("switchboard_resyncs_total{result=\"ok\"}").await >= start + 2.0
+    })
+    .await;
+    assert_eq!(w.consul.services()[&id], theirs, "the other service changed");
+    assert_eq!(w.consul.writes(), writes, "switchboard wrote to Consul");
 }

@@ -8,6 +8,9 @@
 //! the daemon does after its grace period, instances still waiting for a spec
 //! get the app's current definition (spec only: no task facts are taken from
 //! that fetch, so it cannot mask a folding error).
+//!
+//! The second property drives the real store (sled) instead of the in-memory
+//! fold, with concurrent writers and crash-and-reopen points.
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -16,6 +19,7 @@ use switchboard::labels::LabelOptions;
 use switchboard::marathon::{client, event};
 use switchboard::model::{Registration, Timestamp};
 use switchboard::sim::marathon::{Generation, Model, ModelOptions, SimEvent};
+use switchboard::store::Store;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -191,4 +195,125 @@ fn a_deploy_yields_registrations_at_all() {
     let regs = from_events(&model, &events.iter().collect::<Vec<_>>());
     assert_eq!(regs.len(), 4, "2 instances x 2 labelled ports");
     assert_eq!(regs, from_snapshot(&model));
+}
+
+/// What the store's records call for, as they are.
+fn store_desired(s: &Store) -> assemble::Desired {
+    let (instances, apps, specs) = (s.instances(), s.apps(), s.newest_specs());
+    assemble::desired(
+        &instances.expect("instances"),
+        &apps.expect("apps"),
+        &specs.expect("specs"),
+        &LabelOptions::default(),
+    )
+}
+
+/// What the store's records call for (the grace-period fetch included, as in
+/// `from_events`).
+fn desired_from_store(model: &Model, store: &Store) -> Vec<Registration> {
+    for (_, app, lack) in store_desired(store).pending {
+        if lack != Lack::Spec {
+            continue;
+        }
+        if let Some(body) = model.app_json(app.as_str()) {
+            let fetched = client::parse_app_response(&body.to_string(), model.now()).expect("app parses");
+            let seq = store.next_seq().expect("seq");
+            store.apply_touches(&[assemble::Touch::Spec(fetched.spec)], seq).expect("spec stored");
+        }
+    }
+    store_desired(store).registrations
+}
+
+/// Copies a data dir file by file, as it is on disk now.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Folds `events` into the store the way the daemon's consumer does: one
+/// receive sequence and one transaction per event.
+fn fold_into(store: &Store, events: &[&SimEvent]) {
+    for e in events {
+        let parsed = event::parse(&e.event_type, &e.data.to_string()).expect("sim events parse");
+        let seq = store.next_seq().expect("seq");
+        for ev in &parsed {
+            store.apply_touches(&assemble::touches(ev), seq).expect("fold");
+        }
+    }
+}
+
+proptest! {
+    // Each case opens a sled store several times: fewer cases than the
+    // in-memory property, same generators.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The real store merge (sled transactions, the decoded cache), with
+    /// events in any order and duplicated, folded by two writers at once,
+    /// and "kill -9" points: the data dir as it is on disk is what the next
+    /// life opens; right after a flush it must hold exactly what it held.
+    #[test]
+    fn the_store_folds_any_order_with_concurrent_writers_and_crashes_to_the_final_snapshot(
+        steps in prop::collection::vec(step(), 1..8),
+        keys in prop::collection::vec(any::<u64>(), 1..64),
+        dups in prop::collection::vec(any::<usize>(), 0..6),
+        kills in prop::collection::vec(any::<usize>(), 0..3),
+        writers in 1..3usize,
+    ) {
+        let mut model = Model::new(ModelOptions::default());
+        let events = run(&mut model, &steps);
+        let want = from_snapshot(&model);
+        let shuffled = shuffle(&events, &keys, &dups);
+        let mut cuts: Vec<usize> = kills.iter().map(|k| k % (shuffled.len() + 1)).collect();
+        cuts.push(shuffled.len());
+        cuts.sort();
+        cuts.dedup();
+
+        let mut dirs = vec![tempfile::tempdir().expect("tempdir")];
+        let mut store = Store::open(dirs[0].path()).expect("open");
+        let mut from = 0;
+        for (crash, cut) in cuts.into_iter().enumerate() {
+            let segment = &shuffled[from..cut];
+            from = cut;
+            // Writers take alternate events of the segment, concurrently.
+            std::thread::scope(|scope| {
+                for w in 0..writers {
+                    let mine: Vec<&SimEvent> = segment.iter().copied().skip(w).step_by(writers).collect();
+                    let store = &store;
+                    scope.spawn(move || fold_into(store, &mine));
+                }
+            });
+            // kill -9: the data dir as it is on disk right now becomes the
+            // store of the next life; the old one is dropped unflushed. Odd
+            // kill points come right after the consumer's flush, even ones
+            // at any moment (the tail may be lost: the next life gets those
+            // events again, as a resync would bring their facts back).
+            let flushed = kills.get(crash).is_none_or(|k| k % 2 == 1);
+            let before = flushed.then(|| {
+                store.flush_blocking().expect("flush");
+                store_desired(&store)
+            });
+            let next = tempfile::tempdir().expect("tempdir");
+            copy_dir(dirs.last().expect("a live dir").path(), next.path());
+            drop(store);
+            store = Store::open(next.path()).expect("reopen after kill -9");
+            dirs.push(next);
+            match before {
+                Some(before) => {
+                    let after = store_desired(&store);
+                    prop_assert_eq!(&after.registrations, &before.registrations, "the reopened store lost or changed facts");
+                    prop_assert_eq!(&after.pending, &before.pending);
+                }
+                None => fold_into(&store, segment),
+            }
+        }
+        prop_assert_eq!(&desired_from_store(&model, &store), &want, "folded in the store");
+    }
 }

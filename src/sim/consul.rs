@@ -73,6 +73,9 @@ struct Shared {
     opts: ConsulSimOptions,
     tap: Tap,
     state: Mutex<SimState>,
+    /// While true, `GET /v1/agent/services` waits before it reads the state
+    /// (see `hold_listings`): lets a test make a listing straddle a write.
+    listings_held: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -81,6 +84,8 @@ struct SimState {
     failing: Option<u16>,
     writes: usize,
     requests: Vec<(String, String)>,
+    /// Listing requests waiting on `hold_listings` right now.
+    listings_waiting: usize,
     /// False imitates a pre-1.0.7 agent: `Meta` is silently dropped on
     /// register and absent from listings.
     no_meta: bool,
@@ -118,7 +123,12 @@ impl ConsulSim {
     /// Like `start`, on `127.0.0.1:port` (0 = any free port), with a tap
     /// (write cost, arrival times) as `switchboard sim` runs it.
     pub async fn start_on(opts: ConsulSimOptions, port: u16, tap: Tap) -> std::io::Result<ConsulSim> {
-        let shared = Arc::new(Shared { opts, tap, state: Mutex::new(SimState::default()) });
+        let shared = Arc::new(Shared {
+            opts,
+            tap,
+            state: Mutex::new(SimState::default()),
+            listings_held: tokio::sync::watch::Sender::new(false),
+        });
         let running = serve(shared.clone(), port).await?;
         Ok(ConsulSim { shared, port: running.1, server: tokio::sync::Mutex::new(Some(running.0)) })
     }
@@ -166,6 +176,21 @@ impl ConsulSim {
     /// from listings.
     pub fn set_legacy_no_meta(&self, on: bool) {
         self.shared.lock().no_meta = on;
+    }
+
+    /// From now on `GET /v1/agent/services` waits, before it reads anything,
+    /// until `release_listings`: the answer then shows the state at release.
+    pub fn hold_listings(&self) {
+        self.shared.listings_held.send_replace(true);
+    }
+
+    pub fn release_listings(&self) {
+        self.shared.listings_held.send_replace(false);
+    }
+
+    /// How many listing requests are waiting on `hold_listings` now.
+    pub fn listings_waiting(&self) -> usize {
+        self.shared.lock().listings_waiting
     }
 
     /// Closes the listener and open connections: connection refused from now on.
@@ -389,6 +414,12 @@ async fn handle(
         }
         Route::Deregister(id) => deregister(&shared, &id),
         Route::Services => {
+            let mut held = shared.listings_held.subscribe();
+            if *held.borrow() {
+                shared.lock().listings_waiting += 1;
+                let _ = held.wait_for(|h| !*h).await;
+                shared.lock().listings_waiting -= 1;
+            }
             let st = shared.lock();
             let mut out = Map::new();
             if visible {

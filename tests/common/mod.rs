@@ -166,12 +166,19 @@ impl Daemon {
     }
 
     /// The value of a Prometheus sample (name with labels, exactly as
-    /// rendered), or 0 when absent or the daemon does not answer.
+    /// rendered), or 0 when absent or the daemon does not answer. Only for
+    /// conditions that cannot hold by absence (`>= 1`); to wait for a value
+    /// of 0, use `sample`, which tells absence apart.
     pub async fn metric(&self, sample: &str) -> f64 {
+        self.sample(sample).await.unwrap_or(0.0)
+    }
+
+    /// The value of a Prometheus sample, `None` when the daemon does not
+    /// answer or does not render it.
+    pub async fn sample(&self, sample: &str) -> Option<f64> {
         let url = format!("{}/metrics", self.status_url().await);
-        let Ok(resp) = reqwest::get(&url).await else { return 0.0 };
-        let Ok(text) = resp.text().await else { return 0.0 };
-        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok()))
     }
 }
 

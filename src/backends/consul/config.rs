@@ -62,6 +62,18 @@ pub enum ConsulConfigError {
     Client(#[source] reqwest::Error),
 }
 
+impl ConsulConfigError {
+    /// The setting at fault, as the user gives it.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            ConsulConfigError::Scheme { .. } | ConsulConfigError::Client(_) => "--consul",
+            ConsulConfigError::EmptyCluster | ConsulConfigError::ClusterTooLong { .. } => "--cluster",
+            ConsulConfigError::ZeroTimeout => "--request-timeout",
+            ConsulConfigError::Token => "SWITCHBOARD_CONSUL_TOKEN",
+        }
+    }
+}
+
 impl ConsulConfig {
     pub(crate) fn validate(&self) -> Result<(), ConsulConfigError> {
         if !matches!(self.url.scheme(), "http" | "https") || self.url.cannot_be_a_base() {

@@ -234,6 +234,49 @@ pub(crate) struct Observed {
     pub hash: Option<String>,
 }
 
+/// Service IDs of a listing that are certainly someone else's, with who
+/// holds them: without the `switchboard` tag, or with ownership meta naming
+/// another owner or cluster. (Tagged without meta is left alone: on a
+/// meta-less agent that may be ours, and the ledger decides.)
+pub(crate) fn foreign_ids(
+    services: &std::collections::BTreeMap<String, AgentService>,
+    cluster: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for (key, svc) in services {
+        let id = svc.id.as_deref().unwrap_or(key);
+        let tagged = svc.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == TAG));
+        let meta = svc.meta.as_ref().filter(|m| m.contains_key(META_MANAGED_BY) || m.contains_key(META_CLUSTER));
+        let ours_by_meta = meta.is_none_or(|m| {
+            m.get(META_MANAGED_BY).map(String::as_str) == Some(TAG)
+                && m.get(META_CLUSTER).map(String::as_str) == Some(cluster)
+        });
+        if !(tagged && ours_by_meta) {
+            out.insert(id.to_owned(), holder(svc));
+        }
+    }
+    out
+}
+
+/// Who holds a service that is not ours, as its listing shows it.
+fn holder(svc: &AgentService) -> String {
+    let meta = svc.meta.as_ref();
+    let get = |k: &str| meta.and_then(|m| m.get(k)).map(String::as_str);
+    match (get(META_MANAGED_BY), get(META_CLUSTER)) {
+        (Some(by), Some(cluster)) => format!("managed by {by} for cluster {cluster}"),
+        (Some(by), None) => format!("managed by {by}"),
+        _ => {
+            let tags = svc.tags.clone().unwrap_or_default();
+            let name = svc.service.as_deref().unwrap_or("?");
+            if tags.is_empty() {
+                format!("service {name}, untagged")
+            } else {
+                format!("service {name}, tags {}", tags.join(","))
+            }
+        }
+    }
+}
+
 /// Whether Switchboard of `cluster` owns the entry listed under `key`, and if
 /// so the registration it shows. `ledger_entry` is what Switchboard recorded
 /// registering under that ID, if anything.

@@ -39,6 +39,11 @@ pub struct ConsulBackend {
     /// `Registration` has no place for the digest. Std mutex: short
     /// sections, never held across an `.await`.
     observed_hashes: Mutex<HashMap<String, Option<String>>>,
+    /// Service IDs the last listing found held by someone else, with who
+    /// holds them: a register over one is refused, never a takeover. `None`
+    /// until the first listing (the first register lists first). Std mutex:
+    /// short sections, never held across an `.await`.
+    foreign: Mutex<Option<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for ConsulBackend {
@@ -54,11 +59,26 @@ impl ConsulBackend {
             client: client::Client::new(&cfg)?,
             cluster: cfg.cluster,
             observed_hashes: Mutex::new(HashMap::new()),
+            foreign: Mutex::new(None),
         })
     }
 
     fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
         self.observed_hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn foreign(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, String>>> {
+        self.foreign.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who holds service ID `id`, if someone else does, as of the last
+    /// listing (made now if there was none yet).
+    async fn held_by(&self, id: &str) -> Result<Option<String>, BackendError> {
+        if self.foreign().is_none() {
+            let services = self.client.services().await?;
+            *self.foreign() = Some(map::foreign_ids(&services, &self.cluster));
+        }
+        Ok(self.foreign().as_ref().and_then(|f| f.get(id).cloned()))
     }
 
     fn rejection(reg: &Registration, label: &str, reason: String) -> Rejection {
@@ -107,6 +127,7 @@ impl Backend for ConsulBackend {
             }
         }
         *self.hashes() = hashes;
+        *self.foreign() = Some(map::foreign_ids(&services, &self.cluster));
         Ok(owned)
     }
 
@@ -118,6 +139,16 @@ impl Backend for ConsulBackend {
                     what: format!("register {}", reg.id),
                     message: format!("{} (label {} of app {})", bad.reason, bad.label, reg.app_id),
                 })?;
+                if let Some(holder) = self.held_by(&reg.id).await? {
+                    return Err(BackendError::Permanent {
+                        backend: NAME,
+                        what: format!("register {} (label {} of app {})", reg.id, map::LABEL, reg.app_id),
+                        message: format!(
+                            "Consul service ID {:?} belongs to someone else ({holder}); Switchboard does not take over what it did not create",
+                            reg.id
+                        ),
+                    });
+                }
                 let body = map::register_body(reg, &self.cluster);
                 self.client.register(&body).await?;
                 // What Consul now holds, until the next listing says otherwise.

@@ -73,8 +73,9 @@ async fn register_is_listed_with_exact_fields() {
     assert_eq!(meta["switchboard_cluster"], "east");
     assert_eq!(meta["switchboard_hash"], map::content_hash(&r).as_str());
     assert_eq!(meta.len(), 5);
-    let path = &sim.requests()[0].1;
-    assert_eq!(path, "/v1/agent/service/register?replace-existing-checks");
+    // The first register lists first (whose IDs are someone else's).
+    let paths: Vec<String> = sim.requests().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(paths, ["/v1/agent/services", "/v1/agent/service/register?replace-existing-checks"]);
 
     // The HTTP check is there, with the Go durations Consul parsed.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -142,7 +143,7 @@ async fn deregister_twice_succeeds_in_every_unknown_mode() {
         assert!(sim.services().is_empty(), "{mode:?}");
         b.apply(&deregister(&r)).await.unwrap_or_else(|e| panic!("{mode:?} second: {e}"));
         let paths: Vec<String> = sim.requests().into_iter().map(|(_, p)| p).collect();
-        assert_eq!(paths[1], "/v1/agent/service/deregister/odd%2Fid%20with%20space:31000", "{mode:?}");
+        assert_eq!(paths[2], "/v1/agent/service/deregister/odd%2Fid%20with%20space:31000", "{mode:?}");
     }
 }
 

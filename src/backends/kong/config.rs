@@ -58,6 +58,19 @@ pub enum KongConfigError {
     Client(#[source] reqwest::Error),
 }
 
+impl KongConfigError {
+    /// The setting at fault, as the user gives it.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            KongConfigError::UrlScheme(_) | KongConfigError::Client(_) => "--kong",
+            KongConfigError::ForwardTo => "--kong-forward-to",
+            KongConfigError::TokenHeader(_) => "--kong-token-header",
+            KongConfigError::TokenValue => "SWITCHBOARD_KONG_TOKEN",
+            KongConfigError::Cluster(_) => "--cluster",
+        }
+    }
+}
+
 impl KongConfig {
     pub(crate) fn validate(&self) -> Result<(), KongConfigError> {
         if !matches!(self.url.scheme(), "http" | "https") {

@@ -66,6 +66,17 @@ pub(crate) fn owner_filter(cluster: &str) -> String {
     format!("{OWNER_TAG},cluster:{cluster}")
 }
 
+/// Whether an entity carries this cluster's ownership tags; if not, who
+/// holds it, as its tags say.
+pub(crate) fn check_owner(entity: &Value, cluster: &str) -> Result<(), String> {
+    let tags: Vec<&str> = entity["tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let cluster_tag = format!("cluster:{cluster}");
+    if tags.contains(&OWNER_TAG) && tags.contains(&cluster_tag.as_str()) {
+        return Ok(());
+    }
+    Err(if tags.is_empty() { "untagged".to_owned() } else { format!("tags {}", tags.join(",")) })
+}
+
 /// The service name an entity's `app:` tag names.
 pub(crate) fn app_tag(entity: &Value) -> Option<String> {
     entity["tags"].as_array()?.iter().find_map(|t| t.as_str()?.strip_prefix("app:").map(str::to_owned))

@@ -112,6 +112,11 @@ impl KongBackend {
         let tags = self.tags(caps, &r.service);
         let tags = tags.as_deref();
         let in_place = self.published_lock().get(name) == Some(routes);
+        if !in_place && caps.tags {
+            // Every name is checked before anything is written, so a refusal
+            // leaves even our own half of the app unwritten.
+            self.refuse_foreign(r, name).await?;
+        }
         if self.forward_to.is_none() {
             if !in_place {
                 self.client
@@ -158,6 +163,30 @@ impl KongBackend {
         let route = map::route_body(name, &service_id, routes, self.forward_to.is_some(), tags);
         self.client.expect(Method::PUT, &format!("/routes/{name}"), Some(&route), &[200, 201]).await?;
         self.published_lock().insert(name.to_owned(), routes.clone());
+        Ok(())
+    }
+
+    /// A name held by someone else is a refusal, never a takeover: the
+    /// upstream, service and route named `name` must each be absent or
+    /// carry this cluster's ownership tags.
+    async fn refuse_foreign(&self, r: &Registration, name: &str) -> Result<(), BackendError> {
+        let mut kinds = vec!["services", "routes"];
+        if self.forward_to.is_none() {
+            kinds.insert(0, "upstreams");
+        }
+        for kind in kinds {
+            let Some(entity) = self.client.get(&format!("/{kind}/{name}")).await? else { continue };
+            if let Err(holder) = map::check_owner(&entity, &self.cluster) {
+                return Err(BackendError::Permanent {
+                    backend: "kong",
+                    what: format!("register {} (label kong.hosts/kong.paths)", r.id),
+                    message: format!(
+                        "Kong {} {name:?} belongs to someone else ({holder}); Switchboard does not take over what it did not create",
+                        kind.trim_end_matches('s')
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -493,3 +493,12 @@ async fn a_further_instance_of_a_published_app_costs_one_write_and_a_lost_upstre
     let targets = sim.targets(&upstream);
     assert_eq!(targets.as_array().map(Vec::len), Some(1), "{targets}");
 }
+
+#[test]
+fn ownership_needs_both_the_owner_and_the_cluster_tag() {
+    let check = |tags: serde_json::Value| map::check_owner(&json!({"name": "web.default", "tags": tags}), "default");
+    assert_eq!(check(json!(["switchboard", "cluster:default", "app:web"])), Ok(()));
+    assert_eq!(check(json!(["team-a"])), Err("tags team-a".to_owned()));
+    assert_eq!(check(json!(["switchboard", "cluster:other"])), Err("tags switchboard,cluster:other".to_owned()));
+    assert_eq!(check(Value::Null), Err("untagged".to_owned()));
+}

@@ -36,6 +36,20 @@ pub enum VulcandConfigError {
     Client(String),
 }
 
+impl VulcandConfigError {
+    /// The setting at fault, as the user gives it.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            VulcandConfigError::Scheme(_) | VulcandConfigError::UrlExtras | VulcandConfigError::Client(_) => {
+                "--vulcand"
+            }
+            VulcandConfigError::EmptyCluster => "--cluster",
+            VulcandConfigError::Ttl(_) => "--vulcand-server-ttl",
+            VulcandConfigError::Timeout => "--request-timeout",
+        }
+    }
+}
+
 impl VulcandConfig {
     pub fn validate(&self) -> Result<(), VulcandConfigError> {
         match self.url.scheme() {

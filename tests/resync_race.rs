@@ -1,0 +1,64 @@
+//! The resync race: a resync's listing of a backend that straddles an
+//! event-driven registration must not deregister the instance it sees
+//! registered. The Consul simulator holds its listing until the event path
+//! has registered a new app's instance, so the interleaving is forced, not
+//! hoped for.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, eventually, eventually_async, s};
+use serde_json::json;
+use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
+use switchboard::sim::marathon::{MarathonSim, ModelOptions};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registered_during_a_resync_listing_stays_registered() {
+    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("marathon sim");
+    let consul = ConsulSim::start(ConsulSimOptions::default()).await.expect("consul sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &s(&["--marathon", marathon.url().as_str(), "--consul", &consul.url()]),
+    );
+    eventually_async("the start-up resync done", WAIT, || async {
+        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(1.0)
+    })
+    .await;
+    // The resync after a reconnect will wait in its listing until released.
+    consul.hold_listings();
+    marathon.disconnect_all();
+    eventually("the reconnect's resync is listing Consul", WAIT, || consul.listings_waiting() == 1).await;
+
+    // An app deployed now is missing from the resync's Marathon snapshot, and
+    // the event path registers it while the listing waits.
+    let app = json!({"id": "/late", "labels": {"consul": "late"}, "portDefinitions": [{"port": 0}]});
+    marathon.emit(&marathon.model().deploy(app, 1));
+    let task = marathon.model().task_ids("/late")[0].clone();
+    let registered = || consul.services().keys().any(|id| id.starts_with(&task));
+    eventually("the new instance registered while the listing waits", WAIT, registered).await;
+
+    assert_eq!(consul.listings_waiting(), 1, "the listing is still in flight");
+
+    // The listing now shows it; the resync finishes and its repairs drain.
+    consul.release_listings();
+    eventually_async("the reconnect's resync done", WAIT, || async {
+        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(2.0)
+    })
+    .await;
+    eventually_async("the consul queue drained", WAIT, || async {
+        d.sample("switchboard_queue_depth{backend=\"consul\"}").await == Some(0.0)
+    })
+    .await;
+    assert!(registered(), "a live instance was deregistered by the resync");
+    assert_eq!(
+        d.sample("switchboard_ops_total{backend=\"consul\",op=\"deregister\",result=\"ok\"}").await,
+        None,
+        "no deregistration at all: no task was killed"
+    );
+}
