@@ -238,7 +238,9 @@ impl Report {
                 i.seconds
             )
         };
-        let _ = writeln!(out, "| idle resync (daemon restarted, nothing changed) | {idle} | |");
+        let unseen =
+            if s.real.is_empty() { String::new() } else { format!(" ({} real: not counted)", s.real.join(", ")) };
+        let _ = writeln!(out, "| idle resync (daemon restarted, nothing changed){unseen} | {idle} | |");
         let d = &self.daemon;
         let _ = writeln!(out, "| daemon peak RSS (VmHWM) | {:.1} MiB | |", d.peak_rss_mib);
         let _ = writeln!(out, "| daemon CPU | {:.2} s | |", d.cpu_s);

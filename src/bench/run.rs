@@ -11,6 +11,7 @@
 //! - Latencies are measured inside the simulator process, on its clock; this
 //!   process only polls counts, so its own scheduling does not skew them.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -196,71 +197,86 @@ impl Harness<'_> {
         r.json().await.with_context(|| format!("POST {path}: body"))
     }
 
-    /// Counts, with the backends that are not benchmarked (or are real
-    /// servers, counted by listing them) replaced.
+    /// Counts, with the backends that are not benchmarked zeroed and the
+    /// real servers' holdings listed from them and compared with what the
+    /// simulator's Marathon says they should hold.
     async fn counts(&self, sim: &Sim) -> anyhow::Result<Counts> {
         let mut c: Counts = self.get("/v1/counts").await?;
+        let expected: Value = if self.o.real.is_empty() { Value::Null } else { self.get("/v1/expected").await? };
         for b in SimBackend::ALL {
             if !self.o.backends.contains(&b) {
                 for p in [&mut c.expected, &mut c.held, &mut c.extra] {
                     *pick(p, b) = 0;
                 }
             } else if self.o.is_real(b) {
-                let expected = *pick(&mut c.expected, b);
-                let held = self.list_real(sim, b).await.unwrap_or_else(|e| {
+                let want: HashSet<&str> =
+                    expected[b.name()].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let held: HashSet<String> = self.list_real(sim, b).await.unwrap_or_else(|e| {
                     warn!(backend = %b, error = %e, "cannot list the real server");
-                    0
+                    HashSet::new()
                 });
-                *pick(&mut c.held, b) = held.min(expected);
-                *pick(&mut c.extra, b) = held.saturating_sub(expected);
+                let matched = held.iter().filter(|e| want.contains(e.as_str())).count();
+                *pick(&mut c.held, b) = matched;
+                *pick(&mut c.extra, b) = held.len() - matched;
+                // Requests and writes of a real server are not seen.
+                *pick(&mut c.requests, b) = 0;
+                *pick(&mut c.writes, b) = 0;
             }
         }
         Ok(c)
     }
 
-    /// Registrations of cluster `bench` a real server holds.
-    async fn list_real(&self, sim: &Sim, b: SimBackend) -> anyhow::Result<usize> {
+    /// `host:port` of every registration of cluster `bench` a real server holds.
+    async fn list_real(&self, sim: &Sim, b: SimBackend) -> anyhow::Result<HashSet<String>> {
         let base = self.o.url_of(sim, b);
         let base = base.trim_end_matches('/');
         let get = |path: String| async move {
             let r = self.http.get(format!("{base}{path}")).send().await?;
             anyhow::Ok(r.error_for_status()?.json::<Value>().await?)
         };
+        let mut out = HashSet::new();
         match b {
             SimBackend::Consul => {
                 let v = get("/v1/agent/services".into()).await?;
-                let n = v
-                    .as_object()
-                    .map_or(0, |m| m.values().filter(|s| s["Meta"]["switchboard_cluster"] == "bench").count());
-                Ok(n)
+                for s in v.as_object().into_iter().flat_map(|m| m.values()) {
+                    if s["Meta"]["switchboard_cluster"] == "bench" {
+                        out.insert(format!("{}:{}", s["Address"].as_str().unwrap_or_default(), s["Port"]));
+                    }
+                }
             }
             SimBackend::Kong => {
-                let mut n = 0;
                 let mut next = Some("/upstreams?tags=cluster:bench&size=1000".to_owned());
                 while let Some(path) = next.take() {
                     let page = get(path).await?;
                     for u in page["data"].as_array().into_iter().flatten() {
                         let name = u["name"].as_str().unwrap_or_default();
                         let t = get(format!("/upstreams/{name}/targets?size=1000")).await?;
-                        n += t["data"].as_array().map_or(0, Vec::len);
+                        for row in t["data"].as_array().into_iter().flatten() {
+                            if row["weight"].as_u64().unwrap_or(0) > 0
+                                && let Some(target) = row["target"].as_str()
+                            {
+                                out.insert(target.to_owned());
+                            }
+                        }
                     }
                     next = page["next"].as_str().map(|s| s.trim_start_matches(base).to_owned());
                 }
-                Ok(n)
             }
             SimBackend::Vulcand => {
-                let mut n = 0;
                 let v = get("/v2/backends".into()).await?;
                 for bk in v["Backends"].as_array().into_iter().flatten() {
                     let id = bk["Id"].as_str().unwrap_or_default();
                     if id.starts_with("sb.bench.") {
                         let s = get(format!("/v2/backends/{id}/servers")).await?;
-                        n += s["Servers"].as_array().map_or(0, Vec::len);
+                        for srv in s["Servers"].as_array().into_iter().flatten() {
+                            let url = srv["URL"].as_str().unwrap_or_default();
+                            out.insert(url.split_once("://").map_or(url, |(_, r)| r).to_owned());
+                        }
                     }
                 }
-                Ok(n)
             }
         }
+        Ok(out)
     }
 
     /// Polls until every benchmarked backend holds exactly what it should,

@@ -14,6 +14,7 @@
 //! Control API (JSON; every POST answers what it did):
 //! - `GET  /v1/counts`: expected, held and extra registrations per backend,
 //!   requests and writes per backend, Marathon reads, churn progress;
+//! - `GET  /v1/expected`: the `host:port` list each backend should hold;
 //! - `GET  /v1/arrivals`: per backend, send→arrival microseconds since the last
 //!   reset, and when the last registration arrived and the last write was answered;
 //! - `POST /v1/reset`: forget sends and arrivals; `POST /v1/clear`: also empty the backends;
@@ -127,6 +128,7 @@ impl SimCluster {
         let router = Router::new()
             .route("/v1/counts", get(counts))
             .route("/v1/arrivals", get(arrivals))
+            .route("/v1/expected", get(expected))
             .route("/v1/reset", post(reset))
             .route("/v1/clear", post(clear))
             .route("/v1/deploy", post(deploy))
@@ -307,6 +309,13 @@ type Shared = State<Arc<SimCluster>>;
 
 async fn counts(State(c): Shared) -> Json<Counts> {
     Json(c.counts())
+}
+
+/// `GET /v1/expected`: the `host:port` each backend should hold, so a
+/// benchmark can check real servers too.
+async fn expected(State(c): Shared) -> Json<Value> {
+    let [consul, kong, vulcand] = c.expected();
+    Json(json!({"consul": consul, "kong": kong, "vulcand": vulcand}))
 }
 
 async fn arrivals(State(c): Shared) -> Json<ArrivalReport> {
