@@ -14,11 +14,13 @@
 //! - [`applier`]: one per backend, the only writer of its queue and ledger.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
-//! - [`sim`]: in-process simulators used by tests and `switchboard demo`.
+//! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
+//! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
 pub mod applier;
 pub mod assemble;
 pub mod backends;
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -1,4 +1,4 @@
-//! `switchboard`: clap → Config → run / reconcile --once / state / demo.
+//! `switchboard`: clap → Config → run / reconcile --once / state / sim / demo.
 //! Exit codes are decided here only: 0 converged/ok, 1 operations still
 //! failing (or a runtime error), 2 bad configuration or usage.
 
@@ -48,12 +48,85 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// The Marathon, Consul, Kong and Vulcand simulators as one process, for
+    /// benchmarks and any Marathon consumer; prints one JSON line of URLs.
+    Sim(SimArgs),
     /// Sandbox: simulators and the daemon in one process, converging live.
     Demo {
         /// Stay up after the scripted steps (Ctrl-C to stop).
         #[arg(long)]
         keep_running: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Apps pre-loaded into Marathon (every one on Consul, shares on Kong and Vulcand).
+    #[arg(long, default_value_t = 0)]
+    apps: usize,
+    /// Instances per app.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// A fixed cost per write, BACKEND=DURATION (e.g. consul=3.6ms), or the
+    /// profile `consul-agent`; repeatable.
+    #[arg(long, value_name = "BACKEND=DUR")]
+    latency: Vec<switchboard::sim::tap::WriteLatency>,
+    /// Ports on 127.0.0.1 (0 = pick a free one).
+    #[arg(long, default_value_t = 0)]
+    marathon_port: u16,
+    #[arg(long, default_value_t = 0)]
+    consul_port: u16,
+    #[arg(long, default_value_t = 0)]
+    kong_port: u16,
+    #[arg(long, default_value_t = 0)]
+    vulcand_port: u16,
+    /// Port of the control API (deploy storm, scale, restart, destroy, churn, counts).
+    #[arg(long, default_value_t = 0)]
+    control_port: u16,
+    /// Deployment events carry full app definitions (Marathon <= 1.6).
+    #[arg(long)]
+    heavy_plans: bool,
+    /// Seed of the churn's task choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// `switchboard sim`: starts the simulators, prints their URLs as one JSON
+/// line on stdout, and serves until SIGINT/SIGTERM.
+async fn run_sim(args: SimArgs) -> ExitCode {
+    use switchboard::sim::cluster::{ClusterOptions, Ports, SimCluster};
+    use switchboard::sim::scenario::Scenario;
+    let opts = ClusterOptions {
+        scenario: Scenario { apps: args.apps, instances: args.instances },
+        latency: args.latency,
+        ports: Ports {
+            marathon: args.marathon_port,
+            consul: args.consul_port,
+            kong: args.kong_port,
+            vulcand: args.vulcand_port,
+            control: args.control_port,
+        },
+        heavy_plans: args.heavy_plans,
+        seed: args.seed,
+    };
+    let stop = CancellationToken::new();
+    let cluster = match SimCluster::start(opts, stop.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard sim: cannot start the simulators: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{}", cluster.describe()).and_then(|()| out.flush()).is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    wait_for_signal().await;
+    stop.cancel();
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(default: &str) {
@@ -173,6 +246,10 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
+            }
+            Command::Sim(args) => {
+                init_tracing("warn");
+                run_sim(args).await
             }
             Command::Demo { keep_running } => {
                 init_tracing("warn");

@@ -28,6 +28,8 @@ use tokio::task::JoinHandle;
 
 use decode::{decode_register, field};
 
+use crate::sim::tap::Tap;
+
 mod decode;
 
 /// How the agent answers `PUT /v1/agent/service/deregister/{id}` for an ID
@@ -69,6 +71,7 @@ struct Running {
 
 struct Shared {
     opts: ConsulSimOptions,
+    tap: Tap,
     state: Mutex<SimState>,
     /// While true, `GET /v1/agent/services` waits before it reads the state
     /// (see `hold_listings`): lets a test make a listing straddle a write.
@@ -114,12 +117,19 @@ const NOT_ALLOWED_READ: &str = "GET,OPTIONS";
 
 impl ConsulSim {
     pub async fn start(opts: ConsulSimOptions) -> std::io::Result<ConsulSim> {
+        ConsulSim::start_on(opts, 0, Tap::default()).await
+    }
+
+    /// Like `start`, on `127.0.0.1:port` (0 = any free port), with a tap
+    /// (write cost, arrival times) as `switchboard sim` runs it.
+    pub async fn start_on(opts: ConsulSimOptions, port: u16, tap: Tap) -> std::io::Result<ConsulSim> {
         let shared = Arc::new(Shared {
             opts,
+            tap,
             state: Mutex::new(SimState::default()),
             listings_held: tokio::sync::watch::Sender::new(false),
         });
-        let running = serve(shared.clone(), 0).await?;
+        let running = serve(shared.clone(), port).await?;
         Ok(ConsulSim { shared, port: running.1, server: tokio::sync::Mutex::new(Some(running.0)) })
     }
 
@@ -138,6 +148,11 @@ impl ConsulSim {
     /// Whether a service with this ID is registered (cheap: for tight polling).
     pub fn has_service(&self, id: &str) -> bool {
         self.shared.lock().services.contains_key(id)
+    }
+
+    /// `Address:Port` of every registered service.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.shared.lock().services.values().map(|s| format!("{}:{}", s.address, s.port)).collect()
     }
 
     /// How many services are registered, the built-in `consul` one excluded.
@@ -202,6 +217,13 @@ impl ConsulSim {
         self.shared.lock().writes
     }
 
+    /// Forgets every registration (between benchmark phases).
+    pub fn clear(&self) {
+        let mut st = self.shared.lock();
+        st.services.clear();
+        st.requests.clear();
+    }
+
     /// Every request received, as (method, path with query).
     pub fn requests(&self) -> Vec<(String, String)> {
         self.shared.lock().requests.clone()
@@ -224,7 +246,8 @@ async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<(Running, u16)
     socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     let listener = socket.listen(128)?;
     let port = listener.local_addr()?.port();
-    let app = Router::new().fallback(handle).with_state(shared);
+    let tap = shared.tap.clone();
+    let app = tap.layer(Router::new().fallback(handle).with_state(shared));
     let (shutdown, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let signal = async move {
@@ -536,8 +559,11 @@ fn register(shared: &Shared, body: &[u8], replace_checks: bool) -> Response {
             }
         }
     }
+    let endpoint = format!("{}:{}", svc.address, svc.port);
     st.services.insert(svc.id.clone(), svc);
     st.writes += 1;
+    drop(st);
+    shared.tap.arrived(&endpoint);
     ok_empty()
 }
 

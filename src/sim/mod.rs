@@ -3,7 +3,10 @@
 //! `switchboard demo` both use them. Each binds `127.0.0.1:0` and reports its
 //! address; none ever talks to anything but loopback.
 
+pub mod cluster;
 pub mod consul;
 pub mod kong;
 pub mod marathon;
+pub mod scenario;
+pub mod tap;
 pub mod vulcand;

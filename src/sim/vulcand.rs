@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::backends::vulcand::route;
+use crate::sim::tap::Tap;
 
 /// Which build of Vulcand's HTTP layer to mimic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,6 +104,8 @@ impl State {
 
 struct Shared {
     opts: VulcandSimOptions,
+    /// Write cost and arrival recording (`switchboard sim`); off by default.
+    tap: Tap,
     state: Mutex<State>,
 }
 
@@ -127,8 +130,14 @@ pub struct VulcandSim {
 impl VulcandSim {
     /// Must be called inside a tokio runtime.
     pub fn start(opts: VulcandSimOptions) -> std::io::Result<VulcandSim> {
-        let shared = Arc::new(Shared { opts, state: Mutex::new(State::default()) });
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        VulcandSim::start_on(opts, 0, Tap::default())
+    }
+
+    /// Like `start`, on `127.0.0.1:port` (0 = any free port), with a tap
+    /// (write cost, arrival times) as `switchboard sim` runs it.
+    pub fn start_on(opts: VulcandSimOptions, port: u16, tap: Tap) -> std::io::Result<VulcandSim> {
+        let shared = Arc::new(Shared { opts, tap, state: Mutex::new(State::default()) });
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
         let addr = listener.local_addr()?;
         let running = serve(listener, shared.clone());
         Ok(VulcandSim { addr, shared, server: Mutex::new(Some(running)) })
@@ -170,6 +179,21 @@ impl VulcandSim {
         let running = serve(listener, self.shared.clone());
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
         Ok(())
+    }
+
+    /// Forgets every backend, server, frontend and request (between benchmark phases).
+    pub fn clear(&self) {
+        let mut st = self.shared.lock();
+        st.backends.clear();
+        st.servers.clear();
+        st.frontends.clear();
+        st.requests.clear();
+    }
+
+    /// `host:port` of every server, over all backends.
+    pub fn all_servers(&self) -> Vec<String> {
+        let st = self.shared.lock();
+        st.servers.values().flat_map(|m| m.values().map(|s| endpoint_of(&s.url).to_owned())).collect()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -219,10 +243,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let (tx, rx) = oneshot::channel::<()>();
-    let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+    let tap = shared.tap.clone();
+    let app = tap.layer(Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
         let shared = shared.clone();
         async move { handle(&shared, method, uri, headers, body) }
-    });
+    }));
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -293,7 +318,12 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
             _ => Ok(json!({"Servers": []})),
         },
         (&Method::POST, ["v2", "backends", id, "servers"]) => {
-            pack_with_ttl(&body, form, "Server").and_then(|(s, ttl)| upsert_server(opts, &mut st, id, &s, ttl.as_ref()))
+            let stored = pack_with_ttl(&body, form, "Server")
+                .and_then(|(s, ttl)| upsert_server(opts, &mut st, id, &s, ttl.as_ref()));
+            if let Ok(v) = &stored {
+                shared.tap.arrived(endpoint_of(v["URL"].as_str().unwrap_or_default()));
+            }
+            stored
         }
         (&Method::GET, ["v2", "backends", id, "servers", sid]) => match st.servers.get(*id).and_then(|m| m.get(*sid)) {
             Some(s) => Ok(server_json(sid, s)),
@@ -567,6 +597,11 @@ fn parse_go_duration(s: &str) -> Option<Option<Duration>> {
         total += n * scale;
     }
     if total == 0.0 { Some(None) } else { Some(Some(Duration::from_secs_f64(total))) }
+}
+
+/// `http://10.0.0.1:31000` → `10.0.0.1:31000`.
+fn endpoint_of(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest).trim_end_matches('/')
 }
 
 fn percent_decode(s: &str) -> String {

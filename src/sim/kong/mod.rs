@@ -103,6 +103,8 @@ impl Db {
 }
 
 struct Shared {
+    /// Write cost and arrival recording (`switchboard sim`); off by default.
+    tap: crate::sim::tap::Tap,
     era: Gen,
     opts: KongSimOptions,
     db: Mutex<Db>,
@@ -136,14 +138,21 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 impl KongSim {
     /// Starts on `127.0.0.1:0`.
     pub async fn start(opts: KongSimOptions) -> std::io::Result<KongSim> {
+        KongSim::start_on(opts, 0, crate::sim::tap::Tap::default()).await
+    }
+
+    /// Like `start`, on `127.0.0.1:port` (0 = any free port), with a tap
+    /// (write cost, arrival times) as `switchboard sim` runs it.
+    pub async fn start_on(opts: KongSimOptions, port: u16, tap: crate::sim::tap::Tap) -> std::io::Result<KongSim> {
         let shared = Arc::new(Shared {
+            tap,
             era: Gen::from_version(&opts.version),
             opts,
             db: Mutex::new(Db::default()),
             failing: Mutex::new(None),
             log: Mutex::new(Vec::new()),
         });
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
         let addr = listener.local_addr()?;
         let sim = KongSim { shared, addr, running: Mutex::new(None) };
         sim.serve(listener);
@@ -151,7 +160,7 @@ impl KongSim {
     }
 
     fn serve(&self, listener: tokio::net::TcpListener) {
-        let app = axum::Router::new().fallback(handle).with_state(self.shared.clone());
+        let app = self.shared.tap.layer(axum::Router::new().fallback(handle).with_state(self.shared.clone()));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -192,6 +201,23 @@ impl KongSim {
         let listener = bind(self.addr)?;
         self.serve(listener);
         Ok(())
+    }
+
+    /// Forgets every entity and request (between benchmark phases).
+    pub fn clear(&self) {
+        *lock(&self.shared.db) = Db::default();
+        lock(&self.shared.log).clear();
+    }
+
+    /// `host:port` of every active target, over all upstreams.
+    pub fn all_targets(&self) -> Vec<String> {
+        let db = lock(&self.shared.db);
+        let mut out = Vec::new();
+        for u in &db.upstreams {
+            let uid = u["id"].as_str().unwrap_or_default();
+            out.extend(active_targets(&db, uid, self.shared.era).into_iter().map(|t| t.target));
+        }
+        out
     }
 
     /// Every request so far, as (method, path).
@@ -342,7 +368,7 @@ fn dispatch(sh: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: 
             method_not_allowed()
         };
     }
-    let ctx = Ctx { era, query: &query, path: uri.path() };
+    let ctx = Ctx { era, query: &query, path: uri.path(), tap: &sh.tap };
     if era.legacy { legacy(&mut db, &ctx, method, &segs, body) } else { modern(&mut db, &ctx, method, &segs, body) }
 }
 
@@ -350,6 +376,7 @@ struct Ctx<'a> {
     era: Gen,
     query: &'a BTreeMap<String, String>,
     path: &'a str,
+    tap: &'a crate::sim::tap::Tap,
 }
 
 mod common;

@@ -124,10 +124,16 @@ pub(super) fn targets_endpoint(
                 }
                 existing.weight = weight;
                 existing.tags = tags;
+                if weight > 0 {
+                    ctx.tap.arrived(&existing.target);
+                }
                 return reply(200, render_target(existing, era));
             }
             let row = TargetRow { id: db.next_id(), upstream_id: uid, target, weight, tags, created_at };
             db.targets.push(row.clone());
+            if row.weight > 0 {
+                ctx.tap.arrived(&row.target);
+            }
             reply(201, render_target(&row, era))
         }
         (m, [t]) => {
@@ -164,6 +170,7 @@ pub(super) fn targets_endpoint(
                         Err(v) => return v.render(era),
                     };
                     let row = &mut db.targets[pos];
+                    let was_active = row.weight > 0;
                     if m == "PUT" {
                         row.weight = weight.unwrap_or(100);
                         row.tags = tags;
@@ -174,6 +181,9 @@ pub(super) fn targets_endpoint(
                         if body.contains_key("tags") {
                             row.tags = tags;
                         }
+                    }
+                    if row.weight > 0 && !was_active {
+                        ctx.tap.arrived(&row.target);
                     }
                     reply(200, render_target(row, era))
                 }

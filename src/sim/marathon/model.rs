@@ -167,6 +167,34 @@ impl Model {
         self.app(app_id).map(|a| a.tasks.iter().map(|t| t.id.clone()).collect()).unwrap_or_default()
     }
 
+    /// Ids of every app, in order.
+    pub fn app_ids(&self) -> Vec<String> {
+        self.apps.keys().cloned().collect()
+    }
+
+    /// Ids of every task of every app.
+    pub fn all_task_ids(&self) -> Vec<String> {
+        self.apps.values().flat_map(|a| a.tasks.iter().map(|t| t.id.clone())).collect()
+    }
+
+    /// `host:port` (first port) of every serving task (running, and healthy
+    /// when its app has health checks), with its app's labels. Cheap enough
+    /// to poll: no JSON is built.
+    pub fn serving_endpoints(&self) -> Vec<(&Value, String)> {
+        let mut out = Vec::new();
+        for app in self.apps.values() {
+            let checks = app.has_health_checks();
+            let labels = app.def.get("labels").unwrap_or(&Value::Null);
+            for t in &app.tasks {
+                let serving = t.state == TaskState::Running && (!checks || t.alive == Some(true));
+                if let (true, Some(port)) = (serving, t.ports.first()) {
+                    out.push((labels, format!("{}:{port}", t.host)));
+                }
+            }
+        }
+        out
+    }
+
     /// The app's current version string, if the app exists.
     pub fn app_version(&self, app_id: &str) -> Option<String> {
         self.app(app_id).map(SimApp::version)
@@ -187,7 +215,7 @@ impl Model {
             obj.insert("version".into(), json!(version));
             obj.insert("instances".into(), json!(instances));
         }
-        let original = self.root_group();
+        let original = self.original();
         let old_tasks = match self.apps.get_mut(&id) {
             Some(app) => {
                 app.def = def.clone();
@@ -239,7 +267,7 @@ impl Model {
         let Some(id) = self.app(app_id).map(|a| a.id().to_owned()) else {
             return Vec::new();
         };
-        let original = self.root_group();
+        let original = self.original();
         let version = self.tick();
         let def = match self.apps.get_mut(&id) {
             Some(app) => {
@@ -279,7 +307,7 @@ impl Model {
         let Some(id) = self.app(app_id).map(|a| a.id().to_owned()) else {
             return Vec::new();
         };
-        let original = self.root_group();
+        let original = self.original();
         let version = self.tick();
         if let Some(obj) = self.apps.get_mut(&id).and_then(|a| a.def.as_object_mut()) {
             obj.insert("version".into(), json!(version));
@@ -353,7 +381,7 @@ impl Model {
         let Some(id) = self.app(app_id).map(|a| a.id().to_owned()) else {
             return Vec::new();
         };
-        let original = self.root_group();
+        let original = self.original();
         let version = self.tick();
         let removed = self.apps.remove(&id);
         let plan = self.plan(&["StopApplication"], &id, original, &version);
@@ -509,6 +537,12 @@ impl Model {
             ty,
             json!({"plan": plan, "currentStep": {"actions": [{"action": action, "app": app_id, "readinessCheckResults": []}]}}),
         )
+    }
+
+    /// The deployment plan's `original` group: only heavy plans carry it,
+    /// and building it costs a walk over every app.
+    pub(super) fn original(&self) -> Value {
+        if self.opts.heavy_plans { self.root_group() } else { Value::Null }
     }
 
     /// The root group with every app, nested by path.

@@ -59,7 +59,12 @@ pub struct MarathonSim {
 impl MarathonSim {
     /// Binds 127.0.0.1:0 and serves the model. Call inside a tokio runtime.
     pub async fn start(opts: ModelOptions) -> std::io::Result<MarathonSim> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        MarathonSim::start_on(opts, 0).await
+    }
+
+    /// Like `start`, on `127.0.0.1:port` (0 = any free port).
+    pub async fn start_on(opts: ModelOptions, port: u16) -> std::io::Result<MarathonSim> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let auth = opts
             .basic_auth
@@ -213,6 +218,11 @@ impl MarathonSim {
     pub fn app_fetches(&self, app_id: &str) -> usize {
         let key = AppId::parse(app_id).map(|a| a.to_string()).unwrap_or_default();
         lock(&self.shared.app_fetches).get(&key).copied().unwrap_or(0)
+    }
+
+    /// How many times `GET /v2/apps/{id}` was asked, over all apps.
+    pub fn all_app_fetches(&self) -> usize {
+        lock(&self.shared.app_fetches).values().sum()
     }
 
     /// How many times `GET /v2/apps` was asked.
