@@ -64,9 +64,15 @@ pub struct Refusal {
 }
 
 /// A stable digest of an op (FNV-1a 64 over its store encoding): equal ops
-/// hash equal, across restarts and processes.
+/// hash equal, across restarts and processes. The instance's health is left
+/// out: it flips at run time, no backend refuses by it, and a refusal must
+/// not be retried at every flip.
 pub fn input_hash(op: &Op) -> String {
-    let bytes = serde_json::to_vec(op).unwrap_or_default();
+    let mut op = op.clone();
+    match &mut op {
+        Op::Register(r) | Op::Deregister { registration: r, .. } => r.healthy = None,
+    }
+    let bytes = serde_json::to_vec(&op).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(b);
@@ -201,5 +207,8 @@ mod tests {
         let gone = Op::Deregister { registration: reg("t1:1", "web", 1), service_empty: true };
         assert_ne!(input_hash(&a), input_hash(&gone));
         assert_eq!(input_hash(&a).len(), 16);
+        let mut healthy = reg("t1:1", "web", 1);
+        healthy.healthy = Some(true);
+        assert_eq!(input_hash(&a), input_hash(&Op::Register(healthy)), "a health flip is not a new input");
     }
 }
