@@ -26,13 +26,13 @@ use backon::BackoffBuilder;
 use tracing::{debug, info, warn};
 
 use crate::assemble::{self, Desired};
-use crate::backends::{Backend, BackendError, Claim, Op, Rejection, Selection};
+use crate::backends::{Backend, BackendError, Claim};
 use crate::labels::{LabelOptions, StaticService};
 use crate::marathon::client::MarathonClient;
 use crate::metrics::Metrics;
 use crate::model::{AppId, Registration, Timestamp};
-use crate::plan::Refusal;
 use crate::plan::plan;
+use crate::plan::{Op, Refusal, Rejection, Selection};
 use crate::store::{SnapshotApp, Store};
 
 #[derive(Debug, thiserror::Error)]

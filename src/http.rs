@@ -20,10 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{self, Status};
-use crate::backends::Rejection;
 use crate::engine::Engine;
 use crate::model::Registration;
-use crate::plan::Refusal;
+use crate::plan::{Refusal, Rejection};
 use crate::store::{PendingEntry, QueuedOp, Store};
 
 /// Everything the store holds, for `switchboard state` and `/state`.

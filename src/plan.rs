@@ -14,8 +14,57 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::backends::Op;
 use crate::model::Registration;
+
+/// One idempotent change to a backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    /// Create or replace this registration.
+    Register(Registration),
+    /// Remove this registration. `service_empty` is true when no registration
+    /// of the same service remains desired on this backend, so app-level
+    /// objects (Kong service/route/upstream, Vulcand frontend/backend) go too.
+    Deregister { registration: Registration, service_empty: bool },
+}
+
+impl Op {
+    pub fn registration(&self) -> &Registration {
+        match self {
+            Op::Register(r) => r,
+            Op::Deregister { registration, .. } => registration,
+        }
+    }
+
+    /// The key under which at most one op is queued per backend.
+    pub fn key(&self) -> &str {
+        &self.registration().id
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Register(_) => "register",
+            Op::Deregister { .. } => "deregister",
+        }
+    }
+}
+
+/// A desired registration a backend refuses, with the label at fault.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    pub backend: String,
+    pub app_id: String,
+    pub label: String,
+    pub reason: String,
+}
+
+/// What a backend makes of the desired registrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// What this backend should hold.
+    pub keep: Vec<Registration>,
+    /// What it will not hold, and why. The rest carries on.
+    pub rejected: Vec<Rejection>,
+}
 
 /// Ops that turn `observed` into `desired`. `same` says whether an observed
 /// entry already matches its desired one.

@@ -14,10 +14,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::backends::Op;
 use crate::config::Config;
 use crate::engine::{Drain, Engine, now_ms};
 use crate::metrics::Metrics;
+use crate::plan::Op;
 use crate::store::Store;
 
 /// Attempts per op before `reconcile --once` gives up on it.
@@ -29,7 +29,7 @@ pub struct OnceReport {
     pub ops: Vec<OpLine>,
     /// Backends that could not be listed or still hold failed ops.
     pub failed_backends: Vec<(String, String)>,
-    pub rejections: Vec<crate::backends::Rejection>,
+    pub rejections: Vec<crate::plan::Rejection>,
     /// Permanent refusals in force: held back until their input changes.
     pub refusals: Vec<crate::plan::Refusal>,
 }

@@ -213,11 +213,11 @@ impl Store {
 
     /// Registrations the backends refused, and apps whose labels are bad,
     /// as last computed: shown by `switchboard state`.
-    pub fn rejections(&self) -> Result<Vec<crate::backends::Rejection>, Error> {
+    pub fn rejections(&self) -> Result<Vec<crate::plan::Rejection>, Error> {
         Ok(self.meta_get("rejections")?.unwrap_or_default())
     }
 
-    pub fn set_rejections(&self, r: &[crate::backends::Rejection]) -> Result<(), Error> {
+    pub fn set_rejections(&self, r: &[crate::plan::Rejection]) -> Result<(), Error> {
         if self.rejections()?.as_slice() != r {
             self.meta_put("rejections", &r)?;
         }

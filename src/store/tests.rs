@@ -2,8 +2,8 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::assemble::{InstanceRecord, Touch};
-use crate::backends::Op;
 use crate::model::{AppId, AppSpec, Registration, Routes, TaskFacts, TaskId, TaskState, Timestamp};
+use crate::plan::Op;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
