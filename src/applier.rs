@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::backends::{Backend, Op};
+use crate::backends::Backend;
 use crate::engine::{AppliedLog, DesiredState, Drain, Engine, now_ms};
 use crate::model::Registration;
+use crate::plan::Op;
 
 /// What a resync's observation of one backend came to: the repairs queued,
 /// or why the backend could not be listed.

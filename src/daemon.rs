@@ -134,8 +134,9 @@ pub async fn run(
         let _ = tx.send(addr);
     }
 
+    let plan_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::http::serve(listener, engine.clone(), shutdown.clone()));
+    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), shutdown.clone()));
 
     let (tx, rx) = mpsc::unbounded_channel();
     let stream_cfg = StreamConfig {
@@ -149,7 +150,6 @@ pub async fn run(
     };
     tasks.spawn(stream::run(stream_cfg, tx, shutdown.clone()));
 
-    let plan_wake = Arc::new(Notify::new());
     let resync_wake = Arc::new(Notify::new());
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredState::default()));
     let mut appliers = Vec::new();

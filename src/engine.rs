@@ -26,12 +26,13 @@ use backon::BackoffBuilder;
 use tracing::{debug, info, warn};
 
 use crate::assemble::{self, Desired};
-use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
+use crate::backends::{Backend, BackendError, Claim};
 use crate::labels::{LabelOptions, StaticService};
 use crate::marathon::client::MarathonClient;
 use crate::metrics::Metrics;
 use crate::model::{AppId, Registration, Timestamp};
 use crate::plan::plan;
+use crate::plan::{Op, Refusal, Rejection, Selection};
 use crate::store::{SnapshotApp, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -267,7 +268,16 @@ impl Engine {
         Ok((by_id.into_values().collect(), queued))
     }
 
+    /// Queues the planned ops that are not queued already, except those a
+    /// backend refused before with the very same input; refusals the plan no
+    /// longer calls for are lifted.
     fn enqueue_new(&self, backend: &str, ops: Vec<Op>, queued: &BTreeMap<String, Op>) -> Result<Vec<Op>, EngineError> {
+        let (ops, lifted) = crate::plan::hold_refused(ops, &self.store.refusals(backend)?);
+        if !lifted.is_empty() {
+            self.store.lift_refusals(backend, &lifted)?;
+            self.metrics.refusals.with_label_values(&[backend]).set(self.store.refusals(backend)?.len() as i64);
+            info!(backend, entities = ?lifted, "refusals lifted: their input changed or is no longer wanted");
+        }
         let fresh: Vec<Op> = ops.into_iter().filter(|op| queued.get(op.key()) != Some(op)).collect();
         self.store.enqueue(backend, &fresh)?;
         self.metrics.queue_depth.with_label_values(&[backend]).set(self.store.queue_len(backend) as i64);
@@ -455,6 +465,11 @@ impl Engine {
         let name = b.name();
         let mut next_due: Option<u64> = None;
         let mut queued = self.store.queued(name)?;
+        let mut refused = false;
+        // Services whose names are ours by the ledger or a recorded intent.
+        let mut intents = self.store.intents(name)?;
+        let mut owned: BTreeSet<String> = self.store.ledger(name)?.into_iter().map(|r| r.service).collect();
+        owned.extend(intents.iter().cloned());
         // Deregistrations first (traffic drains before anything new appears), then by key.
         queued.sort_by_key(|q| matches!(q.op, Op::Register(_)));
         for q in queued {
@@ -464,13 +479,20 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
-            let result = b.apply(&q.op).await;
+            let result = match self.claim(b, &q.op, &mut owned, &mut intents).await? {
+                Ok(()) => b.apply(&q.op).await,
+                Err(e) => Err(e),
+            };
             log.record(q.op.key());
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
             let reg = q.op.registration();
             match result {
                 Ok(()) => {
                     self.store.complete(name, &q.op)?;
+                    if intents.remove(&reg.service) {
+                        // The ledger holds the service now (or it is gone).
+                        self.store.drop_intent(name, &reg.service)?;
+                    }
                     self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
                     info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, "applied");
                 }
@@ -484,33 +506,92 @@ impl Engine {
                     return Ok(Drain::Backoff { until_ms });
                 }
                 Err(e) => {
-                    self.record_failure(name, &q.op, &e)?;
+                    refused |= self.record_refusal(name, &q.op, &e)?;
                 }
             }
+        }
+        if refused {
+            // A restart must not try it again either.
+            self.store.flush().await?;
         }
         self.update_gauges(name)?;
         Ok(Drain::Idle { next_due_ms: next_due })
     }
 
-    fn record_failure(&self, name: &'static str, op: &Op, e: &BackendError) -> Result<(), EngineError> {
+    /// Before the first write of a service whose names neither the ledger
+    /// nor a recorded intent make ours: refuses if someone else holds them;
+    /// on a backend whose ledger is the only ownership record, records the
+    /// intent durably first, so a retry after a kill -9 knows the names it
+    /// finds as its own.
+    async fn claim(
+        &self,
+        b: &Arc<dyn Backend>,
+        op: &Op,
+        owned: &mut BTreeSet<String>,
+        intents: &mut BTreeSet<String>,
+    ) -> Result<Result<(), BackendError>, EngineError> {
+        let Op::Register(reg) = op else { return Ok(Ok(())) };
+        if owned.contains(&reg.service) {
+            return Ok(Ok(()));
+        }
+        match b.claim(reg).await {
+            Ok(Claim::Tagged) => Ok(Ok(())),
+            Ok(Claim::Free) => {
+                self.store.intend(b.name(), &reg.service)?;
+                self.store.flush().await?;
+                owned.insert(reg.service.clone());
+                intents.insert(reg.service.clone());
+                Ok(Ok(()))
+            }
+            Ok(Claim::Held(holder)) => Ok(Err(BackendError::Permanent {
+                backend: b.name(),
+                what: format!("register {} (service {} of app {})", reg.id, reg.service, reg.app_id),
+                message: holder,
+            })),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Drops an op a backend refused for good and keeps the refusal against
+    /// (backend, registration, input), so the plan holds that op back until
+    /// its input changes or the operator asks for a retry. Logs once per
+    /// refusal. Returns whether the refusal is new.
+    fn record_refusal(&self, name: &'static str, op: &Op, e: &BackendError) -> Result<bool, EngineError> {
         let reg = op.registration();
         self.metrics.ops.with_label_values(&[name, op.verb(), "failed"]).inc();
-        warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; waiting for a change");
         self.store.drop_queued(name, op)?;
-        let mut rejections = self.store.rejections()?;
-        rejections.push(Rejection {
+        let refusal = Refusal {
             backend: name.to_owned(),
             app_id: reg.app_id.clone(),
-            label: format!("{} {}", op.verb(), reg.id),
+            entity: reg.id.clone(),
+            op: op.verb().to_owned(),
             reason: e.to_string(),
-        });
-        self.store.set_rejections(&rejections)?;
-        Ok(())
+            since: Timestamp::now().to_string(),
+            input: crate::plan::input_hash(op),
+        };
+        let new = self.store.refuse(&refusal)?;
+        if new {
+            self.metrics.refusals_recorded.with_label_values(&[name]).inc();
+            warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
+        }
+        Ok(new)
+    }
+
+    /// Lifts every refusal in force (the operator's `--retry-refused`): the
+    /// next plan tries them again. Returns how many were lifted.
+    pub fn retry_refused(&self) -> Result<usize, EngineError> {
+        let n = self.store.clear_refusals()?;
+        for b in &self.backends {
+            self.metrics.refusals.with_label_values(&[b.name()]).set(0);
+        }
+        info!(lifted = n, "refusals lifted at the operator's request; retrying");
+        Ok(n)
     }
 
     fn update_gauges(&self, name: &'static str) -> Result<(), EngineError> {
         self.metrics.queue_depth.with_label_values(&[name]).set(self.store.queue_len(name) as i64);
         self.metrics.registered.with_label_values(&[name]).set(self.store.ledger(name)?.len() as i64);
+        self.metrics.refusals.with_label_values(&[name]).set(self.store.refusals(name)?.len() as i64);
         Ok(())
     }
 

@@ -1,22 +1,28 @@
 //! The status server of `switchboard run`: `/healthz`, `/metrics`
-//! (Prometheus text), `/state` (JSON, what `switchboard state` prints) and a
-//! plain-text summary at `/`.
+//! (Prometheus text), `/state` (JSON, what `switchboard state` prints), a
+//! plain-text summary at `/`, and one write: `POST /api/retry-refused`.
 //!
-//! Invariant: read-only; nothing here changes the store or a backend.
+//! Invariant: nothing here writes to a backend, and the only store write is
+//! `POST /api/retry-refused` (what `switchboard reconcile --once
+//! --retry-refused` asks a running daemon, which holds the store's lock): it
+//! lifts the refusals in force and wakes the planner. It takes no body and is
+//! idempotent; the server listens on loopback unless `--listen` says otherwise.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{self, Status};
-use crate::backends::Rejection;
 use crate::engine::Engine;
 use crate::model::Registration;
+use crate::plan::{Refusal, Rejection};
 use crate::store::{PendingEntry, QueuedOp, Store};
 
 /// Everything the store holds, for `switchboard state` and `/state`.
@@ -28,6 +34,9 @@ pub struct StateReport {
     pub ledger: BTreeMap<String, Vec<Registration>>,
     pub queue: BTreeMap<String, Vec<QueuedOp>>,
     pub rejections: Vec<Rejection>,
+    /// Permanent refusals in force: not retried until their input changes.
+    #[serde(default)]
+    pub refusals: Vec<Refusal>,
     pub last_resync: Option<String>,
 }
 
@@ -98,6 +107,7 @@ pub fn state_report(store: &Store, backends: &[&str]) -> Result<StateReport, cra
         ledger,
         queue,
         rejections: store.rejections()?,
+        refusals: store.all_refusals()?,
         last_resync: store.last_resync()?,
     })
 }
@@ -145,6 +155,14 @@ impl StateReport {
         for r in &self.rejections {
             let _ = writeln!(out, "  [{}] app {} label {}: {}", r.backend, r.app_id, r.label, r.reason);
         }
+        let _ = writeln!(out, "\nrefusals ({}):", self.refusals.len());
+        for r in &self.refusals {
+            let _ = writeln!(
+                out,
+                "  [{}] app {} {} {}  since {}: {}",
+                r.backend, r.app_id, r.op, r.entity, r.since, r.reason
+            );
+        }
         out
     }
 }
@@ -153,8 +171,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], engine.metrics.render())
+/// What the handlers share.
+#[derive(Clone)]
+struct Server {
+    engine: Engine,
+    /// Wakes the planner, so the appliers plan again.
+    replan: Arc<Notify>,
+}
+
+async fn metrics(State(server): State<Server>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.engine.metrics.render())
 }
 
 fn report(engine: &Engine) -> Result<StateReport, (StatusCode, String)> {
@@ -162,22 +188,44 @@ fn report(engine: &Engine) -> Result<StateReport, (StatusCode, String)> {
     state_report(&engine.store, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn state(State(engine): State<Engine>) -> Result<axum::Json<StateReport>, (StatusCode, String)> {
-    report(&engine).map(axum::Json)
+async fn state(State(server): State<Server>) -> Result<axum::Json<StateReport>, (StatusCode, String)> {
+    report(&server.engine).map(axum::Json)
 }
 
-async fn index(State(engine): State<Engine>) -> Result<String, (StatusCode, String)> {
-    report(&engine).map(|r| r.render_text())
+async fn index(State(server): State<Server>) -> Result<String, (StatusCode, String)> {
+    report(&server.engine).map(|r| r.render_text())
 }
 
-/// Serves until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, engine: Engine, shutdown: CancellationToken) {
+/// What `POST /api/retry-refused` answers.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct RetryRefused {
+    /// Refusals lifted; the appliers try them again now.
+    pub lifted: usize,
+}
+
+async fn retry_refused(State(server): State<Server>) -> Result<axum::Json<RetryRefused>, (StatusCode, String)> {
+    let lifted = server.engine.retry_refused().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Err(e) = server.engine.store.flush().await {
+        tracing::warn!(error = %e, "cannot flush the store");
+    }
+    server.replan.notify_one();
+    Ok(axum::Json(RetryRefused { lifted }))
+}
+
+/// Serves until `shutdown` fires. `replan` wakes the planner.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    replan: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let app = axum::Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/state", get(state))
-        .with_state(engine);
+        .route("/api/retry-refused", post(retry_refused))
+        .with_state(Server { engine, replan });
     let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, "status server stopped");

@@ -33,6 +33,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Try again what backends refused for good (kept otherwise until its
+        /// input changes). A daemon answering on --listen is asked to.
+        #[arg(long)]
+        retry_refused: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -178,7 +182,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Reconcile { once, dry_run, json, common } => {
+            Command::Reconcile { once, dry_run, json, retry_refused, common } => {
                 init_tracing("warn");
                 if !once {
                     eprintln!("switchboard: reconcile needs --once (the long-running form is `switchboard run`)");
@@ -188,7 +192,20 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match switchboard::reconcile::once(&cfg, dry_run).await {
+                if retry_refused && !dry_run {
+                    match switchboard::reconcile::ask_daemon_to_retry(&cfg).await {
+                        Ok(Some(lifted)) => {
+                            println!("the daemon on {} lifted {lifted} refusal(s) and retries them now", cfg.listen);
+                            return ExitCode::SUCCESS;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("switchboard: {e:#}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                match switchboard::reconcile::once(&cfg, dry_run, retry_refused).await {
                     Ok(report) => {
                         if json {
                             match serde_json::to_string_pretty(&report) {

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub pending: IntGaugeVec,
     /// Registrations refused (bad labels, conflicts), by backend (`labels` for app-wide label errors).
     pub rejections: IntGaugeVec,
+    /// Permanent refusals in force (not retried until their input changes), by backend.
+    pub refusals: IntGaugeVec,
+    /// Permanent refusals recorded, by backend.
+    pub refusals_recorded: IntCounterVec,
     /// Full resyncs, by result.
     pub resyncs: IntCounterVec,
     /// App spec fetches for pending instances, by result.
@@ -83,6 +87,14 @@ impl Metrics {
             )),
             rejections: reg!(IntGaugeVec::new(
                 Opts::new("switchboard_rejections", "Registrations refused, by backend"),
+                &["backend"]
+            )),
+            refusals: reg!(IntGaugeVec::new(
+                Opts::new("switchboard_refusals", "Permanent refusals in force, by backend"),
+                &["backend"]
+            )),
+            refusals_recorded: reg!(IntCounterVec::new(
+                Opts::new("switchboard_refusals_recorded_total", "Permanent refusals recorded, by backend"),
                 &["backend"]
             )),
             resyncs: reg!(IntCounterVec::new(

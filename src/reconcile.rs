@@ -2,7 +2,11 @@
 //! with bounded retries, then a report.
 //!
 //! Invariant: `--dry-run` writes to no backend and leaves the real store as it
-//! was: it plans in a scratch store seeded with the real ledger.
+//! was: it plans in a scratch store seeded with the real ledger and refusals.
+//!
+//! `--retry-refused` lifts the refusals in force first. When a daemon answers
+//! on `--listen` it holds the store, so it is asked instead
+//! (`POST /api/retry-refused`, see `ask_daemon_to_retry`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,10 +14,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::backends::Op;
 use crate::config::Config;
 use crate::engine::{Drain, Engine, now_ms};
 use crate::metrics::Metrics;
+use crate::plan::Op;
 use crate::store::Store;
 
 /// Attempts per op before `reconcile --once` gives up on it.
@@ -25,7 +29,9 @@ pub struct OnceReport {
     pub ops: Vec<OpLine>,
     /// Backends that could not be listed or still hold failed ops.
     pub failed_backends: Vec<(String, String)>,
-    pub rejections: Vec<crate::backends::Rejection>,
+    pub rejections: Vec<crate::plan::Rejection>,
+    /// Permanent refusals in force: held back until their input changes.
+    pub refusals: Vec<crate::plan::Refusal>,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,13 +41,15 @@ pub struct OpLine {
     pub service: String,
     pub id: String,
     pub address: String,
-    /// `planned` (dry run), `applied`, or `failed: <error>`.
+    /// `planned` (dry run), `applied`, `refused: <error>` (kept, not
+    /// retried until its input changes) or `failed: <error>`.
     pub result: String,
 }
 
 impl OnceReport {
     pub fn converged(&self) -> bool {
-        self.failed_backends.is_empty() && self.ops.iter().all(|o| !o.result.starts_with("failed"))
+        self.failed_backends.is_empty()
+            && self.ops.iter().all(|o| !o.result.starts_with("failed") && !o.result.starts_with("refused"))
     }
 
     pub fn render_table(&self) -> String {
@@ -65,6 +73,13 @@ impl OnceReport {
         }
         for r in &self.rejections {
             let _ = writeln!(out, "rejected [{}] app {} label {}: {}", r.backend, r.app_id, r.label, r.reason);
+        }
+        for r in &self.refusals {
+            let _ = writeln!(
+                out,
+                "refused [{}] app {} {} {} since {}: {}",
+                r.backend, r.app_id, r.op, r.entity, r.since, r.reason
+            );
         }
         out
     }
@@ -91,7 +106,28 @@ impl Drop for Scratch {
     }
 }
 
-pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
+/// Asks the daemon answering on `--listen` to lift its refusals. `None`
+/// when no daemon answers there (the caller opens the store itself); an
+/// error when something answers but does not do it.
+pub async fn ask_daemon_to_retry(cfg: &Config) -> anyhow::Result<Option<usize>> {
+    let url = format!("http://{}/api/retry-refused", cfg.listen);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().context("http client")?;
+    let resp = match client.post(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return Ok(None),
+        Err(e) => {
+            return Err(anyhow::anyhow!("the daemon on {} did not answer POST /api/retry-refused: {e}", cfg.listen));
+        }
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        anyhow::bail!("the daemon on {} refused POST /api/retry-refused: HTTP {status}", cfg.listen);
+    }
+    let answer: crate::http::RetryRefused = resp.json().await.context("reading the daemon's answer")?;
+    Ok(Some(answer.lifted))
+}
+
+pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::Result<OnceReport> {
     let metrics = Metrics::new();
     let backend_names: Vec<&'static str> = crate::daemon::build_backends(cfg)?.iter().map(|b| b.name()).collect();
     let _scratch;
@@ -103,6 +139,11 @@ pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
             Ok(real) => {
                 for b in &backend_names {
                     scratch.import_ledger(b, &real.ledger(b)?)?;
+                    if !retry_refused {
+                        for r in real.refusals(b)? {
+                            scratch.refuse(&r)?;
+                        }
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "dry run without the ledger (store busy or missing)"),
@@ -112,12 +153,16 @@ pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
         Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?
     };
     let engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    if retry_refused && !dry_run {
+        engine.retry_refused()?;
+    }
     let resync = engine.resync().await.context("resync from Marathon failed")?;
     let mut report = OnceReport {
         dry_run,
         ops: Vec::new(),
         failed_backends: resync.failed.iter().map(|(b, e)| (b.to_string(), e.clone())).collect(),
         rejections: store.rejections()?,
+        refusals: store.all_refusals()?,
     };
     if dry_run {
         for b in &engine.backends {
@@ -131,10 +176,15 @@ pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
         let before = store.queued(b.name())?;
         drain_with_retries(&engine, b).await?;
         let left = store.queued(b.name())?;
+        let refused = store.refusals(b.name())?;
         for q in before {
+            let input = crate::plan::input_hash(&q.op);
             let result = match left.iter().find(|l| l.op == q.op) {
                 Some(l) => format!("failed: {}", l.last_error.as_deref().unwrap_or("not applied")),
-                None => "applied".to_owned(),
+                None => match refused.iter().find(|r| r.entity == q.op.key() && r.input == input) {
+                    Some(r) => format!("refused: {}", r.reason),
+                    None => "applied".to_owned(),
+                },
             };
             report.ops.push(line(b.name(), &q.op, result));
         }
@@ -143,6 +193,7 @@ pub async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<OnceReport> {
         }
     }
     report.rejections = store.rejections()?;
+    report.refusals = store.all_refusals()?;
     store.flush().await?;
     Ok(report)
 }

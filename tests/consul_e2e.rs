@@ -593,3 +593,140 @@ async fn a_service_id_held_by_someone_else_is_refused_not_taken_over() {
     assert_eq!(w.consul.services()[&id], theirs, "the other service changed");
     assert_eq!(w.consul.writes(), writes, "switchboard wrote to Consul");
 }
+
+/// Register calls Consul received (refused ones included).
+fn register_calls(consul: &ConsulSim) -> usize {
+    consul.requests().iter().filter(|(m, p)| m == "PUT" && p.starts_with("/v1/agent/service/register")).count()
+}
+
+/// Consul with ACLs on, and a Switchboard without a token: its listings see
+/// nothing (200) and every register is refused for good (403).
+async fn acl_world() -> World {
+    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("marathon sim");
+    let consul = ConsulSim::start(ConsulSimOptions { acl_token: Some("only-for-team-a".into()), ..Default::default() })
+        .await
+        .expect("consul sim");
+    World { marathon, consul, dir: tempfile::tempdir().expect("tempdir") }
+}
+
+fn refused_lines(d: &Daemon) -> usize {
+    d.log().lines().filter(|l| l.contains("refused; not retried")).count()
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_listen() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// A daemon that has had the web app's one registration refused.
+async fn refused_once(w: &World) -> Daemon {
+    let d = w.daemon(&["--resync-interval", "300ms"]);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    eventually("refused once", WAIT, || refused_lines(&d) == 1).await;
+    d
+}
+
+async fn more_resyncs(d: &Daemon, n: f64) {
+    let start = d.metric("switchboard_resyncs_total{result=\"ok\"}").await;
+    common::eventually_async("more resyncs", WAIT, || async {
+        d.metric("switchboard_resyncs_total{result=\"ok\"}").await >= start + n
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_tried_once_until_its_input_changes_even_across_a_restart() {
+    let w = acl_world().await;
+    let data = w.dir.path().join("data").display().to_string();
+    let mut d = refused_once(&w).await;
+    assert_eq!(register_calls(&w.consul), 1);
+
+    // Events of any app and resyncs plan again; none tries the refused input.
+    w.marathon.emit(&w.marathon.model().deploy(json!({"id": "/other", "portDefinitions": [{"port": 0}]}), 1));
+    more_resyncs(&d, 3.0).await;
+    assert_eq!(register_calls(&w.consul), 1, "a refused input was tried again");
+    assert_eq!(refused_lines(&d), 1, "one log line per refusal, not one per pass");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"consul\"}").await, Some(1.0));
+    assert_eq!(d.sample("switchboard_refusals_recorded_total{backend=\"consul\"}").await, Some(1.0));
+
+    // `state` lists it: backend, app, entity, reason, since when.
+    let listen = d.status_url().await.trim_start_matches("http://").to_owned();
+    let out = common::run_cli(s(&["state", "--json", "--listen", &listen, "--data-dir", &data])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state: Value = serde_json::from_slice(&out.stdout).expect("state json");
+    let refusals = state["refusals"].as_array().cloned().unwrap_or_default();
+    assert_eq!(refusals.len(), 1, "{state}");
+    let r = &refusals[0];
+    let id = w.expected_ids("/shop/web").into_iter().next().expect("an instance");
+    assert_eq!(
+        (r["backend"].as_str(), r["app_id"].as_str(), r["entity"].as_str()),
+        (Some("consul"), Some("/shop/web"), Some(id.as_str()))
+    );
+    assert!(r["reason"].as_str().is_some_and(|t| t.contains("Permission denied")), "{r}");
+    assert!(r["since"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+
+    // Durable: a restart (even kill -9) does not try it again.
+    d.kill9_and_restart();
+    eventually("stream subscribed again", WAIT, || w.marathon.subscribers() > 0).await;
+    more_resyncs(&d, 3.0).await;
+    assert_eq!(register_calls(&w.consul), 1, "a restart retried a refusal");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"consul\"}").await, Some(1.0));
+
+    // The app's labels change: its new input is tried, exactly once.
+    let mut changed = web_app();
+    changed["labels"]["public"] = json!("tag-b");
+    w.marathon.emit(&w.marathon.model().deploy(changed, 1));
+    eventually("the new input tried", WAIT, || register_calls(&w.consul) == 2).await;
+    more_resyncs(&d, 3.0).await;
+    assert_eq!(register_calls(&w.consul), 2, "the changed input was tried more than once");
+    // The old refusal went with its instance; the new one is in force.
+    assert_eq!(d.sample("switchboard_refusals{backend=\"consul\"}").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_refused_asks_a_running_daemon_else_opens_the_store() {
+    let w = acl_world().await;
+    let data = w.dir.path().join("data").display().to_string();
+    let mut d = refused_once(&w).await;
+
+    // With the daemon up: asked through its API (it holds the store).
+    let listen = d.status_url().await.trim_start_matches("http://").to_owned();
+    let mut retry = s(&["reconcile", "--once", "--retry-refused", "--data-dir", &data, "--listen", &listen]);
+    retry.extend(w.args(&[]));
+    let out = common::run_cli(retry).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("lifted 1 refusal"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eventually("retried by the daemon", WAIT, || register_calls(&w.consul) == 2).await;
+    eventually("refused again", WAIT, || refused_lines(&d) == 2).await;
+    more_resyncs(&d, 2.0).await;
+    assert_eq!(register_calls(&w.consul), 2);
+    d.kill9();
+
+    // Without a daemon: `reconcile --once` holds the refusal back...
+    let quiet = free_listen();
+    let once = |extra: &[&str]| {
+        let mut a = s(&["reconcile", "--once", "--data-dir", &data, "--listen", &quiet]);
+        a.extend(s(extra));
+        a.extend(w.args(&[]));
+        a
+    };
+    let out = common::run_cli(once(&[])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("refused [consul] app /shop/web register"), "{stdout}");
+    assert_eq!(register_calls(&w.consul), 2, "reconcile --once retried a refusal");
+    // ...and with --retry-refused opens the store and tries it once more.
+    let out = common::run_cli(once(&["--retry-refused"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("refused: consul"), "{stdout}");
+    assert_eq!(register_calls(&w.consul), 3);
+}

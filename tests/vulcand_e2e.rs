@@ -338,20 +338,12 @@ async fn hand_deleted_server_and_frontend_are_restored_by_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_backends_are_never_touched() {
-    use reqwest::Method as M;
     let w = world().await;
     // An operator's own backend named like the service, and one that looks
     // like another cluster's Switchboard.
     let foreign = ["shop-web", "sb.other.shop-web~"];
     for id in foreign {
-        assert_eq!(
-            w.vulcand_call(M::POST, "/v2/backends", Some(json!({"Backend": {"Id": id, "Type": "http"}}))).await,
-            200
-        );
-        let server = json!({"Server": {"Id": "hand-1", "URL": "http://10.9.9.9:8080"}});
-        assert_eq!(w.vulcand_call(M::POST, &format!("/v2/backends/{id}/servers"), Some(server)).await, 200);
-        let fe = json!({"Frontend": {"Id": id, "Type": "http", "BackendId": id, "Route": r#"Host("web.local")"#}});
-        assert_eq!(w.vulcand_call(M::POST, "/v2/frontends", Some(fe)).await, 200);
+        hand_made(&w, id).await;
     }
     let snapshot = || (w.vulcand.backends(), w.vulcand.frontends(), foreign.map(|id| w.vulcand.servers(id)));
     let before = snapshot();
@@ -423,4 +415,72 @@ async fn servers_expire_after_kill_9_and_come_back_on_restart() {
     d.restart();
     eventually("servers re-registered after restart", WAIT, || w.servers(OURS) == want).await;
     w.converge("routed again").await;
+}
+
+/// Writes a backend with one server and a frontend under `id`, as an
+/// operator (or another Switchboard sharing the cluster name) would.
+async fn hand_made(w: &World, id: &str) {
+    use reqwest::Method as M;
+    assert_eq!(
+        w.vulcand_call(M::POST, "/v2/backends", Some(json!({"Backend": {"Id": id, "Type": "http"}}))).await,
+        200
+    );
+    let server = json!({"Server": {"Id": "hand-1", "URL": "http://10.9.9.9:8080"}});
+    assert_eq!(w.vulcand_call(M::POST, &format!("/v2/backends/{id}/servers"), Some(server)).await, 200);
+    let fe = json!({"Frontend": {"Id": id, "Type": "http", "BackendId": id, "Route": r#"Host("web.local")"#}});
+    assert_eq!(w.vulcand_call(M::POST, "/v2/frontends", Some(fe)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_held_by_someone_else_is_refused_not_taken_over() {
+    let w = world().await;
+    // Switchboard's very ids, made by someone else: not in its ledger.
+    hand_made(&w, OURS).await;
+    let snapshot = || (w.vulcand.backends(), w.vulcand.frontends(), w.vulcand.servers(OURS));
+    let before = snapshot();
+    let writes = w.vulcand.writes().len();
+
+    let d = w.daemon("300ms", &[]);
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    eventually("refused, naming the holder", WAIT, || {
+        strip_ansi(&d.log()).lines().any(|l| {
+            l.contains("app_id=/shop/web") && l.contains("not in Switchboard's ledger") && l.contains("hand-1")
+        })
+    })
+    .await;
+    let resyncs = resyncs_ok(&d).await;
+    let deadline = Instant::now() + WAIT;
+    while resyncs_ok(&d).await < resyncs + 2.0 {
+        assert!(Instant::now() < deadline, "no resyncs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(snapshot(), before, "the other backend, servers or frontend changed");
+    assert_eq!(w.vulcand.writes().len(), writes, "switchboard wrote to Vulcand: {:?}", &w.vulcand.writes()[writes..]);
+    let refused = strip_ansi(&d.log()).lines().filter(|l| l.contains("not in Switchboard's ledger")).count();
+    assert_eq!(refused, 1, "refused once, not once per pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_write_cut_by_kill_9_is_known_as_ours_on_restart() {
+    let w = world().await;
+    // The backend is written, then the server write fails: the op stays
+    // queued with Switchboard's backend in Vulcand and not yet in the ledger.
+    w.vulcand.set_failing_server_writes(Some(503));
+    let mut d = w.daemon("0", &[]);
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    eventually("backend written, server write failed", WAIT, || {
+        w.backend_ids().iter().any(|b| b == OURS)
+            && w.vulcand
+                .requests()
+                .iter()
+                .any(|r| r.method == "POST" && r.path == format!("/v2/backends/{OURS}/servers"))
+    })
+    .await;
+    d.kill9();
+    w.vulcand.set_failing_server_writes(None);
+    d.restart();
+    w.converge("the retry finished its own first write").await;
+    assert!(!strip_ansi(&d.log()).contains("not in Switchboard's ledger"), "refused its own backend");
 }

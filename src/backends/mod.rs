@@ -1,5 +1,6 @@
-//! The one trait every registry (Consul, Kong, Vulcand) implements, and the
-//! operations the planner hands to it.
+//! The one trait every registry (Consul, Kong, Vulcand) implements. The
+//! operations the planner hands to it (`Op`, `Selection`, `Rejection`) are the
+//! plan's words (`crate::plan`), re-exported here.
 //!
 //! Invariants:
 //! - A backend sees `Registration`s and `Op`s only, never Marathon types.
@@ -16,54 +17,19 @@ use async_trait::async_trait;
 
 use crate::model::Registration;
 
-/// One idempotent change to a backend.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Op {
-    /// Create or replace this registration.
-    Register(Registration),
-    /// Remove this registration. `service_empty` is true when no registration
-    /// of the same service remains desired on this backend, so app-level
-    /// objects (Kong service/route/upstream, Vulcand frontend/backend) go too.
-    Deregister { registration: Registration, service_empty: bool },
-}
+pub use crate::plan::{Op, Rejection, Selection};
 
-impl Op {
-    pub fn registration(&self) -> &Registration {
-        match self {
-            Op::Register(r) => r,
-            Op::Deregister { registration, .. } => registration,
-        }
-    }
-
-    /// The key under which at most one op is queued per backend.
-    pub fn key(&self) -> &str {
-        &self.registration().id
-    }
-
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Op::Register(_) => "register",
-            Op::Deregister { .. } => "deregister",
-        }
-    }
-}
-
-/// A desired registration a backend refuses, with the label at fault.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Rejection {
-    pub backend: String,
-    pub app_id: String,
-    pub label: String,
-    pub reason: String,
-}
-
-/// What a backend makes of the desired registrations.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
-    /// What this backend should hold.
-    pub keep: Vec<Registration>,
-    /// What it will not hold, and why. The rest carries on.
-    pub rejected: Vec<Rejection>,
+/// Whose the names are that a service's first registration would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The backend's own tags or meta tell ours from theirs (checked when
+    /// writing): nothing to record.
+    Tagged,
+    /// The ledger is the only ownership record and nobody holds the names:
+    /// Switchboard records its intent durably, then writes.
+    Free,
+    /// Someone else holds them: refuse, naming the holder.
+    Held(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +115,15 @@ pub trait Backend: Send + Sync {
 
     /// Apply one op, idempotently.
     async fn apply(&self, op: &Op) -> Result<(), BackendError>;
+
+    /// Before the first write of a service that neither the ledger nor a
+    /// recorded intent makes ours: whose are the app-level names `reg` would
+    /// write? Backends without tags (the ledger is their only ownership
+    /// record) read them here; the rest answer `Tagged`.
+    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
+        let _ = reg;
+        Ok(Claim::Tagged)
+    }
 
     /// How often `heartbeat` must run, for backends whose entries expire
     /// (Vulcand servers with a TTL). `None`: no heartbeat.

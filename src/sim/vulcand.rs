@@ -87,6 +87,8 @@ struct State {
     servers: BTreeMap<String, BTreeMap<String, SimServer>>,
     frontends: BTreeMap<String, SimFrontend>,
     failing: Option<u16>,
+    /// Like `failing`, for server writes only.
+    failing_server_writes: Option<u16>,
     requests: Vec<RecordedRequest>,
     /// etcd v2 modification index, for realistic error texts.
     index: u64,
@@ -151,6 +153,11 @@ impl VulcandSim {
     /// set back to `None`.
     pub fn set_failing(&self, status: Option<u16>) {
         self.shared.lock().failing = status;
+    }
+
+    /// Like `set_failing`, for server writes only (a write cut half way).
+    pub fn set_failing_server_writes(&self, status: Option<u16>) {
+        self.shared.lock().failing_server_writes = status;
     }
 
     /// Stops listening: connections are refused until `restart`.
@@ -279,7 +286,8 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
         path: path.clone(),
         body: serde_json::from_slice(&body).ok(),
     });
-    if let Some(code) = st.failing {
+    let server_write = method != Method::GET && path.contains("/servers");
+    if let Some(code) = st.failing.or(st.failing_server_writes.filter(|_| server_write)) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return message(status, "simulated failure");
     }

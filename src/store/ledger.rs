@@ -10,8 +10,8 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use super::{Error, Store, decode, encode, key2, prefix};
-use crate::backends::Op;
 use crate::model::Registration;
+use crate::plan::Op;
 
 /// An operation waiting to be applied to one backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

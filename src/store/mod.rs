@@ -7,7 +7,11 @@
 //! - `pending`: instances that are serving but incomplete, since when;
 //! - `ledger`: what Switchboard registered, by `backend \0 registration id`;
 //! - `queue`: operations not yet applied, by `backend \0 registration id`;
-//! - `meta`: sequence counter, Marathon high-water time, last resync, rejections.
+//! - `refusals`: permanent refusals in force, by `backend \0 registration id`;
+//! - `intents`: services whose first write started on a backend without tags,
+//!   by `backend \0 service`;
+//! - `meta`: sequence counter, Marathon high-water time, last resync, rejections,
+//!   the store's `format` (refused when newer than `FORMAT`).
 //!
 //! Invariants:
 //! - Writes that belong together commit in one sled transaction: the facts
@@ -19,6 +23,7 @@ mod cache;
 mod facts;
 mod ledger;
 mod pending;
+mod refusals;
 
 use std::path::Path;
 
@@ -47,7 +52,16 @@ pub enum Error {
     },
     #[error("store: cannot encode record: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error(
+        "the store in {dir} has format {found}, newer than this switchboard reads ({supported}): run the release that wrote it, or point --data-dir elsewhere"
+    )]
+    FutureFormat { dir: String, found: u64, supported: u64 },
 }
+
+/// The store's format. 1: the trees listed above, records as JSON. A data
+/// dir without a format (written before formats were stamped) holds format
+/// 1's records already and is stamped in place on open.
+pub const FORMAT: u64 = 1;
 
 impl From<sled::transaction::TransactionError<Error>> for Error {
     fn from(e: sled::transaction::TransactionError<Error>) -> Error {
@@ -71,6 +85,8 @@ pub struct Store {
     pending: sled::Tree,
     ledger: sled::Tree,
     queue: sled::Tree,
+    refusals: sled::Tree,
+    intents: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -102,7 +118,7 @@ impl Store {
         let open_err = |source| Error::Open { dir: dir.display().to_string(), source };
         let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open().map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
-        Ok(Store {
+        Store {
             instance_cache: cache::Cache::new("instances"),
             ledger_cache: cache::Cache::new("ledger"),
             specs: tree("specs")?,
@@ -111,9 +127,39 @@ impl Store {
             pending: tree("pending")?,
             ledger: tree("ledger")?,
             queue: tree("queue")?,
+            refusals: tree("refusals")?,
+            intents: tree("intents")?,
             meta: tree("meta")?,
             db,
-        })
+        }
+        .checked_format(dir)
+    }
+
+    /// Refuses a format this build cannot read; stamps an unversioned store.
+    fn checked_format(self, dir: &Path) -> Result<Store, Error> {
+        match self.meta_get::<u64>("format")? {
+            Some(found) if found > FORMAT => {
+                Err(Error::FutureFormat { dir: dir.display().to_string(), found, supported: FORMAT })
+            }
+            Some(_) => Ok(self),
+            None => {
+                self.meta_put("format", &FORMAT)?;
+                self.flush_blocking()?;
+                Ok(self)
+            }
+        }
+    }
+
+    /// The format stamped on this store.
+    pub fn format(&self) -> Result<Option<u64>, Error> {
+        self.meta_get("format")
+    }
+
+    /// Stamps a format (tests of what a future release would leave).
+    #[doc(hidden)]
+    pub fn stamp_format(&self, format: u64) -> Result<(), Error> {
+        self.meta_put("format", &format)?;
+        self.flush_blocking()
     }
 
     /// Forces everything written so far to disk.
@@ -167,11 +213,11 @@ impl Store {
 
     /// Registrations the backends refused, and apps whose labels are bad,
     /// as last computed: shown by `switchboard state`.
-    pub fn rejections(&self) -> Result<Vec<crate::backends::Rejection>, Error> {
+    pub fn rejections(&self) -> Result<Vec<crate::plan::Rejection>, Error> {
         Ok(self.meta_get("rejections")?.unwrap_or_default())
     }
 
-    pub fn set_rejections(&self, r: &[crate::backends::Rejection]) -> Result<(), Error> {
+    pub fn set_rejections(&self, r: &[crate::plan::Rejection]) -> Result<(), Error> {
         if self.rejections()?.as_slice() != r {
             self.meta_put("rejections", &r)?;
         }

@@ -2,8 +2,8 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::assemble::{InstanceRecord, Touch};
-use crate::backends::Op;
 use crate::model::{AppId, AppSpec, Registration, Routes, TaskFacts, TaskId, TaskState, Timestamp};
+use crate::plan::Op;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -160,4 +160,38 @@ fn prune_forgets_old_tombstones_and_destroyed_apps_only() {
     assert_eq!(ids, vec!["live.marathon-a"]);
     assert!(s.apps().unwrap().is_empty());
     assert_eq!(s.newest_specs().unwrap().into_keys().collect::<Vec<_>>(), vec![live_spec.id]);
+}
+
+#[test]
+fn refusals_and_intents_survive_a_reopen_and_are_kept_per_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = Op::Register(reg("t1:1"));
+    let refusal = crate::plan::Refusal {
+        backend: "consul".into(),
+        app_id: "/web".into(),
+        entity: "t1:1".into(),
+        op: "register".into(),
+        reason: "HTTP 403".into(),
+        since: "then".into(),
+        input: crate::plan::input_hash(&op),
+    };
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.refuse(&refusal).unwrap(), "new");
+        let again = crate::plan::Refusal { since: "later".into(), ..refusal.clone() };
+        assert!(!s.refuse(&again).unwrap(), "the same input refused again is not new");
+        s.intend("vulcand", "web").unwrap();
+        s.flush_blocking().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.refusals("consul").unwrap(), [refusal.clone()], "the first `since` is kept");
+    assert!(s.refusals("kong").unwrap().is_empty());
+    assert_eq!(s.intents("vulcand").unwrap(), BTreeSet::from(["web".to_owned()]));
+    assert!(s.intents("consul").unwrap().is_empty());
+    s.lift_refusals("consul", &["t1:1".into()]).unwrap();
+    assert!(s.all_refusals().unwrap().is_empty());
+    s.refuse(&refusal).unwrap();
+    assert_eq!(s.clear_refusals().unwrap(), 1);
+    s.drop_intent("vulcand", "web").unwrap();
+    assert!(s.intents("vulcand").unwrap().is_empty());
 }

@@ -32,6 +32,10 @@
 //! - Vulcand has no tags: the ledger is the ownership record. `list_owned`
 //!   reports only what the ledger holds, and nothing outside it is ever
 //!   deleted; a foreign backend is invisible.
+//! - A backend or frontend id that the ledger (or a recorded intent) does
+//!   not make ours but that Vulcand holds is someone else's: `claim` says
+//!   so before the first write of a service, and the registration is
+//!   refused, naming what holds the id; nothing of it changes.
 //! - Order of writes: backend, then server, then frontend (never a frontend
 //!   without its backend); on removal: server, then frontend, then backend
 //!   (Vulcand refuses to delete a backend a frontend still uses).
@@ -56,7 +60,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{debug, info, warn};
 
-use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
+use crate::backends::{Backend, BackendError, Claim, Op, Rejection, Selection};
 use crate::model::Registration;
 
 pub use config::{VulcandConfig, VulcandConfigError};
@@ -278,6 +282,24 @@ impl Backend for VulcandBackend {
             Op::Register(r) => self.register(r).await,
             Op::Deregister { registration, service_empty } => self.deregister(registration, *service_empty).await,
         }
+    }
+
+    async fn claim(&self, r: &Registration) -> Result<Claim, BackendError> {
+        let bid = self.backend_id(r);
+        let fid = self.frontend_id(r);
+        let not_ours = "exists but is not in Switchboard's ledger: it belongs to someone else, and Switchboard does not take over what it did not create";
+        if self.client.list_backends().await?.iter().any(|b| b.id == bid) {
+            let servers: Vec<String> =
+                self.client.list_servers(&bid).await?.into_iter().map(|s| format!("{} {}", s.id, s.url)).collect();
+            return Ok(Claim::Held(format!("Vulcand backend {bid:?} (servers {servers:?}) {not_ours}")));
+        }
+        if let Some(f) = self.client.list_frontends().await?.into_iter().find(|f| f.id == fid) {
+            return Ok(Claim::Held(format!(
+                "Vulcand frontend {fid:?} (backend {:?}, route {:?}) {not_ours}",
+                f.backend_id, f.route
+            )));
+        }
+        Ok(Claim::Free)
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {

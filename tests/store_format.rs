@@ -1,0 +1,62 @@
+//! The store's format: a data dir written before formats were stamped
+//! (`tests/fixtures/store-unversioned`, made by the release before this one)
+//! is read and stamped in place; a newer format is refused with a clear error,
+//! through the library and through the binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::s;
+use switchboard::store::{FORMAT, Store};
+
+fn copy_fixture(to: &Path) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-unversioned");
+    let dir = to.join("data");
+    std::fs::create_dir_all(&dir).expect("data dir");
+    for entry in std::fs::read_dir(&from).expect("fixture") {
+        let entry = entry.expect("entry");
+        if !entry.file_type().expect("type").is_file() {
+            continue; // sled's empty `blobs/`, which git does not keep anyway
+        }
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+#[test]
+fn an_unversioned_store_is_read_and_stamped_in_place() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = copy_fixture(tmp.path());
+    {
+        let store = Store::open(&dir).expect("today's release reads the old store");
+        // The ledger is the only ownership record for Vulcand and old Kong: it must survive.
+        let ids = |b: &str| store.ledger(b).expect("ledger").into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids("vulcand"), ["web.a1:31000"]);
+        assert_eq!(ids("kong"), ["api.b2:31001"]);
+        assert_eq!(store.queued("consul").expect("queue").len(), 1, "queued ops are kept");
+        assert_eq!(store.format().expect("format"), Some(FORMAT));
+    }
+    let store = Store::open(&dir).expect("reopen");
+    assert_eq!(store.format().expect("format"), Some(FORMAT), "the stamp is durable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_format_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = copy_fixture(tmp.path());
+    Store::open(&dir).expect("open").stamp_format(FORMAT + 1).expect("stamp");
+    let err = Store::open(&dir).err().expect("a newer format is refused").to_string();
+    assert!(err.contains(&format!("has format {}", FORMAT + 1)) && err.contains("newer"), "{err}");
+
+    // Through the binary: `state` with no daemon opens the store and says why it cannot.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    let data = dir.display().to_string();
+    let out = common::run_cli(s(&["state", "--data-dir", &data, "--listen", &listen])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("newer than this switchboard reads"), "{stderr}");
+    // The data dir is left as it was.
+    let store_format = Store::open(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(store_format.contains(&format!("has format {}", FORMAT + 1)), "{store_format}");
+}
