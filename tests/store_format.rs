@@ -24,6 +24,20 @@ fn copy_fixture(to: &Path) -> PathBuf {
     dir
 }
 
+/// `Store::open`, waiting (up to 10 s) while a store dropped just before
+/// still holds its lock: sled releases the lock from a background thread.
+fn open_when_free(dir: &Path) -> Result<Store, switchboard::store::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn an_unversioned_store_is_read_and_stamped_in_place() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -37,7 +51,7 @@ fn an_unversioned_store_is_read_and_stamped_in_place() {
         assert_eq!(store.queued("consul").expect("queue").len(), 1, "queued ops are kept");
         assert_eq!(store.format().expect("format"), Some(FORMAT));
     }
-    let store = Store::open(&dir).expect("reopen");
+    let store = open_when_free(&dir).expect("reopen");
     assert_eq!(store.format().expect("format"), Some(FORMAT), "the stamp is durable");
 }
 
@@ -46,17 +60,25 @@ async fn a_newer_format_is_refused_naming_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = copy_fixture(tmp.path());
     Store::open(&dir).expect("open").stamp_format(FORMAT + 1).expect("stamp");
-    let err = Store::open(&dir).err().expect("a newer format is refused").to_string();
+    let err = open_when_free(&dir).err().expect("a newer format is refused").to_string();
     assert!(err.contains(&format!("has format {}", FORMAT + 1)) && err.contains("newer"), "{err}");
 
     // Through the binary: `state` with no daemon opens the store and says why it cannot.
     let listen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
     let data = dir.display().to_string();
-    let out = common::run_cli(s(&["state", "--data-dir", &data, "--listen", &listen])).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // (The store the test just failed to open may still hold sled's lock for a moment.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (out, stderr) = loop {
+        let out = common::run_cli(s(&["state", "--data-dir", &data, "--listen", &listen])).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !stderr.contains("could not acquire lock") || std::time::Instant::now() > deadline {
+            break (out, stderr);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("newer than this switchboard reads"), "{stderr}");
     // The data dir is left as it was.
-    let store_format = Store::open(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+    let store_format = open_when_free(&dir).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(store_format.contains(&format!("has format {}", FORMAT + 1)), "{store_format}");
 }
