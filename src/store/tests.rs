@@ -5,6 +5,20 @@ use crate::assemble::{InstanceRecord, Touch};
 use crate::model::{AppId, AppSpec, Registration, Routes, TaskFacts, TaskId, TaskState, Timestamp};
 use crate::plan::Op;
 
+/// Reopens a store dropped just before: sled releases its lock from a
+/// background thread, so the first attempts may find it still held.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
@@ -64,7 +78,7 @@ fn facts_survive_reopen_and_merge() {
             .unwrap();
         s.flush_blocking().unwrap();
     }
-    let s = Store::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     let recs = s.instances().unwrap();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].state.as_ref().unwrap().state, TaskState::Killed);
@@ -183,7 +197,7 @@ fn refusals_and_intents_survive_a_reopen_and_are_kept_per_backend() {
         s.intend("vulcand", "web").unwrap();
         s.flush_blocking().unwrap();
     }
-    let s = Store::open(dir.path()).unwrap();
+    let s = reopen(dir.path());
     assert_eq!(s.refusals("consul").unwrap(), [refusal.clone()], "the first `since` is kept");
     assert!(s.refusals("kong").unwrap().is_empty());
     assert_eq!(s.intents("vulcand").unwrap(), BTreeSet::from(["web".to_owned()]));
