@@ -433,6 +433,133 @@ impl World {
     }
 }
 
+/// The service name Switchboard derives from an app id (`/shop/web` →
+/// `shop-web`), as every backend names the app's entities by it.
+pub fn service_of(app_id: &str) -> String {
+    app_id.trim_start_matches('/').replace('/', "-")
+}
+
+/// An app published on every backend: Consul (derived name), Kong
+/// (`<service>.example.com`) and Vulcand (`<service>.local`).
+pub fn everywhere_app(app_id: &str) -> Value {
+    let svc = service_of(app_id);
+    serde_json::json!({
+        "id": app_id,
+        "labels": {"consul": "", "kong.hosts": format!("{svc}.example.com"), "vulcand.host": format!("{svc}.local")},
+        "portDefinitions": [{"port": 0, "name": "http", "protocol": "tcp", "labels": {}}],
+    })
+}
+
+/// Drops the entries with nothing in them.
+fn non_empty<K: Ord, V: IntoIterator + Clone>(m: BTreeMap<K, V>) -> BTreeMap<K, V> {
+    m.into_iter().filter(|(_, v)| v.clone().into_iter().next().is_some()).collect()
+}
+
+/// Entity name → what it holds, in a backend and in Marathon's model (empty
+/// entries dropped on both sides); `None` when they agree.
+fn differs<V: IntoIterator + Clone + PartialEq + std::fmt::Debug>(
+    backend: &str,
+    held: BTreeMap<String, V>,
+    want: &BTreeMap<String, V>,
+) -> Option<String> {
+    let held = non_empty(held);
+    (held != *want).then(|| format!("{backend} holds {held:?}, Marathon runs {want:?}"))
+}
+
+/// Entity name (from the app's service name) → `want(app)`, for the apps
+/// that want something.
+fn per_app<V: IntoIterator + Clone>(
+    apps: &[String],
+    name: impl Fn(&str) -> String,
+    want: impl Fn(&str) -> V,
+) -> BTreeMap<String, V> {
+    non_empty(apps.iter().map(|a| (name(&service_of(a)), want(a))).collect())
+}
+
+/// The values of `key` in a listed collection that `keep` accepts.
+fn listed(list: Value, key: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e[key].as_str().filter(|v| keep(v)).map(str::to_owned))
+        .collect()
+}
+
+impl World {
+    /// What differs between Marathon's running tasks and what Switchboard
+    /// holds in each backend sim of this world (only Switchboard's own
+    /// entities of the default cluster are compared; foreign ones are the
+    /// test's to check); `None` when every sim is exactly in step.
+    pub fn mismatch(&self) -> Option<String> {
+        let apps: Vec<String> = self.marathon.model().app_ids();
+        if self.has_consul() {
+            let held: BTreeSet<String> = self
+                .consul()
+                .services()
+                .into_iter()
+                .filter(|(_, v)| v["Meta"]["managed_by"] == "switchboard")
+                .map(|(k, _)| k)
+                .collect();
+            let want = self.expected_consul_ids(None);
+            if held != want {
+                return Some(format!("consul holds {held:?}, Marathon runs {want:?}"));
+            }
+        }
+        if self.has_kong() {
+            let k = self.kong();
+            let held: BTreeMap<String, BTreeSet<String>> = listed(k.upstreams(), "name", |n| n.ends_with(".default"))
+                .into_iter()
+                .map(|name| (name.clone(), listed(k.targets(&name), "target", |_| true).into_iter().collect()))
+                .collect();
+            let want = per_app(&apps, |s| format!("{s}.default"), |a| self.expected_kong_targets(Some(a)));
+            if let Some(diff) = differs("kong", held, &want) {
+                return Some(diff);
+            }
+            let named = |list: Value, name: &str| list.as_array().into_iter().flatten().any(|e| e["name"] == name);
+            for name in want.keys() {
+                let legacy = self.kong_legacy();
+                let published =
+                    if legacy { named(k.apis(), name) } else { named(k.services(), name) && named(k.routes(), name) };
+                if !published {
+                    return Some(format!("kong does not publish {name}"));
+                }
+            }
+        }
+        if self.has_vulcand() {
+            let v = self.vulcand();
+            let server = |s: &Value| Some((s["Id"].as_str()?.to_owned(), s["URL"].as_str()?.to_owned()));
+            let held: BTreeMap<String, BTreeMap<String, String>> =
+                listed(v.backends(), "Id", |id| id.starts_with("sb.default."))
+                    .into_iter()
+                    .map(|id| {
+                        (id.clone(), v.servers(&id).as_array().into_iter().flatten().filter_map(server).collect())
+                    })
+                    .collect();
+            let want = per_app(&apps, |s| format!("sb.default.{s}~"), |a| self.expected_vulcand_servers(Some(a)));
+            if let Some(diff) = differs("vulcand", held, &want) {
+                return Some(diff);
+            }
+            let frontends = v.frontends();
+            for id in want.keys() {
+                if !frontends.as_array().into_iter().flatten().any(|f| f["Id"] == id.as_str()) {
+                    return Some(format!("vulcand has no frontend {id}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until `mismatch` finds nothing; panics with the last difference.
+    pub async fn converge_everywhere(&self, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let Some(diff) = self.mismatch() else { return };
+            assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for: {what}; still: {diff}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Only the status update events of `events`.
 pub fn status_only(events: &[SimEvent]) -> Vec<SimEvent> {
     events.iter().filter(|e| e.event_type == "status_update_event").cloned().collect()
