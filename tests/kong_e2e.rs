@@ -634,3 +634,54 @@ mod names_held_by_someone_else_are_refused {
         super::names_held_by_someone_else_are_refused("3.4.2").await;
     }
 }
+
+// ---------------------------------------------------------------- 12. sticky refusal, counted
+
+/// Writes Kong received to entities named `name` (refused ones included).
+fn writes_to(w: &World, name: &str) -> usize {
+    w.kong().requests().iter().filter(|(m, p)| m != "GET" && p.split('/').any(|s| s == name)).count()
+}
+
+/// An app whose Kong entity name Kong's schema refuses: service `svc` in
+/// cluster `4` names its upstream `<svc>.4`, an IP address when `svc` is
+/// `1.2.3` (Switchboard's own checks let it through; Kong answers 400).
+fn refused_app(svc: &str) -> Value {
+    let mut app = kong_app("/web", "web.example.com", "", false);
+    app["labels"]["consul"] = json!(svc);
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_refusal_is_tried_once_until_its_input_changes_even_across_a_restart() {
+    let w = world("3.4.2").await;
+    let mut d = w.subscribed_daemon(&["--cluster", "4", "--resync-interval", "300ms"]).await;
+    let refused = |d: &Daemon| d.log().lines().filter(|l| l.contains("refused; not retried")).count();
+    w.emit(&w.marathon.model().deploy(refused_app("1.2.3"), 1));
+    eventually("refused once", WAIT, || refused(&d) == 1).await;
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "{:?}", w.kong().requests());
+    assert!(w.kong().upstreams().as_array().is_some_and(Vec::is_empty), "nothing was written");
+
+    // Events of another app and resyncs plan again; none tries the refused input.
+    w.emit(&w.marathon.model().deploy(kong_app("/other", "other.example.com", "", false), 1));
+    let other_published = || w.kong().targets("other.4").as_array().is_some_and(|t| t.len() == 1);
+    eventually("the other app published", WAIT, other_published).await;
+    d.more_resyncs(3.0).await;
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "a refused input was tried again");
+    assert_eq!(refused(&d), 1, "one log line per refusal, not one per pass");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0));
+
+    // Durable: a kill -9 and restart do not try it again.
+    d.kill9_and_restart();
+    w.subscribed().await;
+    d.more_resyncs(3.0).await;
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "a restart retried a refusal");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0));
+
+    // The input changes (another name Kong refuses): tried exactly once.
+    w.emit(&w.marathon.model().deploy(refused_app("1.2.5"), 1));
+    eventually("the new input tried", WAIT, || writes_to(&w, "1.2.5.4") == 1).await;
+    d.more_resyncs(3.0).await;
+    assert_eq!(writes_to(&w, "1.2.5.4"), 1, "the changed input was tried more than once");
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "the old input was tried again");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0), "the old refusal went");
+}

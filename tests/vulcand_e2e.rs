@@ -389,3 +389,22 @@ async fn a_first_write_cut_by_kill_9_is_known_as_ours_on_restart() {
     w.converge("the retry finished its own first write").await;
     assert!(!d.log().contains("not in Switchboard's ledger"), "refused its own backend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_to_zero_then_up_again_is_routed_again() {
+    let w = world().await;
+    let mut d = w.daemon(&[]);
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    w.converge("deployed").await;
+    w.marathon.emit(&w.marathon.model().scale(APP, 0));
+    eventually("the last server removed", WAIT, || w.servers(OURS).is_empty()).await;
+    d.wait_sample("vulcand queue drained", "switchboard_queue_depth{backend=\"vulcand\"}", |v| v == 0.0).await;
+    // Once with the daemon running on, once after a kill -9 right there.
+    d.kill9();
+    d.restart();
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().scale(APP, 2));
+    w.converge("scaled up again: servers back behind the app's own backend").await;
+    assert!(!d.log().contains("not in Switchboard's ledger"), "refused its own backend");
+}
