@@ -408,3 +408,19 @@ async fn scaled_to_zero_then_up_again_is_routed_again() {
     w.converge("scaled up again: servers back behind the app's own backend").await;
     assert!(!d.log().contains("not in Switchboard's ledger"), "refused its own backend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_scaled_to_zero_loses_its_backend_and_frontend_and_comes_back() {
+    let w = world().await;
+    let _d = w.daemon(&[]);
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 3));
+    w.converge("deployed").await;
+    // Each kill on its own, as Marathon reports a scale-down task by task.
+    for e in w.marathon.model().scale(APP, 0) {
+        w.marathon.emit(&[e]);
+    }
+    eventually("servers, frontend and backend removed", WAIT, || w.app_gone()).await;
+    w.marathon.emit(&w.marathon.model().scale(APP, 2));
+    w.converge("scaled up again").await;
+}
