@@ -89,6 +89,8 @@ async fn converges(order: &str, events: &[SimEvent], model: &Model, concurrency:
         d.wait_sample(&format!("{order}: {backend} queue drained"), &sample, |v| v == 0.0).await;
     }
     assert_eq!(w.mismatch(), None, "{order}, --backend-concurrency {concurrency}");
+    // The events did it: no resync after the start-up one saw the final state.
+    assert_eq!(d.resyncs_ok().await, Some(1.0), "{order}: a resync ran after the start-up one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
