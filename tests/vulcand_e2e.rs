@@ -424,3 +424,49 @@ async fn an_app_scaled_to_zero_loses_its_backend_and_frontend_and_comes_back() {
     w.marathon.emit(&w.marathon.model().scale(APP, 2));
     w.converge("scaled up again").await;
 }
+
+/// The window the kill-point storm found: a resync's listing taken after an
+/// instance's write returned but before the ledger holds it (the rest of its
+/// app's ops are still being written), and the task killed meanwhile.
+/// Vulcand's listing is the ledger's ids looked up, so the listing does not
+/// show the instance; the merge must not then forget it or settle its
+/// deregistration, or its server stays in Vulcand with nothing to remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a task killed while a resync's listing straddles its registration leaves its Vulcand server behind for good (see the issue-12 tests report)"]
+async fn a_task_killed_while_a_listing_straddles_its_registration_leaves_no_server() {
+    let w = World::builder()
+        .vulcand(VulcandSimOptions::default())
+        .vulcand_write_cost(Duration::from_millis(400))
+        .start()
+        .await;
+    let d = w.daemon(&[]);
+    w.subscribed().await;
+    d.wait_sample("the start-up resync done", "switchboard_resyncs_total{result=\"ok\"}", |v| v >= 1.0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    let tasks = w.marathon.model().task_ids(APP);
+    let server_of = |task: &str| w.servers(OURS).keys().any(|id| id.starts_with(task));
+    // The first instance's write has returned (its frontend is there too),
+    // the second's is still being written.
+    eventually("the first instance written, the second not yet", WAIT, || {
+        tasks.iter().filter(|t| server_of(t)).count() == 1 && w.frontends().contains_key(OURS)
+    })
+    .await;
+    let first = tasks.iter().find(|t| server_of(t)).cloned().expect("one server");
+    // A reconnect's resync lists Vulcand now; the first task dies meanwhile.
+    let resyncs = d.resyncs_ok().await.expect("resyncs counted");
+    w.marathon.disconnect_all();
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().kill_task(&first));
+    d.wait_sample("the reconnect's resync done", "switchboard_resyncs_total{result=\"ok\"}", |v| v > resyncs).await;
+    let deadline = Instant::now() + WAIT;
+    while !w.converged() {
+        assert!(
+            Instant::now() < deadline,
+            "not in step: Vulcand holds {:?}, Marathon runs {:?}",
+            w.servers(OURS),
+            w.expected_vulcand_servers(Some(APP))
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!server_of(&first), "the killed task's server is still routed");
+}

@@ -207,6 +207,7 @@ use serde_json::Value;
 use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
 use switchboard::sim::kong::{KongSim, KongSimOptions};
 use switchboard::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
+use switchboard::sim::tap::{SimBackend, Tap, Timeline};
 use switchboard::sim::vulcand::{VulcandSim, VulcandSimOptions};
 
 /// How long any single wait of the e2e suites may take.
@@ -218,6 +219,8 @@ pub struct WorldBuilder {
     consul: Option<ConsulSimOptions>,
     kong: Option<KongSimOptions>,
     vulcand: Option<VulcandSimOptions>,
+    /// What every Vulcand write costs (answered that much later).
+    vulcand_write_cost: Option<Duration>,
 }
 
 impl WorldBuilder {
@@ -242,6 +245,12 @@ impl WorldBuilder {
         self.vulcand = Some(opts);
         self
     }
+    /// Every Vulcand write waits `cost` before it is applied (one at a
+    /// time, as etcd commits them): widens the windows a test needs.
+    pub fn vulcand_write_cost(mut self, cost: Duration) -> Self {
+        self.vulcand_write_cost = Some(cost);
+        self
+    }
     /// Consul, a modern Kong and Vulcand, all with default options.
     pub fn all_backends(self) -> Self {
         self.consul(ConsulSimOptions::default()).kong("3.4.2").vulcand(VulcandSimOptions::default())
@@ -258,7 +267,10 @@ impl WorldBuilder {
             Some(o) => Some(KongSim::start(o).await.expect("kong sim")),
             None => None,
         };
-        let vulcand = self.vulcand.map(|o| VulcandSim::start(o).expect("vulcand sim"));
+        let tap = |cost| Tap::new(SimBackend::Vulcand, Some(cost), std::sync::Arc::new(Timeline::default()));
+        let vulcand = self.vulcand.map(|o| {
+            VulcandSim::start_on(o, 0, self.vulcand_write_cost.map(tap).unwrap_or_default()).expect("vulcand sim")
+        });
         World {
             marathon,
             consul,
@@ -291,6 +303,7 @@ impl World {
             consul: None,
             kong: None,
             vulcand: None,
+            vulcand_write_cost: None,
         }
     }
 
