@@ -412,8 +412,7 @@ async fn scaled_to_zero_then_up_again_is_routed_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_scaled_to_zero_loses_its_backend_and_frontend_and_comes_back() {
     let w = world().await;
-    let _d = w.daemon(&[]);
-    w.subscribed().await;
+    let _d = w.subscribed_daemon(&[]).await;
     w.marathon.emit(&w.marathon.model().deploy(web_app(), 3));
     w.converge("deployed").await;
     // Each kill on its own, as Marathon reports a scale-down task by task.
