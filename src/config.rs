@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::labels::StaticService;
 use crate::secret::{Secret, SecretSource};
+use crate::tls::{Endpoint, EndpointTls, Kind, TlsFile};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {setting}: {reason}")]
@@ -90,6 +91,118 @@ pub struct CommonArgs {
     /// Timeout of each HTTP request to Marathon and the backends (default 10s).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// Where tasks are registered in Consul: `single` (default: everything at
+    /// --consul) or `per-host` (at the Consul agent on each task's host).
+    #[arg(long, value_name = "MODE", env = "SWITCHBOARD_CONSUL_AGENT_MODE")]
+    pub consul_agent_mode: Option<String>,
+    /// Port of the per-host Consul agents (default 8500).
+    #[arg(long, value_name = "PORT", env = "SWITCHBOARD_CONSUL_AGENT_PORT")]
+    pub consul_agent_port: Option<String>,
+    /// Scheme of the per-host Consul agents: http (default) or https.
+    #[arg(long, value_name = "SCHEME", env = "SWITCHBOARD_CONSUL_AGENT_SCHEME")]
+    pub consul_agent_scheme: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS files: global, and per endpoint (an endpoint's own setting wins).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM bundle of CAs trusted besides the system store and bundled roots (every endpoint).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (every endpoint).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle for Marathon (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_CA_FILE")]
+    pub marathon_ca_file: Option<PathBuf>,
+    /// Client certificate for Marathon (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_CERT_FILE")]
+    pub marathon_cert_file: Option<PathBuf>,
+    /// Client key for Marathon (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_KEY_FILE")]
+    pub marathon_key_file: Option<PathBuf>,
+    /// CA bundle for Consul (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_CA_FILE")]
+    pub consul_ca_file: Option<PathBuf>,
+    /// Client certificate for Consul (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_CERT_FILE")]
+    pub consul_cert_file: Option<PathBuf>,
+    /// Client key for Consul (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_KEY_FILE")]
+    pub consul_key_file: Option<PathBuf>,
+    /// CA bundle for Kong (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_CA_FILE")]
+    pub kong_ca_file: Option<PathBuf>,
+    /// Client certificate for Kong (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_CERT_FILE")]
+    pub kong_cert_file: Option<PathBuf>,
+    /// Client key for Kong (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_KEY_FILE")]
+    pub kong_key_file: Option<PathBuf>,
+    /// CA bundle for Vulcand behind a TLS proxy (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_CA_FILE")]
+    pub vulcand_ca_file: Option<PathBuf>,
+    /// Client certificate for Vulcand (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_CERT_FILE")]
+    pub vulcand_cert_file: Option<PathBuf>,
+    /// Client key for Vulcand (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_KEY_FILE")]
+    pub vulcand_key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// (ca, cert, key) of `endpoint`, or the global ones for `None`.
+    fn files(&self, endpoint: Option<Endpoint>) -> [&Option<PathBuf>; 3] {
+        match endpoint {
+            None => [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file],
+            Some(Endpoint::Marathon) => [&self.marathon_ca_file, &self.marathon_cert_file, &self.marathon_key_file],
+            Some(Endpoint::Consul) => [&self.consul_ca_file, &self.consul_cert_file, &self.consul_key_file],
+            Some(Endpoint::Kong) => [&self.kong_ca_file, &self.kong_cert_file, &self.kong_key_file],
+            Some(Endpoint::Vulcand) => [&self.vulcand_ca_file, &self.vulcand_cert_file, &self.vulcand_key_file],
+        }
+    }
+}
+
+/// `[tls]` in the TOML file: global files, and a table per endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFileConfig {
+    #[serde(flatten)]
+    pub files: TlsFilesToml,
+    pub marathon: Option<TlsFilesToml>,
+    pub consul: Option<TlsFilesToml>,
+    pub kong: Option<TlsFilesToml>,
+    pub vulcand: Option<TlsFilesToml>,
+}
+
+/// `ca_file`, `cert_file`, `key_file` of `[tls]` or `[tls.<endpoint>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFilesToml {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFileConfig {
+    fn files(&self, endpoint: Option<Endpoint>) -> [Option<PathBuf>; 3] {
+        let t = match endpoint {
+            None => Some(&self.files),
+            Some(Endpoint::Marathon) => self.marathon.as_ref(),
+            Some(Endpoint::Consul) => self.consul.as_ref(),
+            Some(Endpoint::Kong) => self.kong.as_ref(),
+            Some(Endpoint::Vulcand) => self.vulcand.as_ref(),
+        };
+        match t {
+            Some(t) => [t.ca_file.clone(), t.cert_file.clone(), t.key_file.clone()],
+            None => [None, None, None],
+        }
+    }
 }
 
 /// The TOML file, as written. Unknown keys are an error.
@@ -113,6 +226,15 @@ pub struct FileConfig {
     pub kong_token_header: Option<String>,
     pub vulcand_server_ttl: Option<String>,
     pub request_timeout: Option<String>,
+    pub consul_agent_mode: Option<String>,
+    pub consul_agent_port: Option<String>,
+    pub consul_agent_scheme: Option<String>,
+    /// Per-host mode: Consul agent URL per Marathon host (overrides the
+    /// scheme://host:port rule).
+    #[serde(default)]
+    pub consul_agents: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub tls: TlsFileConfig,
     #[serde(default, rename = "static")]
     pub statics: Vec<StaticEntry>,
 }
@@ -212,6 +334,74 @@ pub struct Config {
     pub tombstone_retention: Duration,
     pub request_timeout: Duration,
     pub statics: Vec<StaticService>,
+    /// Where Consul registrations go (`--consul-agent-mode`).
+    pub consul_agents: ConsulAgents,
+    /// TLS files in force per endpoint (the endpoint's own, else global).
+    pub tls: TlsConfig,
+}
+
+/// `--consul-agent-mode` and its companions (the Consul backend's own type).
+pub use crate::backends::consul::Agents as ConsulAgents;
+
+/// The TLS settings of every endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub marathon: EndpointTls,
+    pub consul: EndpointTls,
+    pub kong: EndpointTls,
+    pub vulcand: EndpointTls,
+}
+
+impl TlsConfig {
+    pub fn get(&self, endpoint: Endpoint) -> &EndpointTls {
+        match endpoint {
+            Endpoint::Marathon => &self.marathon,
+            Endpoint::Consul => &self.consul,
+            Endpoint::Kong => &self.kong,
+            Endpoint::Vulcand => &self.vulcand,
+        }
+    }
+
+    /// Endpoint setting > global setting, each flag/env > file.
+    fn merge(args: &TlsArgs, file: &TlsFileConfig) -> TlsConfig {
+        let one = |endpoint: Endpoint| {
+            let kinds = [Kind::Ca, Kind::Cert, Kind::Key];
+            let keys = ["ca_file", "cert_file", "key_file"];
+            let own_args = args.files(Some(endpoint));
+            let own_file = file.files(Some(endpoint));
+            let global_args = args.files(None);
+            let global_file = file.files(None);
+            let mut out: [Option<TlsFile>; 3] = [None, None, None];
+            for i in 0..3 {
+                let env = |e: Option<Endpoint>| {
+                    format!("SWITCHBOARD_{}_{}", e.map_or("TLS", Endpoint::name).to_uppercase(), keys[i].to_uppercase())
+                };
+                let flagged = |e: Option<Endpoint>| format!("{} ({})", crate::tls::flag(e, kinds[i]), env(e));
+                out[i] = if let Some(p) = own_args[i] {
+                    Some(TlsFile { path: p.clone(), setting: flagged(Some(endpoint)) })
+                } else if let Some(p) = &own_file[i] {
+                    Some(TlsFile {
+                        path: p.clone(),
+                        setting: format!("`tls.{}.{}` (config file)", endpoint.name(), keys[i]),
+                    })
+                } else if let Some(p) = global_args[i] {
+                    Some(TlsFile { path: p.clone(), setting: flagged(None) })
+                } else {
+                    global_file[i]
+                        .as_ref()
+                        .map(|p| TlsFile { path: p.clone(), setting: format!("`tls.{}` (config file)", keys[i]) })
+                };
+            }
+            let [ca, cert, key] = out;
+            EndpointTls { endpoint, ca, cert, key }
+        };
+        TlsConfig {
+            marathon: one(Endpoint::Marathon),
+            consul: one(Endpoint::Consul),
+            kong: one(Endpoint::Kong),
+            vulcand: one(Endpoint::Vulcand),
+        }
+    }
 }
 
 const MARATHON: &str = "--marathon (SWITCHBOARD_MARATHON_URL)";
@@ -358,6 +548,44 @@ impl Config {
         let data_dir =
             args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./switchboard-data".into());
 
+        let consul_agents = match pick!(consul_agent_mode, "--consul-agent-mode", "SWITCHBOARD_CONSUL_AGENT_MODE") {
+            None => ConsulAgents::Single,
+            Some((raw, s)) => match raw.trim() {
+                "single" => ConsulAgents::Single,
+                "per-host" => {
+                    let scheme =
+                        match pick!(consul_agent_scheme, "--consul-agent-scheme", "SWITCHBOARD_CONSUL_AGENT_SCHEME") {
+                            None => "http".to_owned(),
+                            Some((raw, s)) => match raw.trim() {
+                                "http" | "https" => raw.trim().to_owned(),
+                                _ => return Err(bad(&s, format!("{raw:?}: must be http or https"))),
+                            },
+                        };
+                    let port = match pick!(consul_agent_port, "--consul-agent-port", "SWITCHBOARD_CONSUL_AGENT_PORT") {
+                        None => 8500,
+                        Some((raw, s)) => match raw.trim().parse::<u16>() {
+                            Ok(p) if p > 0 => p,
+                            _ => return Err(bad(&s, format!("{raw:?} is not a port (1-65535)"))),
+                        },
+                    };
+                    let mut map = std::collections::BTreeMap::new();
+                    for (host, raw) in &file.consul_agents {
+                        let url = parse_url(&format!("`consul_agents.{host}` (config file)"), raw)?;
+                        map.insert(host.clone(), url);
+                    }
+                    ConsulAgents::PerHost { scheme, port, map }
+                }
+                _ => return Err(bad(&s, format!("{raw:?}: must be single or per-host"))),
+            },
+        };
+        if consul_agents == ConsulAgents::Single && !file.consul_agents.is_empty() {
+            return Err(bad(
+                "`consul_agents` (config file)",
+                "only used with consul_agent_mode = \"per-host\" (--consul-agent-mode per-host)",
+            ));
+        }
+        let tls = TlsConfig::merge(&args.tls, &file.tls);
+
         let mut statics = Vec::new();
         for (i, s) in file.statics.iter().enumerate() {
             let svc = StaticService { name: s.name.clone(), instances: s.instances.clone(), labels: s.labels.clone() };
@@ -388,6 +616,8 @@ impl Config {
             tombstone_retention,
             request_timeout,
             statics,
+            consul_agents,
+            tls,
         })
     }
 
@@ -401,10 +631,28 @@ impl Config {
     }
 
     /// Checks what a daemon or a reconcile needs: at least one Marathon URL,
-    /// and a data dir that can be created and written.
+    /// a data dir that can be created and written, `--consul` when agents
+    /// are per host, and TLS files that can be read and parsed.
     pub fn require_runnable(&self) -> Result<(), ConfigError> {
         if self.marathon.is_empty() {
             return Err(bad(MARATHON, "at least one Marathon URL is required"));
+        }
+        if self.consul.is_none() && self.consul_agents != ConsulAgents::Single {
+            return Err(bad(
+                "--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)",
+                "per-host needs --consul too: its catalog lists what Switchboard registered on every host",
+            ));
+        }
+        let used = [
+            (Endpoint::Marathon, true),
+            (Endpoint::Consul, self.consul.is_some()),
+            (Endpoint::Kong, self.kong.is_some()),
+            (Endpoint::Vulcand, self.vulcand.is_some()),
+        ];
+        for (endpoint, on) in used {
+            if on {
+                self.tls.get(endpoint).check().map_err(|e| ConfigError { setting: e.setting(), reason: e.reason() })?;
+            }
         }
         check_writable(&self.data_dir)
     }

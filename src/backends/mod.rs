@@ -125,6 +125,15 @@ pub trait Backend: Send + Sync {
         Ok(Claim::Tagged)
     }
 
+    /// Which lane `reg`'s ops travel in: ops of one lane are retried and
+    /// backed off together, so an unreachable part of a backend (one Consul
+    /// agent in per-host mode) holds only its own ops. `None`: the whole
+    /// backend is one lane.
+    fn lane(&self, reg: &Registration) -> Option<String> {
+        let _ = reg;
+        None
+    }
+
     /// How often `heartbeat` must run, for backends whose entries expire
     /// (Vulcand servers with a TTL). `None`: no heartbeat.
     fn heartbeat_interval(&self) -> Option<std::time::Duration> {

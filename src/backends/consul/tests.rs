@@ -27,6 +27,7 @@ fn reg(task: &str, port: u16) -> Registration {
         healthy: Some(true),
         has_health_checks: true,
         routes: Default::default(),
+        host: String::new(),
     }
 }
 
@@ -40,6 +41,8 @@ fn backend_with(sim: &ConsulSim, cluster: &str, token: Option<&str>) -> ConsulBa
         token: token.map(Secret::new),
         cluster: cluster.into(),
         timeout: Duration::from_secs(2),
+        agents: Default::default(),
+        tls: Default::default(),
     })
     .expect("valid config")
 }
@@ -134,7 +137,7 @@ async fn same_detects_drift_in_listed_fields_and_checks() {
 #[tokio::test]
 async fn deregister_twice_succeeds_in_every_unknown_mode() {
     for mode in [UnknownDeregister::Modern404, UnknownDeregister::Legacy200, UnknownDeregister::Acl500] {
-        let sim = start(ConsulSimOptions { acl_token: None, deregister_unknown: mode }).await;
+        let sim = start(ConsulSimOptions { acl_token: None, deregister_unknown: mode, ..Default::default() }).await;
         let b = backend(&sim);
         let mut r = reg("web.1", 31000);
         r.id = "odd/id with space:31000".into();
@@ -270,6 +273,8 @@ async fn acl_token_is_sent_and_missing_token_is_permanent() {
         token: Some(Secret::new("s3cret-token")),
         cluster: "east".into(),
         timeout: Duration::from_secs(1),
+        agents: Default::default(),
+        tls: Default::default(),
     };
     let shown = format!("{cfg:?} {err} {:?}", ConsulBackend::new(cfg.clone()).unwrap());
     assert!(!shown.contains("s3cret") && !shown.contains("pw@"), "{shown}");
@@ -298,6 +303,8 @@ fn bad_config_is_refused() {
         token: None,
         cluster: cluster.into(),
         timeout: Duration::from_secs(1),
+        agents: Default::default(),
+        tls: Default::default(),
     };
     assert!(matches!(ConsulBackend::new(cfg("ftp://x", "east")), Err(ConsulConfigError::Scheme { .. })));
     assert!(matches!(ConsulBackend::new(cfg("http://x", "")), Err(ConsulConfigError::EmptyCluster)));

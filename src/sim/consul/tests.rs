@@ -126,7 +126,7 @@ async fn deregister_unknown_per_mode() {
         (UnknownDeregister::Legacy200, 200, ""),
         (UnknownDeregister::Acl500, 500, "Unknown service \"a/b\""),
     ] {
-        let (sim, c) = sim(ConsulSimOptions { acl_token: None, deregister_unknown: mode }).await;
+        let (sim, c) = sim(ConsulSimOptions { acl_token: None, deregister_unknown: mode, ..Default::default() }).await;
         put(&c, &sim, REG, json!({"ID": "a/b", "Name": "w"})).await;
         assert_eq!(put(&c, &sim, "/v1/agent/service/deregister/a%2Fb", json!(null)).await, (200, String::new()));
         let (st, body) = put(&c, &sim, "/v1/agent/service/deregister/a%2Fb", json!(null)).await;
