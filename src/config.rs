@@ -719,6 +719,54 @@ mod tests {
     }
 
     #[test]
+    fn tls_endpoint_setting_wins_over_global_and_flag_over_file() {
+        let args = CommonArgs {
+            tls: TlsArgs {
+                tls_ca_file: Some("/flag/global-ca.pem".into()),
+                consul_cert_file: Some("/flag/consul-cert.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let toml = "[tls]\nca_file = \"/file/ca.pem\"\nkey_file = \"/file/key.pem\"\n[tls.kong]\nca_file = \"/file/kong-ca.pem\"\n";
+        let c = merge(args, toml).unwrap();
+        let consul = &c.tls.consul;
+        assert_eq!(consul.ca.as_ref().unwrap().path, PathBuf::from("/flag/global-ca.pem"));
+        assert_eq!(consul.ca.as_ref().unwrap().setting, "--tls-ca-file (SWITCHBOARD_TLS_CA_FILE)");
+        assert_eq!(consul.cert.as_ref().unwrap().setting, "--consul-cert-file (SWITCHBOARD_CONSUL_CERT_FILE)");
+        assert_eq!(consul.key.as_ref().unwrap().setting, "`tls.key_file` (config file)");
+        let kong = &c.tls.kong;
+        assert_eq!(kong.ca.as_ref().unwrap().path, PathBuf::from("/file/kong-ca.pem"));
+        assert_eq!(kong.ca.as_ref().unwrap().setting, "`tls.kong.ca_file` (config file)");
+        assert_eq!(c.tls.marathon.endpoint, Endpoint::Marathon);
+        let e = FileConfig::from_toml_str("[tls.consul]\ncafile = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("cafile"), "{e}");
+    }
+
+    #[test]
+    fn consul_agent_mode() {
+        let c = merge(CommonArgs::default(), "").unwrap();
+        assert_eq!(c.consul_agents, ConsulAgents::Single);
+        let args = CommonArgs { consul_agent_mode: Some("per-host".into()), ..Default::default() };
+        let c =
+            merge(args, "consul_agent_port = \"8501\"\n[consul_agents]\n\"10.0.0.1\" = \"https://a:8501\"\n").unwrap();
+        let ConsulAgents::PerHost { scheme, port, map } = c.consul_agents else { panic!("not per-host") };
+        assert_eq!((scheme.as_str(), port), ("http", 8501));
+        assert_eq!(map["10.0.0.1"].as_str(), "https://a:8501/");
+
+        let e = merge(CommonArgs { consul_agent_mode: Some("each".into()), ..Default::default() }, "").unwrap_err();
+        assert!(e.to_string().contains("--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)"), "{e}");
+        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\nconsul_agent_scheme = \"ftp\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("`consul_agent_scheme` (config file)"), "{e}");
+        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\n[consul_agents]\nh = \"nope\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("consul_agents.h"), "{e}");
+        let e = merge(CommonArgs::default(), "[consul_agents]\nh = \"http://h:8500\"").unwrap_err();
+        assert!(e.to_string().contains("per-host"), "{e}");
+    }
+
+    #[test]
     fn secrets_never_in_debug() {
         let env = Env { consul_token: Some(Secret::new("s3cret")), ..Env::none() };
         let c = Config::merge(&CommonArgs::default(), &FileConfig::default(), &env).unwrap();

@@ -373,6 +373,8 @@ pub fn explain(endpoint: Endpoint, err: &reqwest::Error) -> Option<String> {
     {
         let detail = if text.contains("CertificateRequired") || text.contains("certificate required") {
             "the server requires a client certificate"
+        } else if text.contains("HandshakeFailure") {
+            "the server refused the handshake (it may require a client certificate)"
         } else {
             "the server refused the client certificate"
         };

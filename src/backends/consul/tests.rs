@@ -311,3 +311,30 @@ fn bad_config_is_refused() {
     let token = ConsulConfig { token: Some(Secret::new("a\nb")), ..cfg("http://x", "east") };
     assert!(matches!(ConsulBackend::new(token), Err(ConsulConfigError::Token)));
 }
+
+#[test]
+fn per_host_lanes_follow_the_agent_of_each_host() {
+    let cfg = |agents: Agents| ConsulConfig {
+        url: "http://consul.service:8500".parse().unwrap(),
+        token: None,
+        cluster: "east".into(),
+        timeout: Duration::from_secs(1),
+        agents,
+        tls: Default::default(),
+    };
+    let on = |host: &str| Registration { host: host.into(), ..reg("t1", 31000) };
+    let single = ConsulBackend::new(cfg(Agents::Single)).unwrap();
+    assert_eq!(single.lane(&on("10.0.0.1")), None);
+
+    let map = std::collections::BTreeMap::from([("node-b".to_owned(), "https://b.example:8501".parse().unwrap())]);
+    let per_host =
+        ConsulBackend::new(cfg(Agents::PerHost { scheme: "http".into(), port: 8500, map: map.clone() })).unwrap();
+    assert_eq!(per_host.lane(&on("10.0.0.1")).as_deref(), Some("http://10.0.0.1:8500/"));
+    assert_eq!(per_host.lane(&on("node-b")).as_deref(), Some("https://b.example:8501/"));
+    assert_eq!(per_host.lane(&on("fe80::1")).as_deref(), Some("http://[fe80::1]:8500/"));
+    // No host (static services): the --consul agent.
+    assert_eq!(per_host.lane(&on("")).as_deref(), Some("http://consul.service:8500/"));
+
+    let bad = ConsulBackend::new(cfg(Agents::PerHost { scheme: "ftp".into(), port: 8500, map }));
+    assert!(matches!(bad, Err(ConsulConfigError::AgentScheme(_))));
+}
