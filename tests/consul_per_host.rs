@@ -246,6 +246,29 @@ async fn resync_deregisters_leftovers_at_their_nodes_agent() {
     assert_eq!(deregisters(w.agent(HOSTS[3].0)), 0);
 }
 
+/// Registrations made in single mode (all on the `--consul` agent) move to
+/// their hosts' agents when the daemon restarts in per-host mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_from_single_mode_moves_services_to_their_hosts() {
+    let w = world().await;
+    let data = w.dir.path().join("data");
+    let single = s(&["--marathon", w.marathon.url().as_str(), "--consul", &w.consul_url()]);
+    let mut d = Daemon::start(&data, &single);
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    let events = w.marathon.model().deploy(app("/shop/web", "web"), 3);
+    w.marathon.emit(&events);
+    eventually("all three on the --consul agent", WAIT, || w.agent(HOSTS[3].0).service_count() == 3).await;
+    d.kill9();
+    drop(d);
+
+    let _d = w.daemon();
+    let all: Vec<&str> = HOSTS.iter().map(|(h, _)| *h).collect();
+    eventually("each moved to its host's agent", WAIT, || {
+        w.placed("/shop/web", &all) && w.agent(HOSTS[3].0).service_count() == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_host_without_consul_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -52,6 +52,13 @@ pub struct ConsulBackend {
     /// `Registration` has no place for the digest. Std mutex: short
     /// sections, never held across an `.await`.
     observed_hashes: Mutex<HashMap<String, Option<String>>>,
+    /// Per-host mode: the agents (by URL) each owned service ID was listed
+    /// on by the last `list_owned`, each with the host it stands for. `same`
+    /// reads it (a task whose service sits on another host's agent is not in
+    /// place: after a switch from single mode, say) and a register removes
+    /// the service from the other agents. Std mutex: short sections, never
+    /// held across an `.await`.
+    observed_agents: Mutex<HashMap<String, Vec<(String, String)>>>,
     /// Service IDs the last listing found held by someone else, with who
     /// holds them: a register over one is refused, never a takeover. `None`
     /// until the first listing (the first register lists first). Std mutex:
@@ -73,8 +80,20 @@ impl ConsulBackend {
             agents: cfg.agents,
             cluster: cfg.cluster,
             observed_hashes: Mutex::new(HashMap::new()),
+            observed_agents: Mutex::new(HashMap::new()),
             foreign: Mutex::new(None),
         })
+    }
+
+    fn observed_agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(String, String)>>> {
+        self.observed_agents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URL of the agent holding registrations of `host` (`--consul` for
+    /// none), as a comparable string.
+    fn agent_key(&self, host: &str) -> String {
+        let url = self.agent_url(host).ok().flatten().unwrap_or_else(|| self.client.base().clone());
+        config::redacted(&url)
     }
 
     fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
@@ -176,6 +195,16 @@ impl Backend for ConsulBackend {
     }
 
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        if matches!(self.agents, Agents::PerHost { .. }) {
+            let want = self.agent_key(&desired.host);
+            let placed = match self.observed_agents().get(&observed.id) {
+                Some(agents) => agents.len() == 1 && agents[0].0 == want,
+                None => self.agent_key(&observed.host) == want,
+            };
+            if !placed {
+                return false;
+            }
+        }
         let hashes = self.hashes();
         let observed_hash = hashes.get(&observed.id).map(Option::as_deref);
         map::same(desired, observed, observed_hash)
@@ -195,15 +224,24 @@ impl Backend for ConsulBackend {
         let by_id: BTreeMap<&str, &Registration> = ledger.iter().map(|r| (r.id.as_str(), r)).collect();
         let mut owned = Vec::new();
         let mut hashes = HashMap::new();
+        let mut agents: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (key, svc, host) in &listed {
             let id = svc.id.as_deref().unwrap_or(key);
             if let Some(mut o) = map::owned(key, svc, &self.cluster, by_id.get(id).copied()) {
                 o.registration.host = host.clone();
+                let on = agents.entry(o.registration.id.clone()).or_default();
+                on.push((self.agent_key(host), host.clone()));
+                if on.len() > 1 {
+                    // Listed on several nodes (a move half done): one
+                    // observed entry; `same` says it is not in place.
+                    continue;
+                }
                 hashes.insert(o.registration.id.clone(), o.hash);
                 owned.push(o.registration);
             }
         }
         *self.hashes() = hashes;
+        *self.observed_agents() = agents;
         let services: BTreeMap<String, map::AgentService> = listed.into_iter().map(|(k, s, _)| (k, s)).collect();
         *self.foreign() = Some(map::foreign_ids(&services, &self.cluster));
         Ok(owned)
@@ -228,7 +266,25 @@ impl Backend for ConsulBackend {
                     });
                 }
                 let body = map::register_body(reg, &self.cluster);
-                self.agent_for(reg, &format!("register {}", reg.id))?.register(&body).await?;
+                let what = format!("register {}", reg.id);
+                self.agent_for(reg, &what)?.register(&body).await?;
+                // Per-host: the same service ID listed on other agents (the
+                // task was registered elsewhere before) goes from there.
+                let want = self.agent_key(&reg.host);
+                let elsewhere: Vec<String> = match self.observed_agents().get(&reg.id) {
+                    Some(on) if matches!(self.agents, Agents::PerHost { .. }) => {
+                        on.iter().filter(|(agent, _)| *agent != want).map(|(_, host)| host.clone()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for host in elsewhere {
+                    let old = Registration { host: host.clone(), ..reg.clone() };
+                    self.agent_for(&old, &what)?.deregister(&reg.id).await?;
+                    tracing::debug!(service_id = %reg.id, from = %host, "moved to the agent of its host");
+                }
+                if matches!(self.agents, Agents::PerHost { .. }) {
+                    self.observed_agents().insert(reg.id.clone(), vec![(want, reg.host.clone())]);
+                }
                 // What Consul now holds, until the next listing says otherwise.
                 self.hashes().insert(reg.id.clone(), body.meta.get(map::META_HASH).cloned());
                 tracing::debug!(service_id = %reg.id, service = %reg.service, "registered");
@@ -236,6 +292,7 @@ impl Backend for ConsulBackend {
             Op::Deregister { registration, .. } => {
                 let agent = self.agent_for(registration, &format!("deregister {}", registration.id))?;
                 agent.deregister(&registration.id).await?;
+                self.observed_agents().remove(&registration.id);
                 self.hashes().remove(&registration.id);
                 tracing::debug!(service_id = %registration.id, "deregistered");
             }
