@@ -367,3 +367,62 @@ async fn a_rotated_client_certificate_is_picked_up_without_restart() {
     eventually("registered with the rotated certificate", WAIT, || w.registered("/shop/api") == 1).await;
     assert!(d.log().contains("tls files changed"), "no rotation logged");
 }
+
+/// The system trust store is consulted (here pointed at the test CA through
+/// `SSL_CERT_FILE`, which the system-store loader honours, so nothing outside
+/// the test's directory is read): no CA setting needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_in_the_system_trust_store_is_trusted() {
+    let w = world().await;
+    let ca = Ca::new("company ca");
+    let c = TlsProxy::start(target(&w.consul.url()), server_config(&ca.leaf(&["127.0.0.1"]), None)).await;
+    w.deploy("/shop/web", "web", 1);
+    let store = w.file("system-store.pem", &ca.pem);
+    let data = w.path("system-store-data");
+    let out = tokio::task::spawn_blocking({
+        let (marathon, consul) = (w.marathon.url().to_string(), c.url());
+        move || {
+            std::process::Command::new(common::BIN)
+                .args(["reconcile", "--once", "--data-dir", &data, "--marathon", &marathon, "--consul", &consul])
+                .env("SSL_CERT_FILE", &store)
+                .env_remove("SSL_CERT_DIR")
+                .env_remove("SWITCHBOARD_CONSUL_URL")
+                .output()
+                .expect("run switchboard")
+        }
+    })
+    .await
+    .expect("join");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(w.registered("/shop/web"), 1);
+}
+
+/// Kong's Admin API over TLS with its own CA setting, and Marathon's wrong
+/// CA named in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kong_over_tls_and_marathon_errors_name_their_settings() {
+    use switchboard::sim::kong::{KongSim, KongSimOptions};
+    let w = world().await;
+    let kong = KongSim::start(KongSimOptions::default()).await.expect("kong sim");
+    let ca = Ca::new("kong ca");
+    let server = ca.leaf(&["127.0.0.1"]);
+    let k = TlsProxy::start(target(kong.url().as_str()), server_config(&server, None)).await;
+    let events = w.marathon.model().deploy(
+        json!({"id": "/shop/web", "labels": {"kong.hosts": "shop.example.com"}, "portDefinitions": [{"port": 0}]}),
+        1,
+    );
+    w.marathon.emit(&events);
+    let ca_file = w.file("kong-ca.pem", &ca.pem);
+    let (code, out) = w
+        .reconcile(&s(&["--marathon", w.marathon.url().as_str(), "--kong", &k.url(), "--kong-ca-file", &ca_file]))
+        .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(kong.services().as_array().map(Vec::len), Some(1), "{}", kong.services());
+
+    // Marathon behind TLS with a CA nobody configured.
+    let m = TlsProxy::start(target(w.marathon.url().as_str()), server_config(&server, None)).await;
+    let (code, out) = w.reconcile(&s(&["--marathon", &m.url(), "--kong", &k.url(), "--kong-ca-file", &ca_file])).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("certificate not trusted") && out.contains("--marathon-ca-file"), "{out}");
+}
