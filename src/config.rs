@@ -9,6 +9,7 @@
 //!   environment (`*_FILE`), never from argv or the TOML file, and `Config`'s
 //!   `Debug` never shows them (`Secret`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,6 +102,10 @@ pub struct CommonArgs {
     /// Scheme of the per-host Consul agents: http (default) or https.
     #[arg(long, value_name = "SCHEME", env = "SWITCHBOARD_CONSUL_AGENT_SCHEME")]
     pub consul_agent_scheme: Option<String>,
+    /// Ops in flight at once per backend, as `N` for all or
+    /// `consul=N,kong=N,vulcand=N` (default consul=8,kong=16,vulcand=8).
+    #[arg(long, value_name = "LIMITS", env = "SWITCHBOARD_BACKEND_CONCURRENCY")]
+    pub backend_concurrency: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -226,6 +231,7 @@ pub struct FileConfig {
     pub kong_token_header: Option<String>,
     pub vulcand_server_ttl: Option<String>,
     pub request_timeout: Option<String>,
+    pub backend_concurrency: Option<String>,
     pub consul_agent_mode: Option<String>,
     pub consul_agent_port: Option<String>,
     pub consul_agent_scheme: Option<String>,
@@ -333,6 +339,8 @@ pub struct Config {
     pub stream_line_limit: usize,
     pub tombstone_retention: Duration,
     pub request_timeout: Duration,
+    /// Ops in flight at once, by backend name.
+    pub backend_concurrency: BTreeMap<&'static str, usize>,
     pub statics: Vec<StaticService>,
     /// Where Consul registrations go (`--consul-agent-mode`).
     pub consul_agents: ConsulAgents,
@@ -402,6 +410,36 @@ impl TlsConfig {
             vulcand: one(Endpoint::Vulcand),
         }
     }
+}
+
+/// Ops in flight at once per backend unless `--backend-concurrency` says
+/// otherwise (BENCHMARKS.md: how they were chosen).
+pub const DEFAULT_CONCURRENCY: [(&str, usize); 3] = [("consul", 8), ("kong", 16), ("vulcand", 8)];
+
+/// `N` (every backend) or `consul=N,kong=N,vulcand=N` (the rest keep their
+/// default); each N from 1 to 256.
+fn parse_concurrency(setting: &str, raw: &str) -> Result<BTreeMap<&'static str, usize>, ConfigError> {
+    let mut out: BTreeMap<&'static str, usize> = DEFAULT_CONCURRENCY.into_iter().collect();
+    let number = |v: &str| -> Result<usize, ConfigError> {
+        match v.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(n),
+            _ => Err(bad(setting, format!("{v:?} is not a number from 1 to 256"))),
+        }
+    };
+    let raw = raw.trim();
+    if !raw.contains('=') {
+        let n = number(raw)?;
+        out.values_mut().for_each(|v| *v = n);
+        return Ok(out);
+    }
+    for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, n) = pair.split_once('=').ok_or_else(|| bad(setting, format!("{pair:?} is not backend=N")))?;
+        let Some((key, _)) = DEFAULT_CONCURRENCY.iter().find(|(k, _)| *k == name.trim()) else {
+            return Err(bad(setting, format!("{:?} is not a backend (consul, kong or vulcand)", name.trim())));
+        };
+        out.insert(key, number(n)?);
+    }
+    Ok(out)
 }
 
 const MARATHON: &str = "--marathon (SWITCHBOARD_MARATHON_URL)";
@@ -502,6 +540,11 @@ impl Config {
         if request_timeout.is_zero() {
             return Err(bad(&timeout_name, "must be more than 0"));
         }
+        let backend_concurrency =
+            match pick!(backend_concurrency, "--backend-concurrency", "SWITCHBOARD_BACKEND_CONCURRENCY") {
+                None => DEFAULT_CONCURRENCY.into_iter().collect(),
+                Some((raw, setting)) => parse_concurrency(&setting, &raw)?,
+            };
         let ttl_setting = pick!(vulcand_server_ttl, "--vulcand-server-ttl", "SWITCHBOARD_VULCAND_SERVER_TTL");
         let ttl_name = ttl_setting.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
         let vulcand_server_ttl =
@@ -615,6 +658,7 @@ impl Config {
             stream_line_limit,
             tombstone_retention,
             request_timeout,
+            backend_concurrency,
             statics,
             consul_agents,
             tls,
