@@ -35,8 +35,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [Endpoint::Marathon, Endpoint::Consul, Endpoint::Kong, Endpoint::Vulcand];
-
     /// `marathon`, `consul`, ...: the flag prefix and TOML table name.
     pub fn name(self) -> &'static str {
         match self {
@@ -166,10 +164,6 @@ impl EndpointTls {
         self.validate()?;
         let m = self.read()?;
         self.apply(&m, reqwest::Client::builder()).map(|_| ())
-    }
-
-    fn fingerprint(&self) -> Option<u64> {
-        self.read().ok().map(|m| m.fingerprint)
     }
 
     /// Applies the files to a client builder: extra roots and identity.
@@ -326,11 +320,6 @@ impl HttpClient {
     pub fn explain(&self, err: &reqwest::Error) -> Option<String> {
         explain(self.inner.tls.endpoint, err)
     }
-
-    /// The fingerprint of the files as they are now (tests).
-    pub fn files_fingerprint(&self) -> Option<u64> {
-        self.inner.tls.fingerprint()
-    }
 }
 
 fn make(tls: &EndpointTls, m: &Material, base: &Base) -> Result<reqwest::Client, TlsError> {
@@ -353,7 +342,10 @@ fn origin(err: &reqwest::Error) -> String {
     }
 }
 
-/// Explains a TLS failure (see `HttpClient::explain`).
+/// Explains a TLS failure (see `HttpClient::explain`). Reads rustls' error
+/// and alert names in the error chain (`invalid peer certificate:
+/// UnknownIssuer`, `received fatal alert: CertificateRequired`), as reqwest
+/// exposes no typed TLS error; `tests/tls.rs` pins the wording this relies on.
 pub fn explain(endpoint: Endpoint, err: &reqwest::Error) -> Option<String> {
     let text = chain(err);
     let e = Some(endpoint);
