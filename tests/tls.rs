@@ -426,3 +426,31 @@ async fn kong_over_tls_and_marathon_errors_name_their_settings() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("certificate not trusted") && out.contains("--marathon-ca-file"), "{out}");
 }
+
+/// The server moves to a certificate from a new CA; rewriting the CA file
+/// is enough, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_ca_file_is_picked_up_without_restart() {
+    let w = world().await;
+    let (old_ca, new_ca) = (Ca::new("ca 2025"), Ca::new("ca 2026"));
+    let c = TlsProxy::start(target(&w.consul.url()), server_config(&old_ca.leaf(&["127.0.0.1"]), None)).await;
+    let ca_file = w.file("ca.pem", &old_ca.pem);
+    let d = Daemon::start(
+        &w.dir.path().join("data"),
+        &s(&["--marathon", w.marathon.url().as_str(), "--consul", &c.url(), "--consul-ca-file", &ca_file]),
+    );
+    eventually("stream subscribed", WAIT, || w.marathon.subscribers() > 0).await;
+    w.deploy("/shop/web", "web", 1);
+    eventually("registered under the old CA", WAIT, || w.registered("/shop/web") == 1).await;
+
+    c.set_config(server_config(&new_ca.leaf(&["127.0.0.1"]), None));
+    w.deploy("/shop/api", "api", 1);
+    eventually("the new server certificate is not trusted yet", WAIT, || {
+        d.log().contains("certificate not trusted (set --consul-ca-file or --tls-ca-file)")
+    })
+    .await;
+    assert_eq!(w.registered("/shop/api"), 0);
+
+    std::fs::write(&ca_file, &new_ca.pem).expect("rotate ca");
+    eventually("registered once the CA file holds the new CA", WAIT, || w.registered("/shop/api") == 1).await;
+}
