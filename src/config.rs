@@ -233,6 +233,8 @@ pub struct FileConfig {
     pub request_timeout: Option<String>,
     pub backend_concurrency: Option<String>,
     pub consul_agent_mode: Option<String>,
+    /// `8501` or `"8501"`.
+    #[serde(default, deserialize_with = "number_or_string")]
     pub consul_agent_port: Option<String>,
     pub consul_agent_scheme: Option<String>,
     /// Per-host mode: Consul agent URL per Marathon host (overrides the
@@ -243,6 +245,20 @@ pub struct FileConfig {
     pub tls: TlsFileConfig,
     #[serde(default, rename = "static")]
     pub statics: Vec<StaticEntry>,
+}
+
+/// A TOML integer or string, as the string the flag would carry.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(t) => t,
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -792,12 +808,13 @@ mod tests {
         let c = merge(CommonArgs::default(), "").unwrap();
         assert_eq!(c.consul_agents, ConsulAgents::Single);
         let args = CommonArgs { consul_agent_mode: Some("per-host".into()), ..Default::default() };
-        let c =
-            merge(args, "consul_agent_port = \"8501\"\n[consul_agents]\n\"10.0.0.1\" = \"https://a:8501\"\n").unwrap();
+        let c = merge(args, "consul_agent_port = 8501\n[consul_agents]\n\"10.0.0.1\" = \"https://a:8501\"\n").unwrap();
         let ConsulAgents::PerHost { scheme, port, map } = c.consul_agents else { panic!("not per-host") };
         assert_eq!((scheme.as_str(), port), ("http", 8501));
         assert_eq!(map["10.0.0.1"].as_str(), "https://a:8501/");
 
+        let f: FileConfig = toml::from_str("consul_agent_port = \"8502\"").unwrap();
+        assert_eq!(f.consul_agent_port.as_deref(), Some("8502"));
         let e = merge(CommonArgs { consul_agent_mode: Some("each".into()), ..Default::default() }, "").unwrap_err();
         assert!(e.to_string().contains("--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)"), "{e}");
         let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\nconsul_agent_scheme = \"ftp\"")
