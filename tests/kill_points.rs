@@ -278,7 +278,6 @@ async fn kill_9_at_seeded_random_points_over_consul_and_kong_loses_nothing_and_h
 /// The same storm with Vulcand too, whose ledger is its only record of
 /// ownership.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a task killed while a resync's listing straddles its registration leaves its Vulcand server behind for good (vulcand_e2e::a_task_killed_while_a_listing_straddles_its_registration_leaves_no_server)"]
 async fn kill_9_at_seeded_random_points_over_consul_kong_and_vulcand_loses_nothing_and_harms_nothing() {
     for seed in seeds(&[12, 7, 8]) {
         eprintln!("kill_points seed {seed} (replay: SWITCHBOARD_KILL_SEED={seed})");

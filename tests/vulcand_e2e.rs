@@ -431,7 +431,6 @@ async fn an_app_scaled_to_zero_loses_its_backend_and_frontend_and_comes_back() {
 /// show the instance; the merge must not then forget it or settle its
 /// deregistration, or its server stays in Vulcand with nothing to remove it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a task killed while a resync's listing straddles its registration leaves its Vulcand server behind for good (see the issue-12 tests report)"]
 async fn a_task_killed_while_a_listing_straddles_its_registration_leaves_no_server() {
     let w = World::builder()
         .vulcand(VulcandSimOptions::default())
