@@ -14,6 +14,7 @@
 //! - [`applier`]: one per backend, the only writer of its queue and ledger.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
+//! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
@@ -37,3 +38,4 @@ pub mod secret;
 pub mod sim;
 pub mod state;
 pub mod store;
+pub mod tls;
