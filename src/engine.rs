@@ -222,6 +222,8 @@ struct Claims {
     owned: Mutex<BTreeSet<String>>,
     /// Services with a recorded intent.
     intents: Mutex<BTreeSet<String>>,
+    /// Services whose claim failed this drain: (transient, message).
+    failed: Mutex<HashMap<String, (bool, String)>>,
 }
 
 /// A std Mutex held for a set update, never across `.await`.
@@ -686,10 +688,11 @@ impl Engine {
         for app in phases.iter().flat_map(BTreeMap::keys) {
             owned.extend(self.store.ledger_of(name, app)?.into_iter().map(|r| r.service));
         }
-        let claims = Claims { owned: Mutex::new(owned), intents: Mutex::new(intents) };
+        let claims = Claims { owned: Mutex::new(owned), intents: Mutex::new(intents), failed: Mutex::default() };
+        let limit = self.concurrency(name);
+        self.claim_first_writes(b, phases[1].values().flatten(), &claims, limit).await?;
         // Lanes that failed during this drain: their remaining ops wait.
         let failed: Mutex<BTreeSet<Option<String>>> = Mutex::default();
-        let limit = self.concurrency(name);
         let mut refused = false;
         let mut kept_services = false;
         let mut backoff_until: Option<u64> = None;
@@ -813,6 +816,15 @@ impl Engine {
         if lock(&claims.owned).contains(&reg.service) {
             return Ok(Ok(()));
         }
+        if let Some((transient, message)) = lock(&claims.failed).get(&reg.service).cloned() {
+            let what = format!("register {} (service {} of app {})", reg.id, reg.service, reg.app_id);
+            let backend = b.name();
+            return Ok(Err(if transient {
+                BackendError::Transient { backend, what, message }
+            } else {
+                BackendError::Permanent { backend, what, message }
+            }));
+        }
         if self.store.ledger_of(b.name(), &reg.app_id)?.iter().any(|r| r.service == reg.service)
             || self.store.ledger_holds_service(b.name(), &reg.service)?
         {
@@ -835,6 +847,75 @@ impl Engine {
             })),
             Err(e) => Ok(Err(e)),
         }
+    }
+
+    /// Asks the backend, before any write of this drain, about every service
+    /// that `ops` would write first (neither the ledger nor an intent makes it
+    /// ours): concurrently, and the intents of the free ones recorded with one
+    /// flush, so a thousand new services cost one flush, not a thousand. What
+    /// is held by someone else (or could not be asked) is kept for `claim`.
+    async fn claim_first_writes<'a>(
+        &self,
+        b: &Arc<dyn Backend>,
+        ops: impl Iterator<Item = &'a QueuedOp>,
+        claims: &Claims,
+        limit: usize,
+    ) -> Result<(), EngineError> {
+        use futures::StreamExt;
+
+        let name = b.name();
+        let mut first: BTreeMap<String, Registration> = BTreeMap::new();
+        for q in ops {
+            if let Op::Register(reg) = &q.op
+                && !first.contains_key(&reg.service)
+                && !lock(&claims.owned).contains(&reg.service)
+            {
+                if self.store.ledger_holds_service(name, &reg.service)? {
+                    lock(&claims.owned).insert(reg.service.clone());
+                } else {
+                    first.insert(reg.service.clone(), reg.clone());
+                }
+            }
+        }
+        if first.is_empty() {
+            return Ok(());
+        }
+        let answers: Vec<(Registration, Result<Claim, BackendError>)> = futures::stream::iter(first.into_values())
+            .map(|reg| async move {
+                let answer = b.claim(&reg).await;
+                (reg, answer)
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        let mut intended = false;
+        for (reg, answer) in answers {
+            match answer {
+                Ok(Claim::Tagged) => {
+                    lock(&claims.owned).insert(reg.service);
+                }
+                Ok(Claim::Free) => {
+                    self.store.intend(name, &reg.service)?;
+                    intended = true;
+                    lock(&claims.intents).insert(reg.service.clone());
+                    lock(&claims.owned).insert(reg.service);
+                }
+                Ok(Claim::Held(holder)) => {
+                    lock(&claims.failed).insert(reg.service, (false, holder));
+                }
+                Err(BackendError::Transient { message, .. }) => {
+                    lock(&claims.failed).insert(reg.service, (true, message));
+                }
+                Err(BackendError::Permanent { message, .. }) => {
+                    lock(&claims.failed).insert(reg.service, (false, message));
+                }
+            }
+        }
+        if intended {
+            // Intents are durable before the first write they announce.
+            self.store.flush().await?;
+        }
+        Ok(())
     }
 
     /// Drops an op a backend refused for good and keeps the refusal against

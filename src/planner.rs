@@ -202,6 +202,12 @@ impl KeyIndex {
         let mut out = apps.clone();
         let mut todo: Vec<String> = apps.iter().cloned().collect();
         let mut seen_keys: BTreeSet<String> = BTreeSet::new();
+        let mut fresh_by_key: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (app, keys) in fresh {
+            for k in keys {
+                fresh_by_key.entry(k.as_str()).or_default().push(app.as_str());
+            }
+        }
         while let Some(app) = todo.pop() {
             let keys = self.keys_by_app.get(&app).into_iter().flatten().chain(fresh.get(&app).into_iter().flatten());
             for k in keys {
@@ -214,9 +220,9 @@ impl KeyIndex {
                     }
                 }
                 // Apps being replanned that newly take this key.
-                for (other, keys) in fresh {
-                    if keys.contains(k) && out.insert(other.clone()) {
-                        todo.push(other.clone());
+                for other in fresh_by_key.get(k.as_str()).into_iter().flatten() {
+                    if out.insert((*other).to_owned()) {
+                        todo.push((*other).to_owned());
                     }
                 }
             }
