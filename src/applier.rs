@@ -86,12 +86,13 @@ pub fn spawn(
     engine: Engine,
     b: Arc<dyn Backend>,
     desired: watch::Receiver<Arc<DesiredState>>,
+    fence: crate::ha::Fence, // HA fence
     shutdown: CancellationToken,
 ) -> (Applier, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(1);
     let log = AppliedLog::default();
     let handle = Applier { engine: engine.clone(), backend: b.clone(), log: log.clone(), listings: tx };
-    (handle, run(engine, b, log, desired, rx, shutdown))
+    (handle, run(engine, b, log, desired, rx, fence, shutdown)) // HA fence
 }
 
 async fn run(
@@ -100,13 +101,18 @@ async fn run(
     log: AppliedLog,
     mut desired: watch::Receiver<Arc<DesiredState>>,
     mut listings: mpsc::Receiver<Listing>,
+    fence: crate::ha::Fence, // HA fence
     shutdown: CancellationToken,
 ) {
     let name = b.name();
     // The epoch of the newest desired state planned with so far.
     let mut planned = 0u64;
     loop {
-        let wait = match engine.drain(&b, &log).await {
+        let due = engine.store.queued(name).map_or(true, |q| !q.is_empty()); // HA fence
+        let fenced = !fence.allows_write() || (due && !fence.confirm().await); // HA fence: leader, lock index ours
+        let drained = if fenced { Ok(Drain::Idle { next_due_ms: None }) } else { engine.drain(&b, &log).await }; // HA fence
+        let wait = match drained {
+            // HA fence
             Ok(Drain::Idle { next_due_ms: None }) => None,
             Ok(Drain::Idle { next_due_ms: Some(at) }) | Ok(Drain::Backoff { until_ms: at }) => {
                 Some(Duration::from_millis(at.saturating_sub(now_ms()).max(10)))
@@ -118,6 +124,7 @@ async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = fence.changed(), if fenced => {} // HA fence: leader again, or renewed
             listing = listings.recv() => {
                 let Some(listing) = listing else { return };
                 let stale = log.finish(listing.mark);

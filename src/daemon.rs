@@ -123,7 +123,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = Store::open(&cfg.data_dir).context("invalid setting --data-dir")?;
     let metrics = Metrics::new();
-    let engine = build_engine(&cfg, store.clone(), metrics.clone())?;
+    let mut engine = build_engine(&cfg, store.clone(), metrics.clone())?;
+    // HA: every backend write passes the fence; without --ha it always allows.
+    let (ha, elector) = crate::ha::start(&cfg, shutdown.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.backends = crate::ha::fence_all(engine.backends, &ha.fence);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -151,10 +154,15 @@ pub async fn run(
     tasks.spawn(stream::run(stream_cfg, tx, shutdown.clone()));
 
     let resync_wake = Arc::new(Notify::new());
+    if let Some(elector) = elector {
+        tasks.spawn(elector);
+        tasks.spawn(resync_on_takeover(ha.clone(), resync_wake.clone(), shutdown.clone()));
+    }
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredState::default()));
     let mut appliers = Vec::new();
     for b in &engine.backends {
-        let (handle, task) = applier::spawn(engine.clone(), b.clone(), desired_rx.clone(), shutdown.clone());
+        let (handle, task) =
+            applier::spawn(engine.clone(), b.clone(), desired_rx.clone(), ha.fence.clone(), shutdown.clone());
         tasks.spawn(task);
         appliers.push(handle);
         if let Some(every) = b.heartbeat_interval() {
@@ -170,6 +178,7 @@ pub async fn run(
         resync_wake,
         plan_wake.clone(),
         appliers,
+        ha.fence.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(fetcher(engine.clone(), cfg.grace_period, plan_wake.clone(), shutdown.clone()));
@@ -324,6 +333,7 @@ async fn resyncer(
     wake: Arc<Notify>,
     plan_wake: Arc<Notify>,
     appliers: Vec<Applier>,
+    fence: crate::ha::Fence,
     shutdown: CancellationToken,
 ) {
     // Subscribe first, then snapshot: the first resync waits for the stream's
@@ -337,7 +347,7 @@ async fn resyncer(
     loop {
         let ok = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ok = resync_once(&engine, &plan_wake, &appliers) => ok,
+            ok = resync_once(&engine, &plan_wake, &appliers, &fence) => ok,
         };
         failures = if ok { 0 } else { failures + 1 };
         // A failed resync is retried with backoff; otherwise wait for the
@@ -351,13 +361,18 @@ async fn resyncer(
     }
 }
 
-/// One resync; true when Marathon and every backend could be read.
-async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) -> bool {
+/// One resync; true when Marathon and every backend could be read. A standby
+/// only takes Marathon's snapshot (its store stays warm); the backends are the
+/// leader's to list and repair.
+async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier], fence: &crate::ha::Fence) -> bool {
     if let Err(e) = engine.refresh_from_marathon().await {
         warn!(error = %e, "resync failed");
         return false;
     }
     plan_wake.notify_one();
+    if !fence.allows_write() {
+        return true;
+    }
     let mut report = crate::engine::ResyncReport::default();
     let observations = appliers.iter().map(|a| async move { (a.name(), a.observe().await) });
     for (name, result) in futures::future::join_all(observations).await {
@@ -378,6 +393,22 @@ async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) 
         warn!(error = %e, "cannot flush the store");
     }
     report.failed.is_empty()
+}
+
+/// A replica that becomes the leader resyncs first: its ledger does not know
+/// what the previous leader wrote, the backends' listings do.
+async fn resync_on_takeover(ha: crate::ha::Ha, resync_wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut role = ha.watch_role();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = role.changed() => if changed.is_err() { return },
+        }
+        if matches!(*role.borrow_and_update(), crate::ha::Role::Leader { .. }) {
+            info!("leader now; resyncing before writing");
+            resync_wake.notify_one();
+        }
+    }
 }
 
 async fn fetcher(engine: Engine, grace: Duration, plan_wake: Arc<Notify>, shutdown: CancellationToken) {

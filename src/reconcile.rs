@@ -127,7 +127,25 @@ pub async fn ask_daemon_to_retry(cfg: &Config) -> anyhow::Result<Option<usize>> 
     Ok(Some(answer.lifted))
 }
 
+/// One resync and drain. With `--ha` (and not `--dry-run`) the HA lock is
+/// taken first (`ha::LockHeld` while another replica holds it), every write
+/// passes its fence, and the lock is released at the end, whatever the outcome.
 pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::Result<OnceReport> {
+    let held = if cfg.ha.is_some() && !dry_run { Some(crate::ha::take_once(cfg).await?) } else { None };
+    let fence = held.as_ref().map(|h| h.fence.clone());
+    let result = once_fenced(cfg, dry_run, retry_refused, fence).await;
+    if let Some(h) = held {
+        h.release().await;
+    }
+    result
+}
+
+async fn once_fenced(
+    cfg: &Config,
+    dry_run: bool,
+    retry_refused: bool,
+    fence: Option<crate::ha::Fence>,
+) -> anyhow::Result<OnceReport> {
     let metrics = Metrics::new();
     let backend_names: Vec<&'static str> = crate::daemon::build_backends(cfg)?.iter().map(|b| b.name()).collect();
     let _scratch;
@@ -152,7 +170,10 @@ pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::R
     } else {
         Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?
     };
-    let engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    let mut engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    if let Some(fence) = &fence {
+        engine.backends = crate::ha::fence_all(engine.backends, fence);
+    }
     if retry_refused && !dry_run {
         engine.retry_refused()?;
     }
