@@ -244,3 +244,32 @@ impl Backend for Fenced {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence() -> Fence {
+        let url = url::Url::parse("http://127.0.0.1:1").unwrap();
+        Fence::new(LockClient::new(url, None, "k".into(), "r".into(), Duration::from_secs(1)).unwrap())
+    }
+
+    #[tokio::test]
+    async fn writes_pass_only_during_the_lease_and_close_waits_for_writes_in_flight() {
+        let f = fence();
+        assert!(!f.allows_write() && f.begin_write().is_none(), "closed until a lease");
+        let lease = |until| Some(Lease { until, session: "s".into(), lock_index: 1 });
+        f.set_lease(lease(Instant::now() - Duration::from_millis(1)));
+        assert!(!f.allows_write() && f.begin_write().is_none(), "a lease past its end allows nothing");
+        f.set_lease(lease(Instant::now() + Duration::from_secs(60)));
+        assert!(f.allows_write());
+        let write = f.begin_write().unwrap();
+        assert!(!f.close(Duration::from_millis(50)).await, "a write is in flight");
+        assert!(!f.allows_write() && f.begin_write().is_none());
+        drop(write);
+        assert!(f.close(Duration::from_millis(50)).await);
+        f.set_lease(lease(Instant::now() + Duration::from_secs(60)));
+        assert!(!f.allows_write(), "closed for good");
+        assert!(Fence::always().allows_write() && Fence::always().confirm().await);
+    }
+}
