@@ -172,10 +172,10 @@ resource "aws_instance" "master" {
       tls_cert_pem  = tls_locally_signed_cert.consul_agent["master"].cert_pem
       tls_key_pem   = tls_private_key.consul_agent["master"].private_key_pem
     }))
-    master_ip                = local.master_ip
-    zookeeper_image          = var.zookeeper_image
-    mesos_master_image       = var.mesos_master_image
-    marathon_image           = var.marathon_image
+    master_ip          = local.master_ip
+    zookeeper_image    = var.zookeeper_image
+    mesos_master_image = var.mesos_master_image
+    marathon_image     = var.marathon_image
   })
   user_data_replace_on_change = true
 
