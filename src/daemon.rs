@@ -125,7 +125,9 @@ pub async fn run(
     let metrics = Metrics::new();
     let mut engine = build_engine(&cfg, store.clone(), metrics.clone())?;
     // HA: every backend write passes the fence; without --ha it always allows.
-    let (ha, elector) = crate::ha::start(&cfg, shutdown.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let names: Vec<&'static str> = engine.backends.iter().map(|b| b.name()).collect();
+    let sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &names);
+    let (ha, elector) = crate::ha::start(&cfg, sharing, shutdown.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     engine.backends = crate::ha::fence_all(engine.backends, &ha.fence);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -31,9 +31,11 @@ use tracing::{info, warn};
 
 pub mod client;
 pub mod fence;
+pub mod ledger;
 
 pub use client::{ClientError, LockClient};
 pub use fence::{Fence, Fenced, Lease, fence_all};
+pub use ledger::Sharing;
 
 use crate::config::{Config, HaSettings};
 use crate::model::Timestamp;
@@ -341,6 +343,7 @@ fn lock_client(cfg: &Config, ha: &HaSettings) -> Result<LockClient, ClientError>
 /// `--ha`); the task ends after `shutdown`, once the lock is released.
 pub fn start(
     cfg: &Config,
+    sharing: Sharing,
     shutdown: CancellationToken,
 ) -> Result<(Ha, Option<impl Future<Output = ()> + Send + 'static>), ClientError> {
     let Some(settings) = cfg.ha.clone() else { return Ok((Ha::single(), None)) };
@@ -350,7 +353,7 @@ pub fn start(
     let core = Core::new(timing, SystemTime::now());
     let (tx, rx) = watch::channel(core.role());
     info!(replica = %client.replica, key = %client.key(), ttl = ?timing.ttl, lock_delay = ?timing.lock_delay, "HA: standby, campaigning");
-    let task = run(client, core, fence.clone(), tx, true, cfg.request_timeout, shutdown);
+    let task = run(client, core, fence.clone(), tx, Some(sharing), cfg.request_timeout, shutdown);
     Ok((Ha { fence, role: rx }, Some(task)))
 }
 
@@ -387,8 +390,8 @@ pub async fn take_once(cfg: &Config) -> anyhow::Result<Held> {
     fence.set_lease(core.lease());
     let (tx, _rx) = watch::channel(core.role());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(client, core, fence.clone(), tx, false, cfg.request_timeout, stop.clone()));
-    Ok(Held { fence, stop, task })
+    let task = tokio::spawn(run(client.clone(), core, fence.clone(), tx, None, cfg.request_timeout, stop.clone()));
+    Ok(Held { fence, stop, task, client })
 }
 
 /// The lock, held by `reconcile --once --ha`.
@@ -396,9 +399,20 @@ pub struct Held {
     pub fence: Fence,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    client: LockClient,
 }
 
 impl Held {
+    /// Adopts the ledgers the last leader shared (see `ledger`), before any write.
+    pub async fn adopt(&self, sharing: &mut Sharing) -> Result<(), ledger::SharingError> {
+        sharing.adopt(&self.client).await
+    }
+
+    /// Shares this run's ledgers with the next leader.
+    pub async fn publish(&self, sharing: &mut Sharing) -> Result<(), ledger::SharingError> {
+        sharing.publish(&self.client).await
+    }
+
     /// Releases the lock and destroys the session.
     pub async fn release(self) {
         self.stop.cancel();
@@ -406,19 +420,49 @@ impl Held {
     }
 }
 
+/// How long after a write the ledgers are shared (a burst of writes shares once).
+const SHARE_DEBOUNCE: Duration = Duration::from_millis(200);
+
 /// The elector: performs `Core`'s steps until `shutdown`, then leaves.
-/// `campaign` false (reconcile) never acquires: it only keeps what it holds.
+/// Without `sharing` (reconcile, which adopts and publishes itself) it never
+/// acquires: it only keeps what it holds.
 async fn run(
     client: LockClient,
     mut core: Core,
     fence: Fence,
     role: watch::Sender<Role>,
-    campaign: bool,
+    mut sharing: Option<Sharing>,
     request_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let campaign = sharing.is_some();
+    // Whether this tenure adopted the shared ledgers: the fence opens only then.
+    let mut adopted = false;
+    let mut published_at: Option<Instant> = None;
     loop {
-        fence.set_lease(core.lease());
+        if !core.is_leader() {
+            adopted = false;
+        } else if !adopted {
+            adopted = match &mut sharing {
+                None => true,
+                Some(sh) => match tokio::time::timeout(request_timeout, sh.adopt(&client)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
+                        false
+                    }
+                    Err(_) => false,
+                },
+            };
+        }
+        fence.set_lease(core.lease().filter(|_| adopted));
+        let due = published_at.is_none_or(|t| t.elapsed() >= core.timing.renew_every());
+        if let Some(sh) = sharing.as_mut().filter(|_| adopted && due && fence.allows_write()) {
+            published_at = Some(Instant::now());
+            if let Err(e) = sh.publish(&client).await {
+                warn!(error = %e, "cannot share the ledgers");
+            }
+        }
         let now_role = core.role();
         role.send_if_modified(|r| {
             if *r == now_role {
@@ -435,9 +479,17 @@ async fn run(
         if !campaign && step == Step::Acquire {
             step = Step::Watch { index: 0, until: Instant::now() + core.timing.renew_every() };
         }
+        // While only watching, a write wakes the elector to share the ledgers
+        // soon (a renew is never cut short for it).
+        let share_soon = adopted && sharing.is_some() && matches!(step, Step::Watch { .. });
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = fence.written(), if share_soon => {
+                // Let the write's completion reach the ledger, and batch a burst.
+                tokio::time::sleep(SHARE_DEBOUNCE).await;
+                published_at = None;
+            }
             _ = perform(&client, &mut core, step) => {}
         }
     }
@@ -447,6 +499,14 @@ async fn run(
         return;
     }
     if let Some(sid) = core.session().map(str::to_owned) {
+        if core.is_leader() && adopted {
+            // The next leader starts from everything this one wrote.
+            if let Some(sh) = sharing.as_mut()
+                && let Err(e) = sh.publish(&client).await
+            {
+                warn!(error = %e, "cannot share the ledgers");
+            }
+        }
         if core.is_leader() {
             match client.release(&sid).await {
                 Ok(_) => info!(replica = %client.replica, "HA lock released"),

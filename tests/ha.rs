@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
 use switchboard::sim::consul_kv::{LockChange, REPLICA_HEADER};
 use switchboard::sim::marathon::{Generation, MarathonSim, ModelOptions};
+use switchboard::sim::vulcand::{VulcandSim, VulcandSimOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 const KEY: &str = "switchboard/default/leader";
@@ -138,6 +139,8 @@ struct Setup {
     /// A second agent holding only the lock, when the test cuts a replica off it.
     ha_consul: Option<ConsulSim>,
     writes: Writes,
+    /// A second backend, when the test gives one (Vulcand: no tags, the ledger is the ownership record).
+    vulcand: Option<VulcandSim>,
     dirs: Vec<tempfile::TempDir>,
 }
 
@@ -154,7 +157,7 @@ impl Setup {
         for c in std::iter::once(&consul).chain(ha_consul.as_ref()) {
             c.kv().set_session_ttl_min(Duration::from_millis(100));
         }
-        Setup { marathon, consul, ha_consul, writes: Writes::default(), dirs: Vec::new() }
+        Setup { marathon, consul, ha_consul, writes: Writes::default(), vulcand: None, dirs: Vec::new() }
     }
 
     fn lock_agent(&self) -> &ConsulSim {
@@ -169,6 +172,11 @@ impl Setup {
             s(&["--marathon", self.marathon.url().as_str(), "--consul", &proxy, "--ha", "--replica-name", name]);
         if let Some(ha) = &self.ha_consul {
             args.extend(s(&["--ha-consul", &ha.url()]));
+        }
+        if let Some(v) = &self.vulcand {
+            let upstream = v.url().as_str().trim_end_matches('/').to_owned();
+            let proxy = tagging_proxy(name, upstream, self.writes.clone()).await;
+            args.extend(s(&["--vulcand", &proxy]));
         }
         args.extend(s(extra));
         let d = Daemon::start(&dir.path().join("data"), &args);
@@ -240,6 +248,42 @@ async fn kill_9_of_the_leader_mid_deploy_the_standby_converges_and_never_two_wri
     let (old, new) = never_two_writers(&env.writes, "a", "b", took_over);
     assert!(old >= 1 && new >= 1, "a wrote {old}, b wrote {new}");
     assert!(b.log().contains("HA: leader"), "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_owns_what_the_old_one_wrote_on_a_backend_without_tags() {
+    let mut env = Setup::new(false).await;
+    env.vulcand = Some(VulcandSim::start(VulcandSimOptions::default()).unwrap());
+    let mut a = env.replica("a", &fast("2s", "1s", "1500ms")).await;
+    env.leader_is("a").await;
+    let b = env.replica("b", &fast("2s", "1s", "1500ms")).await;
+    eventually("both replicas subscribed", WAIT, || env.marathon.subscribers() == 2).await;
+    let app = json!({
+        "id": "/shop/web",
+        "labels": {"consul": "", "vulcand.host": "web.example.com"},
+        "portDefinitions": [{"port": 0, "name": "http", "protocol": "tcp", "labels": {}}],
+    });
+    env.marathon.emit(&env.marathon.model().deploy(app, 2));
+    converged(&env.marathon, &env.consul, "a registers").await;
+    let vulcand = env.vulcand.as_ref().unwrap();
+    eventually("a routes both in Vulcand", WAIT, || vulcand.all_servers().len() == 2).await;
+    // a shares its Vulcand ledger (shortly after each write) before it dies.
+    eventually("a shared its ledger", WAIT, || {
+        let shared = env.lock_agent().kv().value("switchboard/default/ledger/vulcand").unwrap_or_default();
+        String::from_utf8_lossy(&shared).matches("\"task_id\"").count() == 2
+    })
+    .await;
+    a.kill9();
+    env.leader_is("b").await;
+
+    // b takes Vulcand's entries written by a as its own: it scales them down and up.
+    env.marathon.emit(&env.marathon.model().scale("/shop/web", 1));
+    converged(&env.marathon, &env.consul, "b scales down in Consul").await;
+    eventually("b removed a's server from Vulcand", WAIT, || vulcand.all_servers().len() == 1).await;
+    env.marathon.emit(&env.marathon.model().scale("/shop/web", 3));
+    eventually("b adds servers to a's Vulcand backend", WAIT, || vulcand.all_servers().len() == 3).await;
+    assert!(!b.log().contains("refused"), "{}", b.log());
+    never_two_writers(&env.writes, "a", "b", env.acquired_at("b"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

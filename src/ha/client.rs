@@ -217,6 +217,36 @@ impl LockClient {
         }
     }
 
+    /// The value at another key of ours (`None`: no such key).
+    pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        const WHAT: &str = "read key";
+        let (status, _, body) =
+            self.send(WHAT, self.http.get(self.url(&format!("v1/kv/{key}"))?), self.timeout).await?;
+        match status {
+            404 => Ok(None),
+            200 => {
+                let list: Vec<WireEntry> = serde_json::from_str(&body)
+                    .map_err(|e| ClientError::Http { what: WHAT, message: format!("cannot decode: {e}") })?;
+                let value = list.into_iter().next().and_then(|e| e.value).unwrap_or_default();
+                base64::engine::general_purpose::STANDARD
+                    .decode(value)
+                    .map(Some)
+                    .map_err(|e| ClientError::Http { what: WHAT, message: format!("cannot decode: {e}") })
+            }
+            _ => Err(Self::unexpected(WHAT, status, body)),
+        }
+    }
+
+    /// Writes another key of ours (a plain write: no lock).
+    pub async fn put_value(&self, key: &str, value: Vec<u8>) -> Result<(), ClientError> {
+        const WHAT: &str = "write key";
+        let req = self.http.put(self.url(&format!("v1/kv/{key}"))?).body(value);
+        match self.send(WHAT, req, self.timeout).await? {
+            (200, _, body) if body.trim() == "true" => Ok(()),
+            (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
+        }
+    }
+
     /// `GET /v1/kv/<key>`, blocking past `index` for up to `wait` when given.
     /// Returns the `X-Consul-Index` and the key (`None`: no such key).
     pub async fn read(&self, index: u64, wait: Option<Duration>) -> Result<(u64, Option<KeyState>), ClientError> {

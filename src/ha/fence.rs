@@ -45,6 +45,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Notified when the last write in flight ends.
     idle: Notify,
+    /// Notified after every write, so the elector shares the ledgers soon.
+    wrote: Notify,
     client: LockClient,
 }
 
@@ -69,6 +71,7 @@ impl Drop for WriteGuard {
             if st.in_flight == 0 {
                 inner.idle.notify_waiters();
             }
+            inner.wrote.notify_one();
         }
     }
 }
@@ -90,6 +93,7 @@ impl Fence {
                 state: Mutex::new(State::default()),
                 changes: watch::Sender::new(0),
                 idle: Notify::new(),
+                wrote: Notify::new(),
                 client,
             })),
         }
@@ -146,6 +150,14 @@ impl Fence {
                 let mut rx = inner.changes.subscribe();
                 let _ = rx.changed().await;
             }
+        }
+    }
+
+    /// Resolves after a write (one wake-up for any number of writes before).
+    pub(super) async fn written(&self) {
+        match &self.inner {
+            None => std::future::pending().await,
+            Some(inner) => inner.wrote.notified().await,
         }
     }
 

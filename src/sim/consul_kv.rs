@@ -187,6 +187,11 @@ impl Kv {
         Some((sid, name))
     }
 
+    /// The value stored at `key`, if any.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock().keys.get(key).map(|e| e.value.clone())
+    }
+
     /// How many sessions are alive.
     pub fn session_count(&self) -> usize {
         let mut st = self.lock();
