@@ -112,8 +112,8 @@ async fn run(
     let mut planned = 0u64;
     let mut services = ServiceIndex::default();
     loop {
-        let due = engine.store.queued(name).map_or(true, |q| !q.is_empty()); // HA fence
-        let fenced = !fence.allows_write() || (due && !fence.confirm().await); // HA fence: leader, lock index ours
+        let due = || engine.store.queued(name).map_or(true, |q| !q.is_empty()); // HA fence: only with --ha
+        let fenced = fence.is_ha() && (!fence.allows_write() || (due() && !fence.confirm().await)); // HA fence
         let drained = if fenced { Ok(Drain::Idle { next_due_ms: None }) } else { engine.drain(&b, &log).await }; // HA fence
         let wait = match drained {
             // HA fence

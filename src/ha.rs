@@ -569,7 +569,9 @@ async fn perform(client: &LockClient, core: &mut Core, step: Step) {
             }
         }
         Step::Watch { index, until } => {
-            let wait = until.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+            // Consul answers a little before our own deadline, so the connection is reused.
+            let wait = until.saturating_duration_since(Instant::now()).saturating_sub(Duration::from_millis(50));
+            let wait = wait.max(Duration::from_millis(10));
             if index == 0 {
                 // First read: not blocking; then sleep until `until` unless it changed.
                 match client.read(0, None).await {
