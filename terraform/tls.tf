@@ -14,7 +14,7 @@ locals {
     { kong = local.kong_ip, master = local.master_ip, vulcand = local.vulcand_ip },
     { for i, ip in local.consul_server_ips : "consul-${i + 1}" => ip },
     { for i, ip in local.agent_ips : "agent-${i + 1}" => ip },
-    { for i, ip in local.switchboard_ips : "switchboard-${i + 1}" => ip },
+    { for i, ip in local.switchboard_ips : "switchboard-${i + 1}" => ip }
   )
 
   # What every host's common_sh needs besides its own certificate.
