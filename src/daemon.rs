@@ -148,7 +148,7 @@ pub async fn run(
     // replans every app.
     let plan_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), shutdown.clone()));
+    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), ha.clone(), shutdown.clone()));
     tasks.spawn(replan_all_on(plan_wake, dirty.clone(), shutdown.clone()));
 
     let (tx, rx) = mpsc::unbounded_channel();

@@ -204,6 +204,13 @@ fn fast(ttl: &str, lock_delay: &str, timeout: &str) -> Vec<&'static str> {
     vec!["--ha-session-ttl", leak(ttl), "--ha-lock-delay", leak(lock_delay), "--request-timeout", leak(timeout)]
 }
 
+/// The role a replica reports on `/state` (`leader`, `standby`), if it answers.
+async fn role_of(d: &Daemon) -> Option<String> {
+    let url = format!("{}/state", d.status_url().await);
+    let state: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+    state["role"]["role"].as_str().map(str::to_owned)
+}
+
 fn sigterm(d: &Daemon) {
     let status = Command::new("kill").args(["-TERM", &d.child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -235,6 +242,8 @@ async fn kill_9_of_the_leader_mid_deploy_the_standby_converges_and_never_two_wri
     let events = env.marathon.model().deploy(web_app("/shop/web"), 4);
     env.marathon.emit(&events[..events.len() / 2]);
     eventually("the leader registered part of the deploy", WAIT, || env.consul.service_count() >= 1).await;
+    assert_eq!(role_of(&a).await.as_deref(), Some("leader"));
+    assert_eq!(role_of(&b).await.as_deref(), Some("standby"));
     a.kill9();
     let killed = Instant::now();
     env.marathon.emit(&events[events.len() / 2..]);
@@ -248,6 +257,7 @@ async fn kill_9_of_the_leader_mid_deploy_the_standby_converges_and_never_two_wri
     let (old, new) = never_two_writers(&env.writes, "a", "b", took_over);
     assert!(old >= 1 && new >= 1, "a wrote {old}, b wrote {new}");
     assert!(b.log().contains("HA: leader"), "{}", b.log());
+    assert_eq!(role_of(&b).await.as_deref(), Some("leader"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
