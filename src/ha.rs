@@ -309,11 +309,11 @@ impl Ha {
 
 /// The lock is held by another replica (`reconcile --once --ha`).
 #[derive(Debug, thiserror::Error)]
-#[error("the HA lock {key} is held by another replica: session {session} ({name})")]
+#[error("the HA lock {key} is held by another replica: {holder}")]
 pub struct LockHeld {
     pub key: String,
-    pub session: String,
-    pub name: String,
+    /// `session <id> (<name>)`, or why the lock cannot be taken now.
+    pub holder: String,
 }
 
 /// `hostname-pid`, the default replica name.
@@ -367,23 +367,32 @@ pub async fn take_once(cfg: &Config) -> anyhow::Result<Held> {
     let sent = Instant::now();
     let sid = client.create_session(timing.ttl, timing.lock_delay).await?;
     core.session_created(sid.clone(), sent);
-    let lock_index = match client.acquire(&sid).await {
-        Ok(true) => client.read(0, None).await?.1.filter(|k| k.session.as_deref() == Some(&sid)).map(|k| k.lock_index),
-        Ok(false) => None,
+    let acquired = match client.acquire(&sid).await {
+        Ok(true) => client.read(0, None).await.map(|(_, k)| k.filter(|k| k.session.as_deref() == Some(sid.as_str()))),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let lock_index = match acquired {
+        Ok(Some(k)) => k.lock_index,
+        Ok(None) => {
+            let holder = client.read(0, None).await.ok().and_then(|(_, k)| k).and_then(|k| k.session);
+            let _ = client.destroy(&sid).await;
+            let holder = match holder {
+                Some(session) => {
+                    let name = client.session_name(&session).await.ok().flatten();
+                    format!("session {session} ({})", name.as_deref().unwrap_or("name unknown"))
+                }
+                None => "no session: the lock is in its lock delay after its last holder was lost; try again shortly"
+                    .to_owned(),
+            };
+            return Err(LockHeld { key: client.key().to_owned(), holder }.into());
+        }
         Err(e) => {
+            // If the acquire went through: release (no lock delay), then end the session.
+            let _ = client.release(&sid).await;
             let _ = client.destroy(&sid).await;
             return Err(e.into());
         }
-    };
-    let Some(lock_index) = lock_index else {
-        let holder = client.read(0, None).await.ok().and_then(|(_, k)| k).and_then(|k| k.session);
-        let _ = client.destroy(&sid).await;
-        let session = holder.unwrap_or_else(|| "none (in its lock delay)".to_owned());
-        let name = match client.session_name(&session).await {
-            Ok(Some(n)) => n,
-            _ => "unknown".to_owned(),
-        };
-        return Err(LockHeld { key: client.key().to_owned(), session, name }.into());
     };
     core.acquired(lock_index, SystemTime::now());
     let fence = Fence::new(client.clone());
