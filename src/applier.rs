@@ -116,7 +116,7 @@ async fn run(
         let fenced = fence.is_ha() && (!fence.allows_write() || (due() && !fence.confirm().await)); // HA fence
         let drained = if fenced { Ok(Drain::Idle { next_due_ms: None }) } else { engine.drain(&b, &log).await }; // HA fence
         let wait = match drained {
-            // HA fence
+            // HA fence: `drained` (was the drain itself): Idle while fenced
             Ok(Drain::Idle { next_due_ms: None }) => None,
             Ok(Drain::Idle { next_due_ms: Some(at) }) | Ok(Drain::Backoff { until_ms: at }) => {
                 Some(Duration::from_millis(at.saturating_sub(now_ms()).max(10)))
