@@ -297,6 +297,33 @@ async fn a_new_leader_owns_what_the_old_one_wrote_on_a_backend_without_tags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_right_after_its_first_vulcand_write_leaves_the_service_to_the_next() {
+    let mut env = Setup::new(false).await;
+    env.vulcand = Some(VulcandSim::start(VulcandSimOptions::default()).unwrap());
+    let mut a = env.replica("a", &fast("2s", "1s", "1500ms")).await;
+    env.leader_is("a").await;
+    let b = env.replica("b", &fast("2s", "1s", "1500ms")).await;
+    eventually("both replicas subscribed", WAIT, || env.marathon.subscribers() == 2).await;
+    let app = json!({
+        "id": "/shop/api",
+        "labels": {"consul": "", "vulcand.host": "api.example.com"},
+        "portDefinitions": [{"port": 0, "name": "http", "protocol": "tcp", "labels": {}}],
+    });
+    env.marathon.emit(&env.marathon.model().deploy(app, 2));
+    // Killed at its first write to Vulcand: before any periodic share of its ledger.
+    eventually("a writes to Vulcand", WAIT, || env.writes.of("a").iter().any(|w| w.path.starts_with("/v2/"))).await;
+    a.kill9();
+    env.leader_is("b").await;
+    env.marathon.emit(&env.marathon.model().scale("/shop/api", 3));
+    let vulcand = env.vulcand.as_ref().unwrap();
+    eventually("b routes all three in Vulcand", WAIT, || vulcand.all_servers().len() == 3).await;
+    env.marathon.emit(&env.marathon.model().scale("/shop/api", 1));
+    eventually("b scales Vulcand down", WAIT, || vulcand.all_servers().len() == 1).await;
+    assert!(!b.log().contains("refused"), "{}", b.log());
+    never_two_writers(&env.writes, "a", "b", env.acquired_at("b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_consul_stops_writing_within_a_ttl_and_never_two_writers() {
     let mut env = Setup::new(true).await;
     // Consul may drop a session as early as one TTL after its last renew: play that.

@@ -71,6 +71,40 @@ pub struct LockClient {
     timeout: Duration,
 }
 
+/// A name as one segment of a KV key: `[A-Za-z0-9._-]` kept, the rest `%XX`.
+pub fn key_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The name a `key_segment` encodes.
+pub fn from_key_segment(seg: &str) -> String {
+    let bytes = seg.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%').then(|| seg.get(i + 1..i + 3)).flatten();
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A reqwest error without its URL (which may carry userinfo).
 fn without_url(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -116,6 +150,11 @@ impl LockClient {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// `switchboard/<cluster>/`: where this cluster's other keys live.
+    pub fn prefix(&self) -> &str {
+        self.key.strip_suffix("leader").unwrap_or(&self.key)
     }
 
     fn url(&self, path: &str) -> Result<Url, ClientError> {
@@ -234,6 +273,19 @@ impl LockClient {
                     .map_err(|e| ClientError::Http { what: WHAT, message: format!("cannot decode: {e}") })
             }
             _ => Err(Self::unexpected(WHAT, status, body)),
+        }
+    }
+
+    /// The keys under `prefix` (`?keys`); empty when there are none.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClientError> {
+        const WHAT: &str = "list keys";
+        let mut url = self.url(&format!("v1/kv/{prefix}"))?;
+        url.query_pairs_mut().append_key_only("keys");
+        match self.send(WHAT, self.http.get(url), self.timeout).await? {
+            (404, _, _) => Ok(Vec::new()),
+            (200, _, body) => serde_json::from_str(&body)
+                .map_err(|e| ClientError::Http { what: WHAT, message: format!("cannot decode: {e}") }),
+            (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
         }
     }
 

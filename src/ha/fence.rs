@@ -153,6 +153,16 @@ impl Fence {
         }
     }
 
+    /// Shares, before the first write of `service` on `backend`, that it is
+    /// this cluster's: a leader that takes over after a crash right after that
+    /// write knows the service as its own (see `ledger`). Nothing without `--ha`.
+    pub async fn share_intent(&self, backend: &str, service: &str) -> Result<(), super::ClientError> {
+        let Some(inner) = &self.inner else { return Ok(()) };
+        let prefix = super::ledger::intent_prefix(&inner.client, backend);
+        let key = format!("{prefix}{}", super::client::key_segment(service));
+        inner.client.put_value(&key, Vec::new()).await
+    }
+
     /// Resolves after a write (one wake-up for any number of writes before).
     pub(super) async fn written(&self) {
         match &self.inner {
@@ -196,7 +206,8 @@ impl Fence {
 }
 
 /// A backend whose writes pass the fence: `apply` and `heartbeat` write only
-/// while the fence allows; reads (`list_owned`, `claim`) always pass.
+/// while the fence allows; reads (`list_owned`, `claim`) always pass, and a
+/// claim that finds a service free shares its intent first.
 pub struct Fenced {
     inner: Arc<dyn Backend>,
     fence: Fence,
@@ -241,7 +252,16 @@ impl Backend for Fenced {
     }
 
     async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
-        self.inner.claim(reg).await
+        let claim = self.inner.claim(reg).await?;
+        if matches!(claim, Claim::Free) {
+            // No first write before the other replicas can know the service is ours.
+            self.fence.share_intent(self.inner.name(), &reg.service).await.map_err(|e| BackendError::Transient {
+                backend: self.inner.name(),
+                what: format!("claim service {}", reg.service),
+                message: format!("cannot share the intent with the other replicas: {e}"),
+            })?;
+        }
+        Ok(claim)
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {

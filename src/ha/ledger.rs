@@ -8,6 +8,12 @@
 //! and once more when it steps down on purpose), and a replica that takes the
 //! lock adopts them into its own store before its fence opens.
 //!
+//! The first write of a new service is the one a periodic share could miss
+//! (a leader killed right after it): before it, the fence records the
+//! service's intent at `switchboard/<cluster>/intent/<backend>/<service>`
+//! synchronously (`Fence::share_intent`, from `Fenced::claim`), and a new
+//! leader adopts those too.
+//!
 //! Invariant: adopting only adds ownership records; the resync that follows a
 //! takeover lists each backend and forgets what is no longer there. Not shared:
 //! Consul, whose entries carry their owner in tags and meta.
@@ -97,9 +103,21 @@ impl Sharing {
             }
             info!(backend, entries = record.ledger.len(), intents = record.intents.len(), "adopted the shared ledger");
         }
+        for backend in self.backends.clone() {
+            let prefix = intent_prefix(client, backend);
+            for key in client.keys(&prefix).await? {
+                let service = super::client::from_key_segment(key.strip_prefix(&prefix).unwrap_or(&key));
+                self.store.intend(backend, &service)?;
+            }
+        }
         self.store.flush().await?;
         // What we hold now is at least what was published: publish again on change only.
         self.published.clear();
         Ok(())
     }
+}
+
+/// Where the intents of `backend` are shared.
+pub fn intent_prefix(client: &LockClient, backend: &str) -> String {
+    format!("{}intent/{backend}/", client.prefix())
 }

@@ -354,8 +354,17 @@ impl Kv {
         }
     }
 
-    /// `GET /v1/kv/<key>`, blocking when `?index=` is given.
+    /// `GET /v1/kv/<key>`, blocking when `?index=` is given; `?keys` lists
+    /// the keys under the prefix `key` instead.
     async fn get(&self, key: &str, ps: &[(String, String)]) -> Response {
+        if param(ps, "keys").is_some() {
+            let st = self.lock();
+            let keys: Vec<&String> = st.keys.keys().filter(|k| k.starts_with(key)).collect();
+            if keys.is_empty() {
+                return with_index(StatusCode::NOT_FOUND.into_response(), st.kv_index);
+            }
+            return json_reply(json!(keys), st.kv_index);
+        }
         let min_index = match param(ps, "index").map(str::parse::<u64>) {
             None => None,
             Some(Ok(i)) => Some(i),
