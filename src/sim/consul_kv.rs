@@ -726,6 +726,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keys_list_a_prefix() {
+        let kv = Kv::default();
+        assert_eq!(call(&kv, Method::GET, "/v1/kv/sb/x/?keys", "").await.0, 404);
+        call(&kv, Method::PUT, "/v1/kv/sb/x/a", "1").await;
+        call(&kv, Method::PUT, "/v1/kv/sb/x/b", "2").await;
+        call(&kv, Method::PUT, "/v1/kv/sb/y", "3").await;
+        assert_eq!(call(&kv, Method::GET, "/v1/kv/sb/x/?keys", "").await.1, json!(["sb/x/a", "sb/x/b"]));
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_replica_gets_no_answer_and_no_effect() {
+        let kv = Kv::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(REPLICA_HEADER, "a".parse().unwrap());
+        kv.partition("a", true);
+        let uri: Uri = "/v1/kv/k".parse().unwrap();
+        let kv2 = kv.clone();
+        let pending = tokio::spawn(async move { intercept(&kv2, &Method::PUT, &uri, &headers, b"v", None).await });
+        tokio::task::yield_now().await;
+        assert!(!pending.is_finished(), "answered while cut off");
+        kv.partition("a", false);
+        let r = pending.await.unwrap().unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(kv.value("k"), None, "a dropped request took effect");
+        assert!(kv.requests().iter().any(|r| r.dropped && r.replica.as_deref() == Some("a")));
+    }
+
+    #[tokio::test]
     async fn ttl_bounds_and_expiry() {
         let kv = Kv::default();
         let (status, _) = call(&kv, Method::PUT, "/v1/session/create", r#"{"TTL":"5s"}"#).await;
