@@ -460,7 +460,10 @@ async fn run(
                         warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
                         false
                     }
-                    Err(_) => false,
+                    Err(_) => {
+                        warn!("adopting the shared ledgers timed out; not writing yet");
+                        false
+                    }
                 },
             };
         }
