@@ -679,12 +679,19 @@ impl Engine {
         // asked per app in `claim`: reading all of it would cost a copy of
         // the whole ledger per drain).
         let intents = self.store.intents(name)?;
-        let owned = intents.clone();
+        let mut owned = intents.clone();
+        // What the ledger holds of the apps drained now, read before any of
+        // their ops runs: a deregistration in the first phase must not make
+        // the service look someone else's to the registration after it.
+        for app in phases.iter().flat_map(BTreeMap::keys) {
+            owned.extend(self.store.ledger_of(name, app)?.into_iter().map(|r| r.service));
+        }
         let claims = Claims { owned: Mutex::new(owned), intents: Mutex::new(intents) };
         // Lanes that failed during this drain: their remaining ops wait.
         let failed: Mutex<BTreeSet<Option<String>>> = Mutex::default();
         let limit = self.concurrency(name);
         let mut refused = false;
+        let mut kept_services = false;
         let mut backoff_until: Option<u64> = None;
         for phase in phases {
             let groups = phase.into_values().map(|ops| self.apply_group(b, ops, log, &claims, &failed));
@@ -698,8 +705,23 @@ impl Engine {
                     let reg = q.op.registration();
                     match result {
                         Ok(()) => {
-                            if lock(&claims.intents).remove(&reg.service) {
-                                // The ledger holds the service now (or it is gone).
+                            if matches!(q.op, Op::Register(_)) && lock(&claims.intents).remove(&reg.service) {
+                                // The ledger holds the service now.
+                                self.store.drop_intent(name, &reg.service)?;
+                            }
+                            if let Op::Deregister { service_empty: false, .. } = q.op
+                                && !self.store.ledger_holds_service(name, &reg.service)?
+                                && lock(&claims.intents).insert(reg.service.clone())
+                            {
+                                // The service's own objects stay (another
+                                // instance is on its way): the ledger no longer
+                                // says they are ours, so an intent does.
+                                self.store.intend(name, &reg.service)?;
+                                kept_services = true;
+                            }
+                            if let Op::Deregister { service_empty: true, .. } = q.op
+                                && lock(&claims.intents).remove(&reg.service)
+                            {
                                 self.store.drop_intent(name, &reg.service)?;
                             }
                             self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
@@ -722,8 +744,9 @@ impl Engine {
                 }
             }
         }
-        if refused {
-            // A restart must not try it again either.
+        if refused || kept_services {
+            // A restart must not try a refusal again either, nor take the
+            // objects of a service it keeps for someone else's.
             self.store.flush().await?;
         }
         self.update_gauges(name)?;
