@@ -336,7 +336,8 @@ fn lock_client(cfg: &Config, ha: &HaSettings) -> Result<LockClient, ClientError>
     let name = ha.replica_name.clone().unwrap_or_else(default_replica_name);
     // A renew slower than a third of the TTL is as good as lost.
     let timeout = cfg.request_timeout.min(ha.session_ttl / 3).max(Duration::from_millis(100));
-    LockClient::new(ha.consul.clone(), cfg.consul_token.as_ref(), lock_key(&cfg.cluster), name, timeout)
+    let tls = cfg.tls.consul.clone();
+    LockClient::new(ha.consul.clone(), cfg.consul_token.as_ref(), lock_key(&cfg.cluster), name, timeout, tls)
 }
 
 /// Starts the elector of `switchboard run --ha` (or `Ha::single` without

@@ -15,6 +15,7 @@
 //! - [`ha`]: leader election on a Consul lock, and the fence: only the leader writes.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
+//! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
@@ -39,3 +40,4 @@ pub mod secret;
 pub mod sim;
 pub mod state;
 pub mod store;
+pub mod tls;

@@ -28,6 +28,8 @@ pub enum ClientError {
     SessionGone(String),
     #[error("invalid setting {setting}: {reason}")]
     Setting { setting: &'static str, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The lock key as last read.
@@ -63,7 +65,8 @@ struct WireSession {
 /// A small HTTP client bound to one Consul agent, one key and one replica name.
 #[derive(Clone)]
 pub struct LockClient {
-    http: reqwest::Client,
+    /// Consul's TLS settings (`--consul-ca-file`, client certificate), re-read on rotation.
+    http: crate::tls::HttpClient,
     base: Url,
     key: String,
     pub replica: String,
@@ -128,6 +131,7 @@ impl LockClient {
         key: String,
         replica: String,
         timeout: Duration,
+        tls: crate::tls::EndpointTls,
     ) -> Result<LockClient, ClientError> {
         let mut headers = HeaderMap::new();
         let name = HeaderValue::from_str(&replica)
@@ -141,10 +145,9 @@ impl LockClient {
             v.set_sensitive(true);
             headers.insert("x-consul-token", v);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .map_err(|e| ClientError::Setting { setting: "--ha-consul", reason: e.to_string() })?;
+        let http = crate::tls::HttpClient::build(tls, move || {
+            reqwest::Client::builder().default_headers(headers.clone()).no_proxy()
+        })?;
         Ok(LockClient { http, base, key, replica, timeout })
     }
 
@@ -191,7 +194,7 @@ impl LockClient {
             "LockDelay": go_duration(lock_delay),
             "Behavior": "release",
         });
-        let req = self.http.put(self.url("v1/session/create")?).json(&body);
+        let req = self.http.get().put(self.url("v1/session/create")?).json(&body);
         let (status, _, body) = self.send(WHAT, req, self.timeout).await?;
         if status != 200 {
             return Err(Self::unexpected(WHAT, status, body));
@@ -204,7 +207,7 @@ impl LockClient {
     /// `PUT /v1/session/renew/<id>`; `SessionGone` on 404.
     pub async fn renew(&self, session: &str) -> Result<(), ClientError> {
         const WHAT: &str = "renew session";
-        let req = self.http.put(self.url(&format!("v1/session/renew/{session}"))?);
+        let req = self.http.get().put(self.url(&format!("v1/session/renew/{session}"))?);
         match self.send(WHAT, req, self.timeout).await? {
             (200, _, _) => Ok(()),
             (404, _, _) => Err(ClientError::SessionGone(session.to_owned())),
@@ -215,7 +218,7 @@ impl LockClient {
     /// `PUT /v1/session/destroy/<id>` (idempotent).
     pub async fn destroy(&self, session: &str) -> Result<(), ClientError> {
         const WHAT: &str = "destroy session";
-        let req = self.http.put(self.url(&format!("v1/session/destroy/{session}"))?);
+        let req = self.http.get().put(self.url(&format!("v1/session/destroy/{session}"))?);
         match self.send(WHAT, req, self.timeout).await? {
             (200, _, _) => Ok(()),
             (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
@@ -225,7 +228,7 @@ impl LockClient {
     /// The `Name` of a session, `None` when it does not exist.
     pub async fn session_name(&self, session: &str) -> Result<Option<String>, ClientError> {
         const WHAT: &str = "session info";
-        let req = self.http.get(self.url(&format!("v1/session/info/{session}"))?);
+        let req = self.http.get().get(self.url(&format!("v1/session/info/{session}"))?);
         let (status, _, body) = self.send(WHAT, req, self.timeout).await?;
         if status != 200 {
             return Err(Self::unexpected(WHAT, status, body));
@@ -248,7 +251,7 @@ impl LockClient {
     async fn lock_call(&self, what: &'static str, verb: &str, session: &str) -> Result<bool, ClientError> {
         let mut url = self.url(&format!("v1/kv/{}", self.key))?;
         url.query_pairs_mut().append_pair(verb, session);
-        let req = self.http.put(url).body(self.replica.clone());
+        let req = self.http.get().put(url).body(self.replica.clone());
         match self.send(what, req, self.timeout).await? {
             (200, _, body) => Ok(body.trim() == "true"),
             (500, _, body) if body.contains("invalid session") => Err(ClientError::SessionGone(session.to_owned())),
@@ -260,7 +263,7 @@ impl LockClient {
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
         const WHAT: &str = "read key";
         let (status, _, body) =
-            self.send(WHAT, self.http.get(self.url(&format!("v1/kv/{key}"))?), self.timeout).await?;
+            self.send(WHAT, self.http.get().get(self.url(&format!("v1/kv/{key}"))?), self.timeout).await?;
         match status {
             404 => Ok(None),
             200 => {
@@ -281,7 +284,7 @@ impl LockClient {
         const WHAT: &str = "list keys";
         let mut url = self.url(&format!("v1/kv/{prefix}"))?;
         url.query_pairs_mut().append_key_only("keys");
-        match self.send(WHAT, self.http.get(url), self.timeout).await? {
+        match self.send(WHAT, self.http.get().get(url), self.timeout).await? {
             (404, _, _) => Ok(Vec::new()),
             (200, _, body) => serde_json::from_str(&body)
                 .map_err(|e| ClientError::Http { what: WHAT, message: format!("cannot decode: {e}") }),
@@ -292,7 +295,7 @@ impl LockClient {
     /// Writes another key of ours (a plain write: no lock).
     pub async fn put_value(&self, key: &str, value: Vec<u8>) -> Result<(), ClientError> {
         const WHAT: &str = "write key";
-        let req = self.http.put(self.url(&format!("v1/kv/{key}"))?).body(value);
+        let req = self.http.get().put(self.url(&format!("v1/kv/{key}"))?).body(value);
         match self.send(WHAT, req, self.timeout).await? {
             (200, _, body) if body.trim() == "true" => Ok(()),
             (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
@@ -310,7 +313,7 @@ impl LockClient {
             // Consul adds up to wait/16 of jitter.
             timeout += wait + wait / 16;
         }
-        let (status, headers, body) = self.send(WHAT, self.http.get(url), timeout).await?;
+        let (status, headers, body) = self.send(WHAT, self.http.get().get(url), timeout).await?;
         let index = headers
             .get("x-consul-index")
             .and_then(|v| v.to_str().ok())

@@ -283,7 +283,9 @@ mod tests {
 
     fn fence() -> Fence {
         let url = url::Url::parse("http://127.0.0.1:1").unwrap();
-        Fence::new(LockClient::new(url, None, "k".into(), "r".into(), Duration::from_secs(1)).unwrap())
+        Fence::new(
+            LockClient::new(url, None, "k".into(), "r".into(), Duration::from_secs(1), Default::default()).unwrap(),
+        )
     }
 
     #[tokio::test]

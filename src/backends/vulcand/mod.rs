@@ -79,8 +79,8 @@ pub struct VulcandBackend {
 impl VulcandBackend {
     pub fn new(cfg: VulcandConfig) -> Result<VulcandBackend, VulcandConfigError> {
         cfg.validate()?;
-        let client =
-            client::Client::new(cfg.url, cfg.timeout).map_err(|e| VulcandConfigError::Client(e.to_string()))?;
+        let client = client::Client::new(cfg.url, cfg.timeout, cfg.tls)
+            .map_err(|e| VulcandConfigError::Client(e.to_string()))?;
         Ok(VulcandBackend { client, cluster: cfg.cluster, ttl_secs: cfg.server_ttl.map(|t| t.as_secs()) })
     }
 
@@ -220,6 +220,11 @@ impl Backend for VulcandBackend {
         sel.rejected.sort_by(|a, b| (&a.app_id, &a.label, &a.reason).cmp(&(&b.app_id, &b.label, &b.reason)));
         sel.rejected.dedup();
         settle_routes(&mut sel.keep);
+        // Vulcand is never sent Marathon's view of health: a flip of it is
+        // no write here.
+        for r in &mut sel.keep {
+            r.healthy = None;
+        }
         sel
     }
 
