@@ -89,12 +89,13 @@ pub fn spawn(
     engine: Engine,
     b: Arc<dyn Backend>,
     inbox: Arc<Inbox>,
+    fence: crate::ha::Fence, // HA fence
     shutdown: CancellationToken,
 ) -> (Applier, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(1);
     let log = AppliedLog::default();
     let handle = Applier { engine: engine.clone(), backend: b.clone(), log: log.clone(), listings: tx };
-    (handle, run(engine, b, log, inbox, rx, shutdown))
+    (handle, run(engine, b, log, inbox, rx, fence, shutdown)) // HA fence
 }
 
 async fn run(
@@ -103,6 +104,7 @@ async fn run(
     log: AppliedLog,
     inbox: Arc<Inbox>,
     mut listings: mpsc::Receiver<Listing>,
+    fence: crate::ha::Fence, // HA fence
     shutdown: CancellationToken,
 ) {
     let name = b.name();
@@ -110,7 +112,11 @@ async fn run(
     let mut planned = 0u64;
     let mut services = ServiceIndex::default();
     loop {
-        let wait = match engine.drain(&b, &log).await {
+        let due = || engine.store.queued(name).map_or(true, |q| !q.is_empty()); // HA fence: only with --ha
+        let fenced = fence.is_ha() && (!fence.allows_write() || (due() && !fence.confirm().await)); // HA fence
+        let drained = if fenced { Ok(Drain::Idle { next_due_ms: None }) } else { engine.drain(&b, &log).await }; // HA fence
+        let wait = match drained {
+            // HA fence: `drained` (was the drain itself): Idle while fenced
             Ok(Drain::Idle { next_due_ms: None }) => None,
             Ok(Drain::Idle { next_due_ms: Some(at) }) | Ok(Drain::Backoff { until_ms: at }) => {
                 Some(Duration::from_millis(at.saturating_sub(now_ms()).max(10)))
@@ -122,6 +128,7 @@ async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = fence.changed(), if fenced => {} // HA fence: leader again, or renewed
             listing = listings.recv() => {
                 let Some(listing) = listing else { return };
                 let stale = log.finish(listing.mark);

@@ -92,6 +92,21 @@ pub struct CommonArgs {
     /// Timeout of each HTTP request to Marathon and the backends (default 10s).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// HA: replicas elect a leader on a Consul lock; only the leader writes.
+    #[arg(long, env = "SWITCHBOARD_HA")]
+    pub ha: bool,
+    /// Consul agent holding the HA lock (default: --consul).
+    #[arg(long, value_name = "URL", env = "SWITCHBOARD_HA_CONSUL_URL")]
+    pub ha_consul: Option<String>,
+    /// TTL of the HA session (default 10s).
+    #[arg(long, value_name = "DUR", env = "SWITCHBOARD_HA_SESSION_TTL")]
+    pub ha_session_ttl: Option<String>,
+    /// Lock delay of the HA session: how long the lock stays closed after its holder is lost (default 15s).
+    #[arg(long, value_name = "DUR", env = "SWITCHBOARD_HA_LOCK_DELAY")]
+    pub ha_lock_delay: Option<String>,
+    /// This replica's name in the HA session (default hostname-pid).
+    #[arg(long, value_name = "NAME", env = "SWITCHBOARD_REPLICA_NAME")]
+    pub replica_name: Option<String>,
     /// Where tasks are registered in Consul: `single` (default: everything at
     /// --consul) or `per-host` (at the Consul agent on each task's host).
     #[arg(long, value_name = "MODE", env = "SWITCHBOARD_CONSUL_AGENT_MODE")]
@@ -231,6 +246,11 @@ pub struct FileConfig {
     pub kong_token_header: Option<String>,
     pub vulcand_server_ttl: Option<String>,
     pub request_timeout: Option<String>,
+    pub ha: Option<bool>,
+    pub ha_consul: Option<String>,
+    pub ha_session_ttl: Option<String>,
+    pub ha_lock_delay: Option<String>,
+    pub replica_name: Option<String>,
     pub backend_concurrency: Option<String>,
     pub consul_agent_mode: Option<String>,
     /// `8501` or `"8501"`.
@@ -358,6 +378,8 @@ pub struct Config {
     /// Ops in flight at once, by backend name.
     pub backend_concurrency: BTreeMap<&'static str, usize>,
     pub statics: Vec<StaticService>,
+    /// `None` without `--ha`: this is the only writer.
+    pub ha: Option<HaSettings>,
     /// Where Consul registrations go (`--consul-agent-mode`).
     pub consul_agents: ConsulAgents,
     /// TLS files in force per endpoint (the endpoint's own, else global).
@@ -425,6 +447,87 @@ impl TlsConfig {
             kong: one(Endpoint::Kong),
             vulcand: one(Endpoint::Vulcand),
         }
+    }
+}
+
+/// The HA settings, validated (see `ha` for what they mean together).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaSettings {
+    /// The Consul agent holding the lock.
+    pub consul: Url,
+    pub session_ttl: Duration,
+    pub lock_delay: Duration,
+    /// `None`: hostname-pid, resolved when the replica starts.
+    pub replica_name: Option<String>,
+}
+
+const HA_TTL: &str = "--ha-session-ttl (SWITCHBOARD_HA_SESSION_TTL)";
+const HA_DELAY: &str = "--ha-lock-delay (SWITCHBOARD_HA_LOCK_DELAY)";
+
+impl HaSettings {
+    /// Validates the HA settings; `None` when HA is off.
+    #[allow(clippy::too_many_arguments)]
+    fn merge(
+        on: bool,
+        ha_consul: Option<Url>,
+        consul: Option<&Url>,
+        ttl: Option<(Duration, String)>,
+        delay: Option<(Duration, String)>,
+        replica_name: Option<(String, String)>,
+        request_timeout: Duration,
+    ) -> Result<Option<HaSettings>, ConfigError> {
+        if !on {
+            return Ok(None);
+        }
+        let Some(consul) = ha_consul.or_else(|| consul.cloned()) else {
+            return Err(bad(
+                "--ha (SWITCHBOARD_HA)",
+                "needs a Consul agent for the lock: set --ha-consul (SWITCHBOARD_HA_CONSUL_URL) or --consul (SWITCHBOARD_CONSUL_URL)",
+            ));
+        };
+        let (session_ttl, ttl_name) = ttl.unwrap_or((crate::ha::DEFAULT_TTL, HA_TTL.to_owned()));
+        if session_ttl < Duration::from_secs(1) || session_ttl > Duration::from_secs(86_400) {
+            return Err(bad(
+                &ttl_name,
+                format!("{session_ttl:?}: must be between 1s and 24h (Consul itself wants at least 10s)"),
+            ));
+        }
+        let (lock_delay, delay_name) = delay.unwrap_or((crate::ha::DEFAULT_LOCK_DELAY, HA_DELAY.to_owned()));
+        let timing = crate::ha::Timing { ttl: session_ttl, lock_delay };
+        if lock_delay > Duration::from_secs(60) {
+            return Err(bad(&delay_name, format!("{lock_delay:?}: Consul caps the lock delay at 60s")));
+        }
+        if lock_delay <= timing.margin() {
+            return Err(bad(
+                &delay_name,
+                format!(
+                    "{lock_delay:?} must be longer than the fencing margin ({:?}, a third of {ttl_name}): a new leader must not start before the old one has stopped",
+                    timing.margin()
+                ),
+            ));
+        }
+        if lock_delay + timing.margin() < request_timeout {
+            return Err(bad(
+                &delay_name,
+                format!(
+                    "{lock_delay:?} plus the fencing margin ({:?}) must cover --request-timeout ({request_timeout:?}), so a write in flight when the leader stops lands before another replica may take over",
+                    timing.margin()
+                ),
+            ));
+        }
+        let replica_name = match replica_name {
+            Some((raw, s)) => {
+                let ok = !raw.is_empty()
+                    && raw.len() <= 128
+                    && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !ok {
+                    return Err(bad(&s, format!("{raw:?}: use 1-128 characters of [A-Za-z0-9._-]")));
+                }
+                Some(raw)
+            }
+            None => None,
+        };
+        Ok(Some(HaSettings { consul, session_ttl, lock_delay, replica_name }))
     }
 }
 
@@ -653,6 +756,21 @@ impl Config {
             statics.push(svc);
         }
 
+        let ha_on = args.ha || file.ha.unwrap_or(false);
+        let ha_consul = url_opt(pick!(ha_consul, "--ha-consul", "SWITCHBOARD_HA_CONSUL_URL"))?;
+        let dur_named = |v: Option<(String, String)>| -> Result<Option<(Duration, String)>, ConfigError> {
+            v.map(|(raw, s)| parse_duration(&s, &raw).map(|d| (d, s))).transpose()
+        };
+        let ha = HaSettings::merge(
+            ha_on,
+            ha_consul,
+            consul.as_ref(),
+            dur_named(pick!(ha_session_ttl, "--ha-session-ttl", "SWITCHBOARD_HA_SESSION_TTL"))?,
+            dur_named(pick!(ha_lock_delay, "--ha-lock-delay", "SWITCHBOARD_HA_LOCK_DELAY"))?,
+            pick!(replica_name, "--replica-name", "SWITCHBOARD_REPLICA_NAME"),
+            request_timeout,
+        )?;
+
         Ok(Config {
             marathon,
             marathon_auth: env.marathon_auth.clone(),
@@ -676,6 +794,7 @@ impl Config {
             request_timeout,
             backend_concurrency,
             statics,
+            ha,
             consul_agents,
             tls,
         })
@@ -776,6 +895,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.statics.len(), 1);
+    }
+
+    #[test]
+    fn ha_settings() {
+        let c = merge(CommonArgs::default(), "").unwrap();
+        assert_eq!(c.ha, None);
+        let ha = |args: CommonArgs, toml: &str| merge(CommonArgs { ha: true, ..args }, toml);
+        let e = ha(CommonArgs::default(), "").unwrap_err().to_string();
+        assert!(
+            e.contains("--ha-consul (SWITCHBOARD_HA_CONSUL_URL)") && e.contains("--consul (SWITCHBOARD_CONSUL_URL)"),
+            "{e}"
+        );
+        let c = ha(CommonArgs { consul: Some("http://c:8500".into()), ..Default::default() }, "").unwrap();
+        let s = c.ha.unwrap();
+        assert_eq!(s.consul.as_str(), "http://c:8500/");
+        assert_eq!((s.session_ttl, s.lock_delay), (Duration::from_secs(10), Duration::from_secs(15)));
+        let c = merge(CommonArgs::default(), "ha = true\nha_consul = \"http://l:8500\"\nconsul = \"http://c:8500\"\nha_session_ttl = \"1s\"\nha_lock_delay = \"500ms\"\nrequest_timeout = \"800ms\"\nreplica_name = \"a\"").unwrap();
+        let s = c.ha.unwrap();
+        assert_eq!(s.consul.as_str(), "http://l:8500/");
+        assert_eq!(s.replica_name.as_deref(), Some("a"));
+        // The lock delay must outlast the fencing margin, and cover a request in flight.
+        let e = merge(
+            CommonArgs::default(),
+            "ha = true\nconsul = \"http://c\"\nha_session_ttl = \"3s\"\nha_lock_delay = \"1s\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`ha_lock_delay` (config file)"), "{e}");
+        let e = ha(
+            CommonArgs {
+                consul: Some("http://c".into()),
+                ha_session_ttl: Some("3s".into()),
+                ha_lock_delay: Some("2s".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--ha-lock-delay") && e.to_string().contains("--request-timeout"), "{e}");
+        let e = ha(
+            CommonArgs { consul: Some("http://c".into()), ha_session_ttl: Some("100ms".into()), ..Default::default() },
+            "",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--ha-session-ttl"), "{e}");
+        let e = ha(
+            CommonArgs { consul: Some("http://c".into()), replica_name: Some("a b".into()), ..Default::default() },
+            "",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--replica-name"), "{e}");
     }
 
     #[test]

@@ -132,7 +132,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = Store::open(&cfg.data_dir).context("invalid setting --data-dir")?;
     let metrics = Metrics::new();
-    let engine = build_engine(&cfg, store.clone(), metrics.clone())?;
+    let mut engine = build_engine(&cfg, store.clone(), metrics.clone())?;
+    // HA: every backend write passes the fence; without --ha it always allows.
+    let names: Vec<&'static str> = engine.backends.iter().map(|b| b.name()).collect();
+    let sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &names);
+    let (ha, elector) = crate::ha::start(&cfg, sharing, shutdown.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    engine.backends = crate::ha::fence_all(engine.backends, &ha.fence);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -148,7 +153,7 @@ pub async fn run(
     // replans every app.
     let plan_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), shutdown.clone()));
+    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), ha.clone(), shutdown.clone()));
     tasks.spawn(replan_all_on(plan_wake, dirty.clone(), shutdown.clone()));
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -165,12 +170,16 @@ pub async fn run(
     tasks.spawn(stream::run(stream_cfg, tx, shutdown.clone()));
 
     let resync_wake = Arc::new(Notify::new());
+    if let Some(elector) = elector {
+        tasks.spawn(elector);
+        tasks.spawn(resync_on_takeover(ha.clone(), resync_wake.clone(), shutdown.clone()));
+    }
     let mut appliers = Vec::new();
     let mut inboxes = Vec::new();
     for b in &engine.backends {
         let inbox = Arc::new(Inbox::default());
         inboxes.push((b.name(), inbox.clone()));
-        let (handle, task) = applier::spawn(engine.clone(), b.clone(), inbox, shutdown.clone());
+        let (handle, task) = applier::spawn(engine.clone(), b.clone(), inbox, ha.fence.clone(), shutdown.clone());
         tasks.spawn(task);
         appliers.push(handle);
         if let Some(every) = b.heartbeat_interval() {
@@ -182,7 +191,15 @@ pub async fn run(
     dirty.mark_all();
     tasks.spawn(consume(engine.clone(), rx, dirty.clone(), resync_wake.clone(), shutdown.clone()));
     tasks.spawn(planner(engine.clone(), dirty.clone(), inboxes, shutdown.clone()));
-    tasks.spawn(resyncer(engine.clone(), cfg.resync_interval, resync_wake, dirty.clone(), appliers, shutdown.clone()));
+    tasks.spawn(resyncer(
+        engine.clone(),
+        cfg.resync_interval,
+        resync_wake,
+        dirty.clone(),
+        appliers,
+        ha.fence.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(fetcher(engine.clone(), cfg.grace_period, dirty.clone(), shutdown.clone()));
     tasks.spawn(pruner(engine.clone(), cfg.tombstone_retention, shutdown.clone()));
 
@@ -404,6 +421,7 @@ async fn resyncer(
     wake: Arc<Notify>,
     dirty: Arc<Dirty>,
     appliers: Vec<Applier>,
+    fence: crate::ha::Fence,
     shutdown: CancellationToken,
 ) {
     // Subscribe first, then snapshot: the first resync waits for the stream's
@@ -417,7 +435,7 @@ async fn resyncer(
     loop {
         let ok = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ok = resync_once(&engine, &dirty, &appliers) => ok,
+            ok = resync_once(&engine, &dirty, &appliers, &fence) => ok,
         };
         failures = if ok { 0 } else { failures + 1 };
         // A failed resync is retried with backoff; otherwise wait for the
@@ -431,13 +449,18 @@ async fn resyncer(
     }
 }
 
-/// One resync; true when Marathon and every backend could be read.
-async fn resync_once(engine: &Engine, dirty: &Dirty, appliers: &[Applier]) -> bool {
+/// One resync; true when Marathon and every backend could be read. A standby
+/// only takes Marathon's snapshot (its store stays warm); the backends are the
+/// leader's to list and repair.
+async fn resync_once(engine: &Engine, dirty: &Dirty, appliers: &[Applier], fence: &crate::ha::Fence) -> bool {
     if let Err(e) = engine.refresh_from_marathon().await {
         warn!(error = %e, "resync failed");
         return false;
     }
     dirty.mark_all();
+    if !fence.allows_write() {
+        return true;
+    }
     let mut report = crate::engine::ResyncReport::default();
     let observations = appliers.iter().map(|a| async move { (a.name(), a.observe().await) });
     for (name, result) in futures::future::join_all(observations).await {
@@ -458,6 +481,22 @@ async fn resync_once(engine: &Engine, dirty: &Dirty, appliers: &[Applier]) -> bo
         warn!(error = %e, "cannot flush the store");
     }
     report.failed.is_empty()
+}
+
+/// A replica that becomes the leader resyncs first: its ledger does not know
+/// what the previous leader wrote, the backends' listings do.
+async fn resync_on_takeover(ha: crate::ha::Ha, resync_wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut role = ha.watch_role();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = role.changed() => if changed.is_err() { return },
+        }
+        if matches!(*role.borrow_and_update(), crate::ha::Role::Leader { .. }) {
+            info!("leader now; resyncing before writing");
+            resync_wake.notify_one();
+        }
+    }
 }
 
 async fn fetcher(engine: Engine, grace: Duration, dirty: Arc<Dirty>, shutdown: CancellationToken) {

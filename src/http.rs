@@ -38,6 +38,9 @@ pub struct StateReport {
     #[serde(default)]
     pub refusals: Vec<Refusal>,
     pub last_resync: Option<String>,
+    /// HA role (leader or standby, and since when); absent without `--ha`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::ha::RoleReport>, // HA role
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -109,6 +112,7 @@ pub fn state_report(store: &Store, backends: &[&str]) -> Result<StateReport, cra
         rejections: store.rejections()?,
         refusals: store.all_refusals()?,
         last_resync: store.last_resync()?,
+        role: None, // HA role: set by the daemon's /state
     })
 }
 
@@ -117,6 +121,9 @@ impl StateReport {
     pub fn render_text(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
+        if let Some(r) = &self.role {
+            let _ = writeln!(out, "role: {} since {}", r.role, r.since.as_deref().unwrap_or("?")); // HA role
+        }
         let _ = writeln!(out, "last resync: {}", self.last_resync.as_deref().unwrap_or("never"));
         let _ = writeln!(out, "\napps ({}):", self.apps.len());
         for a in &self.apps {
@@ -177,23 +184,27 @@ struct Server {
     engine: Engine,
     /// Wakes the planner, so the appliers plan again.
     replan: Arc<Notify>,
+    ha: crate::ha::Ha, // HA role
 }
 
 async fn metrics(State(server): State<Server>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.engine.metrics.render())
 }
 
-fn report(engine: &Engine) -> Result<StateReport, (StatusCode, String)> {
+fn report(server: &Server) -> Result<StateReport, (StatusCode, String)> {
+    let engine = &server.engine;
     let names: Vec<&str> = engine.backends.iter().map(|b| b.name()).collect();
-    state_report(&engine.store, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let mut r = state_report(&engine.store, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    r.role = server.ha.fence.is_ha().then(|| server.ha.role()); // HA role
+    Ok(r)
 }
 
 async fn state(State(server): State<Server>) -> Result<axum::Json<StateReport>, (StatusCode, String)> {
-    report(&server.engine).map(axum::Json)
+    report(&server).map(axum::Json)
 }
 
 async fn index(State(server): State<Server>) -> Result<String, (StatusCode, String)> {
-    report(&server.engine).map(|r| r.render_text())
+    report(&server).map(|r| r.render_text())
 }
 
 /// What `POST /api/retry-refused` answers.
@@ -217,6 +228,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
     replan: Arc<Notify>,
+    ha: crate::ha::Ha, // HA role
     shutdown: CancellationToken,
 ) {
     let app = axum::Router::new()
@@ -225,7 +237,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/state", get(state))
         .route("/api/retry-refused", post(retry_refused))
-        .with_state(Server { engine, replan });
+        .with_state(Server { engine, replan, ha }); // HA role
     let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, "status server stopped");

@@ -12,6 +12,7 @@
 //! - [`backends`]: Consul, Kong, Vulcand behind one trait.
 //! - [`engine`]: the I/O shell around assemble and plan: resync, queue drain, spec fetch.
 //! - [`applier`]: one per backend, the only writer of its queue and ledger.
+//! - [`ha`]: leader election on a Consul lock, and the fence: only the leader writes.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
 //! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod ha;
 pub mod http;
 pub mod labels;
 pub mod marathon;

@@ -219,7 +219,10 @@ fn main() -> ExitCode {
                     }
                     Err(e) => {
                         eprintln!("switchboard: {e:#}");
-                        if e.to_string().starts_with("invalid setting") { ExitCode::from(2) } else { ExitCode::from(1) }
+                        // Another replica holds the HA lock: not ours to run now.
+                        let held = e.downcast_ref::<switchboard::ha::LockHeld>().is_some();
+                        let usage = held || e.to_string().starts_with("invalid setting");
+                        if usage { ExitCode::from(2) } else { ExitCode::from(1) }
                     }
                 }
             }

@@ -127,7 +127,24 @@ pub async fn ask_daemon_to_retry(cfg: &Config) -> anyhow::Result<Option<usize>> 
     Ok(Some(answer.lifted))
 }
 
+/// One resync and drain. With `--ha` (and not `--dry-run`) the HA lock is
+/// taken first (`ha::LockHeld` while another replica holds it), every write
+/// passes its fence, and the lock is released at the end, whatever the outcome.
 pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::Result<OnceReport> {
+    let held = if cfg.ha.is_some() && !dry_run { Some(crate::ha::take_once(cfg).await?) } else { None };
+    let result = once_fenced(cfg, dry_run, retry_refused, held.as_ref()).await;
+    if let Some(h) = held {
+        h.release().await;
+    }
+    result
+}
+
+async fn once_fenced(
+    cfg: &Config,
+    dry_run: bool,
+    retry_refused: bool,
+    held: Option<&crate::ha::Held>,
+) -> anyhow::Result<OnceReport> {
     let metrics = Metrics::new();
     let backend_names: Vec<&'static str> = crate::daemon::build_backends(cfg)?.iter().map(|b| b.name()).collect();
     let _scratch;
@@ -152,7 +169,12 @@ pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::R
     } else {
         Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?
     };
-    let engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    let mut engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    let mut sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &backend_names);
+    if let Some(held) = held {
+        engine.backends = crate::ha::fence_all(engine.backends, &held.fence);
+        held.adopt(&mut sharing).await.context("adopting the ledgers the HA leader shared")?;
+    }
     if retry_refused && !dry_run {
         engine.retry_refused()?;
     }
@@ -195,6 +217,9 @@ pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::R
     report.rejections = store.rejections()?;
     report.refusals = store.all_refusals()?;
     store.flush().await?;
+    if let Some(held) = held {
+        held.publish(&mut sharing).await.context("sharing the ledgers with the next HA leader")?;
+    }
     Ok(report)
 }
 

@@ -21,6 +21,16 @@ output "ssh" {
   value       = "ssh -J ${var.ssh_user}@${aws_eip.kong.public_ip} ${var.ssh_user}@${local.master_ip}"
 }
 
+output "switchboard_ssh" {
+  description = "SSH to each Switchboard replica (one leader, the others standbys; `curl -s 127.0.0.1:9102/state` there shows the role)."
+  value       = [for ip in local.switchboard_ips : "ssh -J ${var.ssh_user}@${aws_eip.kong.public_ip} ${var.ssh_user}@${ip}"]
+}
+
+output "ca_cert_pem" {
+  description = "The showcase CA (tls.tf): trust it to call Consul's HTTPS API (8501) or Kong's Admin API (8444) yourself."
+  value       = tls_self_signed_cert.ca.cert_pem
+}
+
 output "marathon_url_inside_vpc" {
   description = "Marathon's REST API, reachable from inside the VPC (e.g. through the ssh line above)."
   value       = "http://${local.master_ip}:8080"
@@ -34,5 +44,6 @@ output "private_addresses" {
     consul_servers = local.consul_server_ips
     agents         = local.agent_ips
     vulcand        = local.vulcand_ip
+    switchboard    = local.switchboard_ips
   }
 }

@@ -2,9 +2,10 @@
 #
 # The internet reaches exactly two ports: Kong's proxy on 80 and 443. SSH to
 # the public host comes from var.admin_cidr only; it is the jump host for the
-# private subnet. Every admin API (Consul 8500, Marathon 8080, Mesos 5050,
-# ZooKeeper 2181, Kong Admin 8001, Vulcand 8181/8182, etcd 2379, Switchboard's
-# status port 9102) is reachable from inside the VPC only. tests/showcase.rs
+# private subnet. Every admin API (Consul 8500 and its HTTPS 8501, Marathon
+# 8080, Mesos 5050, ZooKeeper 2181, Kong Admin 8001 and its TLS 8444, Vulcand
+# 8181/8182, etcd 2379, Switchboard's status port 9102) is reachable from
+# inside the VPC only. tests/showcase.rs
 # checks this file's rules against that list.
 
 resource "aws_security_group" "public" {

@@ -73,7 +73,7 @@ variable "kong_instance_type" {
 
 variable "master_instance_type" {
   type        = string
-  description = "Instance type of the Mesos master host (ZooKeeper, Mesos master, Marathon, Switchboard)."
+  description = "Instance type of the Mesos master host (ZooKeeper, Mesos master, Marathon)."
   default     = "t3.medium"
 }
 
@@ -93,6 +93,23 @@ variable "vulcand_instance_type" {
   type        = string
   description = "Instance type of the Vulcand host (Vulcand and its etcd in Docker)."
   default     = "t3.small"
+}
+
+variable "switchboard_instance_type" {
+  type        = string
+  description = "Instance type of each Switchboard replica host (Switchboard and a Consul agent)."
+  default     = "t3.micro"
+}
+
+variable "switchboard_replicas" {
+  type        = number
+  description = "Number of Switchboard replicas (--ha): one leader writes, the others follow Marathon as warm standbys. Hosts get consecutive private addresses from .40."
+  default     = 2
+
+  validation {
+    condition     = var.switchboard_replicas >= 1 && var.switchboard_replicas <= 3
+    error_message = "switchboard_replicas must be between 1 and 3."
+  }
 }
 
 variable "agent_count" {

@@ -1,5 +1,6 @@
 # Terraform and provider versions. Pinned so a fresh `terraform init` gets a
-# provider this configuration was written against (hashicorp/aws 5.x).
+# provider this configuration was written against (hashicorp/aws 5.x,
+# hashicorp/tls 4.x for the showcase's own CA).
 
 terraform {
   required_version = ">= 1.5.0"
@@ -8,6 +9,10 @@ terraform {
     aws = {
       source  = "hashicorp/aws"
       version = "~> 5.40"
+    }
+    tls = {
+      source  = "hashicorp/tls"
+      version = "~> 4.0"
     }
   }
 }

@@ -676,6 +676,9 @@ fn rendered_switchboard_config_has_the_forwarding_topology_and_static_uis() {
         "kong_forward_to",
         "kong_token_header",
         "vulcand_server_ttl",
+        "ha",
+        "ha_session_ttl",
+        "ha_lock_delay",
         "static",
     ];
     for key in cfg.keys() {
@@ -685,7 +688,7 @@ fn rendered_switchboard_config_has_the_forwarding_topology_and_static_uis() {
     let s = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     assert_eq!(s("kong_forward_to"), "http://10.0.12.30:8181", "Kong must forward to Vulcand's listener");
     assert_eq!(s("vulcand"), "http://10.0.12.30:8182");
-    assert_eq!(s("kong"), "http://10.0.5.10:8001");
+    assert_eq!(s("kong"), "https://10.0.5.10:8444", "Kong's Admin API over TLS");
     assert!(s("data_dir").starts_with("/var/lib/switchboard"));
     assert!(s("listen").starts_with("127.0.0.1:"), "status port stays on loopback");
 
@@ -704,7 +707,8 @@ fn rendered_switchboard_config_has_the_forwarding_topology_and_static_uis() {
 
 #[test]
 fn switchboard_is_a_systemd_unit_with_root_only_secrets() {
-    let text = std::fs::read_to_string(tf_dir().join("templates/master.yaml.tftpl")).expect("master template");
+    let text =
+        std::fs::read_to_string(tf_dir().join("templates/switchboard.yaml.tftpl")).expect("switchboard host template");
     for want in [
         "ExecStart=/usr/local/bin/switchboard run --config /etc/switchboard/switchboard.toml",
         "Restart=on-failure",
@@ -713,7 +717,7 @@ fn switchboard_is_a_systemd_unit_with_root_only_secrets() {
         "sha256sum -c",
         "${switchboard_download_url}",
     ] {
-        assert!(text.contains(want), "master.yaml.tftpl lacks {want:?}");
+        assert!(text.contains(want), "switchboard.yaml.tftpl lacks {want:?}");
     }
     // The env file entry is root:root 0600.
     let entry =
@@ -721,4 +725,61 @@ fn switchboard_is_a_systemd_unit_with_root_only_secrets() {
     assert!(entry.contains("permissions: \"0600\"") && entry.contains("owner: root:root"), "{entry}");
     // No build on the host.
     assert!(!text.contains("cargo "), "Switchboard must not be compiled on the host");
+}
+
+#[test]
+fn two_switchboard_replicas_run_with_ha_on_the_local_agent_over_tls() {
+    let body = module();
+    let scope = Scope::of(&body);
+    // Two replica hosts by default, each its own instance with a Consul agent.
+    let sb: Vec<&Block> = resources(&body, "aws_instance").filter(|r| label(r, 1) == "switchboard").collect();
+    assert_eq!(sb.len(), 1, "one aws_instance.switchboard with a count");
+    let count = attr(&sb[0].body, "count").and_then(|c| scope.number(c));
+    assert_eq!(count, Some(2), "two Switchboard replicas by default");
+    let master = std::fs::read_to_string(tf_dir().join("templates/master.yaml.tftpl")).expect("master template");
+    assert!(!master.contains("switchboard run"), "Switchboard runs on its replica hosts, not on the master");
+
+    // Every replica: ha = true, the lock on the local agent over HTTPS, and
+    // timings whose kill -9 takeover (2 x TTL + lock delay) stays within 45 s.
+    let cfg = rendered_switchboard_toml();
+    assert_eq!(cfg.get("ha").and_then(|v| v.as_bool()), Some(true));
+    let s = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    assert_eq!(s("consul"), "https://127.0.0.1:8501", "the local agent's HTTPS API holds the lock");
+    let dur = |k: &str| humantime::parse_duration(&s(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
+    assert!(2 * dur("ha_session_ttl") + dur("ha_lock_delay") <= std::time::Duration::from_secs(40));
+
+    // The unit: each replica named, TLS files and per-host agents as flags.
+    let unit = std::fs::read_to_string(tf_dir().join("templates/switchboard.yaml.tftpl")).expect("replica template");
+    for want in [
+        "--replica-name ${replica_name}",
+        "--consul-ca-file /etc/switchboard/tls/ca.pem",
+        "--kong-ca-file /etc/switchboard/tls/ca.pem",
+        "--tls-cert-file /etc/switchboard/tls/switchboard.pem",
+        "--tls-key-file /etc/switchboard/tls/switchboard-key.pem",
+        "--consul-agent-mode per-host",
+        "--consul-agent-scheme https",
+        "--consul-agent-port 8501",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.contains(want), "switchboard.yaml.tftpl lacks {want:?}");
+    }
+    let key = unit
+        .split("- path: ")
+        .find(|e| e.starts_with("/etc/switchboard/tls/switchboard-key.pem"))
+        .expect("client key entry");
+    assert!(key.contains("permissions: \"0640\""), "{key}");
+
+    // Every Consul agent serves HTTPS with mutual TLS; plain HTTP on loopback only.
+    let common = std::fs::read_to_string(tf_dir().join("templates/common.sh.tftpl")).expect("common.sh");
+    for want in ["https = 8501", "verify_incoming = true", "http = \"127.0.0.1\"", "${tls_cert_pem}", "${tls_ca_pem}"] {
+        assert!(common.contains(want), "common.sh.tftpl lacks {want:?}");
+    }
+    let kong = std::fs::read_to_string(tf_dir().join("templates/kong.yaml.tftpl")).expect("kong template");
+    assert!(kong.contains("KONG_ADMIN_LISTEN=\"0.0.0.0:8444 ssl\"") && !kong.contains(":8001:8001"), "{kong}");
+
+    // The CA comes from the pinned hashicorp/tls provider.
+    let terraform = blocks(&body, "terraform").next().expect("terraform block");
+    let providers = blocks(&terraform.body, "required_providers").next().expect("required_providers");
+    assert!(attr(&providers.body, "tls").is_some(), "hashicorp/tls is not pinned");
+    assert!(resources(&body, "tls_self_signed_cert").count() == 1, "one showcase CA");
 }

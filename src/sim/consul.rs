@@ -89,6 +89,8 @@ struct Shared {
     /// While true, `GET /v1/agent/services` waits before it reads the state
     /// (see `hold_listings`): lets a test make a listing straddle a write.
     listings_held: tokio::sync::watch::Sender<bool>,
+    /// Sessions and KV (leader election), in `consul_kv`.
+    kv: crate::sim::consul_kv::Kv,
 }
 
 #[derive(Default)]
@@ -144,12 +146,18 @@ impl ConsulSim {
             tap,
             state: Mutex::new(SimState::default()),
             listings_held: tokio::sync::watch::Sender::new(false),
+            kv: crate::sim::consul_kv::Kv::default(),
         });
         if let Some(c) = &shared.opts.catalog {
             c.join(&shared);
         }
         let running = serve(shared.clone(), port).await?;
         Ok(ConsulSim { shared, port: running.1, server: tokio::sync::Mutex::new(Some(running.0)) })
+    }
+
+    /// Sessions and KV: options, the partition switch, the request and lock logs.
+    pub fn kv(&self) -> &crate::sim::consul_kv::Kv {
+        &self.shared.kv
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -424,6 +432,10 @@ async fn handle(
     };
     if let Some(status) = failing {
         return text(status, format!("simulated failure (HTTP {status})"));
+    }
+    let acl = shared.opts.acl_token.as_deref();
+    if let Some(r) = crate::sim::consul_kv::intercept(&shared.kv, &method, &uri, &headers, &body, acl).await {
+        return r;
     }
     let Some((route, allow)) = route(uri.path()) else {
         return text(404, "404 page not found");

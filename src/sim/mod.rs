@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod consul;
+pub mod consul_kv;
 pub mod kong;
 pub mod marathon;
 pub mod scenario;

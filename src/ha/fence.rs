@@ -1,0 +1,309 @@
+//! The fence: whether this replica may write to a backend now.
+//!
+//! Backends cannot refuse a stale writer, so the writer refuses itself:
+//! - `allows_write`: leader, and the local monotonic clock is before the last
+//!   successful renew (its *send* time) + TTL − margin. Consul cannot drop the
+//!   session before that renew arrived + TTL, and the lock delay (longer than the
+//!   margin) keeps a new leader out for a while after that;
+//! - `confirm`: the lock index at the key is still the one we acquired (a read
+//!   of the key before each batch of writes: the second guard).
+//!
+//! Every backend write goes through `begin_write` (see `Fenced`), which counts
+//! writes in flight, so a leader that steps down on purpose (SIGTERM) closes
+//! the fence, waits for those writes to land, and only then releases the lock.
+//! Without `--ha` the fence always allows.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, watch};
+
+use super::client::LockClient;
+use crate::backends::{Backend, BackendError, Claim};
+use crate::model::Registration;
+use crate::plan::{Op, Selection};
+
+/// The right to write, as the elector last established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Writes stop at this instant unless a renew extends it.
+    pub until: Instant,
+    pub session: String,
+    pub lock_index: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct Fence {
+    /// `None`: not HA, always allows.
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Bumped on every lease change, so appliers waiting on a closed fence wake.
+    changes: watch::Sender<u64>,
+    /// Notified when the last write in flight ends.
+    idle: Notify,
+    /// Notified after every write, so the elector shares the ledgers soon.
+    wrote: Notify,
+    client: LockClient,
+}
+
+#[derive(Default)]
+struct State {
+    lease: Option<Lease>,
+    /// Closed for good (shutdown): no lease is taken any more.
+    closed: bool,
+    in_flight: usize,
+}
+
+/// A write in progress; dropping it ends the write.
+pub struct WriteGuard {
+    inner: Option<Arc<Inner>>,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.inner {
+            let mut st = lock(inner);
+            st.in_flight -= 1;
+            if st.in_flight == 0 {
+                inner.idle.notify_waiters();
+            }
+            inner.wrote.notify_one();
+        }
+    }
+}
+
+fn lock(inner: &Inner) -> MutexGuard<'_, State> {
+    inner.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fence {
+    /// The fence of a Switchboard that is the only writer (no `--ha`).
+    pub fn always() -> Fence {
+        Fence { inner: None }
+    }
+
+    /// A closed fence that the elector opens with `set_lease`.
+    pub(super) fn new(client: LockClient) -> Fence {
+        Fence {
+            inner: Some(Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                changes: watch::Sender::new(0),
+                idle: Notify::new(),
+                wrote: Notify::new(),
+                client,
+            })),
+        }
+    }
+
+    pub fn is_ha(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Leader, and before the lease's end by the local clock.
+    pub fn allows_write(&self) -> bool {
+        match &self.inner {
+            None => true,
+            Some(inner) => lock(inner).lease.as_ref().is_some_and(|l| Instant::now() < l.until),
+        }
+    }
+
+    /// The second guard: reads the key and checks that our session still holds
+    /// it at the lock index we acquired. False on any doubt (Consul unreachable).
+    pub async fn confirm(&self) -> bool {
+        let Some(inner) = &self.inner else { return true };
+        let Some(lease) = lock(inner).lease.clone() else { return false };
+        if Instant::now() >= lease.until {
+            return false;
+        }
+        match inner.client.read(0, None).await {
+            Ok((_, Some(k))) => {
+                k.session.as_deref() == Some(lease.session.as_str()) && k.lock_index == lease.lock_index
+            }
+            Ok((_, None)) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot confirm the HA lock; not writing");
+                false
+            }
+        }
+    }
+
+    /// Starts a write if the fence allows it now; `None` otherwise.
+    pub fn begin_write(&self) -> Option<WriteGuard> {
+        let Some(inner) = &self.inner else { return Some(WriteGuard { inner: None }) };
+        let mut st = lock(inner);
+        if st.lease.as_ref().is_none_or(|l| Instant::now() >= l.until) {
+            return None;
+        }
+        st.in_flight += 1;
+        Some(WriteGuard { inner: Some(inner.clone()) })
+    }
+
+    /// Resolves on the next lease change (never without `--ha`).
+    pub async fn changed(&self) {
+        match &self.inner {
+            None => std::future::pending().await,
+            Some(inner) => {
+                let mut rx = inner.changes.subscribe();
+                let _ = rx.changed().await;
+            }
+        }
+    }
+
+    /// Shares, before the first write of `service` on `backend`, that it is
+    /// this cluster's: a leader that takes over after a crash right after that
+    /// write knows the service as its own (see `ledger`). Nothing without `--ha`.
+    pub async fn share_intent(&self, backend: &str, service: &str) -> Result<(), super::ClientError> {
+        let Some(inner) = &self.inner else { return Ok(()) };
+        let prefix = super::ledger::intent_prefix(&inner.client, backend);
+        let key = format!("{prefix}{}", super::client::key_segment(service));
+        inner.client.put_value(&key, Vec::new()).await
+    }
+
+    /// Resolves after a write (one wake-up for any number of writes before).
+    pub(super) async fn written(&self) {
+        match &self.inner {
+            None => std::future::pending().await,
+            Some(inner) => inner.wrote.notified().await,
+        }
+    }
+
+    pub(super) fn set_lease(&self, lease: Option<Lease>) {
+        let Some(inner) = &self.inner else { return };
+        let mut st = lock(inner);
+        if st.closed || st.lease == lease {
+            return;
+        }
+        st.lease = lease;
+        drop(st);
+        inner.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Closes the fence for good and waits (up to `within`) for the writes
+    /// in flight to end: after this, nothing of ours reaches a backend.
+    pub(super) async fn close(&self, within: Duration) -> bool {
+        let Some(inner) = &self.inner else { return true };
+        {
+            let mut st = lock(inner);
+            st.closed = true;
+            st.lease = None;
+        }
+        inner.changes.send_modify(|n| *n += 1);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = inner.idle.notified();
+            if lock(inner).in_flight == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// A backend whose writes pass the fence: `apply` and `heartbeat` write only
+/// while the fence allows; reads (`list_owned`, `claim`) always pass, and a
+/// claim that finds a service free shares its intent first.
+pub struct Fenced {
+    inner: Arc<dyn Backend>,
+    fence: Fence,
+}
+
+/// Wraps every backend in the fence (without `--ha`, returns them as they are).
+pub fn fence_all(backends: Vec<Arc<dyn Backend>>, fence: &Fence) -> Vec<Arc<dyn Backend>> {
+    if !fence.is_ha() {
+        return backends;
+    }
+    backends.into_iter().map(|b| Arc::new(Fenced { inner: b, fence: fence.clone() }) as Arc<dyn Backend>).collect()
+}
+
+#[async_trait]
+impl Backend for Fenced {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn select(&self, desired: &[Registration]) -> Selection {
+        self.inner.select(desired)
+    }
+
+    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        self.inner.same(desired, observed)
+    }
+
+    async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
+        self.inner.list_owned(ledger).await
+    }
+
+    async fn apply(&self, op: &Op) -> Result<(), BackendError> {
+        let Some(_write) = self.fence.begin_write() else {
+            // Transient: the op stays queued for whoever leads next (us, later).
+            return Err(BackendError::Transient {
+                backend: self.inner.name(),
+                what: op.verb().to_owned(),
+                message: "not the HA leader: write fenced off".to_owned(),
+            });
+        };
+        self.inner.apply(op).await
+    }
+
+    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
+        let claim = self.inner.claim(reg).await?;
+        if matches!(claim, Claim::Free) {
+            // No first write before the other replicas can know the service is ours.
+            self.fence.share_intent(self.inner.name(), &reg.service).await.map_err(|e| BackendError::Transient {
+                backend: self.inner.name(),
+                what: format!("claim service {}", reg.service),
+                message: format!("cannot share the intent with the other replicas: {e}"),
+            })?;
+        }
+        Ok(claim)
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.inner.heartbeat_interval()
+    }
+
+    async fn heartbeat(&self, ledger: &[Registration]) -> Result<(), BackendError> {
+        // A standby leaves the leader's entries to the leader.
+        match self.fence.begin_write() {
+            Some(_write) => self.inner.heartbeat(ledger).await,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence() -> Fence {
+        let url = url::Url::parse("http://127.0.0.1:1").unwrap();
+        Fence::new(
+            LockClient::new(url, None, "k".into(), "r".into(), Duration::from_secs(1), Default::default()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn writes_pass_only_during_the_lease_and_close_waits_for_writes_in_flight() {
+        let f = fence();
+        assert!(!f.allows_write() && f.begin_write().is_none(), "closed until a lease");
+        let lease = |until| Some(Lease { until, session: "s".into(), lock_index: 1 });
+        f.set_lease(lease(Instant::now() - Duration::from_millis(1)));
+        assert!(!f.allows_write() && f.begin_write().is_none(), "a lease past its end allows nothing");
+        f.set_lease(lease(Instant::now() + Duration::from_secs(60)));
+        assert!(f.allows_write());
+        let write = f.begin_write().unwrap();
+        assert!(!f.close(Duration::from_millis(50)).await, "a write is in flight");
+        assert!(!f.allows_write() && f.begin_write().is_none());
+        drop(write);
+        assert!(f.close(Duration::from_millis(50)).await);
+        f.set_lease(lease(Instant::now() + Duration::from_secs(60)));
+        assert!(!f.allows_write(), "closed for good");
+        assert!(Fence::always().allows_write() && Fence::always().confirm().await);
+    }
+}
