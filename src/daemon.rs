@@ -221,13 +221,13 @@ async fn consume(
 fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify) -> bool {
     match item {
         StreamItem::Connected { endpoint } => {
-            engine.metrics.stream.with_label_values(&["connected"]).inc();
+            engine.metrics.stream_connected(&endpoint); // status hook: counter, gauge, live status
             info!(endpoint = %endpoint, "event stream connected; resyncing");
             resync_wake.notify_one();
             false
         }
         StreamItem::Disconnected { reason } => {
-            engine.metrics.stream.with_label_values(&["disconnected"]).inc();
+            engine.metrics.stream_disconnected(&reason); // status hook
             warn!(reason = %reason, "event stream lost; reconnecting");
             false
         }
@@ -245,6 +245,7 @@ fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify) -> bool {
         }
         StreamItem::Events { event_type, events } => {
             engine.metrics.events.with_label_values(&[&event_type]).inc();
+            engine.metrics.event_received(); // status hook: last event
             match fold_events(engine, &events) {
                 Ok(()) => true,
                 Err(e) => {
@@ -262,6 +263,7 @@ pub fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) ->
     use crate::marathon::event::Event;
     let seq = engine.store.next_seq()?;
     for event in events {
+        engine.metrics.saw_event(event); // metrics hook: TASK_RUNNING receive instant
         match event {
             Event::Unknown { event_type } => {
                 engine.metrics.events_skipped.with_label_values(&["unknown_type"]).inc();
@@ -353,7 +355,9 @@ async fn resyncer(
 
 /// One resync; true when Marathon and every backend could be read.
 async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) -> bool {
+    let started = std::time::Instant::now(); // status hook
     if let Err(e) = engine.refresh_from_marathon().await {
+        engine.metrics.resync_failed(started, &e.to_string()); // status hook
         warn!(error = %e, "resync failed");
         return false;
     }
@@ -374,6 +378,7 @@ async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) 
     if let Err(e) = engine.finish_resync(&report) {
         warn!(error = %e, "cannot record the resync");
     }
+    engine.metrics.resync_finished(started, &report); // status hook: duration, changes, first resync done
     if let Err(e) = engine.store.flush().await {
         warn!(error = %e, "cannot flush the store");
     }

@@ -494,6 +494,7 @@ impl Engine {
                         self.store.drop_intent(name, &reg.service)?;
                     }
                     self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
+                    self.metrics.applied(name, &q.op); // metrics hook: TASK_RUNNING → 2xx latency
                     info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, "applied");
                 }
                 Err(e) if e.is_transient() => {

@@ -12,7 +12,8 @@
 //! - [`backends`]: Consul, Kong, Vulcand behind one trait.
 //! - [`engine`]: the I/O shell around assemble and plan: resync, queue drain, spec fetch.
 //! - [`applier`]: one per backend, the only writer of its queue and ledger.
-//! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
+//! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, readiness, metrics, status page;
+//!   [`status`]: the status model the page, `/api/status` and `switchboard state` share; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
@@ -35,4 +36,5 @@ pub mod reconcile;
 pub mod secret;
 pub mod sim;
 pub mod state;
+pub mod status;
 pub mod store;
