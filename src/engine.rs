@@ -480,7 +480,7 @@ impl Engine {
             }
             let started = Instant::now();
             let result = match self.claim(b, &q.op, &mut owned, &mut intents).await? {
-                Ok(()) => b.apply(&q.op).await,
+                Ok(()) => tracing::Instrument::instrument(b.apply(&q.op), crate::metrics::op_span(name, &q.op)).await, // metrics hook: app_id, task_id on backend lines
                 Err(e) => Err(e),
             };
             log.record(q.op.key());
@@ -495,14 +495,14 @@ impl Engine {
                     }
                     self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
                     self.metrics.applied(name, &q.op); // metrics hook: TASK_RUNNING → 2xx latency
-                    info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, "applied");
+                    info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, app_id = %reg.app_id, task_id = %reg.task_id, "applied");
                 }
                 Err(e) if e.is_transient() => {
                     let delay = backoff(q.attempts + 1);
                     let until_ms = now_ms() + delay.as_millis() as u64;
                     let attempts = self.store.retry_later(name, &q.op, until_ms, &e.to_string())?;
                     self.metrics.ops.with_label_values(&[name, q.op.verb(), "retry"]).inc();
-                    warn!(backend = name, op = q.op.verb(), id = %reg.id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
+                    warn!(backend = name, op = q.op.verb(), id = %reg.id, app_id = %reg.app_id, task_id = %reg.task_id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
                     self.update_gauges(name)?;
                     return Ok(Drain::Backoff { until_ms });
                 }
@@ -573,7 +573,7 @@ impl Engine {
         let new = self.store.refuse(&refusal)?;
         if new {
             self.metrics.refusals_recorded.with_label_values(&[name]).inc();
-            warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
+            warn!(backend = name, op = op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, error = %e, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
         }
         Ok(new)
     }

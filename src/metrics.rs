@@ -328,6 +328,13 @@ impl Default for Metrics {
     }
 }
 
+/// The span a backend call for `op` runs in: every line a backend logs
+/// about it carries the app id and task id.
+pub fn op_span(backend: &str, op: &crate::plan::Op) -> tracing::Span {
+    let r = op.registration();
+    tracing::info_span!("op", backend, op = op.verb(), app_id = %r.app_id, task_id = %r.task_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,3 +194,29 @@ pub fn sample_config_vars() -> std::collections::BTreeMap<&'static str, &'static
         ("cluster", "showcase"),
     ])
 }
+
+/// Debian's Chromium, which `.ci/run` installs. A test that needs it fails
+/// with this message when it is missing: it must not pass without running.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+pub fn chromium() -> PathBuf {
+    let path = PathBuf::from(std::env::var("SWITCHBOARD_TEST_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned()));
+    assert!(
+        path.is_file(),
+        "Chromium is missing at {}: the status page test needs Debian's `chromium` package \
+         (`apt-get install -y chromium`, as .ci/run does)",
+        path.display()
+    );
+    path
+}
+
+/// GET `url`: status code and body ("" when nothing answers).
+pub async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
