@@ -308,7 +308,11 @@ fn explain(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) -> 
         ));
     }
     for cause in e.chain() {
-        if let Some(m) = cause.downcast_ref::<MarathonError>() {
+        let marathon = match cause.downcast_ref::<switchboard::engine::EngineError>() {
+            Some(switchboard::engine::EngineError::Marathon(m)) => Some(m),
+            _ => cause.downcast_ref::<MarathonError>(),
+        };
+        if let Some(m) = marathon {
             return Some(match m {
                 MarathonError::Http { endpoint, cause, .. } => {
                     let why = cause.rsplit(": ").next().unwrap_or(cause);
@@ -384,7 +388,9 @@ fn main() -> ExitCode {
                 }
             }
             Command::Reconcile { once, dry_run, json, retry_refused, common } => {
-                let redactor = init_tracing(format, "warn");
+                // The final error names the Marathon that failed; the client's
+                // per-URL warnings would repeat it (SWITCHBOARD_LOG shows them).
+                let redactor = init_tracing(format, "warn,switchboard::marathon::client=error");
                 if !once {
                     say(&redactor, "switchboard: reconcile needs --once (the long-running form is `switchboard run`)");
                     return ExitCode::from(2);
