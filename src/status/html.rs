@@ -139,9 +139,9 @@ fn overview(o: &mut String, m: &StatusModel) {
             let _ = write!(o, " ({})", esc(e));
         }
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        " · last event {} · reconnects {}</p></section>\n",
+        " · last event {} · reconnects {}</p></section>",
         esc(s.last_event.as_deref().unwrap_or("none yet")),
         s.reconnects
     );
@@ -204,7 +204,7 @@ fn search(o: &mut String, m: &StatusModel) {
     if let Some(n) = m.page.per_page {
         let _ = write!(o, "<input type=\"hidden\" name=\"per_page\" value=\"{n}\">");
     }
-    let _ = write!(o, " <span class=\"muted\">{} matching apps</span></form>\n", m.page.matched_apps);
+    let _ = writeln!(o, " <span class=\"muted\">{} matching apps</span></form>", m.page.matched_apps);
     pager(o, m);
 }
 
@@ -329,7 +329,7 @@ fn backend_cell(o: &mut String, backend: &str, s: &BackendState) {
 }
 
 fn apps(o: &mut String, m: &StatusModel) {
-    let _ = write!(o, "<section id=\"apps\"><h2>Apps ({} of {})</h2>\n", m.apps.len(), m.page.matched_apps);
+    let _ = writeln!(o, "<section id=\"apps\"><h2>Apps ({} of {})</h2>", m.apps.len(), m.page.matched_apps);
     // Instances arrive grouped by app in store order; index them once.
     let mut by_app: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     for (i, inst) in m.instances.iter().enumerate() {

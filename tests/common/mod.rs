@@ -308,8 +308,10 @@ pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
     let mut types: HashMap<String, String> = HashMap::new();
     let mut seen_samples: std::collections::HashSet<String> = Default::default();
     let mut samples = BTreeMap::new();
-    // histogram family → (labels without le) → (buckets, count)
-    let mut hist: HashMap<(String, String), (Vec<(f64, f64)>, Option<f64>)> = HashMap::new();
+    /// Per histogram series: its buckets `(le, count)` in order, and its `_count`.
+    type Series = (Vec<(f64, f64)>, Option<f64>);
+    // (histogram family, labels without le) → series
+    let mut hist: HashMap<(String, String), Series> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let at = format!("line {}: {line:?}", n + 1);
         if let Some(rest) = line.strip_prefix("# ") {
