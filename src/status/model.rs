@@ -408,3 +408,93 @@ impl BackendState {
         BackendState { state: "absent".into(), op: None, attempts: None, next_try: None, reason: None }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assemble::{Folded, touches};
+    use crate::labels::LabelOptions;
+    use crate::marathon::event::parse;
+    use crate::sim::marathon::{Model, ModelOptions};
+    use crate::sim::scenario::Scenario;
+
+    /// Three apps of two instances: app 0 registered in consul, app 1's
+    /// first instance queued (2 attempts), app 2's first refused.
+    fn world() -> Inputs {
+        let mut m = Model::new(ModelOptions::default());
+        let mut f = Folded::default();
+        for i in 0..3 {
+            for e in m.deploy(Scenario::app_definition(i), 2) {
+                for ev in parse(&e.event_type, &e.data.to_string()).unwrap_or_default() {
+                    for t in touches(&ev) {
+                        f.apply(&t);
+                    }
+                }
+            }
+        }
+        let regs = f.desired(&LabelOptions::default()).registrations;
+        let of = |app: &str| regs.iter().filter(|r| r.app_id == app).cloned().collect::<Vec<_>>();
+        let queued = QueuedOp {
+            op: crate::plan::Op::Register(of("/bench/app-00001")[0].clone()),
+            attempts: 2,
+            not_before_ms: 5_000,
+            last_error: Some("HTTP 503".into()),
+        };
+        let refused = &of("/bench/app-00002")[0];
+        Inputs {
+            backends: vec!["consul".into()],
+            instances: f.instances.into_values().collect(),
+            apps: f.apps,
+            specs: f.specs,
+            ledger: [("consul".to_owned(), of("/bench/app-00000"))].into(),
+            queue: [("consul".to_owned(), vec![queued])].into(),
+            refusals: vec![Refusal {
+                backend: "consul".into(),
+                app_id: refused.app_id.clone(),
+                entity: refused.id.clone(),
+                op: "register".into(),
+                reason: "HTTP 403: Permission denied".into(),
+                since: "2026-01-01T00:00:00Z".into(),
+                input: "x".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn states(m: &StatusModel, app: &str) -> Vec<String> {
+        m.instances.iter().filter(|i| i.app_id == app).map(|i| i.backends["consul"].state.clone()).collect()
+    }
+
+    #[test]
+    fn each_instance_shows_what_each_backend_holds_of_it() {
+        let m = build(&world(), &LiveStatus::default(), &Query::default(), 10_000);
+        assert_eq!(states(&m, "/bench/app-00000"), ["registered", "registered"]);
+        let mut q = states(&m, "/bench/app-00001");
+        q.sort();
+        assert_eq!(q, ["absent", "queued"]);
+        let queued = m.instances.iter().find(|i| i.backends["consul"].state == "queued").map(|i| &i.backends["consul"]);
+        assert_eq!(queued.and_then(|b| b.attempts), Some(2));
+        assert_eq!(queued.and_then(|b| b.reason.as_deref()), Some("HTTP 503"));
+        let refused =
+            m.instances.iter().find(|i| i.backends["consul"].state == "refused").map(|i| &i.backends["consul"]);
+        assert_eq!(refused.and_then(|b| b.reason.as_deref()), Some("HTTP 403: Permission denied"));
+        assert_eq!((m.totals.apps, m.totals.instances), (3, 6));
+        assert!(!m.ready.ready, "no resync yet: {:?}", m.ready);
+    }
+
+    #[test]
+    fn a_search_and_a_page_pick_whole_apps_and_totals_count_everything() {
+        let w = world();
+        let live = LiveStatus::default();
+        let m = build(&w, &live, &Query { app: Some("APP-00002".into()), ..Default::default() }, 0);
+        assert_eq!(m.apps.iter().map(|a| a.app_id.as_str()).collect::<Vec<_>>(), ["/bench/app-00002"]);
+        assert!(m.instances.iter().all(|i| i.app_id == "/bench/app-00002") && m.instances.len() == 2);
+        assert_eq!((m.refusals.len(), m.ledger["consul"].len(), m.queue["consul"].len()), (1, 0, 0));
+        assert_eq!(m.totals.instances, 6);
+        let p = build(&w, &live, &Query { page: Some(2), per_page: Some(2), ..Default::default() }, 0);
+        assert_eq!(p.apps.iter().map(|a| a.app_id.as_str()).collect::<Vec<_>>(), ["/bench/app-00002"]);
+        assert_eq!((p.page.page, p.page.pages, p.page.matched_apps), (2, 2, 3));
+        let past = build(&w, &live, &Query { page: Some(9), per_page: Some(2), ..Default::default() }, 0);
+        assert_eq!(past.page.page, 2, "a page past the end shows the last");
+    }
+}
