@@ -488,3 +488,53 @@ async fn the_demo_prints_its_status_page_and_serves_it_while_the_steps_run() {
     // After every step the demo reads its own page: it was up all along.
     assert_eq!(stdout.matches("instances, 0 pending, registered: consul").count(), 5, "{stdout}");
 }
+
+/// Runs `switchboard <args>` with stderr and stdout on a pseudo-terminal
+/// (util-linux `script`), returning what the terminal showed.
+async fn on_a_terminal(args: Vec<String>) -> String {
+    let cmd = std::iter::once(common::BIN.to_owned()).chain(args).collect::<Vec<_>>().join(" ");
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("SWITCHBOARD_CONSUL_URL")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("util-linux `script` runs a command on a pseudo-terminal");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_once_draws_a_progress_bar_only_on_a_terminal_and_never_with_json() {
+    let marathon = marathon().await;
+    let consul = ConsulSim::start(ConsulSimOptions::default()).await.expect("consul");
+    for i in 0..3 {
+        let _ = marathon.model().deploy(web_app(&format!("/shop/app-{i}")), 2);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |data: &str, json: bool| {
+        let mut a = s(&[
+            "reconcile",
+            "--once",
+            "--data-dir",
+            data,
+            "--marathon",
+            marathon.url().as_str(),
+            "--consul",
+            &consul.url(),
+        ]);
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let tty = on_a_terminal(args(&dir.path().join("a").display().to_string(), false)).await;
+    assert!(tty.contains("resync: Marathon's snapshot"), "no progress bar on a terminal:\n{tty}");
+    assert!(tty.contains("summary:") && tty.contains("REGISTERED"), "{tty}");
+    assert_eq!(consul_ids(&consul, "/shop/app-0"), 2);
+    let json = on_a_terminal(args(&dir.path().join("b").display().to_string(), true)).await;
+    assert!(!json.contains("resync: Marathon's snapshot"), "a progress bar with --json:\n{json}");
+    assert!(json.contains("\"summary\""), "{json}");
+}
