@@ -6,16 +6,30 @@
 //! - `fold`: the touches of that deploy applied to a world of N instances
 //!   (`assemble::Folded`), and to a sled store holding N instances;
 //! - `plan`: desired registrations of a world of N instances and the diff
-//!   against a ledger that lacks one instance (what one event costs today).
+//!   against a ledger that lacks one instance (what one event cost before
+//!   per-app planning, and what a resync's whole-world merge still costs);
+//! - `plan one app`: what one event costs now: the planner's pass over the
+//!   one app it touched (store reads, selection on Consul, Kong and Vulcand)
+//!   and each applier planning that app against its ledger.
 //!
 //! Run: `cargo bench --bench core` (add `-- --quick` for a fast pass).
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use switchboard::assemble::{Folded, Touch, touches};
+use switchboard::backends::Backend;
+use switchboard::backends::consul::{ConsulBackend, ConsulConfig};
+use switchboard::backends::kong::{KongBackend, KongConfig};
+use switchboard::backends::vulcand::{VulcandBackend, VulcandConfig};
+use switchboard::engine::{Engine, ServiceIndex};
 use switchboard::labels::LabelOptions;
+use switchboard::marathon::client::{ClientConfig, MarathonClient};
 use switchboard::marathon::event::{Event, parse};
+use switchboard::metrics::Metrics;
+use switchboard::planner::{DirtySet, Planner};
 use switchboard::sim::marathon::{Model, ModelOptions, SimEvent};
 use switchboard::sim::scenario::Scenario;
 
@@ -105,6 +119,67 @@ fn benches(c: &mut Criterion) {
         });
     }
     plan.finish();
+
+    let mut one = c.benchmark_group("plan one app in a world of N instances");
+    for n in WORLDS {
+        let (events, _) = world(n);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        for (seq, e) in events.iter().enumerate() {
+            engine.store.apply_touches(&touches(e), seq as u64 + 1).expect("apply");
+        }
+        let mut planner = Planner::default();
+        let everything = DirtySet { all: true, apps: Default::default() };
+        let wants = planner.pass(&engine, everything).expect("pass");
+        let mut services: Vec<ServiceIndex> = engine.backends.iter().map(|_| ServiceIndex::default()).collect();
+        for (b, index) in engine.backends.iter().zip(&mut services) {
+            let ops = engine.plan_apps(b, &wants[b.name()], index).expect("plan");
+            // The ledger holds all of it, as after the cold resync.
+            for op in ops {
+                engine.store.complete(b.name(), &op).expect("complete");
+            }
+        }
+        let app = Scenario::app_definition(n / PER_APP / 2)["id"].as_str().unwrap_or("/").to_owned();
+        one.bench_with_input(BenchmarkId::new("pass + plan_apps", n), &n, |bench, _| {
+            bench.iter(|| {
+                let dirty = DirtySet { all: false, apps: [app.clone()].into() };
+                let wants = planner.pass(&engine, dirty).expect("pass");
+                for (b, index) in engine.backends.iter().zip(&mut services) {
+                    black_box(engine.plan_apps(b, &wants[b.name()], index).expect("plan"));
+                }
+            })
+        });
+    }
+    one.finish();
+}
+
+/// An engine over a store in `dir` with the three backends (never called).
+fn engine(dir: &std::path::Path) -> Engine {
+    let url = |s: &str| url::Url::parse(s).expect("url");
+    let store = switchboard::store::Store::open(dir).expect("store");
+    let marathon = MarathonClient::new(ClientConfig {
+        urls: vec![url("http://127.0.0.1:9")],
+        auth: None,
+        timeout: Duration::from_secs(1),
+    })
+    .expect("client");
+    let consul = ConsulBackend::new(ConsulConfig {
+        url: url("http://127.0.0.1:9"),
+        token: None,
+        cluster: "default".into(),
+        timeout: Duration::from_secs(1),
+    })
+    .expect("consul");
+    let kong = KongBackend::new(KongConfig::new(url("http://127.0.0.1:9"))).expect("kong");
+    let vulcand = VulcandBackend::new(VulcandConfig {
+        url: url("http://127.0.0.1:9"),
+        cluster: "default".into(),
+        server_ttl: None,
+        timeout: Duration::from_secs(1),
+    })
+    .expect("vulcand");
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(consul), Arc::new(kong), Arc::new(vulcand)];
+    Engine::new(store, marathon, backends, LabelOptions::default(), Vec::new(), Metrics::new())
 }
 
 criterion_group!(core, benches);

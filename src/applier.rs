@@ -5,10 +5,12 @@
 //! - Ops and ledger entries of a backend are written by its applier alone:
 //!   plans against the ledger, the merge of a resync's listing, completions
 //!   and refusals all happen on this one task, one after the other.
-//! - It plans against the newest desired state it has seen: a state whose
-//!   computation ran before the one it last planned with is skipped
-//!   (the consumer wakes the planner after every fold, so whatever a skipped
-//!   state knew, a later one knows too).
+//! - It plans per app: the planner hands it one `AppWant` per dirty app
+//!   (de-duplicated in its `Inbox`, newest wins), and it plans each against
+//!   that app's ledger entries and queued ops only. A want computed before
+//!   the newest whole-world plan it merged (a resync's listing) is skipped
+//!   (whatever changed since was folded and marked its app dirty, so a later
+//!   want knows it too).
 //! - A resync only *observes*: it takes the listing (while the applier goes
 //!   on applying) and hands it over. The applier merges it, planning with
 //!   facts read at the merge; a registration it wrote while the listing was
@@ -19,14 +21,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::backends::Backend;
-use crate::engine::{AppliedLog, DesiredState, Drain, Engine, now_ms};
+use crate::engine::{AppliedLog, Drain, Engine, ServiceIndex, now_ms};
 use crate::model::Registration;
 use crate::plan::Op;
+use crate::planner::Inbox;
 
 /// What a resync's observation of one backend came to: the repairs queued,
 /// or why the backend could not be listed.
@@ -85,26 +88,27 @@ impl Applier {
 pub fn spawn(
     engine: Engine,
     b: Arc<dyn Backend>,
-    desired: watch::Receiver<Arc<DesiredState>>,
+    inbox: Arc<Inbox>,
     shutdown: CancellationToken,
 ) -> (Applier, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(1);
     let log = AppliedLog::default();
     let handle = Applier { engine: engine.clone(), backend: b.clone(), log: log.clone(), listings: tx };
-    (handle, run(engine, b, log, desired, rx, shutdown))
+    (handle, run(engine, b, log, inbox, rx, shutdown))
 }
 
 async fn run(
     engine: Engine,
     b: Arc<dyn Backend>,
     log: AppliedLog,
-    mut desired: watch::Receiver<Arc<DesiredState>>,
+    inbox: Arc<Inbox>,
     mut listings: mpsc::Receiver<Listing>,
     shutdown: CancellationToken,
 ) {
     let name = b.name();
-    // The epoch of the newest desired state planned with so far.
+    // The epoch of the newest whole-world plan merged so far.
     let mut planned = 0u64;
+    let mut services = ServiceIndex::default();
     loop {
         let wait = match engine.drain(&b, &log).await {
             Ok(Drain::Idle { next_due_ms: None }) => None,
@@ -134,19 +138,13 @@ async fn run(
                 };
                 let _ = listing.reply.send(answer);
             }
-            changed = desired.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let state = desired.borrow_and_update().clone();
-                if state.epoch > planned {
-                    planned = state.epoch;
-                    match engine.plan_backend(&b, &state) {
-                        // Queued ops are durable before any of them is tried.
-                        Ok(ops) if !ops.is_empty() => flush(&engine).await,
-                        Ok(_) => {}
-                        Err(e) => warn!(backend = name, error = %e, "planning failed"),
-                    }
+            _ = inbox.ready() => {
+                let wants: Vec<_> = inbox.take().into_iter().filter(|w| w.epoch >= planned).collect();
+                match engine.plan_apps(&b, &wants, &mut services) {
+                    // Queued ops are durable before any of them is tried.
+                    Ok(ops) if !ops.is_empty() => flush(&engine).await,
+                    Ok(_) => {}
+                    Err(e) => warn!(backend = name, error = %e, "planning failed"),
                 }
             }
             _ = sleep_opt(wait) => {}

@@ -9,6 +9,7 @@
 //!   environment (`*_FILE`), never from argv or the TOML file, and `Config`'s
 //!   `Debug` never shows them (`Secret`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,6 +91,10 @@ pub struct CommonArgs {
     /// Timeout of each HTTP request to Marathon and the backends (default 10s).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// Ops in flight at once per backend, as `N` for all or
+    /// `consul=N,kong=N,vulcand=N` (default consul=8,kong=16,vulcand=8).
+    #[arg(long, value_name = "LIMITS", env = "SWITCHBOARD_BACKEND_CONCURRENCY")]
+    pub backend_concurrency: Option<String>,
 }
 
 /// The TOML file, as written. Unknown keys are an error.
@@ -113,6 +118,7 @@ pub struct FileConfig {
     pub kong_token_header: Option<String>,
     pub vulcand_server_ttl: Option<String>,
     pub request_timeout: Option<String>,
+    pub backend_concurrency: Option<String>,
     #[serde(default, rename = "static")]
     pub statics: Vec<StaticEntry>,
 }
@@ -211,7 +217,39 @@ pub struct Config {
     pub stream_line_limit: usize,
     pub tombstone_retention: Duration,
     pub request_timeout: Duration,
+    /// Ops in flight at once, by backend name.
+    pub backend_concurrency: BTreeMap<&'static str, usize>,
     pub statics: Vec<StaticService>,
+}
+
+/// Ops in flight at once per backend unless `--backend-concurrency` says
+/// otherwise (BENCHMARKS.md: how they were chosen).
+pub const DEFAULT_CONCURRENCY: [(&str, usize); 3] = [("consul", 8), ("kong", 16), ("vulcand", 8)];
+
+/// `N` (every backend) or `consul=N,kong=N,vulcand=N` (the rest keep their
+/// default); each N from 1 to 256.
+fn parse_concurrency(setting: &str, raw: &str) -> Result<BTreeMap<&'static str, usize>, ConfigError> {
+    let mut out: BTreeMap<&'static str, usize> = DEFAULT_CONCURRENCY.into_iter().collect();
+    let number = |v: &str| -> Result<usize, ConfigError> {
+        match v.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => Ok(n),
+            _ => Err(bad(setting, format!("{v:?} is not a number from 1 to 256"))),
+        }
+    };
+    let raw = raw.trim();
+    if !raw.contains('=') {
+        let n = number(raw)?;
+        out.values_mut().for_each(|v| *v = n);
+        return Ok(out);
+    }
+    for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, n) = pair.split_once('=').ok_or_else(|| bad(setting, format!("{pair:?} is not backend=N")))?;
+        let Some((key, _)) = DEFAULT_CONCURRENCY.iter().find(|(k, _)| *k == name.trim()) else {
+            return Err(bad(setting, format!("{:?} is not a backend (consul, kong or vulcand)", name.trim())));
+        };
+        out.insert(key, number(n)?);
+    }
+    Ok(out)
 }
 
 const MARATHON: &str = "--marathon (SWITCHBOARD_MARATHON_URL)";
@@ -312,6 +350,11 @@ impl Config {
         if request_timeout.is_zero() {
             return Err(bad(&timeout_name, "must be more than 0"));
         }
+        let backend_concurrency =
+            match pick!(backend_concurrency, "--backend-concurrency", "SWITCHBOARD_BACKEND_CONCURRENCY") {
+                None => DEFAULT_CONCURRENCY.into_iter().collect(),
+                Some((raw, setting)) => parse_concurrency(&setting, &raw)?,
+            };
         let ttl_setting = pick!(vulcand_server_ttl, "--vulcand-server-ttl", "SWITCHBOARD_VULCAND_SERVER_TTL");
         let ttl_name = ttl_setting.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
         let vulcand_server_ttl =
@@ -387,6 +430,7 @@ impl Config {
             stream_line_limit,
             tombstone_retention,
             request_timeout,
+            backend_concurrency,
             statics,
         })
     }

@@ -4,9 +4,10 @@
 //! Tasks, each with one job:
 //! - stream: reads Marathon's SSE (parse only) into an unbounded channel, so
 //!   it never waits on anything else and Marathon never drops us for lag;
-//! - consumer: folds events into the store, flushing once per burst, and wakes the planner;
-//! - planner: computes what is desired (coalescing wake-ups) and publishes it
-//!   to the appliers;
+//! - consumer: folds events into the store, flushing once per burst, and
+//!   marks the apps they touched dirty;
+//! - planner (`planner`): takes the dirty apps, computes what each calls for
+//!   and hands one want per app to every applier;
 //! - one applier per backend (`applier`): the only writer of that backend's
 //!   queue and ledger; plans against the ledger, takes the resync's listings,
 //!   drains the queue with backoff;
@@ -18,11 +19,12 @@
 //! Shutdown: one `CancellationToken`; every task returns when it fires and
 //! the store is flushed last.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,11 +34,12 @@ use crate::backends::consul::{ConsulBackend, ConsulConfig};
 use crate::backends::kong::{KongBackend, KongConfig};
 use crate::backends::vulcand::{VulcandBackend, VulcandConfig};
 use crate::config::Config;
-use crate::engine::{DesiredState, Engine};
+use crate::engine::Engine;
 use crate::labels::LabelOptions;
 use crate::marathon::client::{ClientConfig, MarathonClient};
 use crate::marathon::stream::{self, StreamConfig, StreamItem};
 use crate::metrics::Metrics;
+use crate::planner::{Dirty, Inbox, Planner};
 use crate::store::Store;
 
 /// Event types Switchboard asks Marathon for (server-side filter). The
@@ -111,7 +114,8 @@ pub fn build_engine(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Res
         LabelOptions { separator: cfg.name_separator },
         cfg.statics.clone(),
         metrics,
-    ))
+    )
+    .with_concurrency(cfg.backend_concurrency.clone()))
 }
 
 /// Runs the daemon until `shutdown` fires. `ready` receives the bound status
@@ -134,9 +138,13 @@ pub async fn run(
         let _ = tx.send(addr);
     }
 
+    let dirty = Arc::new(Dirty::default());
+    // The status server's wake-up (after the operator lifted refusals)
+    // replans every app.
     let plan_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), shutdown.clone()));
+    tasks.spawn(replan_all_on(plan_wake, dirty.clone(), shutdown.clone()));
 
     let (tx, rx) = mpsc::unbounded_channel();
     let stream_cfg = StreamConfig {
@@ -151,10 +159,12 @@ pub async fn run(
     tasks.spawn(stream::run(stream_cfg, tx, shutdown.clone()));
 
     let resync_wake = Arc::new(Notify::new());
-    let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredState::default()));
     let mut appliers = Vec::new();
+    let mut inboxes = Vec::new();
     for b in &engine.backends {
-        let (handle, task) = applier::spawn(engine.clone(), b.clone(), desired_rx.clone(), shutdown.clone());
+        let inbox = Arc::new(Inbox::default());
+        inboxes.push((b.name(), inbox.clone()));
+        let (handle, task) = applier::spawn(engine.clone(), b.clone(), inbox, shutdown.clone());
         tasks.spawn(task);
         appliers.push(handle);
         if let Some(every) = b.heartbeat_interval() {
@@ -162,17 +172,12 @@ pub async fn run(
         }
     }
 
-    tasks.spawn(consume(engine.clone(), rx, plan_wake.clone(), resync_wake.clone(), shutdown.clone()));
-    tasks.spawn(planner(engine.clone(), plan_wake.clone(), desired_tx, shutdown.clone()));
-    tasks.spawn(resyncer(
-        engine.clone(),
-        cfg.resync_interval,
-        resync_wake,
-        plan_wake.clone(),
-        appliers,
-        shutdown.clone(),
-    ));
-    tasks.spawn(fetcher(engine.clone(), cfg.grace_period, plan_wake.clone(), shutdown.clone()));
+    // Everything is planned once at start, against the ledger.
+    dirty.mark_all();
+    tasks.spawn(consume(engine.clone(), rx, dirty.clone(), resync_wake.clone(), shutdown.clone()));
+    tasks.spawn(planner(engine.clone(), dirty.clone(), inboxes, shutdown.clone()));
+    tasks.spawn(resyncer(engine.clone(), cfg.resync_interval, resync_wake, dirty.clone(), appliers, shutdown.clone()));
+    tasks.spawn(fetcher(engine.clone(), cfg.grace_period, dirty.clone(), shutdown.clone()));
     tasks.spawn(pruner(engine.clone(), cfg.tombstone_retention, shutdown.clone()));
 
     shutdown.cancelled().await;
@@ -189,7 +194,7 @@ const FOLD_BATCH: usize = 256;
 async fn consume(
     engine: Engine,
     mut rx: mpsc::UnboundedReceiver<StreamItem>,
-    plan_wake: Arc<Notify>,
+    dirty: Arc<Dirty>,
     resync_wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -198,69 +203,68 @@ async fn consume(
             _ = shutdown.cancelled() => return,
             item = rx.recv() => match item { Some(i) => i, None => return },
         };
-        let mut folded = false;
+        let mut touched = BTreeSet::new();
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(item) = next.take() {
-            folded |= handle(&engine, item, &resync_wake);
+            handle(&engine, item, &resync_wake, &mut touched);
             taken += 1;
             if taken < FOLD_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        if folded {
+        if !touched.is_empty() {
             if let Err(e) = engine.store.flush().await {
                 warn!(error = %e, "cannot flush the store");
             }
-            plan_wake.notify_one();
+            dirty.mark(touched);
         }
     }
 }
 
-/// Handles one stream item; true when facts were folded into the store.
-fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify) -> bool {
+/// Handles one stream item; the apps whose facts it folded into the store
+/// go into `touched`.
+fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify, touched: &mut BTreeSet<String>) {
     match item {
         StreamItem::Connected { endpoint } => {
             engine.metrics.stream_connected(&endpoint); // status hook: counter, gauge, live status
             info!(endpoint = %endpoint, "event stream connected; resyncing");
             resync_wake.notify_one();
-            false
         }
         StreamItem::Disconnected { reason } => {
             engine.metrics.stream_disconnected(&reason); // status hook
             warn!(reason = %reason, "event stream lost; reconnecting");
-            false
         }
         StreamItem::Oversized { limit } => {
             // The line is gone and so is its event: only a resync can repair it.
             engine.metrics.events_skipped.with_label_values(&["oversized"]).inc();
             warn!(limit, "event over the line limit skipped; resyncing");
             resync_wake.notify_one();
-            false
         }
         StreamItem::Malformed { event_type, error } => {
             engine.metrics.events_skipped.with_label_values(&["malformed"]).inc();
             warn!(event_type = %event_type, error = %error, "malformed event skipped");
-            false
         }
         StreamItem::Events { event_type, events } => {
             engine.metrics.events.with_label_values(&[&event_type]).inc();
             engine.metrics.event_received(); // status hook: last event
             match fold_events(engine, &events) {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(event_type = %event_type, error = %e, "cannot store event");
-                    false
-                }
+                Ok(apps) => touched.extend(apps),
+                Err(e) => warn!(event_type = %event_type, error = %e, "cannot store event"),
             }
         }
     }
 }
 
 /// Folds the facts of one SSE event into the store (one transaction per
-/// event; the caller flushes).
-pub fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) -> Result<(), crate::store::Error> {
+/// event; the caller flushes). Returns the apps it touched.
+pub fn fold_events(
+    engine: &Engine,
+    events: &[crate::marathon::event::Event],
+) -> Result<BTreeSet<String>, crate::store::Error> {
+    use crate::assemble::Touch;
     use crate::marathon::event::Event;
+    let mut apps = BTreeSet::new();
     let seq = engine.store.next_seq()?;
     for event in events {
         engine.metrics.saw_event(event); // metrics hook: TASK_RUNNING receive instant
@@ -276,36 +280,86 @@ pub fn fold_events(engine: &Engine, events: &[crate::marathon::event::Event]) ->
         let touches = crate::assemble::touches(event);
         for t in &touches {
             let at = match t {
-                crate::assemble::Touch::Instance(r) => r.last_at(),
-                crate::assemble::Touch::App(_, a) => a.stopped_at.unwrap_or_default(),
+                Touch::Instance(r) => r.last_at(),
+                Touch::App(_, a) => a.stopped_at.unwrap_or_default(),
                 _ => Default::default(),
             };
             engine.store.raise_high_water(at)?;
+            match t {
+                Touch::Instance(r) => apps.insert(r.app_id.as_str().to_owned()),
+                Touch::App(id, _) | Touch::Hint(id) => apps.insert(id.as_str().to_owned()),
+                Touch::Spec(spec) => apps.insert(spec.id.as_str().to_owned()),
+            };
         }
         engine.store.apply_touches(&touches, seq)?;
     }
-    Ok(())
+    Ok(apps)
 }
 
-/// Computes what is desired on every wake-up (coalesced) and publishes it:
-/// the appliers plan their backends against it. Writes no op itself.
+/// Takes the dirty apps (all of them coalesced), plans them off the
+/// runtime's threads (the store's reads block), and hands each applier its
+/// wants. Writes no op itself.
 async fn planner(
     engine: Engine,
-    wake: Arc<Notify>,
-    desired: watch::Sender<Arc<DesiredState>>,
+    dirty: Arc<Dirty>,
+    inboxes: Vec<(&'static str, Arc<Inbox>)>,
     shutdown: CancellationToken,
 ) {
+    let mut state = Planner::default();
+    loop {
+        let set = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            set = dirty.take() => set,
+        };
+        let timer = engine.metrics.plan_seconds.start_timer();
+        let e = engine.clone();
+        let retry = set.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let wants = state.pass(&e, set);
+            (state, wants)
+        })
+        .await;
+        drop(timer);
+        let wants = match outcome {
+            Ok((s, wants)) => {
+                state = s;
+                wants
+            }
+            Err(e) => {
+                warn!(error = %e, "planning pass panicked; starting over");
+                state = Planner::default();
+                dirty.mark_all();
+                continue;
+            }
+        };
+        match wants {
+            Ok(mut wants) => {
+                for (name, inbox) in &inboxes {
+                    inbox.push(wants.remove(name).unwrap_or_default());
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "planning failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if retry.all {
+                    dirty.mark_all();
+                } else {
+                    dirty.mark(retry.apps);
+                }
+            }
+        }
+    }
+}
+
+/// Every wake-up of `wake` replans every app.
+async fn replan_all_on(wake: Arc<Notify>, dirty: Arc<Dirty>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = wake.notified() => {}
-        }
-        let _timer = engine.metrics.plan_seconds.start_timer();
-        match engine.desired() {
-            Ok(state) => {
-                desired.send_replace(Arc::new(state));
-            }
-            Err(e) => warn!(error = %e, "planning failed"),
+            _ = wake.notified() => dirty.mark_all(),
         }
     }
 }
@@ -324,7 +378,7 @@ async fn resyncer(
     engine: Engine,
     every: Option<Duration>,
     wake: Arc<Notify>,
-    plan_wake: Arc<Notify>,
+    dirty: Arc<Dirty>,
     appliers: Vec<Applier>,
     shutdown: CancellationToken,
 ) {
@@ -339,7 +393,7 @@ async fn resyncer(
     loop {
         let ok = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ok = resync_once(&engine, &plan_wake, &appliers) => ok,
+            ok = resync_once(&engine, &dirty, &appliers) => ok,
         };
         failures = if ok { 0 } else { failures + 1 };
         // A failed resync is retried with backoff; otherwise wait for the
@@ -354,14 +408,14 @@ async fn resyncer(
 }
 
 /// One resync; true when Marathon and every backend could be read.
-async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) -> bool {
+async fn resync_once(engine: &Engine, dirty: &Dirty, appliers: &[Applier]) -> bool {
     let started = std::time::Instant::now(); // status hook
     if let Err(e) = engine.refresh_from_marathon().await {
         engine.metrics.resync_failed(started, &e.to_string()); // status hook
         warn!(error = %e, "resync failed");
         return false;
     }
-    plan_wake.notify_one();
+    dirty.mark_all();
     let mut report = crate::engine::ResyncReport::default();
     let observations = appliers.iter().map(|a| async move { (a.name(), a.observe().await) });
     for (name, result) in futures::future::join_all(observations).await {
@@ -385,7 +439,7 @@ async fn resync_once(engine: &Engine, plan_wake: &Notify, appliers: &[Applier]) 
     report.failed.is_empty()
 }
 
-async fn fetcher(engine: Engine, grace: Duration, plan_wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn fetcher(engine: Engine, grace: Duration, dirty: Arc<Dirty>, shutdown: CancellationToken) {
     let tick = (grace / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -393,8 +447,7 @@ async fn fetcher(engine: Engine, grace: Duration, plan_wake: Arc<Notify>, shutdo
             _ = tokio::time::sleep(tick) => {}
         }
         match engine.fetch_pending(grace).await {
-            Ok(true) => plan_wake.notify_one(),
-            Ok(false) => {}
+            Ok(apps) => dirty.mark(apps),
             Err(e) => warn!(error = %e, "spec fetch pass failed"),
         }
     }

@@ -18,7 +18,7 @@
 //! - Apps whose labels cannot be honoured keep what they already have
 //!   registered (nothing is half-changed); every other app carries on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::model::{AppId, Registration, Timestamp};
 use crate::plan::plan;
 use crate::plan::{Op, Refusal, Rejection, Selection};
-use crate::store::{SnapshotApp, Store};
+use crate::store::{QueuedOp, SnapshotApp, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -96,6 +96,54 @@ pub struct Engine {
     /// earlier one did and writes the pending set and rejections after it.
     /// A std Mutex: `desired()` does not await.
     epochs: Arc<Mutex<u64>>,
+    /// Ops in flight at once per backend name (`--<backend>-concurrency`);
+    /// a backend not named runs one at a time.
+    concurrency: Arc<BTreeMap<&'static str, usize>>,
+    /// Per backend and lane: no op of the lane is tried before this local
+    /// wall-clock millisecond (a transient failure backs off its lane).
+    lanes: Arc<Mutex<HashMap<(&'static str, Option<String>), u64>>>,
+}
+
+/// What one app calls for: its desired registrations (all backends), the
+/// instances still pending, its label errors, and the tasks whose
+/// registrations stay as they are because its labels cannot be honoured.
+#[derive(Debug, Default)]
+pub struct AppDesired {
+    pub desired: Desired,
+    pub held_tasks: BTreeSet<String>,
+}
+
+/// The registration ids one backend's wants call for per service, across
+/// apps: a deregistration empties its service only if no other app wants
+/// the service there (`service_empty`).
+#[derive(Default)]
+pub struct ServiceIndex {
+    by_app: HashMap<String, BTreeSet<String>>,
+    apps_by_service: HashMap<String, BTreeSet<String>>,
+}
+
+impl ServiceIndex {
+    fn set(&mut self, app: &str, services: BTreeSet<String>) {
+        for svc in self.by_app.remove(app).into_iter().flatten() {
+            if let Some(apps) = self.apps_by_service.get_mut(&svc) {
+                apps.remove(app);
+                if apps.is_empty() {
+                    self.apps_by_service.remove(&svc);
+                }
+            }
+        }
+        for svc in &services {
+            self.apps_by_service.entry(svc.clone()).or_default().insert(app.to_owned());
+        }
+        if !services.is_empty() {
+            self.by_app.insert(app.to_owned(), services);
+        }
+    }
+
+    /// Whether an app other than `app` wants `service`.
+    fn wanted_elsewhere(&self, app: &str, service: &str) -> bool {
+        self.apps_by_service.get(service).is_some_and(|apps| apps.iter().any(|a| a != app))
+    }
 }
 
 /// What observing one backend queued, and the epoch of the desired state
@@ -159,6 +207,19 @@ impl AppliedLog {
     }
 }
 
+/// Ownership known during one drain, shared by the apps applied at once.
+struct Claims {
+    /// Services whose names are ours by the ledger or a recorded intent.
+    owned: Mutex<BTreeSet<String>>,
+    /// Services with a recorded intent.
+    intents: Mutex<BTreeSet<String>>,
+}
+
+/// A std Mutex held for a set update, never across `.await`.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Capped exponential backoff with jitter for the `attempt`-th retry (1-based).
 pub fn backoff(attempt: u32) -> Duration {
     backon::ExponentialBuilder::default()
@@ -181,7 +242,159 @@ impl Engine {
         statics: Vec<StaticService>,
         metrics: Metrics,
     ) -> Engine {
-        Engine { store, marathon, backends, opts, statics, metrics, inflight: Arc::default(), epochs: Arc::default() }
+        Engine {
+            store,
+            marathon,
+            backends,
+            opts,
+            statics,
+            metrics,
+            inflight: Arc::default(),
+            epochs: Arc::default(),
+            concurrency: Arc::default(),
+            lanes: Arc::default(),
+        }
+    }
+
+    /// Sets how many ops run at once per backend name.
+    pub fn with_concurrency(mut self, limits: BTreeMap<&'static str, usize>) -> Engine {
+        self.concurrency = Arc::new(limits);
+        self
+    }
+
+    /// Ops in flight at once on `backend`.
+    pub fn concurrency(&self, backend: &str) -> usize {
+        self.concurrency.get(backend).copied().unwrap_or(1).max(1)
+    }
+
+    /// Starts a computation of what is desired: its epoch, and a guard that
+    /// makes computations run one at a time, so a later epoch read every
+    /// fact an earlier one read. Hold the guard until the computation's
+    /// writes (pending set, rejections) are done.
+    pub fn begin_epoch(&self) -> (std::sync::MutexGuard<'_, u64>, u64) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        *epochs += 1;
+        let epoch = *epochs;
+        (epochs, epoch)
+    }
+
+    /// Every app the store, a static service or a backend's ledger or queue
+    /// knows of (as in `Registration::app_id`).
+    pub fn known_apps(&self) -> Result<BTreeSet<String>, EngineError> {
+        let mut apps: BTreeSet<String> = self.store.app_ids()?.into_iter().map(|a| a.as_str().to_owned()).collect();
+        for svc in &self.statics {
+            if let Ok(id) = AppId::parse(&svc.name) {
+                apps.insert(id.as_str().to_owned());
+            }
+        }
+        for b in &self.backends {
+            apps.extend(self.store.planned_apps(b.name())?);
+        }
+        Ok(apps)
+    }
+
+    /// What one app calls for now, from the store's facts (and the static
+    /// services of that name). Reads only that app's records.
+    pub fn desired_of(&self, app: &str) -> Result<AppDesired, EngineError> {
+        let mut out = AppDesired::default();
+        if let Ok(id) = AppId::parse(app) {
+            let instances = self.store.instances_of(&id)?;
+            let apps: BTreeMap<AppId, assemble::AppRecord> =
+                self.store.app(&id)?.map(|r| (id.clone(), r)).into_iter().collect();
+            let specs: BTreeMap<AppId, crate::model::AppSpec> =
+                self.store.newest_spec(&id)?.map(|s| (id.clone(), s)).into_iter().collect();
+            out.desired = assemble::desired(&instances, &apps, &specs, &self.opts);
+            if out.desired.errors.contains_key(&id) {
+                for rec in &instances {
+                    if assemble::status(rec, apps.get(&id), specs.get(&id)) == assemble::Status::Ready
+                        && let Some(loc) = &rec.location
+                    {
+                        out.held_tasks.insert(loc.task_id.to_string());
+                    }
+                }
+            }
+        }
+        for svc in &self.statics {
+            if let Ok(regs) = crate::labels::static_registrations(svc, &self.opts)
+                && regs.first().is_some_and(|r| r.app_id == app)
+            {
+                out.desired.registrations.extend(regs);
+            }
+        }
+        out.desired.registrations.sort();
+        out.desired.registrations.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
+    /// The registrations one app holds on `backend` once its queue drains
+    /// (ledger with queued ops on top), and its queued ops by key.
+    fn expected_of(&self, backend: &str, app: &str) -> Result<(Vec<Registration>, BTreeMap<String, Op>), EngineError> {
+        let mut by_id: BTreeMap<String, Registration> =
+            self.store.ledger_of(backend, app)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut queued = BTreeMap::new();
+        for q in self.store.queued_of(backend, app)? {
+            match &q.op {
+                Op::Register(r) => {
+                    by_id.insert(r.id.clone(), r.clone());
+                }
+                Op::Deregister { registration, .. } => {
+                    by_id.remove(&registration.id);
+                }
+            }
+            queued.insert(q.op.key().to_owned(), q.op);
+        }
+        Ok((by_id.into_values().collect(), queued))
+    }
+
+    /// Plans the apps of `wants` on `b` against its ledger, each app on its
+    /// own, and queues the ops in one batch. Only the backend's applier calls
+    /// this. `services` follows what every app wants on `b`, so a
+    /// deregistration empties its service only when no other app wants it.
+    pub fn plan_apps(
+        &self,
+        b: &Arc<dyn Backend>,
+        wants: &[crate::planner::AppWant],
+        services: &mut ServiceIndex,
+    ) -> Result<Vec<Op>, EngineError> {
+        let name = b.name();
+        let mut planned = Vec::with_capacity(wants.len());
+        for w in wants {
+            let (expected, queued) = self.expected_of(name, &w.app)?;
+            let mut want = w.keep.clone();
+            let ids: BTreeSet<String> = want.iter().map(|r| r.id.clone()).collect();
+            want.extend(expected.iter().filter(|r| w.held_tasks.contains(&r.task_id) && !ids.contains(&r.id)).cloned());
+            services.set(&w.app, want.iter().map(|r| r.service.clone()).collect());
+            planned.push((w, want, expected, queued));
+        }
+        let refusals = self.store.refusals(name)?;
+        let mut fresh = Vec::new();
+        let mut lifted = Vec::new();
+        for (w, want, expected, queued) in planned {
+            let mut ops = plan(&want, &expected, |d, o| d == o);
+            for op in &mut ops {
+                if let Op::Deregister { registration, service_empty } = op
+                    && *service_empty
+                    && services.wanted_elsewhere(&w.app, &registration.service)
+                {
+                    *service_empty = false;
+                }
+            }
+            let mine: Vec<Refusal> = refusals.iter().filter(|r| r.app_id == w.app).cloned().collect();
+            let (ops, lift) = crate::plan::hold_refused(ops, &mine);
+            lifted.extend(lift);
+            fresh.extend(ops.into_iter().filter(|op| queued.get(op.key()) != Some(op)));
+        }
+        if !lifted.is_empty() {
+            self.store.lift_refusals(name, &lifted)?;
+            self.metrics.refusals.with_label_values(&[name]).set(self.store.refusals(name)?.len() as i64);
+            info!(backend = name, entities = ?lifted, "refusals lifted: their input changed or is no longer wanted");
+        }
+        self.store.enqueue(name, &fresh)?;
+        self.metrics.queue_depth.with_label_values(&[name]).set(self.store.queue_len(name) as i64);
+        if !fresh.is_empty() {
+            debug!(backend = name, apps = wants.len(), ops = fresh.len(), "queued");
+        }
+        Ok(fresh)
     }
 
     /// Desired registrations from the store plus static services, selected per
@@ -458,56 +671,82 @@ impl Engine {
         Ok(())
     }
 
-    /// Applies the due ops of one backend, deregistrations first, until none is due or
-    /// a transient failure says the backend is unwell.
-    /// Every write is recorded in `log` once it has returned.
+    /// Applies the due ops of one backend: every deregistration first
+    /// (traffic drains before anything new appears), then the registrations.
+    /// Within each phase the ops of different apps run concurrently, up to the
+    /// backend's `concurrency`; the ops of one app run one after the other, in
+    /// key order, and the ledger takes each app's completed ops in one
+    /// transaction. A transient failure backs off its lane (`Backend::lane`;
+    /// by default the whole backend): the rest of that lane waits, other lanes
+    /// go on. Every write is recorded in `log` once it has returned.
     pub async fn drain(&self, b: &Arc<dyn Backend>, log: &AppliedLog) -> Result<Drain, EngineError> {
+        use futures::StreamExt;
+
         let name = b.name();
+        let now = now_ms();
         let mut next_due: Option<u64> = None;
-        let mut queued = self.store.queued(name)?;
-        let mut refused = false;
-        // Services whose names are ours by the ledger or a recorded intent.
-        let mut intents = self.store.intents(name)?;
-        let mut owned: BTreeSet<String> = self.store.ledger(name)?.into_iter().map(|r| r.service).collect();
-        owned.extend(intents.iter().cloned());
-        // Deregistrations first (traffic drains before anything new appears), then by key.
-        queued.sort_by_key(|q| matches!(q.op, Op::Register(_)));
-        for q in queued {
-            let now = now_ms();
-            if q.not_before_ms > now {
-                next_due = Some(next_due.map_or(q.not_before_ms, |n| n.min(q.not_before_ms)));
+        let mut due = |at: u64| next_due = Some(next_due.map_or(at, |n: u64| n.min(at)));
+        // Phase 0: deregistrations, phase 1: registrations; by app within.
+        let mut phases: [BTreeMap<String, Vec<QueuedOp>>; 2] = Default::default();
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for q in self.store.queued(name)? {
+            let lane = b.lane(q.op.registration());
+            let not_before = q.not_before_ms.max(lanes.get(&(name, lane)).copied().unwrap_or(0));
+            if not_before > now {
+                due(not_before);
                 continue;
             }
-            let started = Instant::now();
-            let result = match self.claim(b, &q.op, &mut owned, &mut intents).await? {
-                Ok(()) => tracing::Instrument::instrument(b.apply(&q.op), crate::metrics::op_span(name, &q.op)).await, // metrics hook: app_id, task_id on backend lines
-                Err(e) => Err(e),
-            };
-            log.record(q.op.key());
-            self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
-            let reg = q.op.registration();
-            match result {
-                Ok(()) => {
-                    self.store.complete(name, &q.op)?;
-                    if intents.remove(&reg.service) {
-                        // The ledger holds the service now (or it is gone).
-                        self.store.drop_intent(name, &reg.service)?;
+            let phase = usize::from(matches!(q.op, Op::Register(_)));
+            phases[phase].entry(q.op.registration().app_id.clone()).or_default().push(q);
+        }
+        if phases.iter().all(BTreeMap::is_empty) {
+            self.update_gauges(name)?;
+            return Ok(Drain::Idle { next_due_ms: next_due });
+        }
+        // Services whose names are ours by the ledger or a recorded intent.
+        let intents = self.store.intents(name)?;
+        let mut owned: BTreeSet<String> = self.store.ledger(name)?.into_iter().map(|r| r.service).collect();
+        owned.extend(intents.iter().cloned());
+        let claims = Claims { owned: Mutex::new(owned), intents: Mutex::new(intents) };
+        // Lanes that failed during this drain: their remaining ops wait.
+        let failed: Mutex<BTreeSet<Option<String>>> = Mutex::default();
+        let limit = self.concurrency(name);
+        let mut refused = false;
+        let mut backoff_until: Option<u64> = None;
+        for phase in phases {
+            let groups = phase.into_values().map(|ops| self.apply_group(b, ops, log, &claims, &failed));
+            let mut results = futures::stream::iter(groups).buffer_unordered(limit);
+            while let Some(outcomes) = results.next().await {
+                let outcomes = outcomes?;
+                let done: Vec<Op> =
+                    outcomes.iter().filter(|(_, r)| matches!(r, Ok(()))).map(|(q, _)| q.op.clone()).collect();
+                self.store.complete_many(name, &done)?;
+                for (q, result) in outcomes {
+                    let reg = q.op.registration();
+                    match result {
+                        Ok(()) => {
+                            if lock(&claims.intents).remove(&reg.service) {
+                                // The ledger holds the service now (or it is gone).
+                                self.store.drop_intent(name, &reg.service)?;
+                            }
+                            self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
+                            self.metrics.applied(name, &q.op); // metrics hook: TASK_RUNNING → 2xx latency
+                            info!(backend = name, op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, service = %reg.service, id = %reg.id, "applied");
+                        }
+                        Err(e) if e.is_transient() => {
+                            let delay = backoff(q.attempts + 1);
+                            let until_ms = now_ms() + delay.as_millis() as u64;
+                            let attempts = self.store.retry_later(name, &q.op, until_ms, &e.to_string())?;
+                            let lane = b.lane(reg);
+                            self.lanes.lock().unwrap_or_else(|p| p.into_inner()).insert((name, lane.clone()), until_ms);
+                            backoff_until = Some(backoff_until.map_or(until_ms, |u| u.min(until_ms)));
+                            self.metrics.ops.with_label_values(&[name, q.op.verb(), "retry"]).inc();
+                            warn!(backend = name, lane = lane.as_deref().unwrap_or("all"), op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
+                        }
+                        Err(e) => {
+                            refused |= self.record_refusal(name, &q.op, &e)?;
+                        }
                     }
-                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
-                    self.metrics.applied(name, &q.op); // metrics hook: TASK_RUNNING → 2xx latency
-                    info!(backend = name, op = q.op.verb(), service = %reg.service, id = %reg.id, app_id = %reg.app_id, task_id = %reg.task_id, "applied");
-                }
-                Err(e) if e.is_transient() => {
-                    let delay = backoff(q.attempts + 1);
-                    let until_ms = now_ms() + delay.as_millis() as u64;
-                    let attempts = self.store.retry_later(name, &q.op, until_ms, &e.to_string())?;
-                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "retry"]).inc();
-                    warn!(backend = name, op = q.op.verb(), id = %reg.id, app_id = %reg.app_id, task_id = %reg.task_id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
-                    self.update_gauges(name)?;
-                    return Ok(Drain::Backoff { until_ms });
-                }
-                Err(e) => {
-                    refused |= self.record_refusal(name, &q.op, &e)?;
                 }
             }
         }
@@ -516,7 +755,46 @@ impl Engine {
             self.store.flush().await?;
         }
         self.update_gauges(name)?;
-        Ok(Drain::Idle { next_due_ms: next_due })
+        Ok(match backoff_until {
+            Some(until_ms) => Drain::Backoff { until_ms: next_due.map_or(until_ms, |n| n.min(until_ms)) },
+            // What failed lanes left, and what is due again at once.
+            None if self.store.queue_len(name) > 0 => Drain::Idle { next_due_ms: Some(next_due.unwrap_or(now)) },
+            None => Drain::Idle { next_due_ms: next_due },
+        })
+    }
+
+    /// Applies one app's due ops in order; stops at the first transient
+    /// failure in a lane, and skips ops whose lane failed meanwhile.
+    async fn apply_group(
+        &self,
+        b: &Arc<dyn Backend>,
+        ops: Vec<QueuedOp>,
+        log: &AppliedLog,
+        claims: &Claims,
+        failed: &Mutex<BTreeSet<Option<String>>>,
+    ) -> Result<Vec<(QueuedOp, Result<(), BackendError>)>, EngineError> {
+        let name = b.name();
+        let mut out = Vec::with_capacity(ops.len());
+        for q in ops {
+            let lane = b.lane(q.op.registration());
+            if lock(failed).contains(&lane) {
+                continue;
+            }
+            let started = Instant::now();
+            let result = match self.claim(b, &q.op, claims).await? {
+                Ok(()) => tracing::Instrument::instrument(b.apply(&q.op), crate::metrics::op_span(name, &q.op)).await, // metrics hook: app_id, task_id on backend lines
+                Err(e) => Err(e),
+            };
+            log.record(q.op.key());
+            self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
+            let transient = result.as_ref().is_err_and(BackendError::is_transient);
+            out.push((q, result));
+            if transient {
+                lock(failed).insert(lane);
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Before the first write of a service whose names neither the ledger
@@ -528,11 +806,10 @@ impl Engine {
         &self,
         b: &Arc<dyn Backend>,
         op: &Op,
-        owned: &mut BTreeSet<String>,
-        intents: &mut BTreeSet<String>,
+        claims: &Claims,
     ) -> Result<Result<(), BackendError>, EngineError> {
         let Op::Register(reg) = op else { return Ok(Ok(())) };
-        if owned.contains(&reg.service) {
+        if lock(&claims.owned).contains(&reg.service) {
             return Ok(Ok(()));
         }
         match b.claim(reg).await {
@@ -540,8 +817,8 @@ impl Engine {
             Ok(Claim::Free) => {
                 self.store.intend(b.name(), &reg.service)?;
                 self.store.flush().await?;
-                owned.insert(reg.service.clone());
-                intents.insert(reg.service.clone());
+                lock(&claims.owned).insert(reg.service.clone());
+                lock(&claims.intents).insert(reg.service.clone());
                 Ok(Ok(()))
             }
             Ok(Claim::Held(holder)) => Ok(Err(BackendError::Permanent {
@@ -591,15 +868,15 @@ impl Engine {
 
     fn update_gauges(&self, name: &'static str) -> Result<(), EngineError> {
         self.metrics.queue_depth.with_label_values(&[name]).set(self.store.queue_len(name) as i64);
-        self.metrics.registered.with_label_values(&[name]).set(self.store.ledger(name)?.len() as i64);
+        self.metrics.registered.with_label_values(&[name]).set(self.store.ledger_len(name) as i64);
         self.metrics.refusals.with_label_values(&[name]).set(self.store.refusals(name)?.len() as i64);
         Ok(())
     }
 
     /// Fetches the spec of every app with an instance pending longer than
     /// `grace`, one request per app however many instances wait. A 404 buries
-    /// the waiting instances. Returns whether anything changed.
-    pub async fn fetch_pending(&self, grace: Duration) -> Result<bool, EngineError> {
+    /// the waiting instances. Returns the apps whose facts changed.
+    pub async fn fetch_pending(&self, grace: Duration) -> Result<BTreeSet<String>, EngineError> {
         let now = now_ms();
         let grace_ms = grace.as_millis() as u64;
         // An app qualifies once any of its instances has waited the grace
@@ -612,7 +889,7 @@ impl Engine {
         }
         let waiting: BTreeMap<AppId, Vec<crate::model::InstanceId>> =
             waiting.into_iter().filter(|(_, (due, _))| *due).map(|(app, (_, ids))| (app, ids)).collect();
-        let mut changed = false;
+        let mut changed = BTreeSet::new();
         for (app_id, instances) in waiting {
             {
                 let Ok(mut inflight) = self.inflight.lock() else { continue };
@@ -632,14 +909,14 @@ impl Engine {
                     };
                     self.store.apply_app(&app, as_of)?;
                     info!(app_id = %app_id, waiting = instances.len(), "fetched app spec");
-                    changed = true;
+                    changed.insert(app_id.as_str().to_owned());
                 }
                 Ok(None) => {
                     self.metrics.spec_fetches.with_label_values(&["not_found"]).inc();
                     info!(app_id = %app_id, waiting = instances.len(), "app no longer exists; dropping its waiting instances");
                     let ids: Vec<_> = instances.into_iter().map(|i| (i, app_id.clone())).collect();
                     self.store.bury(&ids, as_of)?;
-                    changed = true;
+                    changed.insert(app_id.as_str().to_owned());
                 }
                 Err(e) => {
                     self.metrics.spec_fetches.with_label_values(&["error"]).inc();
@@ -650,6 +927,10 @@ impl Engine {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
 
 #[cfg(test)]
 mod applied_log_tests {

@@ -32,6 +32,7 @@ pub mod marathon;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod planner;
 pub mod reconcile;
 pub mod secret;
 pub mod sim;

@@ -102,6 +102,23 @@ pub trait Backend: Send + Sync {
     /// and label.
     fn select(&self, desired: &[Registration]) -> Selection;
 
+    /// What `select` weighs `reg` against in other apps (a service name,
+    /// a host and path): apps that share a key are selected together, so the
+    /// planner selects one app, or one group of apps that share keys, at a
+    /// time. None (the default): `select` judges each app alone.
+    fn conflict_keys(&self, reg: &Registration) -> Vec<String> {
+        let _ = reg;
+        Vec::new()
+    }
+
+    /// The lane of an op on `reg`: ops of one lane share a fate (one agent,
+    /// one server), so a transient failure backs off only its lane. `None`:
+    /// the whole backend is one lane.
+    fn lane(&self, reg: &Registration) -> Option<String> {
+        let _ = reg;
+        None
+    }
+
     /// Whether `observed` (from `list_owned`) already equals `desired`, so no
     /// write is needed. Backends compare only what they can read back.
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {

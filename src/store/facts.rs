@@ -28,6 +28,11 @@ pub struct SnapshotApp {
     pub tasks: Vec<(TaskFacts, Option<bool>)>,
 }
 
+/// The cache group of an instance: its app.
+pub(super) fn app_group(s: &Stored) -> Vec<u8> {
+    s.record.app_id.as_str().as_bytes().to_vec()
+}
+
 fn abort(e: Error) -> ConflictableTransactionError<Error> {
     ConflictableTransactionError::Abort(e)
 }
@@ -177,6 +182,41 @@ impl Store {
     /// Every instance record, tombstones included.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, Error> {
         Ok(self.stored_instances()?.into_iter().map(|(_, s)| s.record).collect())
+    }
+
+    /// The instance records of one app, tombstones included.
+    pub fn instances_of(&self, app: &AppId) -> Result<Vec<InstanceRecord>, Error> {
+        Ok(self
+            .instance_cache
+            .read_group(&self.instances, app.as_str().as_bytes())?
+            .into_iter()
+            .map(|s| s.record)
+            .collect())
+    }
+
+    /// The app-level facts of one app.
+    pub fn app(&self, app: &AppId) -> Result<Option<AppRecord>, Error> {
+        self.apps.get(app.as_str().as_bytes())?.map(|v| decode("apps", &v)).transpose()
+    }
+
+    /// The newest known spec of one app.
+    pub fn newest_spec(&self, app: &AppId) -> Result<Option<AppSpec>, Error> {
+        let mut newest: Option<AppSpec> = None;
+        for v in self.specs.scan_prefix(prefix(app.as_str())).values() {
+            let spec: AppSpec = decode("specs", &v?)?;
+            if newest.as_ref().is_none_or(|have| have.version < spec.version) {
+                newest = Some(spec);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Every app the store knows anything of: facts, a spec or an instance.
+    pub fn app_ids(&self) -> Result<BTreeSet<AppId>, Error> {
+        let mut ids: BTreeSet<AppId> = self.apps()?.into_keys().collect();
+        ids.extend(self.spec_app_ids()?);
+        ids.extend(self.stored_instances()?.into_iter().map(|(_, s)| s.record.app_id));
+        Ok(ids)
     }
 
     pub fn apps(&self) -> Result<BTreeMap<AppId, AppRecord>, Error> {

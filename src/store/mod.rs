@@ -79,6 +79,8 @@ pub struct Store {
     /// Decoded copies of the trees every planning pass reads (see `cache`).
     instance_cache: cache::Cache<facts::Stored>,
     ledger_cache: cache::Cache<crate::model::Registration>,
+    queue_cache: cache::Cache<ledger::QueuedOp>,
+    pending_cache: cache::Cache<PendingEntry>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
@@ -106,6 +108,13 @@ pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
+/// `backend \0 app`: the group of a ledger or queue key (`backend \0 id`)
+/// whose registration belongs to `app`.
+pub(crate) fn backend_app(key: &[u8], app: &str) -> Vec<u8> {
+    let backend = key.split(|b| *b == 0).next().unwrap_or_default();
+    key2(&String::from_utf8_lossy(backend), app)
+}
+
 pub(crate) fn prefix(a: &str) -> Vec<u8> {
     let mut k = a.as_bytes().to_vec();
     k.push(0);
@@ -119,8 +128,10 @@ impl Store {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open().map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         Store {
-            instance_cache: cache::Cache::new("instances"),
-            ledger_cache: cache::Cache::new("ledger"),
+            instance_cache: cache::Cache::new("instances", |_, s| facts::app_group(s)),
+            ledger_cache: cache::Cache::new("ledger", |k, r| backend_app(k, &r.app_id)),
+            queue_cache: cache::Cache::new("queue", |k, q| backend_app(k, &q.op.registration().app_id)),
+            pending_cache: cache::Cache::new("pending", |_, p| p.app_id.as_str().as_bytes().to_vec()),
             specs: tree("specs")?,
             apps: tree("apps")?,
             instances: tree("instances")?,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Store, decode, encode};
+use super::{Error, Store, encode};
 use crate::assemble::Lack;
 use crate::model::{AppId, InstanceId};
 
@@ -21,7 +21,25 @@ pub struct PendingEntry {
 
 impl Store {
     pub fn pending(&self) -> Result<Vec<PendingEntry>, Error> {
-        self.pending.iter().values().map(|v| decode("pending", &v?)).collect()
+        self.pending_cache.read(&self.pending, &[])
+    }
+
+    /// Replaces the pending entries of `apps` with `now_pending` (which holds
+    /// only instances of those apps), keeping the first-seen time of entries
+    /// that were already pending. Other apps' entries are left as they are.
+    pub fn set_pending_of(
+        &self,
+        apps: &[AppId],
+        now_pending: &[(InstanceId, AppId, Lack)],
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        let mut old = BTreeMap::new();
+        for app in apps {
+            for p in self.pending_cache.read_group(&self.pending, app.as_str().as_bytes())? {
+                old.insert(p.instance.clone(), p);
+            }
+        }
+        self.replace_pending(old, now_pending, now_ms)
     }
 
     /// Replaces the pending set with `now_pending`, keeping the first-seen
@@ -29,6 +47,16 @@ impl Store {
     pub fn set_pending(&self, now_pending: &[(InstanceId, AppId, Lack)], now_ms: u64) -> Result<(), Error> {
         let old: BTreeMap<InstanceId, PendingEntry> =
             self.pending()?.into_iter().map(|p| (p.instance.clone(), p)).collect();
+        self.replace_pending(old, now_pending, now_ms)
+    }
+
+    fn replace_pending(
+        &self,
+        old: BTreeMap<InstanceId, PendingEntry>,
+        now_pending: &[(InstanceId, AppId, Lack)],
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut batch = sled::Batch::default();
         let mut keep = std::collections::BTreeSet::new();
         for (instance, app_id, lack) in now_pending {
@@ -37,12 +65,17 @@ impl Store {
             let entry = PendingEntry { instance: instance.clone(), app_id: app_id.clone(), lack: *lack, since_ms };
             if old.get(instance) != Some(&entry) {
                 batch.insert(instance.as_str().as_bytes(), encode(&entry)?);
+                keys.push(instance.as_str().as_bytes().to_vec());
             }
         }
         for id in old.keys().filter(|id| !keep.contains(*id)) {
             batch.remove(id.as_str().as_bytes());
+            keys.push(id.as_str().as_bytes().to_vec());
+        }
+        if keys.is_empty() {
+            return Ok(());
         }
         self.pending.apply_batch(batch)?;
-        Ok(())
+        self.pending_cache.refresh(&self.pending, &keys)
     }
 }

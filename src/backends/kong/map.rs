@@ -114,6 +114,24 @@ pub(crate) fn normalize(r: &Routes) -> NormRoutes {
     }
 }
 
+/// What `select` weighs a registration against in other apps: its service
+/// name and every host and path it would publish.
+pub(crate) fn conflict_keys(r: &Registration) -> Vec<String> {
+    if !r.routes.wants_kong() {
+        return Vec::new();
+    }
+    let norm = normalize(&r.routes);
+    let hosts = if norm.hosts.is_empty() { vec![String::new()] } else { norm.hosts };
+    let paths = if norm.paths.is_empty() { vec!["/".to_owned()] } else { norm.paths };
+    let mut keys = vec![format!("service {}", r.service)];
+    for h in &hosts {
+        for p in &paths {
+            keys.push(format!("route {h} {p}"));
+        }
+    }
+    keys
+}
+
 /// What Kong can show for a registration: service, address, port, routes.
 pub(crate) fn same(desired: &Registration, observed: &Registration) -> bool {
     desired.service == observed.service

@@ -270,6 +270,12 @@ impl Backend for KongBackend {
         map::select(desired, &self.cluster)
     }
 
+    /// Apps sharing a service name must agree on its routes, and two apps
+    /// may claim one host and path (the smallest app id keeps it).
+    fn conflict_keys(&self, reg: &Registration) -> Vec<String> {
+        map::conflict_keys(reg)
+    }
+
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
         map::same(desired, observed)
     }

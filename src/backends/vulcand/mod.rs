@@ -223,6 +223,11 @@ impl Backend for VulcandBackend {
         sel
     }
 
+    /// Apps sharing a service name share its frontend and its route.
+    fn conflict_keys(&self, reg: &Registration) -> Vec<String> {
+        vec![format!("service {}", reg.service)]
+    }
+
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
         desired.service == observed.service
             && desired.address == observed.address
