@@ -6,7 +6,9 @@
 //! lacks, a refused registration says why.
 //!
 //! Chromium is launched with exactly the flags below plus the DevTools port
-//! and a temporary profile, so it stays on loopback. Without Chromium the
+//! (`--remote-debugging-port=0`, on 127.0.0.1) and a temporary
+//! `--user-data-dir`, so it stays on loopback; the viewport is set over the
+//! protocol. Without Chromium the
 //! test fails, naming the package.
 
 mod common;
@@ -16,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chromiumoxide::Browser;
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::page::ScreenshotParams;
 use common::{Daemon, eventually, s};
 use futures::StreamExt;
@@ -71,9 +74,8 @@ fn launch() -> (Chromium, String) {
     let mut child = Command::new(common::chromium())
         .args(FLAGS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--remote-debugging-address=127.0.0.1")
+        // DevTools on a free port (Chromium binds it to 127.0.0.1 by default).
         .arg("--remote-debugging-port=0")
-        .arg("--window-size=1280,1600")
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -161,7 +163,10 @@ async fn the_status_page_shows_registered_pending_and_refused_instances() {
     let (_chromium, ws) = launch();
     let (browser, mut handler) = Browser::connect(ws).await.expect("devtools");
     let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let page = browser.new_page(format!("{base}/")).await.expect("open the status page");
+    let page = browser.new_page("about:blank").await.expect("a tab");
+    // A desktop-sized viewport through the protocol, so the flags stay as given.
+    page.execute(SetDeviceMetricsOverrideParams::new(1280, 900, 1.0, false)).await.expect("viewport");
+    page.goto(format!("{base}/")).await.expect("open the status page");
     page.wait_for_navigation().await.expect("page loaded");
 
     let png = page.screenshot(ScreenshotParams::builder().full_page(true).build()).await.expect("screenshot");
