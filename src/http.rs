@@ -15,7 +15,8 @@
 //! lifts the refusals in force and wakes the planner. It takes no body and is
 //! idempotent; the server listens on loopback unless `--listen` says otherwise.
 //! Reads of the store run on the blocking pool, so a large page does not
-//! hold up the runtime.
+//! hold up the runtime; a page or a search reads only its apps' specs,
+//! ledger and queue (`model::read_for`).
 
 use std::sync::Arc;
 
@@ -62,10 +63,19 @@ async fn metrics(State(server): State<Server>) -> impl IntoResponse {
 async fn build(server: &Server, query: Query) -> Result<StatusModel, (StatusCode, String)> {
     let engine = server.engine.clone();
     tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
         let names: Vec<&str> = engine.backends.iter().map(|b| b.name()).collect();
-        let inputs =
-            model::read(&engine.store, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok(model::build(&inputs, &engine.metrics.live.snapshot(), &query, now_ms()))
+        let inputs = model::read_for(&engine.store, &names, &query)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let read = started.elapsed();
+        let m = model::build(&inputs, &engine.metrics.live.snapshot(), &query, now_ms());
+        tracing::debug!(
+            read_ms = read.as_millis() as u64,
+            build_ms = (started.elapsed() - read).as_millis() as u64,
+            instances = inputs.instances.len(),
+            "status model built"
+        );
+        Ok(m)
     })
     .await
     .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
