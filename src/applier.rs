@@ -140,11 +140,24 @@ async fn run(
             }
             _ = inbox.ready() => {
                 let wants: Vec<_> = inbox.take().into_iter().filter(|w| w.epoch >= planned).collect();
-                match engine.plan_apps(&b, &wants, &mut services) {
-                    // Queued ops are durable before any of them is tried.
-                    Ok(ops) if !ops.is_empty() => flush(&engine).await,
-                    Ok(_) => {}
-                    Err(e) => warn!(backend = name, error = %e, "planning failed"),
+                // Off the runtime's threads: the store's writes block.
+                let (e, backend, mut index) = (engine.clone(), b.clone(), std::mem::take(&mut services));
+                let planned_now = tokio::task::spawn_blocking(move || {
+                    let ops = e.plan_apps(&backend, &wants, &mut index);
+                    (index, ops)
+                })
+                .await;
+                match planned_now {
+                    Ok((index, ops)) => {
+                        services = index;
+                        match ops {
+                            // Queued ops are durable before any of them is tried.
+                            Ok(ops) if !ops.is_empty() => flush(&engine).await,
+                            Ok(_) => {}
+                            Err(e) => warn!(backend = name, error = %e, "planning failed"),
+                        }
+                    }
+                    Err(e) => warn!(backend = name, error = %e, "planning panicked"),
                 }
             }
             _ = sleep_opt(wait) => {}

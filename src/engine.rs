@@ -101,8 +101,12 @@ pub struct Engine {
     concurrency: Arc<BTreeMap<&'static str, usize>>,
     /// Per backend and lane: no op of the lane is tried before this local
     /// wall-clock millisecond (a transient failure backs off its lane).
-    lanes: Arc<Mutex<HashMap<(&'static str, Option<String>), u64>>>,
+    lanes: Arc<Mutex<LaneBackoff>>,
 }
+
+/// Per (backend, lane): the local wall-clock millisecond before which no op
+/// of the lane is tried.
+type LaneBackoff = HashMap<(&'static str, Option<String>), u64>;
 
 /// What one app calls for: its desired registrations (all backends), the
 /// instances still pending, its label errors, and the tasks whose
@@ -113,38 +117,9 @@ pub struct AppDesired {
     pub held_tasks: BTreeSet<String>,
 }
 
-/// The registration ids one backend's wants call for per service, across
-/// apps: a deregistration empties its service only if no other app wants
-/// the service there (`service_empty`).
-#[derive(Default)]
-pub struct ServiceIndex {
-    by_app: HashMap<String, BTreeSet<String>>,
-    apps_by_service: HashMap<String, BTreeSet<String>>,
-}
-
-impl ServiceIndex {
-    fn set(&mut self, app: &str, services: BTreeSet<String>) {
-        for svc in self.by_app.remove(app).into_iter().flatten() {
-            if let Some(apps) = self.apps_by_service.get_mut(&svc) {
-                apps.remove(app);
-                if apps.is_empty() {
-                    self.apps_by_service.remove(&svc);
-                }
-            }
-        }
-        for svc in &services {
-            self.apps_by_service.entry(svc.clone()).or_default().insert(app.to_owned());
-        }
-        if !services.is_empty() {
-            self.by_app.insert(app.to_owned(), services);
-        }
-    }
-
-    /// Whether an app other than `app` wants `service`.
-    fn wanted_elsewhere(&self, app: &str, service: &str) -> bool {
-        self.apps_by_service.get(service).is_some_and(|apps| apps.iter().any(|a| a != app))
-    }
-}
+/// What every app wants on one backend, by service: a deregistration
+/// empties its service only if no other app wants the service there.
+pub type ServiceIndex = crate::planner::KeyIndex;
 
 /// What observing one backend queued, and the epoch of the desired state
 /// it planned with.
@@ -207,9 +182,43 @@ impl AppliedLog {
     }
 }
 
+/// `ledger` with `queued` ops applied on top (what the backend holds once
+/// they drain), and the queued ops by key.
+fn with_queued(ledger: Vec<Registration>, queued: Vec<QueuedOp>) -> (Vec<Registration>, BTreeMap<String, Op>) {
+    let mut by_id: BTreeMap<String, Registration> = ledger.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut ops = BTreeMap::new();
+    for q in queued {
+        match &q.op {
+            Op::Register(r) => {
+                by_id.insert(r.id.clone(), r.clone());
+            }
+            Op::Deregister { registration, .. } => {
+                by_id.remove(&registration.id);
+            }
+        }
+        ops.insert(q.op.key().to_owned(), q.op);
+    }
+    (by_id.into_values().collect(), ops)
+}
+
+/// Apps whose labels cannot be honoured, as rejections.
+pub fn label_rejections(desired: &Desired) -> Vec<Rejection> {
+    desired
+        .errors
+        .values()
+        .map(|e| Rejection {
+            backend: "labels".into(),
+            app_id: e.app_id.clone(),
+            label: e.label.clone(),
+            reason: e.reason.clone(),
+        })
+        .collect()
+}
+
 /// Ownership known during one drain, shared by the apps applied at once.
 struct Claims {
-    /// Services whose names are ours by the ledger or a recorded intent.
+    /// Services whose names are ours by the ledger or a recorded intent, as
+    /// found so far.
     owned: Mutex<BTreeSet<String>>,
     /// Services with a recorded intent.
     intents: Mutex<BTreeSet<String>>,
@@ -329,21 +338,7 @@ impl Engine {
     /// The registrations one app holds on `backend` once its queue drains
     /// (ledger with queued ops on top), and its queued ops by key.
     fn expected_of(&self, backend: &str, app: &str) -> Result<(Vec<Registration>, BTreeMap<String, Op>), EngineError> {
-        let mut by_id: BTreeMap<String, Registration> =
-            self.store.ledger_of(backend, app)?.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let mut queued = BTreeMap::new();
-        for q in self.store.queued_of(backend, app)? {
-            match &q.op {
-                Op::Register(r) => {
-                    by_id.insert(r.id.clone(), r.clone());
-                }
-                Op::Deregister { registration, .. } => {
-                    by_id.remove(&registration.id);
-                }
-            }
-            queued.insert(q.op.key().to_owned(), q.op);
-        }
-        Ok((by_id.into_values().collect(), queued))
+        Ok(with_queued(self.store.ledger_of(backend, app)?, self.store.queued_of(backend, app)?))
     }
 
     /// Plans the apps of `wants` on `b` against its ledger, each app on its
@@ -374,7 +369,7 @@ impl Engine {
             for op in &mut ops {
                 if let Op::Deregister { registration, service_empty } = op
                     && *service_empty
-                    && services.wanted_elsewhere(&w.app, &registration.service)
+                    && services.shared(&w.app, &registration.service)
                 {
                     *service_empty = false;
                 }
@@ -426,16 +421,7 @@ impl Engine {
         }
 
         let mut selections = BTreeMap::new();
-        let mut rejections: Vec<Rejection> = desired
-            .errors
-            .values()
-            .map(|e| Rejection {
-                backend: "labels".into(),
-                app_id: e.app_id.clone(),
-                label: e.label.clone(),
-                reason: e.reason.clone(),
-            })
-            .collect();
+        let mut rejections = label_rejections(&desired);
         for b in &self.backends {
             let sel = b.select(&desired.registrations);
             self.metrics.rejections.with_label_values(&[b.name()]).set(sel.rejected.len() as i64);
@@ -464,21 +450,7 @@ impl Engine {
     /// The ledger with queued ops applied on top: what each backend will hold
     /// once its queue drains.
     fn expected(&self, backend: &str) -> Result<(Vec<Registration>, BTreeMap<String, Op>), EngineError> {
-        let mut by_id: BTreeMap<String, Registration> =
-            self.store.ledger(backend)?.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let mut queued = BTreeMap::new();
-        for q in self.store.queued(backend)? {
-            match &q.op {
-                Op::Register(r) => {
-                    by_id.insert(r.id.clone(), r.clone());
-                }
-                Op::Deregister { registration, .. } => {
-                    by_id.remove(&registration.id);
-                }
-            }
-            queued.insert(q.op.key().to_owned(), q.op);
-        }
-        Ok((by_id.into_values().collect(), queued))
+        Ok(with_queued(self.store.ledger(backend)?, self.store.queued(backend)?))
     }
 
     /// Queues the planned ops that are not queued already, except those a
@@ -703,15 +675,23 @@ impl Engine {
             self.update_gauges(name)?;
             return Ok(Drain::Idle { next_due_ms: next_due });
         }
-        // Services whose names are ours by the ledger or a recorded intent.
+        // Services whose names are ours by a recorded intent (the ledger is
+        // asked per app in `claim`: reading all of it would cost a copy of
+        // the whole ledger per drain).
         let intents = self.store.intents(name)?;
-        let mut owned: BTreeSet<String> = self.store.ledger(name)?.into_iter().map(|r| r.service).collect();
-        owned.extend(intents.iter().cloned());
+        let mut owned = intents.clone();
+        // What the ledger holds of the apps drained now, read before any of
+        // their ops runs: a deregistration in the first phase must not make
+        // the service look someone else's to the registration after it.
+        for app in phases.iter().flat_map(BTreeMap::keys) {
+            owned.extend(self.store.ledger_of(name, app)?.into_iter().map(|r| r.service));
+        }
         let claims = Claims { owned: Mutex::new(owned), intents: Mutex::new(intents) };
         // Lanes that failed during this drain: their remaining ops wait.
         let failed: Mutex<BTreeSet<Option<String>>> = Mutex::default();
         let limit = self.concurrency(name);
         let mut refused = false;
+        let mut kept_services = false;
         let mut backoff_until: Option<u64> = None;
         for phase in phases {
             let groups = phase.into_values().map(|ops| self.apply_group(b, ops, log, &claims, &failed));
@@ -725,8 +705,23 @@ impl Engine {
                     let reg = q.op.registration();
                     match result {
                         Ok(()) => {
-                            if lock(&claims.intents).remove(&reg.service) {
-                                // The ledger holds the service now (or it is gone).
+                            if matches!(q.op, Op::Register(_)) && lock(&claims.intents).remove(&reg.service) {
+                                // The ledger holds the service now.
+                                self.store.drop_intent(name, &reg.service)?;
+                            }
+                            if let Op::Deregister { service_empty: false, .. } = q.op
+                                && !self.store.ledger_holds_service(name, &reg.service)?
+                                && lock(&claims.intents).insert(reg.service.clone())
+                            {
+                                // The service's own objects stay (another
+                                // instance is on its way): the ledger no longer
+                                // says they are ours, so an intent does.
+                                self.store.intend(name, &reg.service)?;
+                                kept_services = true;
+                            }
+                            if let Op::Deregister { service_empty: true, .. } = q.op
+                                && lock(&claims.intents).remove(&reg.service)
+                            {
                                 self.store.drop_intent(name, &reg.service)?;
                             }
                             self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
@@ -750,8 +745,9 @@ impl Engine {
                 }
             }
         }
-        if refused {
-            // A restart must not try it again either.
+        if refused || kept_services {
+            // A restart must not try a refusal again either, nor take the
+            // objects of a service it keeps for someone else's.
             self.store.flush().await?;
         }
         self.update_gauges(name)?;
@@ -810,6 +806,12 @@ impl Engine {
     ) -> Result<Result<(), BackendError>, EngineError> {
         let Op::Register(reg) = op else { return Ok(Ok(())) };
         if lock(&claims.owned).contains(&reg.service) {
+            return Ok(Ok(()));
+        }
+        if self.store.ledger_of(b.name(), &reg.app_id)?.iter().any(|r| r.service == reg.service)
+            || self.store.ledger_holds_service(b.name(), &reg.service)?
+        {
+            lock(&claims.owned).insert(reg.service.clone());
             return Ok(Ok(()));
         }
         match b.claim(reg).await {

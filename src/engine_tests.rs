@@ -205,6 +205,9 @@ struct Recorder {
     most: AtomicUsize,
     calls: Mutex<Vec<(String, String)>>,
     failing: Mutex<BTreeSet<String>>,
+    /// Like Vulcand: the ledger is the only ownership record, and every
+    /// name asked about is held by someone (the objects exist).
+    names_exist: bool,
 }
 
 #[async_trait]
@@ -231,6 +234,10 @@ impl Backend for Recorder {
     }
     fn lane(&self, reg: &Registration) -> Option<String> {
         Some(reg.address.clone())
+    }
+    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
+        self.calls.lock().expect("calls").push(("claim".into(), reg.service.clone()));
+        Ok(if self.names_exist { Claim::Held("exists, not in the ledger".into()) } else { Claim::Free })
     }
 }
 
@@ -268,7 +275,8 @@ async fn apps_apply_concurrently_each_in_order_and_deregistrations_first() {
     assert_eq!(drained, Drain::Idle { next_due_ms: None });
     let most = rec.most.load(Ordering::SeqCst);
     assert!((2..=4).contains(&most), "ops in flight at once: {most}");
-    let calls = rec.calls.lock().expect("calls").clone();
+    let calls: Vec<(String, String)> =
+        rec.calls.lock().expect("calls").iter().filter(|(verb, _)| verb != "claim").cloned().collect();
     assert_eq!(calls.len(), ops.len());
     let first_register = calls.iter().position(|(verb, _)| verb == "register").expect("registers");
     assert!(calls[..first_register].iter().all(|(verb, _)| verb == "deregister"));
@@ -308,4 +316,43 @@ async fn a_transient_failure_backs_off_its_lane_only() {
     e.drain(&b, &AppliedLog::default()).await.expect("drain");
     assert_eq!(down_calls(), 1, "a backed-off lane is not tried before its time");
     assert_eq!(e.store.ledger("consul").expect("ledger").len(), 4, "other lanes are");
+}
+
+#[tokio::test]
+async fn a_service_whose_last_instance_is_replaced_stays_ours_within_a_drain_and_across_drains() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Arc::new(Recorder { names_exist: true, ..Recorder::default() });
+    let b: Arc<dyn Backend> = rec.clone();
+    let e = engine(dir.path(), vec![b.clone()]).with_concurrency(BTreeMap::from([("consul", 4)]));
+    let old = reg("/web", 1, "10.0.0.1");
+    e.store.import_ledger("consul", &[old.clone()]).expect("ledger");
+
+    // A relaunch: the old instance goes (its service stays: another is on
+    // its way) and the new one comes, in one drain.
+    e.store
+        .enqueue(
+            "consul",
+            &[Op::Deregister { registration: old, service_empty: false }, Op::Register(reg("/web", 2, "10.0.0.1"))],
+        )
+        .expect("enqueue");
+    e.drain(&b, &AppliedLog::default()).await.expect("drain");
+    assert!(e.store.refusals("consul").expect("refusals").is_empty(), "our own service taken for someone else's");
+    assert_eq!(e.store.ledger("consul").expect("ledger").len(), 1);
+
+    // The same across drains: the deregistration lands first, alone.
+    let new = reg("/web", 2, "10.0.0.1");
+    e.store.enqueue("consul", &[Op::Deregister { registration: new, service_empty: false }]).expect("enqueue");
+    e.drain(&b, &AppliedLog::default()).await.expect("drain");
+    assert!(e.store.ledger("consul").expect("ledger").is_empty());
+    e.store.enqueue("consul", &[Op::Register(reg("/web", 3, "10.0.0.1"))]).expect("enqueue");
+    e.drain(&b, &AppliedLog::default()).await.expect("drain");
+    assert!(e.store.refusals("consul").expect("refusals").is_empty(), "our own service taken for someone else's");
+    assert_eq!(e.store.ledger("consul").expect("ledger").len(), 1);
+    let claims = rec.calls.lock().expect("calls").iter().filter(|(v, _)| v == "claim").count();
+    assert_eq!(claims, 0, "a service the ledger or an intent makes ours is not asked about");
+
+    // Someone else's service is still refused.
+    e.store.enqueue("consul", &[Op::Register(reg("/other", 1, "10.0.0.2"))]).expect("enqueue");
+    e.drain(&b, &AppliedLog::default()).await.expect("drain");
+    assert_eq!(e.store.refusals("consul").expect("refusals").len(), 1);
 }

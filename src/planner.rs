@@ -162,14 +162,17 @@ pub struct Planner {
     held: HashMap<String, BTreeSet<String>>,
 }
 
+/// Apps by key and keys by app (conflict keys, or the services an app
+/// wants on a backend).
 #[derive(Default)]
-struct KeyIndex {
+pub struct KeyIndex {
     apps_by_key: HashMap<String, BTreeSet<String>>,
     keys_by_app: HashMap<String, BTreeSet<String>>,
 }
 
 impl KeyIndex {
-    fn set(&mut self, app: &str, keys: BTreeSet<String>) {
+    /// Replaces the keys of `app`.
+    pub fn set(&mut self, app: &str, keys: BTreeSet<String>) {
         if let Some(old) = self.keys_by_app.remove(app) {
             for k in old {
                 if let Some(apps) = self.apps_by_key.get_mut(&k) {
@@ -186,6 +189,11 @@ impl KeyIndex {
         if !keys.is_empty() {
             self.keys_by_app.insert(app.to_owned(), keys);
         }
+    }
+
+    /// Whether an app other than `app` has `key`.
+    pub fn shared(&self, app: &str, key: &str) -> bool {
+        self.apps_by_key.get(key).is_some_and(|apps| apps.iter().any(|a| a != app))
     }
 
     /// `apps` and every app that shares a key with one of them, transitively,
@@ -250,18 +258,8 @@ impl Planner {
             } else {
                 self.pending.insert(app.clone(), counts);
             }
+            let rejections = crate::engine::label_rejections(&d.desired);
             pending.extend(d.desired.pending);
-            let rejections: Vec<Rejection> = d
-                .desired
-                .errors
-                .values()
-                .map(|e| Rejection {
-                    backend: "labels".into(),
-                    app_id: e.app_id.clone(),
-                    label: e.label.clone(),
-                    reason: e.reason.clone(),
-                })
-                .collect();
             self.set_rejections(app, "labels", rejections);
             if d.held_tasks.is_empty() {
                 self.held.remove(app);

@@ -106,6 +106,14 @@ impl<T: DeserializeOwned + Clone> Cache<T> {
         Ok(copy.groups.keys().filter(|g| g.starts_with(prefix)).cloned().collect())
     }
 
+    /// Whether a record whose key starts with `prefix` satisfies `pred`
+    /// (no copy is made).
+    pub(super) fn any(&self, tree: &sled::Tree, prefix: &[u8], pred: impl Fn(&T) -> bool) -> Result<bool, Error> {
+        let mut cache = self.lock();
+        let copy = self.filled(&mut cache, tree)?;
+        Ok(copy.records.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)).any(|(_, v)| pred(v)))
+    }
+
     /// How many records have keys starting with `prefix`.
     pub(super) fn count(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<usize, Error> {
         let mut cache = self.lock();

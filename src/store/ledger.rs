@@ -35,6 +35,12 @@ impl Store {
         self.ledger_cache.read(&self.ledger, &prefix(backend))
     }
 
+    /// Whether the ledger of `backend` holds a registration of `service`
+    /// (of any app).
+    pub fn ledger_holds_service(&self, backend: &str, service: &str) -> Result<bool, Error> {
+        self.ledger_cache.any(&self.ledger, &prefix(backend), |r| r.service == service)
+    }
+
     /// How many registrations the ledger of `backend` holds.
     pub fn ledger_len(&self, backend: &str) -> usize {
         self.ledger_cache.count(&self.ledger, &prefix(backend)).unwrap_or(0)
