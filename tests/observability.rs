@@ -461,6 +461,30 @@ async fn the_first_errors_read_as_one_line() {
     let err = one_line(&out);
     assert!(err.contains(&format!("cannot reach Marathon at {closed}")) && err.contains("Connection refused"), "{err}");
 
+    // Marathon refusing the credentials.
+    let guarded =
+        MarathonSim::start(ModelOptions { basic_auth: Some(("ops".into(), "right".into())), ..Default::default() })
+            .await
+            .expect("marathon with auth");
+    let out = common::run_cli_env(
+        s(&[
+            "reconcile",
+            "--once",
+            "--data-dir",
+            &other,
+            "--marathon",
+            guarded.url().as_str(),
+            "--consul",
+            &consul.url(),
+        ]),
+        vec![("SWITCHBOARD_MARATHON_AUTH".into(), "ops:wrong-pa55".into())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line(&out);
+    assert!(err.contains("refused the credentials (HTTP 401): check SWITCHBOARD_MARATHON_AUTH"), "{err}");
+    assert!(!err.contains("wrong-pa55"), "{err}");
+
     // `reconcile --once` on a terminal-less stderr: no progress bar; a summary per backend.
     let out = common::run_cli(s(&[
         "reconcile",
