@@ -157,6 +157,9 @@ enum LogFormat {
 /// `*_FILE` forms name): what `Redactor` hides.
 const SECRET_VARS: &[&str] = &["SWITCHBOARD_CONSUL_TOKEN", "SWITCHBOARD_KONG_TOKEN", "SWITCHBOARD_MARATHON_AUTH"];
 
+/// How often secret files are read again for `Redactor`.
+const SECRET_FILE_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Replaces known secret values by `***` in everything logged. Each log
 /// event reaches the writer in one `write` (tracing-subscriber formats a
 /// whole line first), so a secret is never split across two writes.
@@ -182,22 +185,43 @@ impl Redactor {
             add.push(password.to_owned());
         }
         let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        if add.iter().all(|a| secrets.contains(a)) {
+            return;
+        }
         secrets.extend(add);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
     }
 
     /// The secrets of the environment, read directly (before any config).
+    /// A secret file may be rewritten while the daemon runs (a fresh DC/OS
+    /// token, which the Marathon client re-reads on a 401): a thread
+    /// re-reads the files every `SECRET_FILE_REREAD` and hides new values too.
     fn hide_env(&self) {
+        let mut files = Vec::new();
         for var in SECRET_VARS {
             if let Ok(v) = std::env::var(var) {
                 self.hide(&v);
             }
-            if let Ok(path) = std::env::var(format!("{var}_FILE"))
-                && let Ok(v) = std::fs::read_to_string(path)
-            {
-                self.hide(&v);
+            if let Ok(path) = std::env::var(format!("{var}_FILE")) {
+                if let Ok(v) = std::fs::read_to_string(&path) {
+                    self.hide(&v);
+                }
+                files.push(path);
             }
+        }
+        if !files.is_empty() {
+            let me = self.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(SECRET_FILE_REREAD);
+                    for path in &files {
+                        if let Ok(v) = std::fs::read_to_string(path) {
+                            me.hide(&v);
+                        }
+                    }
+                }
+            });
         }
     }
 
