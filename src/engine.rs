@@ -650,7 +650,7 @@ impl Engine {
     /// key order, and the ledger takes each app's completed ops in one
     /// transaction. A transient failure backs off its lane (`Backend::lane`;
     /// by default the whole backend): the rest of that lane waits, other lanes
-    /// go on. Every write is recorded in `log` once it has returned.
+    /// go on. Every write is recorded in `log` once the ledger holds it.
     pub async fn drain(&self, b: &Arc<dyn Backend>, log: &AppliedLog) -> Result<Drain, EngineError> {
         use futures::StreamExt;
 
@@ -694,13 +694,20 @@ impl Engine {
         let mut kept_services = false;
         let mut backoff_until: Option<u64> = None;
         for phase in phases {
-            let groups = phase.into_values().map(|ops| self.apply_group(b, ops, log, &claims, &failed));
+            let groups = phase.into_values().map(|ops| self.apply_group(b, ops, &claims, &failed));
             let mut results = futures::stream::iter(groups).buffer_unordered(limit);
             while let Some(outcomes) = results.next().await {
                 let outcomes = outcomes?;
                 let done: Vec<Op> =
                     outcomes.iter().filter(|(_, r)| matches!(r, Ok(()))).map(|(q, _)| q.op.clone()).collect();
                 self.store.complete_many(name, &done)?;
+                // Recorded once the ledger holds them: a listing that read
+                // the ledger before this point (a backend without tags lists
+                // what its ledger names) may miss these writes, and so must
+                // take them as stale.
+                for (q, _) in &outcomes {
+                    log.record(q.op.key());
+                }
                 for (q, result) in outcomes {
                     let reg = q.op.registration();
                     match result {
@@ -765,7 +772,6 @@ impl Engine {
         &self,
         b: &Arc<dyn Backend>,
         ops: Vec<QueuedOp>,
-        log: &AppliedLog,
         claims: &Claims,
         failed: &Mutex<BTreeSet<Option<String>>>,
     ) -> Result<Vec<(QueuedOp, Result<(), BackendError>)>, EngineError> {
@@ -781,7 +787,6 @@ impl Engine {
                 Ok(()) => tracing::Instrument::instrument(b.apply(&q.op), crate::metrics::op_span(name, &q.op)).await, // metrics hook: app_id, task_id on backend lines
                 Err(e) => Err(e),
             };
-            log.record(q.op.key());
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
             let transient = result.as_ref().is_err_and(BackendError::is_transient);
             out.push((q, result));

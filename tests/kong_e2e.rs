@@ -6,14 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use common::{Daemon, eventually, run_cli, s};
+use common::{Daemon, WAIT, World, eventually, eventually_async, run_cli, s};
 use serde_json::{Value, json};
-use switchboard::sim::kong::{KongSim, KongSimOptions};
-use switchboard::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
-
-const WAIT: Duration = Duration::from_secs(20);
+use switchboard::sim::marathon::SimEvent;
 
 /// Runs scenario `$name(version)` as one test per Kong generation.
 macro_rules! both_versions {
@@ -76,76 +72,25 @@ fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|e| e["name"] == name)
 }
 
-struct World {
-    marathon: MarathonSim,
-    kong: KongSim,
-    legacy: bool,
-    dir: tempfile::TempDir,
-    http: reqwest::Client,
-}
-
 async fn world(version: &str) -> World {
-    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
-        .await
-        .expect("marathon sim");
-    let kong =
-        KongSim::start(KongSimOptions { version: version.to_owned(), admin_token: None }).await.expect("kong sim");
-    World {
-        marathon,
-        kong,
-        legacy: version.starts_with("0."),
-        dir: tempfile::tempdir().expect("tempdir"),
-        http: reqwest::Client::new(),
-    }
+    World::builder().kong(version).start().await
 }
 
+/// Kong's side of the world, as the scenarios below read it.
 impl World {
-    fn data_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
+    fn legacy(&self) -> bool {
+        self.kong_legacy()
     }
 
-    fn common_args(&self, resync: &str) -> Vec<String> {
-        s(&[
-            "--marathon",
-            self.marathon.url().as_str(),
-            "--kong",
-            self.kong.url().as_str(),
-            "--resync-interval",
-            resync,
-        ])
-    }
-
-    /// A daemon resyncing every `resync` (`0`: only on start and reconnect).
-    async fn daemon(&self, resync: &str) -> Daemon {
-        let d = Daemon::start(&self.data_dir(), &self.common_args(resync));
-        eventually("stream subscribed", WAIT, || self.marathon.subscribers() > 0).await;
-        d
-    }
-
-    fn emit(&self, events: &[SimEvent]) {
-        self.marathon.emit(events);
-    }
-
-    /// `host:port` of every task of the app Kong should balance to: running,
-    /// and healthy when the app has health checks.
-    fn expected_targets(&self, app: &str) -> BTreeSet<String> {
-        let body = self.marathon.model().apps_json();
-        let mut out = BTreeSet::new();
-        for a in body["apps"].as_array().into_iter().flatten().filter(|a| a["id"] == app) {
-            let checked = a["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
-            for t in a["tasks"].as_array().into_iter().flatten() {
-                let healthy = t["healthCheckResults"][0]["alive"] == true;
-                if t["state"] == "TASK_RUNNING" && (!checked || healthy) {
-                    out.insert(format!("{}:{}", t["host"].as_str().unwrap_or(""), t["ports"][0]));
-                }
-            }
-        }
-        out
+    /// A daemon resyncing every `resync` (`0`: only on start and reconnect),
+    /// subscribed to the stream.
+    async fn kong_daemon(&self, resync: &str) -> Daemon {
+        self.subscribed_daemon(&["--resync-interval", resync]).await
     }
 
     /// Active targets of the app's upstream.
     fn targets(&self, app: &str) -> BTreeSet<String> {
-        let targets = self.kong.targets(&entity(app));
+        let targets = self.kong().targets(&entity(app));
         targets.as_array().into_iter().flatten().filter_map(|t| t["target"].as_str().map(str::to_owned)).collect()
     }
 
@@ -153,8 +98,8 @@ impl World {
     /// both exist and are linked.
     fn published(&self, app: &str) -> Option<Published> {
         let name = entity(app);
-        if self.legacy {
-            let apis = self.kong.apis();
+        if self.legacy() {
+            let apis = self.kong().apis();
             let api = named(&apis, &name)?;
             return Some(Published {
                 hosts: strings(&api["hosts"]),
@@ -163,8 +108,8 @@ impl World {
                 destination: api["upstream_url"].as_str().unwrap_or_default().to_owned(),
             });
         }
-        let services = self.kong.services();
-        let routes = self.kong.routes();
+        let services = self.kong().services();
+        let routes = self.kong().routes();
         let svc = named(&services, &name)?;
         let route = named(&routes, &name).filter(|r| r["service"]["id"] == svc["id"])?;
         Some(Published {
@@ -185,10 +130,10 @@ impl World {
         let name = entity(app);
         let mut out = Vec::new();
         let lists: Vec<(&'static str, Value)> = vec![
-            ("upstream", self.kong.upstreams()),
-            ("service", self.kong.services()),
-            ("route", self.kong.routes()),
-            ("api", self.kong.apis()),
+            ("upstream", self.kong().upstreams()),
+            ("service", self.kong().services()),
+            ("route", self.kong().routes()),
+            ("api", self.kong().apis()),
         ];
         for (kind, list) in lists {
             if named(&list, &name).is_some() {
@@ -200,7 +145,7 @@ impl World {
 
     /// Kong balances exactly the app's expected targets and publishes `want`.
     fn in_step(&self, app: &str, want: &Published) -> bool {
-        let expected = self.expected_targets(app);
+        let expected = self.expected_kong_targets(Some(app));
         !expected.is_empty() && self.targets(app) == expected && self.published(app).as_ref() == Some(want)
     }
 
@@ -210,12 +155,7 @@ impl World {
 
     /// A call to Kong's Admin API, as an operator would make it.
     async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
-        let url = self.kong.url().join(path.trim_start_matches('/')).expect("admin url");
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.expect("admin call").status().as_u16()
+        self.call(&self.kong().url(), method, path, body).await
     }
 }
 
@@ -229,62 +169,6 @@ fn publish(app: &str, hosts: &[&str], paths: &[&str], strip_path: bool) -> Publi
     }
 }
 
-/// Drops ANSI colour sequences (`ESC [ ... m`): the daemon colours its log
-/// even when stderr is a file, which hides `listen=ADDR` from
-/// `Daemon::status_url`.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for n in chars.by_ref() {
-                if n.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The daemon's status server base URL, from its (colourless) log.
-async fn status_url(d: &Daemon) -> String {
-    let mut found = None;
-    eventually("daemon status address in log", WAIT, || {
-        found = strip_ansi(&d.log()).lines().rev().find_map(|l| {
-            let addr = l.split("listen=").nth(1)?.split_whitespace().next()?;
-            Some(format!("http://{addr}"))
-        });
-        found.is_some()
-    })
-    .await;
-    found.unwrap_or_default()
-}
-
-/// A Prometheus sample's value, `None` when absent or the daemon does not
-/// answer (so a wait for 0 cannot pass on absence).
-async fn metric(d: &Daemon, sample: &str) -> Option<f64> {
-    let url = format!("{}/metrics", status_url(d).await);
-    let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok()))
-}
-
-async fn resyncs_ok(d: &Daemon) -> f64 {
-    metric(d, "switchboard_resyncs_total{result=\"ok\"}").await.unwrap_or(0.0)
-}
-
-/// Waits for `n` more successful resyncs than now.
-async fn more_resyncs(d: &Daemon, n: f64) {
-    let start = resyncs_ok(d).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while resyncs_ok(d).await < start + n {
-        assert!(std::time::Instant::now() < deadline, "no {n} further resyncs within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn statuses(events: &[SimEvent]) -> (Vec<SimEvent>, Vec<SimEvent>) {
     events.iter().cloned().partition(|e| e.event_type == "status_update_event")
 }
@@ -293,7 +177,7 @@ fn statuses(events: &[SimEvent]) -> (Vec<SimEvent>, Vec<SimEvent>) {
 
 async fn deploy_out_of_order(version: &str) {
     let w = world(version).await;
-    let _d = w.daemon("0").await;
+    let _d = w.kong_daemon("0").await;
 
     // Every status update before the events carrying the labels.
     let events = w.marathon.model().deploy(kong_app("/shop/web", "shop.example.com", "/api", false), 2);
@@ -311,8 +195,8 @@ async fn deploy_out_of_order(version: &str) {
     w.converge("/shop/cart", &cart, "reversed app published with 2 targets").await;
     assert_eq!(w.targets("/shop/web").len(), 2);
     assert_eq!(w.targets("/shop/cart").len(), 2);
-    if !w.legacy {
-        let ups = w.kong.upstreams();
+    if !w.legacy() {
+        let ups = w.kong().upstreams();
         let up = named(&ups, &entity("/shop/web")).expect("upstream");
         let tags: BTreeSet<String> = strings(&up["tags"]).into_iter().collect();
         let want: BTreeSet<String> = ["switchboard", "cluster:default", "app:shop-web"].map(String::from).into();
@@ -325,7 +209,7 @@ both_versions!(deploy_out_of_order);
 
 async fn scale_up_and_down(version: &str) {
     let w = world(version).await;
-    let _d = w.daemon("0").await;
+    let _d = w.kong_daemon("0").await;
     let web = publish("/web", &["web.example.com"], &[], true);
     let events = w.marathon.model().deploy(kong_app("/web", "web.example.com", "", false), 1);
     w.emit(&events);
@@ -347,7 +231,7 @@ both_versions!(scale_up_and_down);
 
 async fn health_gates_targets(version: &str) {
     let w = world(version).await;
-    let d = w.daemon("500ms").await;
+    let d = w.kong_daemon("500ms").await;
     let checked = "/checked";
     let want = publish(checked, &["checked.example.com"], &[], true);
 
@@ -364,7 +248,7 @@ async fn health_gates_targets(version: &str) {
     let events = w.marathon.model().deploy(kong_app("/marker", "marker.example.com", "", false), 1);
     w.emit(&events);
     w.converge("/marker", &marker, "marker published").await;
-    more_resyncs(&d, 2.0).await;
+    d.more_resyncs(2.0).await;
     assert!(w.targets(checked).is_empty(), "unhealthy task got a target: {:?}", w.targets(checked));
     assert_eq!(w.published(checked), None, "app without a healthy task is published");
 
@@ -375,7 +259,7 @@ async fn health_gates_targets(version: &str) {
     let events = w.marathon.model().set_health(&task, false);
     w.emit(&events);
     eventually("unhealthy task loses its target", WAIT, || w.targets(checked).is_empty()).await;
-    more_resyncs(&d, 2.0).await;
+    d.more_resyncs(2.0).await;
     assert!(w.targets(checked).is_empty(), "a resync brought the unhealthy target back");
     assert!(w.in_step("/marker", &marker), "marker untouched");
 }
@@ -385,7 +269,7 @@ both_versions!(health_gates_targets);
 
 async fn destroy_removes_everything(version: &str) {
     let w = world(version).await;
-    let _d = w.daemon("0").await;
+    let _d = w.kong_daemon("0").await;
     let app = "/shop/web";
     let events = w.marathon.model().deploy(kong_app(app, "shop.example.com", "/", false), 2);
     w.emit(&events);
@@ -412,11 +296,11 @@ fn foreign_state(w: &World) -> Value {
             .collect()
     };
     json!({
-        "upstreams": keep(w.kong.upstreams()),
-        "services": keep(w.kong.services()),
-        "routes": keep(w.kong.routes()),
-        "apis": keep(w.kong.apis()),
-        "targets": w.kong.targets("foreign"),
+        "upstreams": keep(w.kong().upstreams()),
+        "services": keep(w.kong().services()),
+        "routes": keep(w.kong().routes()),
+        "apis": keep(w.kong().apis()),
+        "targets": w.kong().targets("foreign"),
     })
 }
 
@@ -424,14 +308,14 @@ async fn foreign_entities_survive(version: &str) {
     use reqwest::Method as M;
     let w = world(version).await;
     // Entities someone else made: an upstream with a target, and a published API.
-    let up = if w.legacy {
+    let up = if w.legacy() {
         w.admin(M::POST, "/upstreams", Some(json!({"name": "foreign"}))).await
     } else {
         w.admin(M::PUT, "/upstreams/foreign", Some(json!({}))).await
     };
     assert!(up < 300, "foreign upstream: {up}");
     assert_eq!(w.admin(M::POST, "/upstreams/foreign/targets", Some(json!({"target": "10.9.9.9:80"}))).await, 201);
-    if w.legacy {
+    if w.legacy() {
         let api = json!({"name": "foreign", "hosts": ["foreign.example.com"], "upstream_url": "http://foreign"});
         assert_eq!(w.admin(M::POST, "/apis", Some(api)).await, 201);
     } else {
@@ -444,7 +328,7 @@ async fn foreign_entities_survive(version: &str) {
     }
     let before = foreign_state(&w);
     let foreign_writes = |w: &World| -> Vec<(String, String)> {
-        w.kong
+        w.kong()
             .requests()
             .into_iter()
             .filter(|(m, p)| m != "GET" && (p.contains("foreign") || p.contains("other")))
@@ -452,16 +336,16 @@ async fn foreign_entities_survive(version: &str) {
     };
     let setup_writes = foreign_writes(&w).len();
 
-    let d = w.daemon("500ms").await;
+    let d = w.kong_daemon("500ms").await;
     let app = "/web";
     let events = w.marathon.model().deploy(kong_app(app, "web.example.com", "", false), 2);
     w.emit(&events);
     w.converge(app, &publish(app, &["web.example.com"], &[], true), "published").await;
-    more_resyncs(&d, 3.0).await;
+    d.more_resyncs(3.0).await;
     let events = w.marathon.model().destroy(app);
     w.emit(&events);
     eventually("app removed", WAIT, || w.leftovers(app).is_empty()).await;
-    more_resyncs(&d, 3.0).await;
+    d.more_resyncs(3.0).await;
 
     assert_eq!(foreign_state(&w), before, "foreign entities changed");
     assert_eq!(foreign_writes(&w).len(), setup_writes, "switchboard wrote to foreign entities");
@@ -472,22 +356,22 @@ both_versions!(foreign_entities_survive);
 
 async fn kong_down_during_deploy(version: &str) {
     let w = world(version).await;
-    let d = w.daemon("500ms").await;
+    let d = w.kong_daemon("500ms").await;
 
-    w.kong.stop().await;
+    w.kong().stop().await;
     let app = "/web";
     let events = w.marathon.model().deploy(kong_app(app, "web.example.com", "/web", false), 2);
     w.emit(&events);
-    eventually_async("a register attempt failed while Kong is down", || async {
-        metric(&d, "switchboard_ops_total{backend=\"kong\",op=\"register\",result=\"retry\"}").await >= Some(1.0)
+    eventually_async("a register attempt failed while Kong is down", WAIT, || async {
+        d.sample("switchboard_ops_total{backend=\"kong\",op=\"register\",result=\"retry\"}").await >= Some(1.0)
     })
     .await;
     assert!(w.published(app).is_none() && w.targets(app).is_empty());
 
-    w.kong.restart().await.expect("kong back");
+    w.kong().restart().await.expect("kong back");
     w.converge(app, &publish(app, &["web.example.com"], &["/web"], false), "converged after Kong is back").await;
-    eventually_async("queue drained", || async {
-        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
+    eventually_async("queue drained", WAIT, || async {
+        d.sample("switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
     })
     .await;
 }
@@ -502,25 +386,12 @@ fn stop(d: &mut Daemon) {
     assert!(status.success(), "daemon exited with {status}");
 }
 
-/// Like `eventually`, for an async condition.
-async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + WAIT;
-    while !cond().await {
-        assert!(std::time::Instant::now() < deadline, "timed out after {WAIT:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // ---------------------------------------------------------------- 7. drift repair
 
 async fn hand_changes_are_repaired(version: &str) {
     use reqwest::Method as M;
     let w = world(version).await;
-    let d = w.daemon("500ms").await;
+    let d = w.kong_daemon("500ms").await;
     let app = "/web";
     let want = publish(app, &["web.example.com"], &[], true);
     let events = w.marathon.model().deploy(kong_app(app, "web.example.com", "", false), 2);
@@ -529,7 +400,7 @@ async fn hand_changes_are_repaired(version: &str) {
 
     let name = entity(app);
     let hijack = json!({"hosts": ["evil.example.com"]});
-    let path = if w.legacy { format!("/apis/{name}") } else { format!("/routes/{name}") };
+    let path = if w.legacy() { format!("/apis/{name}") } else { format!("/routes/{name}") };
     assert_eq!(w.admin(M::PATCH, &path, Some(hijack)).await, 200);
     let victim = w.targets(app).into_iter().next().expect("a target");
     let deleted = w.admin(M::DELETE, &format!("/upstreams/{name}/targets/{victim}"), None).await;
@@ -538,7 +409,7 @@ async fn hand_changes_are_repaired(version: &str) {
 
     w.converge(app, &want, "route hosts and deleted target repaired").await;
     // And it stays repaired: no flapping between resyncs.
-    more_resyncs(&d, 2.0).await;
+    d.more_resyncs(2.0).await;
     assert!(w.in_step(app, &want));
 }
 both_versions!(hand_changes_are_repaired);
@@ -547,7 +418,7 @@ both_versions!(hand_changes_are_repaired);
 
 async fn conflicting_hosts_reject_second(version: &str) {
     let w = world(version).await;
-    let d = w.daemon("500ms").await;
+    let d = w.kong_daemon("500ms").await;
     let first = "/a/shop";
     let second = "/b/shop";
     let events = w.marathon.model().deploy(kong_app(first, "shop.example.com", "", false), 1);
@@ -557,11 +428,11 @@ async fn conflicting_hosts_reject_second(version: &str) {
     let events = w.marathon.model().deploy(kong_app(second, "shop.example.com", "", false), 1);
     w.emit(&events);
 
-    eventually_async("kong rejection metric", || async {
-        metric(&d, "switchboard_rejections{backend=\"kong\"}").await == Some(1.0)
+    eventually_async("kong rejection metric", WAIT, || async {
+        d.sample("switchboard_rejections{backend=\"kong\"}").await == Some(1.0)
     })
     .await;
-    let listen = status_url(&d).await.trim_start_matches("http://").to_owned();
+    let listen = d.status_url().await.trim_start_matches("http://").to_owned();
     let data_dir = w.data_dir();
     let out = run_cli(vec![
         "state".into(),
@@ -583,7 +454,7 @@ async fn conflicting_hosts_reject_second(version: &str) {
     let reason = r["reason"].as_str().unwrap_or("");
     assert!(reason.contains("shop.example.com") && reason.contains(first), "unclear reason: {reason}");
 
-    more_resyncs(&d, 2.0).await;
+    d.more_resyncs(2.0).await;
     assert!(w.in_step(first, &want), "first app disturbed");
     assert!(w.leftovers(second).is_empty(), "second app published: {:?}", w.leftovers(second));
 }
@@ -593,7 +464,7 @@ both_versions!(conflicting_hosts_reject_second);
 
 async fn reconcile_unchanged_reads_only(version: &str) {
     let w = world(version).await;
-    let mut d = w.daemon("0").await;
+    let mut d = w.kong_daemon("0").await;
     let apps = [("/shop/web", "web.example.com"), ("/shop/cart", "cart.example.com"), ("/admin", "admin.example.com")];
     for (app, host) in apps {
         let events = w.marathon.model().deploy(kong_app(app, host, "", false), 2);
@@ -602,16 +473,16 @@ async fn reconcile_unchanged_reads_only(version: &str) {
     for (app, host) in apps {
         w.converge(app, &publish(app, &[host], &[], true), "published").await;
     }
-    eventually_async("queue drained", || async {
-        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
+    eventually_async("queue drained", WAIT, || async {
+        d.sample("switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
     })
     .await;
     stop(&mut d);
 
-    let (writes, requests) = (w.kong.writes(), w.kong.requests().len());
+    let (writes, requests) = (w.kong().writes(), w.kong().requests().len());
     let mut args = s(&["reconcile", "--once", "--json", "--data-dir"]);
     args.push(w.data_dir().to_string_lossy().into_owned());
-    args.extend(w.common_args("0"));
+    args.extend(w.args(&[]));
     let out = run_cli(args).await;
     assert_eq!(
         out.status.code(),
@@ -620,14 +491,14 @@ async fn reconcile_unchanged_reads_only(version: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let made = w.kong.requests()[requests..].to_vec();
+    let made = w.kong().requests()[requests..].to_vec();
     eprintln!(
         "kong {version}: reconcile --once of 3 apps x 2 instances made {} requests: {:?}",
         made.len(),
         made.iter().map(|(m, p)| format!("{m} {p}")).collect::<Vec<_>>()
     );
     assert_eq!(
-        w.kong.writes(),
+        w.kong().writes(),
         writes,
         "reconcile of an unchanged world wrote to Kong; its report: {}",
         String::from_utf8_lossy(&out.stdout)
@@ -646,7 +517,7 @@ both_versions!(reconcile_unchanged_reads_only);
 /// it all, never deleting live targets it has no record of.
 async fn lost_store_leaves_kong_alone(version: &str) {
     let w = world(version).await;
-    let mut d = w.daemon("0").await;
+    let mut d = w.kong_daemon("0").await;
     let apps = [("/shop/web", "web.example.com"), ("/admin", "admin.example.com")];
     for (app, host) in apps {
         let events = w.marathon.model().deploy(kong_app(app, host, "", false), 2);
@@ -655,17 +526,17 @@ async fn lost_store_leaves_kong_alone(version: &str) {
     for (app, host) in apps {
         w.converge(app, &publish(app, &[host], &[], true), "published").await;
     }
-    eventually_async("queue drained", || async {
-        metric(&d, "switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
+    eventually_async("queue drained", WAIT, || async {
+        d.sample("switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
     })
     .await;
     stop(&mut d);
     std::fs::remove_dir_all(w.data_dir()).expect("wipe data dir");
 
-    let before = w.kong.requests().len();
+    let before = w.kong().requests().len();
     let mut args = s(&["reconcile", "--once", "--json", "--data-dir"]);
     args.push(w.data_dir().to_string_lossy().into_owned());
-    args.extend(w.common_args("0"));
+    args.extend(w.args(&[]));
     let out = run_cli(args).await;
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "reconcile --once: {report}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -678,7 +549,7 @@ async fn lost_store_leaves_kong_alone(version: &str) {
     }
     // With an empty ledger every instance is re-registered (idempotent
     // writes), but nothing live may be deleted, not even for a moment.
-    let deletes: Vec<_> = w.kong.requests()[before..].iter().filter(|(m, _)| m == "DELETE").cloned().collect();
+    let deletes: Vec<_> = w.kong().requests()[before..].iter().filter(|(m, _)| m == "DELETE").cloned().collect();
     assert!(deletes.is_empty(), "deleted live entities: {deletes:?}; report {report}");
 }
 both_versions!(lost_store_leaves_kong_alone);
@@ -719,17 +590,17 @@ async fn names_held_by_someone_else_are_refused(version: &str) {
                 .cloned()
                 .collect()
         };
-        let targets = ["web-up.default", "web.default"].map(|u| w.kong.targets(u));
+        let targets = ["web-up.default", "web.default"].map(|u| w.kong().targets(u));
         json!({
-            "upstreams": pick(w.kong.upstreams()),
-            "services": pick(w.kong.services()),
-            "routes": pick(w.kong.routes()),
+            "upstreams": pick(w.kong().upstreams()),
+            "services": pick(w.kong().services()),
+            "routes": pick(w.kong().routes()),
             "targets": targets,
         })
     };
     let before = theirs(&w);
 
-    let d = w.daemon("500ms").await;
+    let d = w.kong_daemon("500ms").await;
     for app in held.iter().chain(&["ok"]) {
         let host = format!("{app}.example.com");
         w.emit(&w.marathon.model().deploy(kong_app(&format!("/{app}"), &host, "", false), 1));
@@ -743,10 +614,10 @@ async fn names_held_by_someone_else_are_refused(version: &str) {
         })
         .await;
     }
-    more_resyncs(&d, 2.0).await;
+    d.more_resyncs(2.0).await;
     assert_eq!(theirs(&w), before, "another team's entities changed");
     let written: Vec<(String, String)> = w
-        .kong
+        .kong()
         .requests()
         .into_iter()
         .filter(|(m, p)| m != "GET" && held.iter().any(|h| p.contains(&entity(h))))
@@ -762,4 +633,55 @@ mod names_held_by_someone_else_are_refused {
     async fn kong_3_4() {
         super::names_held_by_someone_else_are_refused("3.4.2").await;
     }
+}
+
+// ---------------------------------------------------------------- 12. sticky refusal, counted
+
+/// Writes Kong received to entities named `name` (refused ones included).
+fn writes_to(w: &World, name: &str) -> usize {
+    w.kong().requests().iter().filter(|(m, p)| m != "GET" && p.split('/').any(|s| s == name)).count()
+}
+
+/// An app whose Kong entity name Kong's schema refuses: service `svc` in
+/// cluster `4` names its upstream `<svc>.4`, an IP address when `svc` is
+/// `1.2.3` (Switchboard's own checks let it through; Kong answers 400).
+fn refused_app(svc: &str) -> Value {
+    let mut app = kong_app("/web", "web.example.com", "", false);
+    app["labels"]["consul"] = json!(svc);
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_refusal_is_tried_once_until_its_input_changes_even_across_a_restart() {
+    let w = world("3.4.2").await;
+    let mut d = w.subscribed_daemon(&["--cluster", "4", "--resync-interval", "300ms"]).await;
+    let refused = |d: &Daemon| d.log().lines().filter(|l| l.contains("refused; not retried")).count();
+    w.emit(&w.marathon.model().deploy(refused_app("1.2.3"), 1));
+    eventually("refused once", WAIT, || refused(&d) == 1).await;
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "{:?}", w.kong().requests());
+    assert!(w.kong().upstreams().as_array().is_some_and(Vec::is_empty), "nothing was written");
+
+    // Events of another app and resyncs plan again; none tries the refused input.
+    w.emit(&w.marathon.model().deploy(kong_app("/other", "other.example.com", "", false), 1));
+    let other_published = || w.kong().targets("other.4").as_array().is_some_and(|t| t.len() == 1);
+    eventually("the other app published", WAIT, other_published).await;
+    d.more_resyncs(3.0).await;
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "a refused input was tried again");
+    assert_eq!(refused(&d), 1, "one log line per refusal, not one per pass");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0));
+
+    // Durable: a kill -9 and restart do not try it again.
+    d.kill9_and_restart();
+    w.subscribed().await;
+    d.more_resyncs(3.0).await;
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "a restart retried a refusal");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0));
+
+    // The input changes (another name Kong refuses): tried exactly once.
+    w.emit(&w.marathon.model().deploy(refused_app("1.2.5"), 1));
+    eventually("the new input tried", WAIT, || writes_to(&w, "1.2.5.4") == 1).await;
+    d.more_resyncs(3.0).await;
+    assert_eq!(writes_to(&w, "1.2.5.4"), 1, "the changed input was tried more than once");
+    assert_eq!(writes_to(&w, "1.2.3.4"), 1, "the old input was tried again");
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0), "the old refusal went");
 }

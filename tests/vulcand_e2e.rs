@@ -8,12 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, eventually, s};
+use common::{WAIT, World, eventually, status_only};
 use serde_json::{Value, json};
-use switchboard::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
-use switchboard::sim::vulcand::{VulcandSim, VulcandSimOptions};
-
-const WAIT: Duration = Duration::from_secs(20);
+use switchboard::sim::marathon::SimEvent;
+use switchboard::sim::vulcand::VulcandSimOptions;
 const APP: &str = "/shop/web";
 /// `sb.<cluster>.<service>~`: the id of the app's backend and frontend.
 const OURS: &str = "sb.default.shop-web~";
@@ -28,51 +26,15 @@ fn web_app() -> Value {
     })
 }
 
-struct World {
-    marathon: MarathonSim,
-    vulcand: VulcandSim,
-    dir: tempfile::TempDir,
-}
-
 async fn world() -> World {
-    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
-        .await
-        .expect("marathon sim");
-    let vulcand = VulcandSim::start(VulcandSimOptions::default()).expect("vulcand sim");
-    World { marathon, vulcand, dir: tempfile::tempdir().expect("tempdir") }
+    World::builder().vulcand(VulcandSimOptions::default()).start().await
 }
 
+/// Vulcand's side of the world, as the scenarios below read it.
 impl World {
-    /// A daemon with the Vulcand backend only; `resync` is `--resync-interval`.
-    fn daemon(&self, resync: &str, extra: &[&str]) -> Daemon {
-        let mut a = s(&[
-            "--marathon",
-            self.marathon.url().as_str(),
-            "--vulcand",
-            self.vulcand.url().as_str(),
-            "--resync-interval",
-            resync,
-        ]);
-        a.extend(s(extra));
-        Daemon::start(&self.dir.path().join("data"), &a)
-    }
-
-    /// Server id → URL that Vulcand should hold for the app's running tasks.
-    fn expected_servers(&self) -> BTreeMap<String, String> {
-        let body = self.marathon.model().apps_json();
-        let mut out = BTreeMap::new();
-        for a in body["apps"].as_array().into_iter().flatten().filter(|a| a["id"] == APP) {
-            for t in a["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "TASK_RUNNING") {
-                let (id, host, port) = (t["id"].as_str().unwrap(), t["host"].as_str().unwrap(), &t["ports"][0]);
-                out.insert(format!("{id}:{port}~"), format!("http://{host}:{port}"));
-            }
-        }
-        out
-    }
-
     /// Server id → URL in one Vulcand backend.
     fn servers(&self, backend: &str) -> BTreeMap<String, String> {
-        let list = self.vulcand.servers(backend);
+        let list = self.vulcand().servers(backend);
         list.as_array()
             .into_iter()
             .flatten()
@@ -81,13 +43,13 @@ impl World {
     }
 
     fn backend_ids(&self) -> Vec<String> {
-        let list = self.vulcand.backends();
+        let list = self.vulcand().backends();
         list.as_array().into_iter().flatten().map(|b| b["Id"].as_str().unwrap().to_owned()).collect()
     }
 
     /// Frontend id → (backend id, route).
     fn frontends(&self) -> BTreeMap<String, (String, String)> {
-        let list = self.vulcand.frontends();
+        let list = self.vulcand().frontends();
         list.as_array()
             .into_iter()
             .flatten()
@@ -101,7 +63,7 @@ impl World {
     /// The app is routed: its backend has exactly one server per running
     /// task, and its frontend carries the route.
     fn converged(&self) -> bool {
-        let want = self.expected_servers();
+        let want = self.expected_vulcand_servers(Some(APP));
         !want.is_empty()
             && self.servers(OURS) == want
             && self.frontends().get(OURS) == Some(&(OURS.to_owned(), ROUTE.to_owned()))
@@ -116,68 +78,16 @@ impl World {
         !self.backend_ids().iter().any(|b| b == OURS) && !self.frontends().contains_key(OURS)
     }
 
-    async fn subscribed(&self) {
-        eventually("stream subscribed", WAIT, || self.marathon.subscribers() > 0).await;
-    }
-
     /// Writes `body` to the Vulcand simulator as an operator would.
     async fn vulcand_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
-        let url = format!("{}{}", self.vulcand.url().as_str().trim_end_matches('/'), path);
-        let mut req = reqwest::Client::new().request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.expect("vulcand sim answers").status().as_u16()
+        self.call(&self.vulcand().url(), method, path, body).await
     }
-}
-
-/// Successful resyncs so far, from the daemon's `/metrics`.
-///
-/// Not `Daemon::metric`: the daemon colours its log even into a file, so
-/// `listen=` never appears verbatim there; the escapes are stripped here.
-async fn resyncs_ok(d: &Daemon) -> f64 {
-    let mut addr = None;
-    eventually("daemon status address in log", WAIT, || {
-        addr = strip_ansi(&d.log())
-            .lines()
-            .find_map(|l| l.split("listen=").nth(1)?.split_whitespace().next().map(str::to_owned));
-        addr.is_some()
-    })
-    .await;
-    let url = format!("http://{}/metrics", addr.unwrap_or_default());
-    let Ok(resp) = reqwest::get(&url).await else { return 0.0 };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchboard_resyncs_total{result=\"ok\"}").and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
-/// Removes `ESC [ ... m` colour sequences.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn status_only(events: Vec<SimEvent>) -> Vec<SimEvent> {
-    events.into_iter().filter(|e| e.event_type == "status_update_event").collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_deploy_then_scale_up_and_down() {
     let w = world().await;
-    let _d = w.daemon("0", &[]);
+    let _d = w.daemon(&[]);
     w.subscribed().await;
 
     // Every status update arrives before the events that carry the labels.
@@ -206,7 +116,7 @@ async fn out_of_order_deploy_then_scale_up_and_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_seen_only_through_status_events() {
     let w = world().await;
-    let _d = w.daemon("0", &[]);
+    let _d = w.daemon(&[]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 2);
     w.marathon.emit(&events);
@@ -217,7 +127,7 @@ async fn restart_seen_only_through_status_events() {
     // The new version's definition never arrives on the stream: the daemon
     // has to fetch it once its grace period is over.
     let events = w.marathon.model().restart(APP);
-    w.marathon.emit(&status_only(events));
+    w.marathon.emit(&status_only(&events));
     w.converge("restarted tasks routed, old ones gone").await;
     let new = w.servers(OURS);
     assert_eq!(new.len(), 2);
@@ -228,7 +138,7 @@ async fn restart_seen_only_through_status_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_removes_servers_then_frontend_then_backend() {
     let w = world().await;
-    let _d = w.daemon("0", &[]);
+    let _d = w.daemon(&[]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 2);
     w.marathon.emit(&events);
@@ -240,7 +150,7 @@ async fn destroy_removes_servers_then_frontend_then_backend() {
     assert!(w.backend_ids().is_empty() && w.frontends().is_empty());
 
     let deletes: Vec<String> =
-        w.vulcand.writes().into_iter().filter(|r| r.method == "DELETE").map(|r| r.path).collect();
+        w.vulcand().writes().into_iter().filter(|r| r.method == "DELETE").map(|r| r.path).collect();
     let at =
         |path: &str| deletes.iter().position(|p| p == path).unwrap_or_else(|| panic!("no DELETE {path}: {deletes:?}"));
     let frontend = at(&format!("/v2/frontends/{OURS}"));
@@ -255,7 +165,7 @@ async fn destroy_removes_servers_then_frontend_then_backend() {
     // idempotent and retried), or removed with its backend when a resync
     // found it gone before its own delete was tried.
     assert!(!server_deletes.is_empty(), "no server deleted: {deletes:?}");
-    assert_eq!(w.vulcand.servers(OURS), serde_json::json!([]), "servers left: {deletes:?}");
+    assert_eq!(w.vulcand().servers(OURS), serde_json::json!([]), "servers left: {deletes:?}");
     // Vulcand refuses to delete a backend a frontend still uses; traffic
     // stops reaching an instance before its app's frontend goes.
     assert!(server_deletes[0] < frontend, "a server before the frontend: {deletes:?}");
@@ -265,29 +175,29 @@ async fn destroy_removes_servers_then_frontend_then_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vulcand_down_then_back() {
     let w = world().await;
-    let d = w.daemon("0", &[]);
+    let d = w.daemon(&[]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 1);
     w.marathon.emit(&events);
     w.converge("deployed").await;
 
-    w.vulcand.stop().await;
+    w.vulcand().stop().await;
     let events = w.marathon.model().scale(APP, 3);
     w.marathon.emit(&events);
     eventually("daemon notices Vulcand is down", WAIT, || d.log().contains("backend unavailable")).await;
     assert_eq!(w.servers(OURS).len(), 1, "nothing can change while Vulcand is down");
 
-    w.vulcand.restart().await.expect("vulcand back");
+    w.vulcand().restart().await.expect("vulcand back");
     w.converge("queued registrations applied once Vulcand is back").await;
     assert_eq!(w.servers(OURS).len(), 3);
 
     // A destroy while Vulcand is down is applied when it returns.
-    w.vulcand.stop().await;
+    w.vulcand().stop().await;
     let events = w.marathon.model().destroy(APP);
     w.marathon.emit(&events);
     let retries = d.log().matches("backend unavailable").count();
     eventually("deregistrations retried", WAIT, || d.log().matches("backend unavailable").count() > retries).await;
-    w.vulcand.restart().await.expect("vulcand back");
+    w.vulcand().restart().await.expect("vulcand back");
     eventually("app removed once Vulcand is back", WAIT, || w.app_gone()).await;
     assert!(w.servers(OURS).is_empty());
 }
@@ -296,7 +206,7 @@ async fn vulcand_down_then_back() {
 async fn stream_reconnect_resyncs_and_repairs() {
     // No periodic resync: only the reconnect can notice the hand edit.
     let w = world().await;
-    let d = w.daemon("0", &[]);
+    let d = w.daemon(&[]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 2);
     w.marathon.emit(&events);
@@ -304,7 +214,7 @@ async fn stream_reconnect_resyncs_and_repairs() {
 
     let before = w.servers(OURS);
     let victim = before.keys().next().unwrap().clone();
-    assert!(w.vulcand.delete_server_by_hand(OURS, &victim));
+    assert!(w.vulcand().delete_server_by_hand(OURS, &victim));
     // Scaling while disconnected: only the resync after reconnecting sees it.
     w.marathon.disconnect_all();
     let _lost = w.marathon.model().scale(APP, 3);
@@ -318,7 +228,7 @@ async fn stream_reconnect_resyncs_and_repairs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_deleted_server_and_frontend_are_restored_by_resync() {
     let w = world().await;
-    let d = w.daemon("500ms", &[]);
+    let d = w.daemon(&["--resync-interval", "500ms"]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 2);
     w.marathon.emit(&events);
@@ -326,7 +236,7 @@ async fn hand_deleted_server_and_frontend_are_restored_by_resync() {
 
     let before = w.servers(OURS);
     let victim = before.keys().next().unwrap().clone();
-    assert!(w.vulcand.delete_server_by_hand(OURS, &victim));
+    assert!(w.vulcand().delete_server_by_hand(OURS, &victim));
     assert_eq!(w.servers(OURS).len(), 1);
     eventually("deleted server restored", WAIT, || w.servers(OURS) == before).await;
 
@@ -345,21 +255,16 @@ async fn foreign_backends_are_never_touched() {
     for id in foreign {
         hand_made(&w, id).await;
     }
-    let snapshot = || (w.vulcand.backends(), w.vulcand.frontends(), foreign.map(|id| w.vulcand.servers(id)));
+    let snapshot = || (w.vulcand().backends(), w.vulcand().frontends(), foreign.map(|id| w.vulcand().servers(id)));
     let before = snapshot();
-    let first_write = w.vulcand.writes().len();
+    let first_write = w.vulcand().writes().len();
 
-    let d = w.daemon("500ms", &[]);
+    let d = w.daemon(&["--resync-interval", "500ms"]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 2);
     w.marathon.emit(&events);
     w.converge("deployed next to the foreign backends").await;
-    let resyncs = resyncs_ok(&d).await;
-    let deadline = Instant::now() + WAIT;
-    while resyncs_ok(&d).await < resyncs + 2.0 {
-        assert!(Instant::now() < deadline, "no resyncs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.more_resyncs(2.0).await;
     let events = w.marathon.model().destroy(APP);
     w.marathon.emit(&events);
     eventually("our backend removed", WAIT, || w.app_gone()).await;
@@ -369,7 +274,7 @@ async fn foreign_backends_are_never_touched() {
     assert_eq!(after.0, before.0, "foreign backends changed");
     assert_eq!(after.1, before.1, "foreign frontends changed");
     assert_eq!(after.2, before.2, "foreign servers changed");
-    for r in &w.vulcand.writes()[first_write..] {
+    for r in &w.vulcand().writes()[first_write..] {
         let body_ids: Vec<&str> = ["/Backend/Id", "/Frontend/Id", "/Frontend/BackendId"]
             .iter()
             .filter_map(|p| r.body.as_ref().and_then(|b| b.pointer(p)).and_then(Value::as_str))
@@ -386,14 +291,14 @@ async fn foreign_backends_are_never_touched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_expire_after_kill_9_and_come_back_on_restart() {
     let w = world().await;
-    let mut d = w.daemon("0", &["--vulcand-server-ttl", "2s"]);
+    let mut d = w.daemon(&["--vulcand-server-ttl", "2s"]);
     w.subscribed().await;
     let events = w.marathon.model().deploy(web_app(), 2);
     w.marathon.emit(&events);
     w.converge("deployed with TTL servers").await;
     let want = w.servers(OURS);
     let ttl: Vec<Value> = w
-        .vulcand
+        .vulcand()
         .writes()
         .into_iter()
         .filter(|r| r.path.ends_with("/servers"))
@@ -436,28 +341,28 @@ async fn an_id_held_by_someone_else_is_refused_not_taken_over() {
     let w = world().await;
     // Switchboard's very ids, made by someone else: not in its ledger.
     hand_made(&w, OURS).await;
-    let snapshot = || (w.vulcand.backends(), w.vulcand.frontends(), w.vulcand.servers(OURS));
+    let snapshot = || (w.vulcand().backends(), w.vulcand().frontends(), w.vulcand().servers(OURS));
     let before = snapshot();
-    let writes = w.vulcand.writes().len();
+    let writes = w.vulcand().writes().len();
 
-    let d = w.daemon("300ms", &[]);
+    let d = w.daemon(&["--resync-interval", "300ms"]);
     w.subscribed().await;
     w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
     eventually("refused, naming the holder", WAIT, || {
-        strip_ansi(&d.log()).lines().any(|l| {
+        d.log().lines().any(|l| {
             l.contains("app_id=/shop/web") && l.contains("not in Switchboard's ledger") && l.contains("hand-1")
         })
     })
     .await;
-    let resyncs = resyncs_ok(&d).await;
-    let deadline = Instant::now() + WAIT;
-    while resyncs_ok(&d).await < resyncs + 2.0 {
-        assert!(Instant::now() < deadline, "no resyncs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    d.more_resyncs(2.0).await;
     assert_eq!(snapshot(), before, "the other backend, servers or frontend changed");
-    assert_eq!(w.vulcand.writes().len(), writes, "switchboard wrote to Vulcand: {:?}", &w.vulcand.writes()[writes..]);
-    let refused = strip_ansi(&d.log()).lines().filter(|l| l.contains("not in Switchboard's ledger")).count();
+    assert_eq!(
+        w.vulcand().writes().len(),
+        writes,
+        "switchboard wrote to Vulcand: {:?}",
+        &w.vulcand().writes()[writes..]
+    );
+    let refused = d.log().lines().filter(|l| l.contains("not in Switchboard's ledger")).count();
     assert_eq!(refused, 1, "refused once, not once per pass");
 }
 
@@ -466,21 +371,100 @@ async fn a_first_write_cut_by_kill_9_is_known_as_ours_on_restart() {
     let w = world().await;
     // The backend is written, then the server write fails: the op stays
     // queued with Switchboard's backend in Vulcand and not yet in the ledger.
-    w.vulcand.set_failing_server_writes(Some(503));
-    let mut d = w.daemon("0", &[]);
+    w.vulcand().set_failing_server_writes(Some(503));
+    let mut d = w.daemon(&[]);
     w.subscribed().await;
     w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
     eventually("backend written, server write failed", WAIT, || {
         w.backend_ids().iter().any(|b| b == OURS)
-            && w.vulcand
+            && w.vulcand()
                 .requests()
                 .iter()
                 .any(|r| r.method == "POST" && r.path == format!("/v2/backends/{OURS}/servers"))
     })
     .await;
     d.kill9();
-    w.vulcand.set_failing_server_writes(None);
+    w.vulcand().set_failing_server_writes(None);
     d.restart();
     w.converge("the retry finished its own first write").await;
-    assert!(!strip_ansi(&d.log()).contains("not in Switchboard's ledger"), "refused its own backend");
+    assert!(!d.log().contains("not in Switchboard's ledger"), "refused its own backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_to_zero_then_up_again_is_routed_again() {
+    let w = world().await;
+    let mut d = w.daemon(&[]);
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    w.converge("deployed").await;
+    w.marathon.emit(&w.marathon.model().scale(APP, 0));
+    eventually("the last server removed", WAIT, || w.servers(OURS).is_empty()).await;
+    d.wait_sample("vulcand queue drained", "switchboard_queue_depth{backend=\"vulcand\"}", |v| v == 0.0).await;
+    // Once with the daemon running on, once after a kill -9 right there.
+    d.kill9();
+    d.restart();
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().scale(APP, 2));
+    w.converge("scaled up again: servers back behind the app's own backend").await;
+    assert!(!d.log().contains("not in Switchboard's ledger"), "refused its own backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_scaled_to_zero_loses_its_backend_and_frontend_and_comes_back() {
+    let w = world().await;
+    let _d = w.subscribed_daemon(&[]).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 3));
+    w.converge("deployed").await;
+    // Each kill on its own, as Marathon reports a scale-down task by task.
+    for e in w.marathon.model().scale(APP, 0) {
+        w.marathon.emit(&[e]);
+    }
+    eventually("servers, frontend and backend removed", WAIT, || w.app_gone()).await;
+    w.marathon.emit(&w.marathon.model().scale(APP, 2));
+    w.converge("scaled up again").await;
+}
+
+/// The window the kill-point storm found: a resync's listing taken after an
+/// instance's write returned but before the ledger holds it (the rest of its
+/// app's ops are still being written), and the task killed meanwhile.
+/// Vulcand's listing is the ledger's ids looked up, so the listing does not
+/// show the instance; the merge must not then forget it or settle its
+/// deregistration, or its server stays in Vulcand with nothing to remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_while_a_listing_straddles_its_registration_leaves_no_server() {
+    let w = World::builder()
+        .vulcand(VulcandSimOptions::default())
+        .vulcand_write_cost(Duration::from_millis(400))
+        .start()
+        .await;
+    let d = w.daemon(&[]);
+    w.subscribed().await;
+    d.wait_sample("the start-up resync done", "switchboard_resyncs_total{result=\"ok\"}", |v| v >= 1.0).await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 2));
+    let tasks = w.marathon.model().task_ids(APP);
+    let server_of = |task: &str| w.servers(OURS).keys().any(|id| id.starts_with(task));
+    // The first instance's write has returned (its frontend is there too),
+    // the second's is still being written.
+    eventually("the first instance written, the second not yet", WAIT, || {
+        tasks.iter().filter(|t| server_of(t)).count() == 1 && w.frontends().contains_key(OURS)
+    })
+    .await;
+    let first = tasks.iter().find(|t| server_of(t)).cloned().expect("one server");
+    // A reconnect's resync lists Vulcand now; the first task dies meanwhile.
+    let resyncs = d.resyncs_ok().await.expect("resyncs counted");
+    w.marathon.disconnect_all();
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().kill_task(&first));
+    d.wait_sample("the reconnect's resync done", "switchboard_resyncs_total{result=\"ok\"}", |v| v > resyncs).await;
+    let deadline = Instant::now() + WAIT;
+    while !w.converged() {
+        assert!(
+            Instant::now() < deadline,
+            "not in step: Vulcand holds {:?}, Marathon runs {:?}",
+            w.servers(OURS),
+            w.expected_vulcand_servers(Some(APP))
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!server_of(&first), "the killed task's server is still routed");
 }

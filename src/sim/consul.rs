@@ -89,6 +89,9 @@ struct SimState {
     /// False imitates a pre-1.0.7 agent: `Meta` is silently dropped on
     /// register and absent from listings.
     no_meta: bool,
+    /// Test hook (issue 12, tests/kill_points.rs): every service ID
+    /// registered (`true`) or removed (`false`), in order.
+    history: Vec<(bool, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +230,12 @@ impl ConsulSim {
     /// Every request received, as (method, path with query).
     pub fn requests(&self) -> Vec<(String, String)> {
         self.shared.lock().requests.clone()
+    }
+
+    /// Test hook (issue 12): each service ID registered (`true`) or
+    /// deregistered (`false`), in the order the agent applied them.
+    pub fn history(&self) -> Vec<(bool, String)> {
+        self.shared.lock().history.clone()
     }
 }
 
@@ -529,6 +538,7 @@ fn instances(st: &SimState, name: &str) -> Vec<(Value, Vec<SimCheck>)> {
 fn deregister(shared: &Shared, id: &str) -> Response {
     let mut st = shared.lock();
     if st.services.remove(id).is_some() {
+        st.history.push((false, id.to_owned()));
         st.writes += 1;
         return ok_empty();
     }
@@ -560,6 +570,7 @@ fn register(shared: &Shared, body: &[u8], replace_checks: bool) -> Response {
         }
     }
     let endpoint = format!("{}:{}", svc.address, svc.port);
+    st.history.push((true, svc.id.clone()));
     st.services.insert(svc.id.clone(), svc);
     st.writes += 1;
     drop(st);

@@ -389,3 +389,416 @@ pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
     }
     samples
 }
+// ====================================================================
+// Shared test world (issue 12, tests): Marathon sim + backend sims +
+// temp dir + daemon launcher, for every binary-level suite. Kept in its
+// own section so the status-page helpers above/below merge cleanly.
+// ====================================================================
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
+use switchboard::sim::kong::{KongSim, KongSimOptions};
+use switchboard::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
+use switchboard::sim::tap::{SimBackend, Tap, Timeline};
+use switchboard::sim::vulcand::{VulcandSim, VulcandSimOptions};
+
+/// How long any single wait of the e2e suites may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Which simulators a `World` runs, and with what options.
+pub struct WorldBuilder {
+    marathon: ModelOptions,
+    consul: Option<ConsulSimOptions>,
+    kong: Option<KongSimOptions>,
+    vulcand: Option<VulcandSimOptions>,
+    /// What every Vulcand write costs (answered that much later).
+    vulcand_write_cost: Option<Duration>,
+}
+
+impl WorldBuilder {
+    /// Marathon's options (default: a 500 ms keepalive).
+    pub fn marathon(mut self, opts: ModelOptions) -> Self {
+        self.marathon = opts;
+        self
+    }
+    pub fn consul(mut self, opts: ConsulSimOptions) -> Self {
+        self.consul = Some(opts);
+        self
+    }
+    /// A Kong of `version` (`3.4.2` modern, `0.10.4` legacy), no admin token.
+    pub fn kong(self, version: &str) -> Self {
+        self.kong_with(KongSimOptions { version: version.to_owned(), admin_token: None })
+    }
+    pub fn kong_with(mut self, opts: KongSimOptions) -> Self {
+        self.kong = Some(opts);
+        self
+    }
+    pub fn vulcand(mut self, opts: VulcandSimOptions) -> Self {
+        self.vulcand = Some(opts);
+        self
+    }
+    /// Every Vulcand write waits `cost` before it is applied (one at a
+    /// time, as etcd commits them): widens the windows a test needs.
+    pub fn vulcand_write_cost(mut self, cost: Duration) -> Self {
+        self.vulcand_write_cost = Some(cost);
+        self
+    }
+    /// Consul, a modern Kong and Vulcand, all with default options.
+    pub fn all_backends(self) -> Self {
+        self.consul(ConsulSimOptions::default()).kong("3.4.2").vulcand(VulcandSimOptions::default())
+    }
+
+    pub async fn start(self) -> World {
+        let marathon = MarathonSim::start(self.marathon).await.expect("marathon sim");
+        let consul = match self.consul {
+            Some(o) => Some(ConsulSim::start(o).await.expect("consul sim")),
+            None => None,
+        };
+        let kong_legacy = self.kong.as_ref().is_some_and(|o| o.version.starts_with("0."));
+        let kong = match self.kong {
+            Some(o) => Some(KongSim::start(o).await.expect("kong sim")),
+            None => None,
+        };
+        let tap = |cost| Tap::new(SimBackend::Vulcand, Some(cost), std::sync::Arc::new(Timeline::default()));
+        let vulcand = self.vulcand.map(|o| {
+            VulcandSim::start_on(o, 0, self.vulcand_write_cost.map(tap).unwrap_or_default()).expect("vulcand sim")
+        });
+        World {
+            marathon,
+            consul,
+            kong,
+            kong_legacy,
+            vulcand,
+            dir: tempfile::tempdir().expect("tempdir"),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// Simulators, a temp dir for the daemon's data, and the launcher.
+pub struct World {
+    pub marathon: MarathonSim,
+    consul: Option<ConsulSim>,
+    kong: Option<KongSim>,
+    /// The Kong sim speaks the 0.x API (`/apis`, ownership by ledger only).
+    kong_legacy: bool,
+    vulcand: Option<VulcandSim>,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl World {
+    /// No backend yet; Marathon with a 500 ms keepalive.
+    pub fn builder() -> WorldBuilder {
+        WorldBuilder {
+            marathon: ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() },
+            consul: None,
+            kong: None,
+            vulcand: None,
+            vulcand_write_cost: None,
+        }
+    }
+
+    pub fn consul(&self) -> &ConsulSim {
+        self.consul.as_ref().expect("this world runs no Consul sim")
+    }
+    pub fn kong(&self) -> &KongSim {
+        self.kong.as_ref().expect("this world runs no Kong sim")
+    }
+    pub fn vulcand(&self) -> &VulcandSim {
+        self.vulcand.as_ref().expect("this world runs no Vulcand sim")
+    }
+    pub fn kong_legacy(&self) -> bool {
+        self.kong_legacy
+    }
+    pub fn has_consul(&self) -> bool {
+        self.consul.is_some()
+    }
+    pub fn has_kong(&self) -> bool {
+        self.kong.is_some()
+    }
+    pub fn has_vulcand(&self) -> bool {
+        self.vulcand.is_some()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `--marathon` and one URL flag per running backend sim, then `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut a = s(&["--marathon", self.marathon.url().as_str()]);
+        if let Some(c) = &self.consul {
+            a.extend(["--consul".to_owned(), c.url()]);
+        }
+        if let Some(k) = &self.kong {
+            a.extend(["--kong".to_owned(), k.url().to_string()]);
+        }
+        if let Some(v) = &self.vulcand {
+            a.extend(["--vulcand".to_owned(), v.url().to_string()]);
+        }
+        a.extend(s(extra));
+        a
+    }
+
+    /// `switchboard run` on this world's data dir (not yet subscribed).
+    pub fn daemon(&self, extra: &[&str]) -> Daemon {
+        Daemon::start(&self.data_dir(), &self.args(extra))
+    }
+
+    /// Like `daemon`, with extra environment variables (secrets).
+    pub fn daemon_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_env(&self.data_dir(), &self.args(extra), env)
+    }
+
+    /// Waits until the daemon holds Marathon's event stream.
+    pub async fn subscribed(&self) {
+        eventually("stream subscribed", WAIT, || self.marathon.subscribers() > 0).await;
+    }
+
+    /// `daemon`, then `subscribed`.
+    pub async fn subscribed_daemon(&self, extra: &[&str]) -> Daemon {
+        let d = self.daemon(extra);
+        self.subscribed().await;
+        d
+    }
+
+    pub fn emit(&self, events: &[SimEvent]) {
+        self.marathon.emit(events);
+    }
+
+    /// `f(app, task)` for every running task of `app` in Marathon's model
+    /// (`None`: every app), collected. The generic "expected ids" helper.
+    pub fn expected<T: Ord>(&self, app: Option<&str>, f: impl Fn(&Value, &Value) -> Option<T>) -> BTreeSet<T> {
+        let body = self.marathon.model().apps_json();
+        let mut out = BTreeSet::new();
+        for a in body["apps"].as_array().into_iter().flatten().filter(|a| app.is_none_or(|id| a["id"] == id)) {
+            for t in a["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "TASK_RUNNING") {
+                out.extend(f(a, t));
+            }
+        }
+        out
+    }
+
+    /// Consul service IDs (`<task>:<port>`) Switchboard should hold for the
+    /// running tasks of `app` (`None`: of every app).
+    pub fn expected_consul_ids(&self, app: Option<&str>) -> BTreeSet<String> {
+        self.expected(app, |_, t| Some(format!("{}:{}", t["id"].as_str()?, t["ports"][0])))
+    }
+
+    /// `host:port` Kong should balance to for `app`: running, and healthy
+    /// when the app has health checks.
+    pub fn expected_kong_targets(&self, app: Option<&str>) -> BTreeSet<String> {
+        self.expected(app, |a, t| {
+            let checked = a["healthChecks"].as_array().is_some_and(|h| !h.is_empty());
+            let healthy = t["healthCheckResults"][0]["alive"] == true;
+            (!checked || healthy).then(|| format!("{}:{}", t["host"].as_str().unwrap_or(""), t["ports"][0]))
+        })
+    }
+
+    /// Vulcand server id (`<task>:<port>~`) → URL for the running tasks of `app`.
+    pub fn expected_vulcand_servers(&self, app: Option<&str>) -> BTreeMap<String, String> {
+        self.expected(app, |_, t| {
+            let (id, host, port) = (t["id"].as_str()?, t["host"].as_str()?, &t["ports"][0]);
+            Some((format!("{id}:{port}~"), format!("http://{host}:{port}")))
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// Every service ID in the Consul sim.
+    pub fn consul_ids(&self) -> BTreeSet<String> {
+        self.consul().services().into_keys().collect()
+    }
+
+    /// Service IDs in the Consul sim whose meta names `app`.
+    pub fn consul_ids_of(&self, app: &str) -> BTreeSet<String> {
+        self.consul()
+            .services()
+            .into_iter()
+            .filter(|(_, v)| v["Meta"]["marathon_app_id"] == app)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Waits until Consul holds exactly the running tasks of `app`.
+    pub async fn converge_consul(&self, app: &str, what: &str) {
+        eventually(what, WAIT, || self.consul_ids_of(app) == self.expected_consul_ids(Some(app))).await;
+    }
+
+    /// An HTTP call to a sim's API as an operator would make it (`base` is
+    /// the sim's URL); the status code.
+    pub async fn call(&self, base: &url::Url, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
+        let url = base.join(path.trim_start_matches('/')).expect("sim url");
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("sim answers").status().as_u16()
+    }
+}
+
+/// The service name Switchboard derives from an app id (`/shop/web` →
+/// `shop-web`), as every backend names the app's entities by it.
+pub fn service_of(app_id: &str) -> String {
+    app_id.trim_start_matches('/').replace('/', "-")
+}
+
+/// An app published on every backend: Consul (derived name), Kong
+/// (`<service>.example.com`) and Vulcand (`<service>.local`).
+pub fn everywhere_app(app_id: &str) -> Value {
+    let svc = service_of(app_id);
+    serde_json::json!({
+        "id": app_id,
+        "labels": {"consul": "", "kong.hosts": format!("{svc}.example.com"), "vulcand.host": format!("{svc}.local")},
+        "portDefinitions": [{"port": 0, "name": "http", "protocol": "tcp", "labels": {}}],
+    })
+}
+
+/// Drops the entries with nothing in them.
+fn non_empty<K: Ord, V: IntoIterator + Clone>(m: BTreeMap<K, V>) -> BTreeMap<K, V> {
+    m.into_iter().filter(|(_, v)| v.clone().into_iter().next().is_some()).collect()
+}
+
+/// Entity name → what it holds, in a backend and in Marathon's model (empty
+/// entries dropped on both sides); `None` when they agree.
+fn differs<V: IntoIterator + Clone + PartialEq + std::fmt::Debug>(
+    backend: &str,
+    held: BTreeMap<String, V>,
+    want: &BTreeMap<String, V>,
+) -> Option<String> {
+    let held = non_empty(held);
+    (held != *want).then(|| format!("{backend} holds {held:?}, Marathon runs {want:?}"))
+}
+
+/// Entity name (from the app's service name) → `want(app)`, for the apps
+/// that want something.
+fn per_app<V: IntoIterator + Clone>(
+    apps: &[String],
+    name: impl Fn(&str) -> String,
+    want: impl Fn(&str) -> V,
+) -> BTreeMap<String, V> {
+    non_empty(apps.iter().map(|a| (name(&service_of(a)), want(a))).collect())
+}
+
+/// The values of `key` in a listed collection that `keep` accepts.
+fn listed(list: Value, key: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e[key].as_str().filter(|v| keep(v)).map(str::to_owned))
+        .collect()
+}
+
+impl World {
+    /// What differs between Marathon's running tasks and what Switchboard
+    /// holds in each backend sim of this world (only Switchboard's own
+    /// entities of the default cluster are compared; foreign ones are the
+    /// test's to check); `None` when every sim is exactly in step.
+    pub fn mismatch(&self) -> Option<String> {
+        let apps: Vec<String> = self.marathon.model().app_ids();
+        if self.has_consul() {
+            let held: BTreeSet<String> = self
+                .consul()
+                .services()
+                .into_iter()
+                .filter(|(_, v)| v["Meta"]["managed_by"] == "switchboard")
+                .map(|(k, _)| k)
+                .collect();
+            let want = self.expected_consul_ids(None);
+            if held != want {
+                return Some(format!("consul holds {held:?}, Marathon runs {want:?}"));
+            }
+        }
+        if self.has_kong() {
+            let k = self.kong();
+            let held: BTreeMap<String, BTreeSet<String>> = listed(k.upstreams(), "name", |n| n.ends_with(".default"))
+                .into_iter()
+                .map(|name| (name.clone(), listed(k.targets(&name), "target", |_| true).into_iter().collect()))
+                .collect();
+            let want = per_app(&apps, |s| format!("{s}.default"), |a| self.expected_kong_targets(Some(a)));
+            if let Some(diff) = differs("kong", held, &want) {
+                return Some(diff);
+            }
+            let named = |list: Value, name: &str| list.as_array().into_iter().flatten().any(|e| e["name"] == name);
+            for name in want.keys() {
+                let legacy = self.kong_legacy();
+                let published =
+                    if legacy { named(k.apis(), name) } else { named(k.services(), name) && named(k.routes(), name) };
+                if !published {
+                    return Some(format!("kong does not publish {name}"));
+                }
+            }
+        }
+        if self.has_vulcand() {
+            let v = self.vulcand();
+            let server = |s: &Value| Some((s["Id"].as_str()?.to_owned(), s["URL"].as_str()?.to_owned()));
+            let held: BTreeMap<String, BTreeMap<String, String>> =
+                listed(v.backends(), "Id", |id| id.starts_with("sb.default."))
+                    .into_iter()
+                    .map(|id| {
+                        (id.clone(), v.servers(&id).as_array().into_iter().flatten().filter_map(server).collect())
+                    })
+                    .collect();
+            let want = per_app(&apps, |s| format!("sb.default.{s}~"), |a| self.expected_vulcand_servers(Some(a)));
+            if let Some(diff) = differs("vulcand", held, &want) {
+                return Some(diff);
+            }
+            let frontends = v.frontends();
+            for id in want.keys() {
+                if !frontends.as_array().into_iter().flatten().any(|f| f["Id"] == id.as_str()) {
+                    return Some(format!("vulcand has no frontend {id}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until `mismatch` finds nothing; panics with the last difference.
+    pub async fn converge_everywhere(&self, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let Some(diff) = self.mismatch() else { return };
+            assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for: {what}; still: {diff}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Only the status update events of `events`.
+pub fn status_only(events: &[SimEvent]) -> Vec<SimEvent> {
+    events.iter().filter(|e| e.event_type == "status_update_event").cloned().collect()
+}
+
+impl Daemon {
+    /// Successful resyncs so far; `None` while the daemon does not render it.
+    pub async fn resyncs_ok(&self) -> Option<f64> {
+        self.sample("switchboard_resyncs_total{result=\"ok\"}").await
+    }
+
+    /// Waits for `n` more successful resyncs than the daemon reports now
+    /// (waiting first for the counter to exist: absence is not 0).
+    pub async fn more_resyncs(&self, n: f64) {
+        let deadline = Instant::now() + WAIT;
+        let start = loop {
+            if let Some(v) = self.resyncs_ok().await {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "the resync counter was never rendered within {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        eventually_async(&format!("{n} more resyncs than {start}"), WAIT, || async {
+            self.resyncs_ok().await.is_some_and(|v| v >= start + n)
+        })
+        .await;
+    }
+
+    /// Waits until `sample` is rendered and `ok(value)` holds.
+    pub async fn wait_sample(&self, what: &str, sample: &str, ok: impl Fn(f64) -> bool) {
+        eventually_async(what, WAIT, || async { self.sample(sample).await.is_some_and(&ok) }).await;
+    }
+}
+
+// ==================== end of the shared test world ====================

@@ -89,6 +89,9 @@ struct Db {
     routes: Vec<Value>,
     apis: Vec<Value>,
     counter: u64,
+    /// Test hook (issue 12, tests/kill_points.rs): each target made active
+    /// (`true`) or removed (`false`), as `host:port`, in order.
+    history: Vec<(bool, String)>,
 }
 
 impl Db {
@@ -228,6 +231,12 @@ impl KongSim {
     /// How many requests so far were not `GET`/`HEAD`.
     pub fn writes(&self) -> usize {
         lock(&self.shared.log).iter().filter(|(m, _)| m != "GET" && m != "HEAD").count()
+    }
+
+    /// Test hook (issue 12): each target made active (`true`) or removed
+    /// (`false`), in the order Kong applied them.
+    pub fn history(&self) -> Vec<(bool, String)> {
+        lock(&self.shared.db).history.clone()
     }
 
     pub fn upstreams(&self) -> Value {

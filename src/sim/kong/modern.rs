@@ -293,7 +293,12 @@ pub(super) fn entity(
                                "fields": {"@referenced_by": "routes"}}),
                     );
                 }
-                Kind::Upstream => db.targets.retain(|t| t.upstream_id != id),
+                Kind::Upstream => {
+                    let gone: Vec<String> =
+                        db.targets.iter().filter(|t| t.upstream_id == id).map(|t| t.target.clone()).collect();
+                    db.history.extend(gone.into_iter().map(|t| (false, t)));
+                    db.targets.retain(|t| t.upstream_id != id);
+                }
                 _ => {}
             }
             kind.list_mut(db).remove(p);

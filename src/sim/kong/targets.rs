@@ -124,13 +124,17 @@ pub(super) fn targets_endpoint(
                 }
                 existing.weight = weight;
                 existing.tags = tags;
+                let entry = (weight > 0, existing.target.clone());
                 if weight > 0 {
                     ctx.tap.arrived(&existing.target);
                 }
-                return reply(200, render_target(existing, era));
+                let rendered = render_target(existing, era);
+                db.history.push(entry);
+                return reply(200, rendered);
             }
             let row = TargetRow { id: db.next_id(), upstream_id: uid, target, weight, tags, created_at };
             db.targets.push(row.clone());
+            db.history.push((row.weight > 0, row.target.clone()));
             if row.weight > 0 {
                 ctx.tap.arrived(&row.target);
             }
@@ -152,6 +156,7 @@ pub(super) fn targets_endpoint(
                 };
                 let created_at = db.tick();
                 let row = TargetRow { id: db.next_id(), weight: 0, created_at, ..last };
+                db.history.push((false, row.target.clone()));
                 db.targets.push(row);
                 return no_content();
             }
@@ -161,7 +166,8 @@ pub(super) fn targets_endpoint(
             match m {
                 "GET" => reply(200, render_target(&db.targets[pos], era)),
                 "DELETE" => {
-                    db.targets.remove(pos);
+                    let gone = db.targets.remove(pos);
+                    db.history.push((false, gone.target));
                     no_content()
                 }
                 "PUT" | "PATCH" => {
@@ -185,7 +191,10 @@ pub(super) fn targets_endpoint(
                     if row.weight > 0 && !was_active {
                         ctx.tap.arrived(&row.target);
                     }
-                    reply(200, render_target(row, era))
+                    let entry = ((row.weight > 0) != was_active).then(|| (row.weight > 0, row.target.clone()));
+                    let rendered = render_target(row, era);
+                    db.history.extend(entry);
+                    reply(200, rendered)
                 }
                 _ => method_not_allowed(),
             }
