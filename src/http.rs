@@ -40,7 +40,9 @@ pub type StateReport = StatusModel;
 /// `switchboard state` when no daemon answers).
 pub fn state_report(store: &Store, backends: &[&str]) -> Result<StateReport, crate::store::Error> {
     let inputs = model::read(store, backends)?;
-    Ok(model::build(&inputs, &LiveStatus::default(), &Query::default(), now_ms()))
+    let mut m = model::build(&inputs, &LiveStatus::default(), &Query::default(), now_ms());
+    m.ready.reasons = vec!["no daemon answered: this is what the store holds".to_owned()];
+    Ok(m)
 }
 
 async fn health() -> &'static str {
