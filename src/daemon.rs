@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::applier::{self, Applier};
+use crate::assemble::Touch;
 use crate::backends::Backend;
 use crate::backends::consul::{ConsulBackend, ConsulConfig};
 use crate::backends::kong::{KongBackend, KongConfig};
@@ -37,6 +38,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::labels::LabelOptions;
 use crate::marathon::client::{ClientConfig, MarathonClient};
+use crate::marathon::event::Event;
 use crate::marathon::stream::{self, StreamConfig, StreamItem};
 use crate::metrics::Metrics;
 use crate::planner::{Dirty, Inbox, Planner};
@@ -203,16 +205,17 @@ async fn consume(
             _ = shutdown.cancelled() => return,
             item = rx.recv() => match item { Some(i) => i, None => return },
         };
-        let mut touched = BTreeSet::new();
+        let mut events = Vec::new();
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(item) = next.take() {
-            handle(&engine, item, &resync_wake, &mut touched);
+            handle(&engine, item, &resync_wake, &mut events);
             taken += 1;
             if taken < FOLD_BATCH {
                 next = rx.try_recv().ok();
             }
         }
+        let touched = fold_burst(&engine, &events);
         if !touched.is_empty() {
             if let Err(e) = engine.store.flush().await {
                 warn!(error = %e, "cannot flush the store");
@@ -222,9 +225,9 @@ async fn consume(
     }
 }
 
-/// Handles one stream item; the apps whose facts it folded into the store
-/// go into `touched`.
-fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify, touched: &mut BTreeSet<String>) {
+/// Handles one stream item; its events go into `events`, to be folded with
+/// the rest of the burst.
+fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify, events: &mut Vec<Event>) {
     match item {
         StreamItem::Connected { endpoint } => {
             engine.metrics.stream_connected(&endpoint); // status hook: counter, gauge, live status
@@ -245,54 +248,73 @@ fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify, touched: &mut
             engine.metrics.events_skipped.with_label_values(&["malformed"]).inc();
             warn!(event_type = %event_type, error = %error, "malformed event skipped");
         }
-        StreamItem::Events { event_type, events } => {
+        StreamItem::Events { event_type, events: parsed } => {
             engine.metrics.events.with_label_values(&[&event_type]).inc();
             engine.metrics.event_received(); // status hook: last event
-            match fold_events(engine, &events) {
-                Ok(apps) => touched.extend(apps),
-                Err(e) => warn!(event_type = %event_type, error = %e, "cannot store event"),
+            for event in parsed {
+                engine.metrics.saw_event(&event); // metrics hook: TASK_RUNNING receive instant
+                match &event {
+                    Event::Unknown { event_type } => {
+                        engine.metrics.events_skipped.with_label_values(&["unknown_type"]).inc();
+                        debug!(event_type = %event_type, "unknown event type skipped");
+                    }
+                    Event::Ignored { .. } => {}
+                    _ => events.push(event),
+                }
             }
         }
     }
 }
 
-/// Folds the facts of one SSE event into the store (one transaction per
-/// event; the caller flushes). Returns the apps it touched.
-pub fn fold_events(
-    engine: &Engine,
-    events: &[crate::marathon::event::Event],
-) -> Result<BTreeSet<String>, crate::store::Error> {
-    use crate::assemble::Touch;
-    use crate::marathon::event::Event;
-    let mut apps = BTreeSet::new();
-    let seq = engine.store.next_seq()?;
-    for event in events {
-        engine.metrics.saw_event(event); // metrics hook: TASK_RUNNING receive instant
-        match event {
-            Event::Unknown { event_type } => {
-                engine.metrics.events_skipped.with_label_values(&["unknown_type"]).inc();
-                debug!(event_type = %event_type, "unknown event type skipped");
-                continue;
+/// Folds a burst of events into the store in one transaction (one receive
+/// sequence number, one high-water update); if that fails, event by event,
+/// so one bad record costs only its own event. The caller flushes. Returns
+/// the apps whose facts were folded.
+fn fold_burst(engine: &Engine, events: &[Event]) -> BTreeSet<String> {
+    if events.is_empty() {
+        return BTreeSet::new();
+    }
+    match fold_events(engine, events) {
+        Ok(apps) => apps,
+        Err(e) => {
+            warn!(events = events.len(), error = %e, "cannot store a burst of events; storing them one by one");
+            let mut apps = BTreeSet::new();
+            for event in events {
+                match fold_events(engine, std::slice::from_ref(event)) {
+                    Ok(a) => apps.extend(a),
+                    Err(e) => warn!(event = ?event, error = %e, "cannot store event"),
+                }
             }
-            Event::Ignored { .. } => continue,
-            _ => {}
+            apps
         }
-        let touches = crate::assemble::touches(event);
-        for t in &touches {
-            let at = match t {
+    }
+}
+
+/// Folds the facts of `events` into the store in one transaction (the
+/// caller flushes). Returns the apps they touched.
+pub fn fold_events(engine: &Engine, events: &[Event]) -> Result<BTreeSet<String>, crate::store::Error> {
+    let mut apps = BTreeSet::new();
+    let mut touches = Vec::new();
+    let mut high = crate::model::Timestamp::default();
+    for event in events {
+        for t in crate::assemble::touches(event) {
+            let at = match &t {
                 Touch::Instance(r) => r.last_at(),
                 Touch::App(_, a) => a.stopped_at.unwrap_or_default(),
                 _ => Default::default(),
             };
-            engine.store.raise_high_water(at)?;
-            match t {
+            high = high.max(at);
+            match &t {
                 Touch::Instance(r) => apps.insert(r.app_id.as_str().to_owned()),
                 Touch::App(id, _) | Touch::Hint(id) => apps.insert(id.as_str().to_owned()),
                 Touch::Spec(spec) => apps.insert(spec.id.as_str().to_owned()),
             };
+            touches.push(t);
         }
-        engine.store.apply_touches(&touches, seq)?;
     }
+    let seq = engine.store.next_seq()?;
+    engine.store.raise_high_water(high)?;
+    engine.store.apply_touches(&touches, seq)?;
     Ok(apps)
 }
 

@@ -80,6 +80,8 @@ pub struct Store {
     instance_cache: cache::Cache<facts::Stored>,
     ledger_cache: cache::Cache<crate::model::Registration>,
     queue_cache: cache::Cache<ledger::QueuedOp>,
+    /// Held while a flush is in flight (see `flush`).
+    flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
     pending_cache: cache::Cache<PendingEntry>,
     specs: sled::Tree,
     apps: sled::Tree,
@@ -132,6 +134,7 @@ impl Store {
             ledger_cache: cache::Cache::new("ledger", |k, r| backend_app(k, &r.app_id)),
             queue_cache: cache::Cache::new("queue", |k, q| backend_app(k, &q.op.registration().app_id)),
             pending_cache: cache::Cache::new("pending", |_, p| p.app_id.as_str().as_bytes().to_vec()),
+            flushing: Default::default(),
             specs: tree("specs")?,
             apps: tree("apps")?,
             instances: tree("instances")?,
@@ -173,8 +176,13 @@ impl Store {
         self.flush_blocking()
     }
 
-    /// Forces everything written so far to disk.
+    /// Forces everything written so far to disk. One flush at a time:
+    /// each `flush_async` occupies one of sled's I/O threads until its
+    /// buffer is stable, and the write that makes it stable needs one of
+    /// those threads too, so concurrent flushes (a burst of first writes,
+    /// each recording its intent) could take them all and hang the store.
     pub async fn flush(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.flushing.lock().await;
         self.db.flush_async().await?;
         Ok(())
     }

@@ -102,7 +102,9 @@ impl Backend for ConsulBackend {
                 let reason = format!("service ID {:?} is registered twice; Consul would keep only one", reg.id);
                 out.rejected.push(Self::rejection(reg, map::LABEL, reason));
             } else {
-                out.keep.push(reg.clone());
+                // Consul runs its own checks and is never sent Marathon's
+                // view of health: a flip of it is no write here.
+                out.keep.push(Registration { healthy: None, ..reg.clone() });
             }
         }
         out

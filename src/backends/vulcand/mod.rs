@@ -220,6 +220,11 @@ impl Backend for VulcandBackend {
         sel.rejected.sort_by(|a, b| (&a.app_id, &a.label, &a.reason).cmp(&(&b.app_id, &b.label, &b.reason)));
         sel.rejected.dedup();
         settle_routes(&mut sel.keep);
+        // Vulcand is never sent Marathon's view of health: a flip of it is
+        // no write here.
+        for r in &mut sel.keep {
+            r.healthy = None;
+        }
         sel
     }
 
