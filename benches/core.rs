@@ -168,6 +168,8 @@ fn engine(dir: &std::path::Path) -> Engine {
         token: None,
         cluster: "default".into(),
         timeout: Duration::from_secs(1),
+        agents: Default::default(),
+        tls: Default::default(),
     })
     .expect("consul");
     let kong = KongBackend::new(KongConfig::new(url("http://127.0.0.1:9"))).expect("kong");
@@ -176,6 +178,7 @@ fn engine(dir: &std::path::Path) -> Engine {
         cluster: "default".into(),
         server_ttl: None,
         timeout: Duration::from_secs(1),
+        tls: Default::default(),
     })
     .expect("vulcand");
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(consul), Arc::new(kong), Arc::new(vulcand)];

@@ -19,6 +19,7 @@ use url::Url;
 
 use crate::labels::StaticService;
 use crate::secret::{Secret, SecretSource};
+use crate::tls::{Endpoint, EndpointTls, Kind, TlsFile};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {setting}: {reason}")]
@@ -91,10 +92,122 @@ pub struct CommonArgs {
     /// Timeout of each HTTP request to Marathon and the backends (default 10s).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// Where tasks are registered in Consul: `single` (default: everything at
+    /// --consul) or `per-host` (at the Consul agent on each task's host).
+    #[arg(long, value_name = "MODE", env = "SWITCHBOARD_CONSUL_AGENT_MODE")]
+    pub consul_agent_mode: Option<String>,
+    /// Port of the per-host Consul agents (default 8500).
+    #[arg(long, value_name = "PORT", env = "SWITCHBOARD_CONSUL_AGENT_PORT")]
+    pub consul_agent_port: Option<String>,
+    /// Scheme of the per-host Consul agents: http (default) or https.
+    #[arg(long, value_name = "SCHEME", env = "SWITCHBOARD_CONSUL_AGENT_SCHEME")]
+    pub consul_agent_scheme: Option<String>,
     /// Ops in flight at once per backend, as `N` for all or
     /// `consul=N,kong=N,vulcand=N` (default consul=8,kong=16,vulcand=8).
     #[arg(long, value_name = "LIMITS", env = "SWITCHBOARD_BACKEND_CONCURRENCY")]
     pub backend_concurrency: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS files: global, and per endpoint (an endpoint's own setting wins).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM bundle of CAs trusted besides the system store and bundled roots (every endpoint).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (every endpoint).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle for Marathon (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_CA_FILE")]
+    pub marathon_ca_file: Option<PathBuf>,
+    /// Client certificate for Marathon (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_CERT_FILE")]
+    pub marathon_cert_file: Option<PathBuf>,
+    /// Client key for Marathon (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_KEY_FILE")]
+    pub marathon_key_file: Option<PathBuf>,
+    /// CA bundle for Consul (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_CA_FILE")]
+    pub consul_ca_file: Option<PathBuf>,
+    /// Client certificate for Consul (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_CERT_FILE")]
+    pub consul_cert_file: Option<PathBuf>,
+    /// Client key for Consul (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_KEY_FILE")]
+    pub consul_key_file: Option<PathBuf>,
+    /// CA bundle for Kong (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_CA_FILE")]
+    pub kong_ca_file: Option<PathBuf>,
+    /// Client certificate for Kong (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_CERT_FILE")]
+    pub kong_cert_file: Option<PathBuf>,
+    /// Client key for Kong (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_KEY_FILE")]
+    pub kong_key_file: Option<PathBuf>,
+    /// CA bundle for Vulcand behind a TLS proxy (overrides --tls-ca-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_CA_FILE")]
+    pub vulcand_ca_file: Option<PathBuf>,
+    /// Client certificate for Vulcand (overrides --tls-cert-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_CERT_FILE")]
+    pub vulcand_cert_file: Option<PathBuf>,
+    /// Client key for Vulcand (overrides --tls-key-file).
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_KEY_FILE")]
+    pub vulcand_key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// (ca, cert, key) of `endpoint`, or the global ones for `None`.
+    fn files(&self, endpoint: Option<Endpoint>) -> [&Option<PathBuf>; 3] {
+        match endpoint {
+            None => [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file],
+            Some(Endpoint::Marathon) => [&self.marathon_ca_file, &self.marathon_cert_file, &self.marathon_key_file],
+            Some(Endpoint::Consul) => [&self.consul_ca_file, &self.consul_cert_file, &self.consul_key_file],
+            Some(Endpoint::Kong) => [&self.kong_ca_file, &self.kong_cert_file, &self.kong_key_file],
+            Some(Endpoint::Vulcand) => [&self.vulcand_ca_file, &self.vulcand_cert_file, &self.vulcand_key_file],
+        }
+    }
+}
+
+/// `[tls]` in the TOML file: global files, and a table per endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFileConfig {
+    #[serde(flatten)]
+    pub files: TlsFilesToml,
+    pub marathon: Option<TlsFilesToml>,
+    pub consul: Option<TlsFilesToml>,
+    pub kong: Option<TlsFilesToml>,
+    pub vulcand: Option<TlsFilesToml>,
+}
+
+/// `ca_file`, `cert_file`, `key_file` of `[tls]` or `[tls.<endpoint>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFilesToml {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFileConfig {
+    fn files(&self, endpoint: Option<Endpoint>) -> [Option<PathBuf>; 3] {
+        let t = match endpoint {
+            None => Some(&self.files),
+            Some(Endpoint::Marathon) => self.marathon.as_ref(),
+            Some(Endpoint::Consul) => self.consul.as_ref(),
+            Some(Endpoint::Kong) => self.kong.as_ref(),
+            Some(Endpoint::Vulcand) => self.vulcand.as_ref(),
+        };
+        match t {
+            Some(t) => [t.ca_file.clone(), t.cert_file.clone(), t.key_file.clone()],
+            None => [None, None, None],
+        }
+    }
 }
 
 /// The TOML file, as written. Unknown keys are an error.
@@ -119,8 +232,33 @@ pub struct FileConfig {
     pub vulcand_server_ttl: Option<String>,
     pub request_timeout: Option<String>,
     pub backend_concurrency: Option<String>,
+    pub consul_agent_mode: Option<String>,
+    /// `8501` or `"8501"`.
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub consul_agent_port: Option<String>,
+    pub consul_agent_scheme: Option<String>,
+    /// Per-host mode: Consul agent URL per Marathon host (overrides the
+    /// scheme://host:port rule).
+    #[serde(default)]
+    pub consul_agents: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub tls: TlsFileConfig,
     #[serde(default, rename = "static")]
     pub statics: Vec<StaticEntry>,
+}
+
+/// A TOML integer or string, as the string the flag would carry.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(t) => t,
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +358,74 @@ pub struct Config {
     /// Ops in flight at once, by backend name.
     pub backend_concurrency: BTreeMap<&'static str, usize>,
     pub statics: Vec<StaticService>,
+    /// Where Consul registrations go (`--consul-agent-mode`).
+    pub consul_agents: ConsulAgents,
+    /// TLS files in force per endpoint (the endpoint's own, else global).
+    pub tls: TlsConfig,
+}
+
+/// `--consul-agent-mode` and its companions (the Consul backend's own type).
+pub use crate::backends::consul::Agents as ConsulAgents;
+
+/// The TLS settings of every endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub marathon: EndpointTls,
+    pub consul: EndpointTls,
+    pub kong: EndpointTls,
+    pub vulcand: EndpointTls,
+}
+
+impl TlsConfig {
+    pub fn get(&self, endpoint: Endpoint) -> &EndpointTls {
+        match endpoint {
+            Endpoint::Marathon => &self.marathon,
+            Endpoint::Consul => &self.consul,
+            Endpoint::Kong => &self.kong,
+            Endpoint::Vulcand => &self.vulcand,
+        }
+    }
+
+    /// Endpoint setting > global setting, each flag/env > file.
+    fn merge(args: &TlsArgs, file: &TlsFileConfig) -> TlsConfig {
+        let one = |endpoint: Endpoint| {
+            let kinds = [Kind::Ca, Kind::Cert, Kind::Key];
+            let keys = ["ca_file", "cert_file", "key_file"];
+            let own_args = args.files(Some(endpoint));
+            let own_file = file.files(Some(endpoint));
+            let global_args = args.files(None);
+            let global_file = file.files(None);
+            let mut out: [Option<TlsFile>; 3] = [None, None, None];
+            for i in 0..3 {
+                let env = |e: Option<Endpoint>| {
+                    format!("SWITCHBOARD_{}_{}", e.map_or("TLS", Endpoint::name).to_uppercase(), keys[i].to_uppercase())
+                };
+                let flagged = |e: Option<Endpoint>| format!("{} ({})", crate::tls::flag(e, kinds[i]), env(e));
+                out[i] = if let Some(p) = own_args[i] {
+                    Some(TlsFile { path: p.clone(), setting: flagged(Some(endpoint)) })
+                } else if let Some(p) = &own_file[i] {
+                    Some(TlsFile {
+                        path: p.clone(),
+                        setting: format!("`tls.{}.{}` (config file)", endpoint.name(), keys[i]),
+                    })
+                } else if let Some(p) = global_args[i] {
+                    Some(TlsFile { path: p.clone(), setting: flagged(None) })
+                } else {
+                    global_file[i]
+                        .as_ref()
+                        .map(|p| TlsFile { path: p.clone(), setting: format!("`tls.{}` (config file)", keys[i]) })
+                };
+            }
+            let [ca, cert, key] = out;
+            EndpointTls { endpoint, ca, cert, key }
+        };
+        TlsConfig {
+            marathon: one(Endpoint::Marathon),
+            consul: one(Endpoint::Consul),
+            kong: one(Endpoint::Kong),
+            vulcand: one(Endpoint::Vulcand),
+        }
+    }
 }
 
 /// Ops in flight at once per backend unless `--backend-concurrency` says
@@ -401,6 +607,44 @@ impl Config {
         let data_dir =
             args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./switchboard-data".into());
 
+        let consul_agents = match pick!(consul_agent_mode, "--consul-agent-mode", "SWITCHBOARD_CONSUL_AGENT_MODE") {
+            None => ConsulAgents::Single,
+            Some((raw, s)) => match raw.trim() {
+                "single" => ConsulAgents::Single,
+                "per-host" => {
+                    let scheme =
+                        match pick!(consul_agent_scheme, "--consul-agent-scheme", "SWITCHBOARD_CONSUL_AGENT_SCHEME") {
+                            None => "http".to_owned(),
+                            Some((raw, s)) => match raw.trim() {
+                                "http" | "https" => raw.trim().to_owned(),
+                                _ => return Err(bad(&s, format!("{raw:?}: must be http or https"))),
+                            },
+                        };
+                    let port = match pick!(consul_agent_port, "--consul-agent-port", "SWITCHBOARD_CONSUL_AGENT_PORT") {
+                        None => 8500,
+                        Some((raw, s)) => match raw.trim().parse::<u16>() {
+                            Ok(p) if p > 0 => p,
+                            _ => return Err(bad(&s, format!("{raw:?} is not a port (1-65535)"))),
+                        },
+                    };
+                    let mut map = std::collections::BTreeMap::new();
+                    for (host, raw) in &file.consul_agents {
+                        let url = parse_url(&format!("`consul_agents.{host}` (config file)"), raw)?;
+                        map.insert(host.clone(), url);
+                    }
+                    ConsulAgents::PerHost { scheme, port, map }
+                }
+                _ => return Err(bad(&s, format!("{raw:?}: must be single or per-host"))),
+            },
+        };
+        if consul_agents == ConsulAgents::Single && !file.consul_agents.is_empty() {
+            return Err(bad(
+                "`consul_agents` (config file)",
+                "only used with consul_agent_mode = \"per-host\" (--consul-agent-mode per-host)",
+            ));
+        }
+        let tls = TlsConfig::merge(&args.tls, &file.tls);
+
         let mut statics = Vec::new();
         for (i, s) in file.statics.iter().enumerate() {
             let svc = StaticService { name: s.name.clone(), instances: s.instances.clone(), labels: s.labels.clone() };
@@ -432,6 +676,8 @@ impl Config {
             request_timeout,
             backend_concurrency,
             statics,
+            consul_agents,
+            tls,
         })
     }
 
@@ -445,10 +691,28 @@ impl Config {
     }
 
     /// Checks what a daemon or a reconcile needs: at least one Marathon URL,
-    /// and a data dir that can be created and written.
+    /// a data dir that can be created and written, `--consul` when agents
+    /// are per host, and TLS files that can be read and parsed.
     pub fn require_runnable(&self) -> Result<(), ConfigError> {
         if self.marathon.is_empty() {
             return Err(bad(MARATHON, "at least one Marathon URL is required"));
+        }
+        if self.consul.is_none() && self.consul_agents != ConsulAgents::Single {
+            return Err(bad(
+                "--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)",
+                "per-host needs --consul too: its catalog lists what Switchboard registered on every host",
+            ));
+        }
+        let used = [
+            (Endpoint::Marathon, true),
+            (Endpoint::Consul, self.consul.is_some()),
+            (Endpoint::Kong, self.kong.is_some()),
+            (Endpoint::Vulcand, self.vulcand.is_some()),
+        ];
+        for (endpoint, on) in used {
+            if on {
+                self.tls.get(endpoint).check().map_err(|e| ConfigError { setting: e.setting(), reason: e.reason() })?;
+            }
         }
         check_writable(&self.data_dir)
     }
@@ -512,6 +776,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.statics.len(), 1);
+    }
+
+    #[test]
+    fn tls_endpoint_setting_wins_over_global_and_flag_over_file() {
+        let args = CommonArgs {
+            tls: TlsArgs {
+                tls_ca_file: Some("/flag/global-ca.pem".into()),
+                consul_cert_file: Some("/flag/consul-cert.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let toml = "[tls]\nca_file = \"/file/ca.pem\"\nkey_file = \"/file/key.pem\"\n[tls.kong]\nca_file = \"/file/kong-ca.pem\"\n";
+        let c = merge(args, toml).unwrap();
+        let consul = &c.tls.consul;
+        assert_eq!(consul.ca.as_ref().unwrap().path, PathBuf::from("/flag/global-ca.pem"));
+        assert_eq!(consul.ca.as_ref().unwrap().setting, "--tls-ca-file (SWITCHBOARD_TLS_CA_FILE)");
+        assert_eq!(consul.cert.as_ref().unwrap().setting, "--consul-cert-file (SWITCHBOARD_CONSUL_CERT_FILE)");
+        assert_eq!(consul.key.as_ref().unwrap().setting, "`tls.key_file` (config file)");
+        let kong = &c.tls.kong;
+        assert_eq!(kong.ca.as_ref().unwrap().path, PathBuf::from("/file/kong-ca.pem"));
+        assert_eq!(kong.ca.as_ref().unwrap().setting, "`tls.kong.ca_file` (config file)");
+        assert_eq!(c.tls.marathon.endpoint, Endpoint::Marathon);
+        let e = FileConfig::from_toml_str("[tls.consul]\ncafile = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("cafile"), "{e}");
+    }
+
+    #[test]
+    fn consul_agent_mode() {
+        let c = merge(CommonArgs::default(), "").unwrap();
+        assert_eq!(c.consul_agents, ConsulAgents::Single);
+        let args = CommonArgs { consul_agent_mode: Some("per-host".into()), ..Default::default() };
+        let c = merge(args, "consul_agent_port = 8501\n[consul_agents]\n\"10.0.0.1\" = \"https://a:8501\"\n").unwrap();
+        let ConsulAgents::PerHost { scheme, port, map } = c.consul_agents else { panic!("not per-host") };
+        assert_eq!((scheme.as_str(), port), ("http", 8501));
+        assert_eq!(map["10.0.0.1"].as_str(), "https://a:8501/");
+
+        let f: FileConfig = toml::from_str("consul_agent_port = \"8502\"").unwrap();
+        assert_eq!(f.consul_agent_port.as_deref(), Some("8502"));
+        let e = merge(CommonArgs { consul_agent_mode: Some("each".into()), ..Default::default() }, "").unwrap_err();
+        assert!(e.to_string().contains("--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)"), "{e}");
+        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\nconsul_agent_scheme = \"ftp\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("`consul_agent_scheme` (config file)"), "{e}");
+        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\n[consul_agents]\nh = \"nope\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("consul_agents.h"), "{e}");
+        let e = merge(CommonArgs::default(), "[consul_agents]\nh = \"http://h:8500\"").unwrap_err();
+        assert!(e.to_string().contains("per-host"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             token: cfg.consul_token.clone(),
             cluster: cfg.cluster.clone(),
             timeout: cfg.request_timeout,
+            agents: cfg.consul_agents.clone(),
+            tls: cfg.tls.consul.clone(),
         })
         .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
@@ -84,6 +86,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             cluster: cfg.cluster.clone(),
             forward_to: cfg.kong_forward_to.clone(),
             timeout: cfg.request_timeout,
+            tls: cfg.tls.kong.clone(),
         })
         .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
@@ -94,6 +97,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
             cluster: cfg.cluster.clone(),
             server_ttl: cfg.vulcand_server_ttl,
             timeout: cfg.request_timeout,
+            tls: cfg.tls.vulcand.clone(),
         })
         .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
         out.push(Arc::new(b));
@@ -103,11 +107,10 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
 
 /// Builds the engine (store, Marathon client, backends) from a config.
 pub fn build_engine(cfg: &Config, store: Store, metrics: Metrics) -> anyhow::Result<Engine> {
-    let marathon = MarathonClient::new(ClientConfig {
-        urls: cfg.marathon.clone(),
-        auth: cfg.marathon_auth.clone(),
-        timeout: cfg.request_timeout,
-    })
+    let marathon = MarathonClient::with_tls(
+        ClientConfig { urls: cfg.marathon.clone(), auth: cfg.marathon_auth.clone(), timeout: cfg.request_timeout },
+        cfg.tls.marathon.clone(),
+    )
     .context("invalid setting --marathon")?;
     Ok(Engine::new(
         store,
@@ -157,6 +160,7 @@ pub async fn run(
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(30),
         event_types: EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
+        tls: cfg.tls.marathon.clone(),
     };
     tasks.spawn(stream::run(stream_cfg, tx, shutdown.clone()));
 

@@ -766,8 +766,9 @@ impl Engine {
         })
     }
 
-    /// Applies one app's due ops in order; stops at the first transient
-    /// failure in a lane, and skips ops whose lane failed meanwhile.
+    /// Applies one app's due ops in order; after a transient failure in a
+    /// lane, skips the rest of that lane (and ops whose lane failed meanwhile
+    /// in another app).
     async fn apply_group(
         &self,
         b: &Arc<dyn Backend>,
@@ -788,12 +789,12 @@ impl Engine {
                 Err(e) => Err(e),
             };
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
-            let transient = result.as_ref().is_err_and(BackendError::is_transient);
-            out.push((q, result));
-            if transient {
+            if result.as_ref().is_err_and(BackendError::is_transient) {
+                // The rest of this lane waits (the check above); the app's
+                // ops in other lanes (another host's agent) go on.
                 lock(failed).insert(lane);
-                break;
             }
+            out.push((q, result));
         }
         Ok(out)
     }

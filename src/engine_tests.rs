@@ -80,6 +80,8 @@ fn consul() -> Arc<dyn Backend> {
             token: None,
             cluster: "default".into(),
             timeout: Duration::from_secs(1),
+            agents: Default::default(),
+            tls: Default::default(),
         })
         .expect("consul"),
     )
@@ -255,6 +257,7 @@ fn reg(app: &str, n: usize, address: &str) -> Registration {
         healthy: None,
         has_health_checks: false,
         routes: Default::default(),
+        host: String::new(),
     }
 }
 

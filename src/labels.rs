@@ -246,6 +246,7 @@ pub fn registrations(
             healthy,
             has_health_checks: !spec.health_checks.is_empty(),
             routes: if n == 0 { routes.clone() } else { Routes::default() },
+            host: task.host.clone(),
         });
     }
     Ok(out)
@@ -301,6 +302,8 @@ pub fn static_registrations(svc: &StaticService, opts: &LabelOptions) -> Result<
         out.extend(registrations(&spec, &task, None, opts).map(|regs| {
             regs.into_iter().map(|mut r| {
                 r.app_id = format!("static:{}", svc.name);
+                // Not a Marathon host: registered at the `--consul` agent.
+                r.host = String::new();
                 r
             })
         })?);

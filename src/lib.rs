@@ -15,6 +15,7 @@
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, readiness, metrics, status page;
 //!   [`status`]: the status model the page, `/api/status` and `switchboard state` share; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
+//! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
@@ -39,3 +40,4 @@ pub mod sim;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod tls;

@@ -338,6 +338,10 @@ fn explain(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) -> 
         };
         if let Some(m) = marathon {
             return Some(match m {
+                // `tls::explain` already said what failed and which setting fixes it.
+                MarathonError::Http { endpoint, cause, .. } if cause.starts_with("TLS handshake") => {
+                    format!("Marathon at {endpoint}: {cause}")
+                }
                 MarathonError::Http { endpoint, cause, .. } => {
                     let why = cause.rsplit(": ").next().unwrap_or(cause);
                     format!("cannot reach Marathon at {endpoint} ({why}): check --marathon / SWITCHBOARD_MARATHON_URL")

@@ -450,6 +450,12 @@ pub struct Registration {
     /// App-level routes, set on the app's primary registration only (its
     /// first selected port) so an app is published once per gateway.
     pub routes: Routes,
+    /// The host the task runs on (the Consul agent's node in per-host mode),
+    /// which `address` need not be (IP-per-task). Empty for static services
+    /// and for entries recorded before it existed: the `--consul` agent.
+    /// Backends never compare it in `same` (a task never changes host).
+    #[serde(default)]
+    pub host: String,
 }
 
 /// A health check to carry over to a backend that runs checks (Consul).

@@ -169,6 +169,7 @@ mod tests {
             healthy: None,
             has_health_checks: false,
             routes: Routes::default(),
+            host: String::new(),
         }
     }
 

@@ -591,13 +591,25 @@ async fn a_refusal_is_tried_once_until_its_input_changes_even_across_a_restart()
     assert_eq!(register_calls(w.consul()), 1, "a restart retried a refusal");
     assert_eq!(d.sample("switchboard_refusals{backend=\"consul\"}").await, Some(1.0));
 
-    // The app's labels change: its new input is tried, exactly once.
+    // The app's labels change: each new input is tried exactly once. The new
+    // task's, and, if the old task was still running when the new labels
+    // became known, the old task's with the new labels too (the newest spec
+    // applies to every instance): each try is a new refusal, logged once.
     let mut changed = web_app();
     changed["labels"]["public"] = json!("tag-b");
     w.marathon.emit(&w.marathon.model().deploy(changed, 1));
-    eventually("the new input tried", WAIT, || register_calls(w.consul()) == 2).await;
+    let new_id = w.expected_consul_ids(Some("/shop/web")).into_iter().next().expect("the new instance");
+    assert_ne!(new_id, id, "the deploy replaced the instance");
+    let refused_new = || d.log().lines().any(|l| l.contains("refused; not retried") && l.contains(new_id.as_str()));
+    eventually("the new instance's input tried and refused", WAIT, refused_new).await;
     d.more_resyncs(3.0).await;
-    assert_eq!(register_calls(w.consul()), 2, "the changed input was tried more than once");
+    let calls = register_calls(w.consul());
+    assert!(calls == 2 || calls == 3, "{calls} register calls");
+    assert_eq!(calls, refused_lines(&d), "a refused input was tried again: every call must be a new refusal");
+    assert_eq!(
+        d.log().lines().filter(|l| l.contains("refused; not retried") && l.contains(new_id.as_str())).count(),
+        1
+    );
     // The old refusal went with its instance; the new one is in force.
     assert_eq!(d.sample("switchboard_refusals{backend=\"consul\"}").await, Some(1.0));
 }

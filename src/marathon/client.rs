@@ -97,7 +97,8 @@ pub struct TaskSnapshot {
 
 #[derive(Debug, Clone)]
 pub struct MarathonClient {
-    http: reqwest::Client,
+    /// Built by `tls`: follows the TLS files of `--marathon-*-file`.
+    http: crate::tls::HttpClient,
     urls: Vec<url::Url>,
     auth: Auth,
 }
@@ -152,14 +153,19 @@ impl Auth {
 
 impl MarathonClient {
     pub fn new(cfg: ClientConfig) -> Result<MarathonClient, Error> {
+        MarathonClient::with_tls(cfg, crate::tls::EndpointTls::default())
+    }
+
+    /// Like `new`, with the TLS files of `--marathon-*-file` / `--tls-*-file`.
+    pub fn with_tls(cfg: ClientConfig, tls: crate::tls::EndpointTls) -> Result<MarathonClient, Error> {
         if cfg.urls.is_empty() {
             return Err(Error::Config("no Marathon URL given".into()));
         }
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| Error::Config(e.without_url().to_string()))?;
+        let timeout = cfg.timeout;
+        let http = crate::tls::HttpClient::build(tls, move || {
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(timeout)
+        })
+        .map_err(|e| Error::Config(e.to_string()))?;
         Ok(MarathonClient { http, urls: cfg.urls, auth: Auth::new(cfg.auth)? })
     }
 
@@ -195,9 +201,9 @@ impl MarathonClient {
                     path: path.into(),
                     cause,
                 })?;
-                let mut resp = send_following(&self.http, url.clone(), &self.auth.headers(), path).await?;
+                let mut resp = send_following(&self.http.get(), url.clone(), &self.auth.headers(), path).await?;
                 if resp.status() == reqwest::StatusCode::UNAUTHORIZED && self.auth.refresh() {
-                    resp = send_following(&self.http, url, &self.auth.headers(), path).await?;
+                    resp = send_following(&self.http.get(), url, &self.auth.headers(), path).await?;
                 }
                 let status = resp.status();
                 if status == reqwest::StatusCode::NOT_FOUND {
@@ -275,7 +281,7 @@ pub(crate) async fn send_following(
         let resp = http.get(url.clone()).headers(headers.clone()).send().await.map_err(|e| Error::Http {
             endpoint: endpoint(&url),
             path: path.into(),
-            cause: describe(&e),
+            cause: crate::tls::explain(crate::tls::Endpoint::Marathon, &e).unwrap_or_else(|| describe(&e)),
         })?;
         if !resp.status().is_redirection() {
             return Ok(resp);

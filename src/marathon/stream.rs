@@ -65,6 +65,8 @@ pub struct StreamConfig {
     pub backoff_max: Duration,
     /// Server-side `event_type` filter; empty = all events.
     pub event_types: Vec<String>,
+    /// TLS files for Marathon (`--marathon-*-file` / `--tls-*-file`).
+    pub tls: crate::tls::EndpointTls,
 }
 
 impl Default for StreamConfig {
@@ -77,6 +79,7 @@ impl Default for StreamConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             event_types: Vec::new(),
+            tls: crate::tls::EndpointTls::default(),
         }
     }
 }
@@ -207,7 +210,7 @@ pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: C
             return;
         }
     };
-    let transport = match MarathonTransport::new(cfg.max_line, cfg.idle_timeout) {
+    let transport = match MarathonTransport::with_tls(cfg.max_line, cfg.idle_timeout, cfg.tls.clone()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "event stream not started");

@@ -41,7 +41,8 @@ pub const ANSWERED_BY: &str = "x-switchboard-answered-by";
 /// reqwest under `eventsource_client`, with Marathon's needs (module doc).
 #[derive(Clone)]
 pub struct MarathonTransport {
-    http: reqwest::Client,
+    /// Built by `tls`: follows the TLS files of `--marathon-*-file`.
+    http: crate::tls::HttpClient,
     max_line: usize,
     idle_timeout: Duration,
 }
@@ -50,13 +51,21 @@ impl MarathonTransport {
     /// `max_line`: longest line passed on, in bytes; `idle_timeout`: longest
     /// silence (no byte at all) before the connection counts as dead.
     pub fn new(max_line: usize, idle_timeout: Duration) -> Result<MarathonTransport, Error> {
+        MarathonTransport::with_tls(max_line, idle_timeout, crate::tls::EndpointTls::default())
+    }
+
+    /// Like `new`, with the TLS files of `--marathon-*-file` / `--tls-*-file`.
+    pub fn with_tls(
+        max_line: usize,
+        idle_timeout: Duration,
+        tls: crate::tls::EndpointTls,
+    ) -> Result<MarathonTransport, Error> {
         // No whole-request timeout: the body never ends. The idle watchdog
         // bounds silence instead.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(idle_timeout)
-            .build()
-            .map_err(|e| Error::Config(e.without_url().to_string()))?;
+        let http = crate::tls::HttpClient::build(tls, move || {
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).connect_timeout(idle_timeout)
+        })
+        .map_err(|e| Error::Config(e.to_string()))?;
         Ok(MarathonTransport { http, max_line, idle_timeout })
     }
 }
@@ -78,10 +87,11 @@ impl HttpTransport for MarathonTransport {
             let url = url::Url::parse(&parts.uri.to_string())
                 .map_err(|e| TransportError::new(Failure(format!("invalid URL: {e}"))))?;
             let path = url.path().to_owned();
-            let resp = tokio::time::timeout(this.idle_timeout, send_following(&this.http, url, &parts.headers, &path))
-                .await
-                .map_err(|_| io_timeout("no response head within the idle timeout"))?
-                .map_err(|e| TransportError::new(Failure(e.to_string())))?;
+            let resp =
+                tokio::time::timeout(this.idle_timeout, send_following(&this.http.get(), url, &parts.headers, &path))
+                    .await
+                    .map_err(|_| io_timeout("no response head within the idle timeout"))?
+                    .map_err(|e| TransportError::new(Failure(e.to_string())))?;
             let mut builder = http::Response::builder().status(resp.status());
             for (name, value) in resp.headers() {
                 builder = builder.header(name, value);

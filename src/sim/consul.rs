@@ -4,7 +4,9 @@
 //! and `docs/backends.md`.
 //!
 //! Invariants:
-//! - Binds `127.0.0.1` only; `stop`/`restart` keep the same port and state.
+//! - Binds `127.0.0.1` (or the loopback address of `ConsulSimOptions::bind`)
+//!   only; `stop`/`restart` keep the same port and state.
+//! - The catalog reads show every node of its `SimCatalog` (see `catalog`).
 //! - Answers like a modern (1.11+) agent: PUT-only writes (405 + `Allow`
 //!   otherwise), strict JSON decoding, plain-text error bodies, empty 200
 //!   bodies on successful writes, `/v1/agent/services` keyed by service ID.
@@ -13,7 +15,7 @@
 //! - State lives behind one std `Mutex`, never held across an `.await`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -30,7 +32,10 @@ use decode::{decode_register, field};
 
 use crate::sim::tap::Tap;
 
+mod catalog;
 mod decode;
+
+pub use catalog::SimCatalog;
 
 /// How the agent answers `PUT /v1/agent/service/deregister/{id}` for an ID
 /// it does not know (reference §3: the answer changed across versions).
@@ -53,6 +58,14 @@ pub struct ConsulSimOptions {
     /// token gets `403 ACL not found`.
     pub acl_token: Option<String>,
     pub deregister_unknown: UnknownDeregister,
+    /// Per-host agents: the loopback address to bind (default 127.0.0.1),
+    /// which is also the node's address in the catalog.
+    pub bind: Option<IpAddr>,
+    /// The node's name in the catalog (default `sim-agent`).
+    pub node: Option<String>,
+    /// The datacenter's catalog shared with other agents; `None`: this
+    /// agent alone.
+    pub catalog: Option<SimCatalog>,
 }
 
 /// A running (or stopped) simulated agent. Dropping it shuts the server down.
@@ -132,13 +145,16 @@ impl ConsulSim {
             state: Mutex::new(SimState::default()),
             listings_held: tokio::sync::watch::Sender::new(false),
         });
+        if let Some(c) = &shared.opts.catalog {
+            c.join(&shared);
+        }
         let running = serve(shared.clone(), port).await?;
         Ok(ConsulSim { shared, port: running.1, server: tokio::sync::Mutex::new(Some(running.0)) })
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.shared.address(), self.port)
     }
 
     /// Registered services by ID, each as `/v1/agent/services` shows it. The
@@ -252,7 +268,7 @@ async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<(Running, u16)
     // The restarted listener must get the same port while old connections
     // sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.bind(SocketAddr::new(shared.bind_ip(), port))?;
     let listener = socket.listen(128)?;
     let port = listener.local_addr()?.port();
     let tap = shared.tap.clone();
@@ -268,6 +284,18 @@ async fn serve(shared: Arc<Shared>, port: u16) -> std::io::Result<(Running, u16)
 }
 
 impl Shared {
+    fn bind_ip(&self) -> IpAddr {
+        self.opts.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    fn address(&self) -> String {
+        self.bind_ip().to_string()
+    }
+
+    fn node(&self) -> String {
+        self.opts.node.clone().unwrap_or_else(|| NODE.to_owned())
+    }
+
     fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic in a handler must not wedge every later test assertion.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -307,6 +335,7 @@ enum Route {
     Service(String),
     Health(String),
     Catalog(String),
+    CatalogServices,
 }
 
 fn route(path: &str) -> Option<(Route, &'static str)> {
@@ -325,6 +354,9 @@ fn route(path: &str) -> Option<(Route, &'static str)> {
     }
     if let Some(name) = rest.strip_prefix("health/service/") {
         return Some((Route::Health(percent_decode(name)), NOT_ALLOWED_READ));
+    }
+    if rest == "catalog/services" {
+        return Some((Route::CatalogServices, NOT_ALLOWED_READ));
     }
     if let Some(name) = rest.strip_prefix("catalog/service/") {
         return Some((Route::Catalog(percent_decode(name)), NOT_ALLOWED_READ));
@@ -491,21 +523,17 @@ async fn handle(
             json_reply(Value::Array(out))
         }
         Route::Catalog(name) => {
-            let st = shared.lock();
-            let entries = if visible { instances(&st, &name) } else { Vec::new() };
-            let out: Vec<Value> = entries
-                .into_iter()
-                .map(|(l, _)| {
-                    json!({
-                        "Node": NODE, "Address": "127.0.0.1", "Datacenter": "dc1", "NodeMeta": {},
-                        "ServiceID": l["ID"], "ServiceName": l["Service"], "ServiceTags": l["Tags"],
-                        "ServiceAddress": l["Address"], "ServicePort": l["Port"],
-                        "ServiceMeta": l.get("Meta").cloned().unwrap_or(json!({})),
-                        "ServiceWeights": l["Weights"], "ServiceEnableTagOverride": l["EnableTagOverride"],
-                    })
-                })
-                .collect();
-            json_reply(Value::Array(out))
+            if !visible {
+                return json_reply(Value::Array(Vec::new()));
+            }
+            let tag = query_params(&uri).into_iter().find(|(k, _)| k == "tag").map(|(_, v)| v);
+            json_reply(catalog::service(&shared, &name, tag.as_deref()))
+        }
+        Route::CatalogServices => {
+            if !visible {
+                return json_reply(json!({}));
+            }
+            json_reply(catalog::services(&shared))
         }
     }
 }

@@ -63,6 +63,7 @@ fn reg(id: &str) -> Registration {
         healthy: None,
         has_health_checks: false,
         routes: Routes::default(),
+        host: String::new(),
     }
 }
 

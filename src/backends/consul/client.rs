@@ -1,5 +1,6 @@
-//! The three agent calls the backend makes (register, deregister, list),
-//! with Consul's status codes mapped onto `BackendError`.
+//! The agent calls the backend makes (register, deregister, list) and, in
+//! per-host mode, the two catalog reads of the resync, with Consul's status
+//! codes mapped onto `BackendError`.
 //!
 //! Invariants:
 //! - The token travels only in the `X-Consul-Token` header, marked sensitive;
@@ -15,13 +16,16 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use url::Url;
 
 use super::config::{ConsulConfig, ConsulConfigError};
-use super::map::{AgentService, RegisterBody};
+use super::map::{AgentService, CatalogEntry, RegisterBody};
 use crate::backends::BackendError;
 
 const BACKEND: &str = "consul";
 
+#[derive(Clone)]
 pub(crate) struct Client {
-    http: reqwest::Client,
+    /// Built by `tls`; shared by the clients of every agent (one pool, one
+    /// set of TLS files).
+    http: crate::tls::HttpClient,
     base: Url,
 }
 
@@ -33,16 +37,27 @@ impl Client {
             value.set_sensitive(true);
             headers.insert("X-Consul-Token", value);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            // The agent is local by design; a proxy from the environment
-            // would only add a hop that can fail.
-            .no_proxy()
-            .build()
-            .map_err(ConsulConfigError::Client)?;
+        let timeout = cfg.timeout;
+        let http = crate::tls::HttpClient::build(cfg.tls.clone(), move || {
+            reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                // The agent is local by design; a proxy from the environment
+                // would only add a hop that can fail.
+                .no_proxy()
+        })
+        .map_err(ConsulConfigError::Client)?;
         Ok(Client { http, base: cfg.url.clone() })
+    }
+
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The same client, talking to the agent at `base`.
+    pub(crate) fn at(&self, base: Url) -> Client {
+        Client { http: self.http.clone(), base }
     }
 
     /// `base` + `/v1/...`, each segment percent-encoded (so an ID holding
@@ -62,7 +77,7 @@ impl Client {
         let what = format!("register {}", body.id);
         let mut url = self.url(&["agent", "service", "register"]);
         url.set_query(Some("replace-existing-checks"));
-        let (status, text) = self.send(self.http.put(url).json(body), &what).await?;
+        let (status, text) = self.send(self.http.get().put(url).json(body), &what).await?;
         match status {
             200..=299 => Ok(()),
             _ => Err(BackendError::from_status(BACKEND, what, status, &text)),
@@ -72,7 +87,7 @@ impl Client {
     pub(crate) async fn deregister(&self, id: &str) -> Result<(), BackendError> {
         let what = format!("deregister {id}");
         let url = self.url(&["agent", "service", "deregister", id]);
-        let (status, text) = self.send(self.http.put(url), &what).await?;
+        let (status, text) = self.send(self.http.get().put(url), &what).await?;
         match status {
             200..=299 | 404 => Ok(()),
             500 if text.contains("Unknown service") => Ok(()),
@@ -86,7 +101,7 @@ impl Client {
     pub(crate) async fn services(&self) -> Result<BTreeMap<String, AgentService>, BackendError> {
         let what = "list services".to_owned();
         let url = self.url(&["agent", "services"]);
-        let (status, text) = self.send(self.http.get(url), &what).await?;
+        let (status, text) = self.send(self.http.get().get(url), &what).await?;
         if !(200..=299).contains(&status) {
             return Err(BackendError::from_status(BACKEND, what, status, &text));
         }
@@ -107,8 +122,44 @@ impl Client {
         Ok(out)
     }
 
+    /// `GET /v1/catalog/services`: every service name in the datacenter
+    /// with the union of its tags.
+    pub(crate) async fn catalog_services(&self) -> Result<BTreeMap<String, Vec<String>>, BackendError> {
+        let what = "list catalog services".to_owned();
+        let url = self.url(&["catalog", "services"]);
+        let (status, text) = self.send(self.http.get().get(url), &what).await?;
+        if !(200..=299).contains(&status) {
+            return Err(BackendError::from_status(BACKEND, what, status, &text));
+        }
+        let raw: BTreeMap<String, Option<Vec<String>>> = serde_json::from_str(&text).map_err(|e| {
+            BackendError::Transient { backend: BACKEND, what: what.clone(), message: format!("invalid JSON: {e}") }
+        })?;
+        Ok(raw.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
+    }
+
+    /// `GET /v1/catalog/service/<name>?tag=switchboard`: the instances of
+    /// one service on every node, with the node's name and address.
+    pub(crate) async fn catalog_service(&self, name: &str) -> Result<Vec<CatalogEntry>, BackendError> {
+        let what = format!("list catalog service {name}");
+        let mut url = self.url(&["catalog", "service", name]);
+        url.set_query(Some(&format!("tag={}", super::map::TAG)));
+        let (status, text) = self.send(self.http.get().get(url), &what).await?;
+        if !(200..=299).contains(&status) {
+            return Err(BackendError::from_status(BACKEND, what, status, &text));
+        }
+        let raw: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| BackendError::Transient {
+            backend: BACKEND,
+            what: what.clone(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        Ok(raw.into_iter().filter_map(|v| serde_json::from_value::<CatalogEntry>(v).ok()).collect())
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, String), BackendError> {
-        let resp = req.send().await.map_err(|e| BackendError::from_reqwest(BACKEND, what.to_owned(), &e))?;
+        let resp = req.send().await.map_err(|e| match self.http.explain(&e) {
+            Some(message) => BackendError::Transient { backend: BACKEND, what: what.to_owned(), message },
+            None => BackendError::from_reqwest(BACKEND, what.to_owned(), &e),
+        })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| BackendError::from_reqwest(BACKEND, what.to_owned(), &e))?;
         Ok((status, text))

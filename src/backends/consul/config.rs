@@ -24,6 +24,22 @@ pub struct ConsulConfig {
     pub cluster: String,
     /// Whole-request timeout of every call to the agent.
     pub timeout: Duration,
+    /// Which agent each registration goes to (`--consul-agent-mode`).
+    pub agents: Agents,
+    /// TLS files (`--consul-*-file` / `--tls-*-file`), for every agent.
+    pub tls: crate::tls::EndpointTls,
+}
+
+/// Where registrations go: `--consul-agent-mode`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Agents {
+    /// Everything at `url` (the default).
+    #[default]
+    Single,
+    /// Each task at the agent on its host: `map[host]` if listed, else
+    /// `scheme://host:port`; a registration without a host (static services)
+    /// at `url`. `url`'s catalog lists what is owned on every node.
+    PerHost { scheme: String, port: u16, map: std::collections::BTreeMap<String, Url> },
 }
 
 impl std::fmt::Debug for ConsulConfig {
@@ -33,6 +49,8 @@ impl std::fmt::Debug for ConsulConfig {
             .field("token", &self.token)
             .field("cluster", &self.cluster)
             .field("timeout", &self.timeout)
+            .field("agents", &self.agents)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -58,8 +76,10 @@ pub enum ConsulConfigError {
     ZeroTimeout,
     #[error("consul: the token contains characters not allowed in an HTTP header")]
     Token,
-    #[error("consul: cannot build the HTTP client")]
-    Client(#[source] reqwest::Error),
+    #[error("consul: cannot build the HTTP client: {0}")]
+    Client(#[source] crate::tls::TlsError),
+    #[error("consul: per-host agent scheme {0:?} is not http or https")]
+    AgentScheme(String),
 }
 
 impl ConsulConfigError {
@@ -70,6 +90,7 @@ impl ConsulConfigError {
             ConsulConfigError::EmptyCluster | ConsulConfigError::ClusterTooLong { .. } => "--cluster",
             ConsulConfigError::ZeroTimeout => "--request-timeout",
             ConsulConfigError::Token => "SWITCHBOARD_CONSUL_TOKEN",
+            ConsulConfigError::AgentScheme(_) => "--consul-agent-scheme",
         }
     }
 }
@@ -87,6 +108,11 @@ impl ConsulConfig {
         }
         if self.timeout.is_zero() {
             return Err(ConsulConfigError::ZeroTimeout);
+        }
+        if let Agents::PerHost { scheme, .. } = &self.agents
+            && !matches!(scheme.as_str(), "http" | "https")
+        {
+            return Err(ConsulConfigError::AgentScheme(scheme.clone()));
         }
         Ok(())
     }

@@ -226,6 +226,37 @@ pub(crate) struct AgentService {
     pub address: Option<String>,
 }
 
+/// One instance in `/v1/catalog/service/<name>`: the service as registered
+/// on its node's agent, with the node's name and address (per-host mode).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct CatalogEntry {
+    pub node: String,
+    /// The node's address: where its agent listens.
+    pub address: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Option<Vec<String>>,
+    pub service_meta: Option<BTreeMap<String, String>>,
+    pub service_port: Option<u16>,
+    pub service_address: Option<String>,
+}
+
+impl CatalogEntry {
+    /// The entry as the node's agent lists it.
+    pub(crate) fn service(&self) -> AgentService {
+        AgentService {
+            id: Some(self.service_id.clone()),
+            service: Some(self.service_name.clone()),
+            tags: self.service_tags.clone(),
+            meta: self.service_meta.clone(),
+            port: self.service_port,
+            address: self.service_address.clone(),
+        }
+    }
+}
+
 /// A listing entry Switchboard owns, read back.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Observed {
@@ -324,6 +355,7 @@ pub(crate) fn owned(
         healthy: None,
         has_health_checks: false,
         routes: Default::default(),
+        host: String::new(),
     };
     let hash = from_meta(META_HASH);
     // Consul does not list checks; carry the ledger's over when the digest
@@ -381,6 +413,7 @@ mod tests {
             healthy: None,
             has_health_checks: true,
             routes: Default::default(),
+            host: String::new(),
         }
     }
 

@@ -27,6 +27,7 @@ fn reg(task: &str, port: u16) -> Registration {
         healthy: Some(true),
         has_health_checks: true,
         routes: Default::default(),
+        host: String::new(),
     }
 }
 
@@ -40,6 +41,8 @@ fn backend_with(sim: &ConsulSim, cluster: &str, token: Option<&str>) -> ConsulBa
         token: token.map(Secret::new),
         cluster: cluster.into(),
         timeout: Duration::from_secs(2),
+        agents: Default::default(),
+        tls: Default::default(),
     })
     .expect("valid config")
 }
@@ -134,7 +137,7 @@ async fn same_detects_drift_in_listed_fields_and_checks() {
 #[tokio::test]
 async fn deregister_twice_succeeds_in_every_unknown_mode() {
     for mode in [UnknownDeregister::Modern404, UnknownDeregister::Legacy200, UnknownDeregister::Acl500] {
-        let sim = start(ConsulSimOptions { acl_token: None, deregister_unknown: mode }).await;
+        let sim = start(ConsulSimOptions { acl_token: None, deregister_unknown: mode, ..Default::default() }).await;
         let b = backend(&sim);
         let mut r = reg("web.1", 31000);
         r.id = "odd/id with space:31000".into();
@@ -271,6 +274,8 @@ async fn acl_token_is_sent_and_missing_token_is_permanent() {
         token: Some(Secret::new("s3cret-token")),
         cluster: "east".into(),
         timeout: Duration::from_secs(1),
+        agents: Default::default(),
+        tls: Default::default(),
     };
     let shown = format!("{cfg:?} {err} {:?}", ConsulBackend::new(cfg.clone()).unwrap());
     assert!(!shown.contains("s3cret") && !shown.contains("pw@"), "{shown}");
@@ -299,9 +304,38 @@ fn bad_config_is_refused() {
         token: None,
         cluster: cluster.into(),
         timeout: Duration::from_secs(1),
+        agents: Default::default(),
+        tls: Default::default(),
     };
     assert!(matches!(ConsulBackend::new(cfg("ftp://x", "east")), Err(ConsulConfigError::Scheme { .. })));
     assert!(matches!(ConsulBackend::new(cfg("http://x", "")), Err(ConsulConfigError::EmptyCluster)));
     let token = ConsulConfig { token: Some(Secret::new("a\nb")), ..cfg("http://x", "east") };
     assert!(matches!(ConsulBackend::new(token), Err(ConsulConfigError::Token)));
+}
+
+#[test]
+fn per_host_lanes_follow_the_agent_of_each_host() {
+    let cfg = |agents: Agents| ConsulConfig {
+        url: "http://consul.service:8500".parse().unwrap(),
+        token: None,
+        cluster: "east".into(),
+        timeout: Duration::from_secs(1),
+        agents,
+        tls: Default::default(),
+    };
+    let on = |host: &str| Registration { host: host.into(), ..reg("t1", 31000) };
+    let single = ConsulBackend::new(cfg(Agents::Single)).unwrap();
+    assert_eq!(single.lane(&on("10.0.0.1")), None);
+
+    let map = std::collections::BTreeMap::from([("node-b".to_owned(), "https://b.example:8501".parse().unwrap())]);
+    let per_host =
+        ConsulBackend::new(cfg(Agents::PerHost { scheme: "http".into(), port: 8500, map: map.clone() })).unwrap();
+    assert_eq!(per_host.lane(&on("10.0.0.1")).as_deref(), Some("http://10.0.0.1:8500/"));
+    assert_eq!(per_host.lane(&on("node-b")).as_deref(), Some("https://b.example:8501/"));
+    assert_eq!(per_host.lane(&on("fe80::1")).as_deref(), Some("http://[fe80::1]:8500/"));
+    // No host (static services): the --consul agent.
+    assert_eq!(per_host.lane(&on("")).as_deref(), Some("http://consul.service:8500/"));
+
+    let bad = ConsulBackend::new(cfg(Agents::PerHost { scheme: "ftp".into(), port: 8500, map }));
+    assert!(matches!(bad, Err(ConsulConfigError::AgentScheme(_))));
 }

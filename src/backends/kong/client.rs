@@ -50,7 +50,8 @@ impl Caps {
 }
 
 pub(crate) struct Client {
-    http: reqwest::Client,
+    /// Built by `tls`: follows the TLS files of `--kong-*-file`.
+    http: crate::tls::HttpClient,
     base: url::Url,
     token: Option<(HeaderName, HeaderValue)>,
 }
@@ -63,7 +64,9 @@ pub(crate) struct Answer {
 
 impl Client {
     pub(crate) fn new(cfg: &KongConfig) -> Result<Client, KongConfigError> {
-        let http = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(KongConfigError::Client)?;
+        let timeout = cfg.timeout;
+        let http = crate::tls::HttpClient::build(cfg.tls.clone(), move || reqwest::Client::builder().timeout(timeout))
+            .map_err(KongConfigError::Client)?;
         let token = match &cfg.token {
             Some(t) => {
                 let name = HeaderName::from_bytes(cfg.token_header.as_bytes())
@@ -75,6 +78,14 @@ impl Client {
             None => None,
         };
         Ok(Client { http, base: cfg.url.clone(), token })
+    }
+
+    /// A failed send: TLS failures name the settings that fix them.
+    fn transport_error(&self, what: String, e: &reqwest::Error) -> BackendError {
+        match self.http.explain(e) {
+            Some(message) => BackendError::Transient { backend: BACKEND, what, message },
+            None => BackendError::from_reqwest(BACKEND, what, e),
+        }
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> url::Url {
@@ -98,14 +109,14 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Answer, BackendError> {
         let what = format!("{method} {path}");
-        let mut req = self.http.request(method, self.url(path, query));
+        let mut req = self.http.get().request(method, self.url(path, query));
         if let Some((name, value)) = &self.token {
             req = req.header(name.clone(), value.clone());
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| BackendError::from_reqwest(BACKEND, what.clone(), &e))?;
+        let resp = req.send().await.map_err(|e| self.transport_error(what.clone(), &e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| BackendError::from_reqwest(BACKEND, what, &e))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -25,6 +25,8 @@ pub struct KongConfig {
     pub forward_to: Option<url::Url>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// TLS files (`--kong-*-file` / `--tls-*-file`).
+    pub tls: crate::tls::EndpointTls,
 }
 
 impl KongConfig {
@@ -38,6 +40,7 @@ impl KongConfig {
             cluster: "default".to_owned(),
             forward_to: None,
             timeout: Duration::from_secs(10),
+            tls: crate::tls::EndpointTls { endpoint: crate::tls::Endpoint::Kong, ..Default::default() },
         }
     }
 }
@@ -55,7 +58,7 @@ pub enum KongConfigError {
     #[error("cluster {0:?}: Kong needs 1-63 characters of [a-z0-9-], not starting or ending with '-'")]
     Cluster(String),
     #[error("kong http client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] crate::tls::TlsError),
 }
 
 impl KongConfigError {

@@ -478,6 +478,7 @@ fn synthetic(id: String, app: &ObservedApp, app_id: &str, address: String, port:
         healthy: None,
         has_health_checks: false,
         routes,
+        host: String::new(),
     }
 }
 

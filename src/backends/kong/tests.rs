@@ -37,6 +37,7 @@ fn reg(app: &str, n: u32, hosts: &[&str], paths: &[&str]) -> Registration {
             kong_strip_path: Some(false),
             vulcand_route: None,
         },
+        host: String::new(),
     }
 }
 

@@ -62,14 +62,27 @@ struct Frontends {
 }
 
 pub struct Client {
-    http: reqwest::Client,
+    /// Built by `tls`: follows the TLS files of `--vulcand-*-file`.
+    http: crate::tls::HttpClient,
     base: url::Url,
 }
 
 impl Client {
-    pub fn new(base: url::Url, timeout: Duration) -> Result<Client, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
+    pub fn new(
+        base: url::Url,
+        timeout: Duration,
+        tls: crate::tls::EndpointTls,
+    ) -> Result<Client, crate::tls::TlsError> {
+        let http = crate::tls::HttpClient::build(tls, move || reqwest::Client::builder().timeout(timeout))?;
         Ok(Client { http, base })
+    }
+
+    /// A failed send: TLS failures name the settings that fix them.
+    fn transport_error(&self, what: &str, e: &reqwest::Error) -> BackendError {
+        match self.http.explain(e) {
+            Some(message) => BackendError::Transient { backend: NAME, what: what.to_owned(), message },
+            None => BackendError::from_reqwest(NAME, what.to_owned(), e),
+        }
     }
 
     fn url(&self, segments: &[&str]) -> url::Url {
@@ -90,11 +103,11 @@ impl Client {
         body: Option<&Value>,
         what: &str,
     ) -> Result<(StatusCode, String), BackendError> {
-        let mut req = self.http.request(method, self.url(segments));
+        let mut req = self.http.get().request(method, self.url(segments));
         if let Some(b) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
         }
-        let resp = req.send().await.map_err(|e| BackendError::from_reqwest(NAME, what.to_owned(), &e))?;
+        let resp = req.send().await.map_err(|e| self.transport_error(what, &e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| BackendError::from_reqwest(NAME, what.to_owned(), &e))?;
         Ok((status, text))

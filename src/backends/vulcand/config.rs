@@ -18,6 +18,9 @@ pub struct VulcandConfig {
     pub server_ttl: Option<Duration>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// TLS files (`--vulcand-*-file` / `--tls-*-file`), for a Vulcand behind
+    /// a TLS proxy.
+    pub tls: crate::tls::EndpointTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -79,8 +79,8 @@ pub struct VulcandBackend {
 impl VulcandBackend {
     pub fn new(cfg: VulcandConfig) -> Result<VulcandBackend, VulcandConfigError> {
         cfg.validate()?;
-        let client =
-            client::Client::new(cfg.url, cfg.timeout).map_err(|e| VulcandConfigError::Client(e.to_string()))?;
+        let client = client::Client::new(cfg.url, cfg.timeout, cfg.tls)
+            .map_err(|e| VulcandConfigError::Client(e.to_string()))?;
         Ok(VulcandBackend { client, cluster: cfg.cluster, ttl_secs: cfg.server_ttl.map(|t| t.as_secs()) })
     }
 

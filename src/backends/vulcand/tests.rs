@@ -24,6 +24,7 @@ fn reg(app: &str, task: &str, address: &str, port: u16, route: Option<&str>) -> 
         healthy: None,
         has_health_checks: false,
         routes: Routes { vulcand_route: route.map(str::to_owned), ..Routes::default() },
+        host: String::new(),
     }
 }
 
@@ -41,6 +42,7 @@ fn backend_for(sim: &VulcandSim, cluster: &str, ttl: Option<Duration>) -> Vulcan
         cluster: cluster.to_owned(),
         server_ttl: ttl,
         timeout: Duration::from_secs(2),
+        tls: Default::default(),
     })
     .unwrap()
 }
@@ -345,6 +347,7 @@ fn config_is_checked() {
         cluster: cluster.to_owned(),
         server_ttl: ttl,
         timeout: Duration::from_secs(1),
+        tls: Default::default(),
     };
     assert!(cfg("http://v:8182", "default", Some(Duration::from_secs(15))).validate().is_ok());
     assert_eq!(cfg("ftp://v", "default", None).validate(), Err(VulcandConfigError::Scheme("ftp".into())));

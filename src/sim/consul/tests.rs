@@ -126,7 +126,7 @@ async fn deregister_unknown_per_mode() {
         (UnknownDeregister::Legacy200, 200, ""),
         (UnknownDeregister::Acl500, 500, "Unknown service \"a/b\""),
     ] {
-        let (sim, c) = sim(ConsulSimOptions { acl_token: None, deregister_unknown: mode }).await;
+        let (sim, c) = sim(ConsulSimOptions { acl_token: None, deregister_unknown: mode, ..Default::default() }).await;
         put(&c, &sim, REG, json!({"ID": "a/b", "Name": "w"})).await;
         assert_eq!(put(&c, &sim, "/v1/agent/service/deregister/a%2Fb", json!(null)).await, (200, String::new()));
         let (st, body) = put(&c, &sim, "/v1/agent/service/deregister/a%2Fb", json!(null)).await;
@@ -183,4 +183,40 @@ fn go_durations() {
     assert_eq!(decode::parse_go_duration("10"), None);
     assert_eq!(decode::parse_go_duration(""), None);
     assert_eq!(percent_decode("a%2Fb%3A1%zz"), "a/b:1%zz");
+}
+
+#[tokio::test]
+async fn agents_sharing_a_catalog_list_every_node() {
+    let catalog = SimCatalog::new();
+    let opts = |node: &str, ip: [u8; 4]| ConsulSimOptions {
+        bind: Some(IpAddr::from(ip)),
+        node: Some(node.into()),
+        catalog: Some(catalog.clone()),
+        ..Default::default()
+    };
+    let (a, c) = sim(opts("node-a", [127, 0, 0, 1])).await;
+    let (b, _) = sim(opts("node-b", [127, 0, 0, 6])).await;
+    assert!(b.url().starts_with("http://127.0.0.6:"), "{}", b.url());
+    put(&c, &a, REG, json!({"ID": "w1", "Name": "web", "Tags": ["x"], "Address": "10.0.0.1", "Port": 80})).await;
+    put(&c, &b, REG, json!({"ID": "w2", "Name": "web", "Tags": ["y"], "Address": "10.0.0.2", "Port": 80})).await;
+    // Each agent lists only its own services; the catalog of either lists both.
+    assert_eq!(a.services().keys().collect::<Vec<_>>(), ["w1"]);
+    let (_, body) = get(&c, &b, "/v1/catalog/services").await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["web"], json!(["x", "y"]));
+    let (_, body) = get(&c, &a, "/v1/catalog/service/web").await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let nodes: Vec<(&str, &str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["Node"].as_str().unwrap(), e["Address"].as_str().unwrap(), e["ServiceID"].as_str().unwrap()))
+        .collect();
+    assert_eq!(nodes, [("node-a", "127.0.0.1", "w1"), ("node-b", "127.0.0.6", "w2")]);
+    let (_, body) = get(&c, &a, "/v1/catalog/service/web?tag=y").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len(), 1);
+    // A stopped agent's services stay in the catalog.
+    b.stop().await;
+    let (_, body) = get(&c, &a, "/v1/catalog/service/web").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len(), 2);
 }
