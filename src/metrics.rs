@@ -348,6 +348,7 @@ mod tests {
             app_id: "/web".into(),
             task_id: task.into(),
             address: "10.0.0.1".into(),
+            host: "10.0.0.1".into(),
             port: 31000,
             tags: vec![],
             consul: true,
