@@ -153,7 +153,10 @@ pub async fn run(
     // replans every app.
     let plan_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), ha.clone(), shutdown.clone()));
+    tasks.spawn(crate::http::serve(listener, engine.clone(), plan_wake.clone(), shutdown.clone()));
+    if ha.fence.is_ha() {
+        tasks.spawn(publish_role(ha.clone(), engine.metrics.clone(), shutdown.clone()));
+    }
     tasks.spawn(replan_all_on(plan_wake, dirty.clone(), shutdown.clone()));
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -251,12 +254,12 @@ async fn consume(
 fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify, events: &mut Vec<Event>) {
     match item {
         StreamItem::Connected { endpoint } => {
-            engine.metrics.stream.with_label_values(&["connected"]).inc();
+            engine.metrics.stream_connected(&endpoint); // status hook: counter, gauge, live status
             info!(endpoint = %endpoint, "event stream connected; resyncing");
             resync_wake.notify_one();
         }
         StreamItem::Disconnected { reason } => {
-            engine.metrics.stream.with_label_values(&["disconnected"]).inc();
+            engine.metrics.stream_disconnected(&reason); // status hook
             warn!(reason = %reason, "event stream lost; reconnecting");
         }
         StreamItem::Oversized { limit } => {
@@ -271,7 +274,9 @@ fn handle(engine: &Engine, item: StreamItem, resync_wake: &Notify, events: &mut 
         }
         StreamItem::Events { event_type, events: parsed } => {
             engine.metrics.events.with_label_values(&[&event_type]).inc();
+            engine.metrics.event_received(); // status hook: last event
             for event in parsed {
+                engine.metrics.saw_event(&event); // metrics hook: TASK_RUNNING receive instant
                 match &event {
                     Event::Unknown { event_type } => {
                         engine.metrics.events_skipped.with_label_values(&["unknown_type"]).inc();
@@ -453,12 +458,15 @@ async fn resyncer(
 /// only takes Marathon's snapshot (its store stays warm); the backends are the
 /// leader's to list and repair.
 async fn resync_once(engine: &Engine, dirty: &Dirty, appliers: &[Applier], fence: &crate::ha::Fence) -> bool {
+    let started = std::time::Instant::now(); // status hook
     if let Err(e) = engine.refresh_from_marathon().await {
+        engine.metrics.resync_failed(started, &e.to_string()); // status hook
         warn!(error = %e, "resync failed");
         return false;
     }
     dirty.mark_all();
     if !fence.allows_write() {
+        engine.metrics.resync_finished(started, &crate::engine::ResyncReport::default()); // status hook
         return true;
     }
     let mut report = crate::engine::ResyncReport::default();
@@ -477,10 +485,27 @@ async fn resync_once(engine: &Engine, dirty: &Dirty, appliers: &[Applier], fence
     if let Err(e) = engine.finish_resync(&report) {
         warn!(error = %e, "cannot record the resync");
     }
+    engine.metrics.resync_finished(started, &report); // status hook: duration, changes, first resync done
     if let Err(e) = engine.store.flush().await {
         warn!(error = %e, "cannot flush the store");
     }
     report.failed.is_empty()
+}
+
+/// Keeps the HA role (leader or standby, since when) in the live status that
+/// `/ready`, the status page and `/state` show.
+async fn publish_role(ha: crate::ha::Ha, metrics: Metrics, shutdown: CancellationToken) {
+    let mut role = ha.watch_role();
+    loop {
+        let report = ha.role();
+        metrics.live.lock().role =
+            Some(crate::status::Role { role: report.role, since: report.since.unwrap_or_default() });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = role.changed() => if changed.is_err() { return },
+        }
+        role.borrow_and_update();
+    }
 }
 
 /// A replica that becomes the leader resyncs first: its ledger does not know

@@ -1,7 +1,9 @@
 //! `switchboard demo`: the simulators and the daemon in one process. A
 //! scripted deploy / scale / restart / kill / destroy, with events delivered
 //! out of order, each step printed with what Consul, Kong and Vulcand hold.
-//! Exits once every step has converged.
+//! Exits once every step has converged. The daemon's status page is printed
+//! first and served while the steps run (and after, with `--keep-running`),
+//! so a newcomer can watch convergence in a browser.
 //!
 //! Invariant: nothing leaves 127.0.0.1; the store lives in a temporary
 //! directory removed on exit.
@@ -192,7 +194,8 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let daemon = tokio::spawn(crate::daemon::run(cfg, shutdown.clone(), Some(ready_tx)));
     let status = ready_rx.await.context("the daemon did not start")?;
-    println!("   daemon status http://{status}/  metrics http://{status}/metrics\n");
+    println!("   status page http://{status}/ (live while the steps run; it refreshes itself)");
+    println!("   also http://{status}/api/status  http://{status}/metrics  http://{status}/ready\n");
     let start = Instant::now();
     while sims.marathon.subscribers() == 0 {
         if start.elapsed() > STEP_DEADLINE {
@@ -229,7 +232,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         let events = step(&sims);
         sims.marathon.emit(&events);
         match sims.converge().await {
-            Ok(elapsed) => sims.print(elapsed),
+            Ok(elapsed) => {
+                sims.print(elapsed);
+                print_status_page(&status).await;
+            }
             Err(e) => {
                 result = Err(e);
                 break;
@@ -247,6 +253,30 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     shutdown.cancel();
     daemon.await.context("daemon task")??;
     result
+}
+
+/// One line of what the status page shows now (it is served all along).
+async fn print_status_page(addr: &std::net::SocketAddr) {
+    let url = format!("http://{addr}/api/status");
+    let model = match reqwest::get(&url).await {
+        Ok(r) => r.json::<crate::status::StatusModel>().await,
+        Err(e) => {
+            println!("   status page did not answer: {e}");
+            return;
+        }
+    };
+    match model {
+        Ok(m) => {
+            let held: Vec<String> = m.totals.registered.iter().map(|(b, n)| format!("{b} {n}")).collect();
+            println!(
+                "   status page http://{addr}/: {} instances, {} pending, registered: {}",
+                m.totals.instances,
+                m.totals.pending,
+                held.join(", ")
+            );
+        }
+        Err(e) => println!("   status page unreadable: {e}"),
+    }
 }
 
 /// One scripted change: mutates Marathon's model, returns the events to deliver.

@@ -735,6 +735,7 @@ impl Engine {
                                 self.store.drop_intent(name, &reg.service)?;
                             }
                             self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
+                            self.metrics.applied(name, &q.op); // metrics hook: TASK_RUNNING → 2xx latency
                             info!(backend = name, op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, service = %reg.service, id = %reg.id, "applied");
                         }
                         Err(e) if e.is_transient() => {
@@ -745,7 +746,7 @@ impl Engine {
                             self.lanes.lock().unwrap_or_else(|p| p.into_inner()).insert((name, lane.clone()), until_ms);
                             backoff_until = Some(backoff_until.map_or(until_ms, |u| u.min(until_ms)));
                             self.metrics.ops.with_label_values(&[name, q.op.verb(), "retry"]).inc();
-                            warn!(backend = name, lane = lane.as_deref().unwrap_or("all"), op = q.op.verb(), app_id = %reg.app_id, id = %reg.id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
+                            warn!(backend = name, lane = lane.as_deref().unwrap_or("all"), op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, attempts, error = %e, retry_in = ?delay, "backend unavailable");
                         }
                         Err(e) => {
                             refused |= self.record_refusal(name, &q.op, &e)?;
@@ -787,7 +788,7 @@ impl Engine {
             }
             let started = Instant::now();
             let result = match self.claim(b, &q.op, claims).await? {
-                Ok(()) => b.apply(&q.op).await,
+                Ok(()) => tracing::Instrument::instrument(b.apply(&q.op), crate::metrics::op_span(name, &q.op)).await, // metrics hook: app_id, task_id on backend lines
                 Err(e) => Err(e),
             };
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
@@ -938,7 +939,7 @@ impl Engine {
         let new = self.store.refuse(&refusal)?;
         if new {
             self.metrics.refusals_recorded.with_label_values(&[name]).inc();
-            warn!(backend = name, op = op.verb(), app_id = %reg.app_id, id = %reg.id, error = %e, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
+            warn!(backend = name, op = op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, error = %e, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
         }
         Ok(new)
     }

@@ -1,180 +1,51 @@
-//! The status server of `switchboard run`: `/healthz`, `/metrics`
-//! (Prometheus text), `/state` (JSON, what `switchboard state` prints), a
-//! plain-text summary at `/`, and one write: `POST /api/retry-refused`.
+//! The status server of `switchboard run` (`--listen`, default
+//! `127.0.0.1:9102`):
+//! - `GET /`: the status page (HTML, rendered from the model of `/api/status`);
+//! - `GET /api/status` (`?app=`, `page`, `per_page`) and its alias `/state`:
+//!   the status model as JSON, what `switchboard state` prints;
+//! - `GET /metrics`: Prometheus text (names in `metrics`, listed in README.md);
+//! - `GET /health` (alias `/healthz`): the process answers;
+//! - `GET /ready`: 200 once the store is open, the first resync done and the
+//!   stream connected; 503 with a JSON reason otherwise;
+//! - one write: `POST /api/retry-refused`.
 //!
 //! Invariant: nothing here writes to a backend, and the only store write is
 //! `POST /api/retry-refused` (what `switchboard reconcile --once
 //! --retry-refused` asks a running daemon, which holds the store's lock): it
 //! lifts the refusals in force and wakes the planner. It takes no body and is
 //! idempotent; the server listens on loopback unless `--listen` says otherwise.
+//! Reads of the store run on the blocking pool, so a large page does not
+//! hold up the runtime; a page or a search reads only its apps' specs,
+//! ledger and queue (`model::read_for`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query as QueryParams, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{self, Status};
-use crate::engine::Engine;
-use crate::model::Registration;
-use crate::plan::{Refusal, Rejection};
-use crate::store::{PendingEntry, QueuedOp, Store};
+use crate::engine::{Engine, now_ms};
+use crate::status::model::{self, DEFAULT_PER_PAGE, Query};
+use crate::status::{LiveStatus, StatusModel, html};
+use crate::store::Store;
 
-/// Everything the store holds, for `switchboard state` and `/state`.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct StateReport {
-    pub apps: Vec<AppLine>,
-    pub instances: Vec<InstanceLine>,
-    pub pending: Vec<PendingEntry>,
-    pub ledger: BTreeMap<String, Vec<Registration>>,
-    pub queue: BTreeMap<String, Vec<QueuedOp>>,
-    pub rejections: Vec<Rejection>,
-    /// Permanent refusals in force: not retried until their input changes.
-    #[serde(default)]
-    pub refusals: Vec<Refusal>,
-    pub last_resync: Option<String>,
-    /// HA role (leader or standby, and since when); absent without `--ha`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<crate::ha::RoleReport>, // HA role
-}
+/// What `/state` and `switchboard state` print: the status model.
+pub type StateReport = StatusModel;
 
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct AppLine {
-    pub app_id: String,
-    pub version: Option<String>,
-    pub stopped_at: Option<String>,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct InstanceLine {
-    pub instance: String,
-    pub app_id: String,
-    pub task_id: Option<String>,
-    pub state: Option<String>,
-    /// `ready`, `idle`, `dead`, or `pending: <what it lacks>`.
-    pub status: String,
-    pub endpoint: Option<String>,
-    pub healthy: Option<bool>,
-}
-
-/// Reads a consistent-enough picture of the store (each tree read once).
+/// The status model of everything in `store`, without live status (for
+/// `switchboard state` when no daemon answers).
 pub fn state_report(store: &Store, backends: &[&str]) -> Result<StateReport, crate::store::Error> {
-    let specs = store.newest_specs()?;
-    let apps = store.apps()?;
-    let mut app_ids: std::collections::BTreeSet<_> = specs.keys().cloned().collect();
-    app_ids.extend(apps.keys().cloned());
-    let app_lines = app_ids
-        .into_iter()
-        .map(|id| AppLine {
-            version: specs.get(&id).map(|s| s.version.clone()),
-            stopped_at: apps.get(&id).and_then(|a| a.stopped_at).map(|t| t.to_string()),
-            app_id: id.to_string(),
-        })
-        .collect();
-    let instances = store
-        .instances()?
-        .into_iter()
-        .map(|rec| {
-            let status = match assemble::status(&rec, apps.get(&rec.app_id), specs.get(&rec.app_id)) {
-                Status::Ready => "ready".to_owned(),
-                Status::Idle => "idle".to_owned(),
-                Status::Dead => "dead".to_owned(),
-                Status::Pending(lack) => format!("pending: {lack}"),
-            };
-            InstanceLine {
-                instance: rec.instance.to_string(),
-                app_id: rec.app_id.to_string(),
-                task_id: rec.location.as_ref().map(|l| l.task_id.to_string()),
-                state: rec.state.as_ref().map(|s| s.state.to_string()),
-                status,
-                endpoint: rec.location.as_ref().map(|l| format!("{} {:?} {:?}", l.host, l.ports, l.ip_addresses)),
-                healthy: rec.health.as_ref().and_then(|h| h.healthy),
-            }
-        })
-        .collect();
-    let mut ledger = BTreeMap::new();
-    let mut queue = BTreeMap::new();
-    for b in backends {
-        ledger.insert(b.to_string(), store.ledger(b)?);
-        queue.insert(b.to_string(), store.queued(b)?);
-    }
-    Ok(StateReport {
-        apps: app_lines,
-        instances,
-        pending: store.pending()?,
-        ledger,
-        queue,
-        rejections: store.rejections()?,
-        refusals: store.all_refusals()?,
-        last_resync: store.last_resync()?,
-        role: None, // HA role: set by the daemon's /state
-    })
+    let inputs = model::read(store, backends)?;
+    let mut m = model::build(&inputs, &LiveStatus::default(), &Query::default(), now_ms());
+    m.ready.reasons = vec!["no daemon answered: this is what the store holds".to_owned()];
+    Ok(m)
 }
 
-impl StateReport {
-    /// Human-readable rendering for `switchboard state`.
-    pub fn render_text(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        if let Some(r) = &self.role {
-            let _ = writeln!(out, "role: {} since {}", r.role, r.since.as_deref().unwrap_or("?")); // HA role
-        }
-        let _ = writeln!(out, "last resync: {}", self.last_resync.as_deref().unwrap_or("never"));
-        let _ = writeln!(out, "\napps ({}):", self.apps.len());
-        for a in &self.apps {
-            let stopped = a.stopped_at.as_deref().map(|s| format!("  stopped {s}")).unwrap_or_default();
-            let _ = writeln!(out, "  {}  version {}{stopped}", a.app_id, a.version.as_deref().unwrap_or("?"));
-        }
-        let _ = writeln!(out, "\ninstances ({}):", self.instances.len());
-        for i in &self.instances {
-            let _ = writeln!(
-                out,
-                "  {}  {}  {}  {}",
-                i.instance,
-                i.state.as_deref().unwrap_or("-"),
-                i.status,
-                i.endpoint.as_deref().unwrap_or("-")
-            );
-        }
-        let _ = writeln!(out, "\npending ({}):", self.pending.len());
-        for p in &self.pending {
-            let _ = writeln!(out, "  {}  {}  lacks {}", p.instance, p.app_id, p.lack);
-        }
-        for (b, regs) in &self.ledger {
-            let _ = writeln!(out, "\nledger {b} ({}):", regs.len());
-            for r in regs {
-                let _ = writeln!(out, "  {}  {}  {}:{}", r.id, r.service, r.address, r.port);
-            }
-        }
-        for (b, ops) in &self.queue {
-            let _ = writeln!(out, "\nqueue {b} ({}):", ops.len());
-            for q in ops {
-                let err = q.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default();
-                let _ = writeln!(out, "  {} {}  attempts {}{err}", q.op.verb(), q.op.key(), q.attempts);
-            }
-        }
-        let _ = writeln!(out, "\nrejections ({}):", self.rejections.len());
-        for r in &self.rejections {
-            let _ = writeln!(out, "  [{}] app {} label {}: {}", r.backend, r.app_id, r.label, r.reason);
-        }
-        let _ = writeln!(out, "\nrefusals ({}):", self.refusals.len());
-        for r in &self.refusals {
-            let _ = writeln!(
-                out,
-                "  [{}] app {} {} {}  since {}: {}",
-                r.backend, r.app_id, r.op, r.entity, r.since, r.reason
-            );
-        }
-        out
-    }
-}
-
-async fn healthz() -> &'static str {
+async fn health() -> &'static str {
     "ok\n"
 }
 
@@ -184,27 +55,68 @@ struct Server {
     engine: Engine,
     /// Wakes the planner, so the appliers plan again.
     replan: Arc<Notify>,
-    ha: crate::ha::Ha, // HA role
 }
 
 async fn metrics(State(server): State<Server>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.engine.metrics.render())
 }
 
-fn report(server: &Server) -> Result<StateReport, (StatusCode, String)> {
-    let engine = &server.engine;
-    let names: Vec<&str> = engine.backends.iter().map(|b| b.name()).collect();
-    let mut r = state_report(&engine.store, &names).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    r.role = server.ha.fence.is_ha().then(|| server.ha.role()); // HA role
-    Ok(r)
+/// Builds the model on the blocking pool (it reads every tree once).
+async fn build(server: &Server, query: Query) -> Result<StatusModel, (StatusCode, String)> {
+    let engine = server.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let names: Vec<&str> = engine.backends.iter().map(|b| b.name()).collect();
+        let inputs = model::read_for(&engine.store, &names, &query)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let read = started.elapsed();
+        let m = model::build(&inputs, &engine.metrics.live.snapshot(), &query, now_ms());
+        tracing::debug!(
+            read_ms = read.as_millis() as u64,
+            build_ms = (started.elapsed() - read).as_millis() as u64,
+            instances = inputs.instances.len(),
+            "status model built"
+        );
+        Ok(m)
+    })
+    .await
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-async fn state(State(server): State<Server>) -> Result<axum::Json<StateReport>, (StatusCode, String)> {
-    report(&server).map(axum::Json)
+async fn api_status(
+    State(server): State<Server>,
+    QueryParams(query): QueryParams<Query>,
+) -> Result<axum::Json<StatusModel>, (StatusCode, String)> {
+    build(&server, query).await.map(axum::Json)
 }
 
-async fn index(State(server): State<Server>) -> Result<String, (StatusCode, String)> {
-    report(&server).map(|r| r.render_text())
+async fn index(
+    State(server): State<Server>,
+    QueryParams(mut query): QueryParams<Query>,
+) -> Result<Html<String>, (StatusCode, String)> {
+    query.per_page = Some(query.per_page.unwrap_or(DEFAULT_PER_PAGE).clamp(1, 500));
+    let m = build(&server, query).await?;
+    Ok(Html(html::render(&m)))
+}
+
+/// What `/ready` answers.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ReadyAnswer {
+    pub ready: bool,
+    /// Why not, when not.
+    pub reasons: Vec<String>,
+    /// Leader or standby, once an HA mode exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::status::Role>,
+}
+
+async fn ready(State(server): State<Server>) -> Response {
+    let live = server.engine.metrics.live.snapshot();
+    // The daemon opened the store before it started serving.
+    let reasons = crate::status::live::not_ready_reasons(&live, true);
+    let answer = ReadyAnswer { ready: reasons.is_empty(), reasons, role: live.role };
+    let code = if answer.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(answer)).into_response()
 }
 
 /// What `POST /api/retry-refused` answers.
@@ -223,23 +135,33 @@ async fn retry_refused(State(server): State<Server>) -> Result<axum::Json<RetryR
     Ok(axum::Json(RetryRefused { lifted }))
 }
 
-/// Serves until `shutdown` fires. `replan` wakes the planner.
+/// The status server's routes.
+pub fn router(engine: Engine, replan: Arc<Notify>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(index))
+        .route("/api/status", get(api_status))
+        .route("/state", get(api_status))
+        .route("/health", get(health))
+        .route("/healthz", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/retry-refused", post(retry_refused))
+        .with_state(Server { engine, replan })
+}
+
+/// Serves until `shutdown` fires. `replan` wakes the planner. Also tells
+/// systemd when the daemon is ready and feeds its watchdog.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
     replan: Arc<Notify>,
-    ha: crate::ha::Ha, // HA role
     shutdown: CancellationToken,
 ) {
-    let app = axum::Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/state", get(state))
-        .route("/api/retry-refused", post(retry_refused))
-        .with_state(Server { engine, replan, ha }); // HA role
+    let systemd = tokio::spawn(crate::status::systemd::run(engine.metrics.live.clone(), shutdown.clone()));
+    let app = router(engine, replan);
     let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, "status server stopped");
     }
+    let _ = systemd.await;
 }

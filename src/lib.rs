@@ -13,7 +13,8 @@
 //! - [`engine`]: the I/O shell around assemble and plan: resync, queue drain, spec fetch.
 //! - [`applier`]: one per backend, the only writer of its queue and ledger.
 //! - [`ha`]: leader election on a Consul lock, and the fence: only the leader writes.
-//! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, metrics, status; [`metrics`].
+//! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, readiness, metrics, status page;
+//!   [`status`]: the status model the page, `/api/status` and `switchboard state` share; [`metrics`].
 //! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
 //! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
@@ -39,5 +40,6 @@ pub mod reconcile;
 pub mod secret;
 pub mod sim;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod tls;

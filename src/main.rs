@@ -1,8 +1,22 @@
 //! `switchboard`: clap → Config → run / reconcile --once / state / sim / demo.
 //! Exit codes are decided here only: 0 converged/ok, 1 operations still
 //! failing (or a runtime error), 2 bad configuration or usage.
+//!
+//! Logging: `--log-format text` (default; colours only on a terminal) or
+//! `json` (one object per line), always on stderr. Every line goes through
+//! `Redactor`, which replaces the secrets of the environment (tokens,
+//! passwords, the Basic header of `SWITCHBOARD_MARATHON_AUTH`) by `***`, so a
+//! secret that slipped into an error message still never reaches the log.
+//!
+//! Errors a user meets first read as one line (`explain`): a data dir held
+//! by another process (with its pid from `/proc/locks`, pointing at
+//! `switchboard state`), Marathon unreachable, a backend or Marathon refusing
+//! the credentials. Other errors print their cause chain without repeats.
 
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
 
 use clap::{Parser, Subcommand};
 use switchboard::config::{CommonArgs, Config, ConfigError};
@@ -11,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Keeps Consul, Kong and Vulcand in step with Apache Marathon")]
 struct Cli {
+    /// Log format on stderr: `text` (human; colours on a terminal) or `json`
+    /// (one object per line, fields as keys).
+    #[arg(long, global = true, value_enum, env = "SWITCHBOARD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,26 +147,235 @@ async fn run_sim(args: SimArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
-fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("switchboard: {e}");
+/// Environment variables whose values are secrets (and the files their
+/// `*_FILE` forms name): what `Redactor` hides.
+const SECRET_VARS: &[&str] = &["SWITCHBOARD_CONSUL_TOKEN", "SWITCHBOARD_KONG_TOKEN", "SWITCHBOARD_MARATHON_AUTH"];
+
+/// How often secret files are read again for `Redactor`.
+const SECRET_FILE_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Replaces known secret values by `***` in everything logged. Each log
+/// event reaches the writer in one `write` (tracing-subscriber formats a
+/// whole line first), so a secret is never split across two writes.
+#[derive(Clone, Default)]
+struct Redactor {
+    /// Secret values, longest first; a std lock read once per line.
+    secrets: Arc<RwLock<Vec<String>>>,
+}
+
+impl Redactor {
+    /// Hides `value`, and for `user:password` also the password alone and
+    /// the Basic header that carries both.
+    fn hide(&self, value: &str) {
+        use base64::Engine;
+        let value = value.trim();
+        if value.len() < 3 {
+            return;
+        }
+        let mut add = vec![value.to_owned(), base64::engine::general_purpose::STANDARD.encode(value)];
+        if let Some((_, password)) = value.split_once(':')
+            && password.len() >= 3
+        {
+            add.push(password.to_owned());
+        }
+        let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        if add.iter().all(|a| secrets.contains(a)) {
+            return;
+        }
+        secrets.extend(add);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+    }
+
+    /// The secrets of the environment, read directly (before any config).
+    /// A secret file may be rewritten while the daemon runs (a fresh DC/OS
+    /// token, which the Marathon client re-reads on a 401): a thread
+    /// re-reads the files every `SECRET_FILE_REREAD` and hides new values too.
+    fn hide_env(&self) {
+        let mut files = Vec::new();
+        for var in SECRET_VARS {
+            if let Ok(v) = std::env::var(var) {
+                self.hide(&v);
+            }
+            if let Ok(path) = std::env::var(format!("{var}_FILE")) {
+                if let Ok(v) = std::fs::read_to_string(&path) {
+                    self.hide(&v);
+                }
+                files.push(path);
+            }
+        }
+        if !files.is_empty() {
+            let me = self.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(SECRET_FILE_REREAD);
+                    for path in &files {
+                        if let Ok(v) = std::fs::read_to_string(path) {
+                            me.hide(&v);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    fn hide_config(&self, cfg: &Config) {
+        for s in [&cfg.consul_token, &cfg.kong_token, &cfg.marathon_auth].into_iter().flatten() {
+            self.hide(s.expose());
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = text.to_owned();
+        for s in secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+/// Stderr behind the redactor.
+struct RedactedStderr(Redactor);
+
+impl Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = self.0.redact(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Redactor {
+    type Writer = RedactedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactedStderr(self.clone())
+    }
+}
+
+/// Prints one line on stderr, redacted.
+fn say(redactor: &Redactor, line: &str) {
+    let _ = writeln!(std::io::stderr(), "{}", redactor.redact(line));
+}
+
+fn init_tracing(format: LogFormat, default: &str) -> Redactor {
+    let redactor = Redactor::default();
+    redactor.hide_env();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(redactor.clone()).with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+    redactor
+}
+
+fn config_error(redactor: &Redactor, e: &ConfigError) -> ExitCode {
+    say(redactor, &format!("switchboard: {e}"));
     ExitCode::from(2)
 }
 
-fn load(common: &CommonArgs) -> Result<Config, ExitCode> {
-    let cfg = Config::load(common).map_err(|e| config_error(&e))?;
-    cfg.require_runnable().map_err(|e| config_error(&e))?;
+fn load(redactor: &Redactor, common: &CommonArgs) -> Result<Config, ExitCode> {
+    let cfg = Config::load(common).map_err(|e| config_error(redactor, &e))?;
+    redactor.hide_config(&cfg);
+    cfg.require_runnable().map_err(|e| config_error(redactor, &e))?;
     Ok(cfg)
+}
+
+/// The pid holding a lock on a file of `dir`, from `/proc/locks` (Linux).
+fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: Vec<u64> =
+        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.ino()).collect();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let me = std::process::id();
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF` (waiters add a `->` field).
+        let fields: Vec<&str> = line.split_whitespace().filter(|f| *f != "->").collect();
+        let pid: u32 = fields.get(4)?.parse().ok()?;
+        let inode: u64 = fields.get(5)?.rsplit(':').next()?.parse().ok()?;
+        (inodes.contains(&inode) && pid != me).then_some(pid)
+    })
+}
+
+/// One line for the errors a user meets first; `None` for the others.
+fn explain(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) -> Option<String> {
+    use switchboard::backends::BackendError;
+    use switchboard::marathon::client::Error as MarathonError;
+    let chain = format!("{e:#}");
+    if chain.contains("could not acquire lock") {
+        let dir = data_dir.map(|d| d.display().to_string()).unwrap_or_else(|| "the data dir".into());
+        let who = match data_dir.and_then(lock_holder) {
+            Some(pid) => format!("another process (pid {pid})"),
+            None => "another process".to_owned(),
+        };
+        let ask = match listen {
+            Some(l) => format!("`switchboard state --listen {l}`"),
+            None => "`switchboard state`".to_owned(),
+        };
+        return Some(format!(
+            "{who} holds the data dir {dir} (could not acquire lock): a daemon is probably running on it; {ask} asks it what it holds"
+        ));
+    }
+    for cause in e.chain() {
+        let marathon = match cause.downcast_ref::<switchboard::engine::EngineError>() {
+            Some(switchboard::engine::EngineError::Marathon(m)) => Some(m),
+            _ => cause.downcast_ref::<MarathonError>(),
+        };
+        if let Some(m) = marathon {
+            return Some(match m {
+                // `tls::explain` already said what failed and which setting fixes it.
+                MarathonError::Http { endpoint, cause, .. } if cause.starts_with("TLS handshake") => {
+                    format!("Marathon at {endpoint}: {cause}")
+                }
+                MarathonError::Http { endpoint, cause, .. } => {
+                    let why = cause.rsplit(": ").next().unwrap_or(cause);
+                    format!("cannot reach Marathon at {endpoint} ({why}): check --marathon / SWITCHBOARD_MARATHON_URL")
+                }
+                MarathonError::Status { endpoint, status: status @ (401 | 403), .. } => format!(
+                    "Marathon at {endpoint} refused the credentials (HTTP {status}): check SWITCHBOARD_MARATHON_AUTH"
+                ),
+                other => format!("Marathon: {other}"),
+            });
+        }
+        if let Some(BackendError::Permanent { backend, message, .. }) = cause.downcast_ref::<BackendError>()
+            && let Some(line) = switchboard::reconcile::refused_credentials(backend, message)
+        {
+            return Some(line);
+        }
+    }
+    None
+}
+
+/// An error as one line: `explain`'s words, else the cause chain without
+/// causes that only repeat the one before.
+fn one_line(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) -> String {
+    if let Some(line) = explain(e, data_dir, listen) {
+        return line;
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 fn main() -> ExitCode {
@@ -160,14 +387,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let format = cli.log_format;
     runtime.block_on(async move {
         match cli.command {
             Command::Run { common } => {
-                init_tracing("info");
-                let cfg = match load(&common) {
+                let redactor = init_tracing(format, "info");
+                let cfg = match load(&redactor, &common) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
+                let (data_dir, listen) = (cfg.data_dir.clone(), cfg.listen.to_string());
                 let shutdown = CancellationToken::new();
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
@@ -177,21 +406,28 @@ fn main() -> ExitCode {
                 match switchboard::daemon::run(cfg, shutdown, None).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        eprintln!("switchboard: {e:#}");
-                        if e.to_string().starts_with("invalid setting") { ExitCode::from(2) } else { ExitCode::from(1) }
+                        say(&redactor, &format!("switchboard: {}", one_line(&e, Some(&data_dir), Some(&listen))));
+                        if explain(&e, None, None).is_none() && e.to_string().starts_with("invalid setting") {
+                            ExitCode::from(2)
+                        } else {
+                            ExitCode::from(1)
+                        }
                     }
                 }
             }
             Command::Reconcile { once, dry_run, json, retry_refused, common } => {
-                init_tracing("warn");
+                // The final error names the Marathon that failed; the client's
+                // per-URL warnings would repeat it (SWITCHBOARD_LOG shows them).
+                let redactor = init_tracing(format, "warn,switchboard::marathon::client=error");
                 if !once {
-                    eprintln!("switchboard: reconcile needs --once (the long-running form is `switchboard run`)");
+                    say(&redactor, "switchboard: reconcile needs --once (the long-running form is `switchboard run`)");
                     return ExitCode::from(2);
                 }
-                let cfg = match load(&common) {
+                let cfg = match load(&redactor, &common) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
+                let (data_dir, listen) = (cfg.data_dir.clone(), cfg.listen.to_string());
                 if retry_refused && !dry_run {
                     match switchboard::reconcile::ask_daemon_to_retry(&cfg).await {
                         Ok(Some(lifted)) => {
@@ -200,38 +436,44 @@ fn main() -> ExitCode {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            eprintln!("switchboard: {e:#}");
+                            say(&redactor, &format!("switchboard: {}", one_line(&e, Some(&data_dir), Some(&listen))));
                             return ExitCode::from(1);
                         }
                     }
                 }
-                match switchboard::reconcile::once(&cfg, dry_run, retry_refused).await {
+                // A progress bar only for a person watching: stderr a terminal, no --json.
+                let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                match switchboard::reconcile::once_with_progress(&cfg, dry_run, retry_refused, progress).await {
                     Ok(report) => {
                         if json {
                             match serde_json::to_string_pretty(&report) {
                                 Ok(s) => println!("{s}"),
-                                Err(e) => eprintln!("switchboard: cannot encode report: {e}"),
+                                Err(e) => say(&redactor, &format!("switchboard: cannot encode report: {e}")),
                             }
                         } else {
-                            print!("{}", report.render_table());
+                            print!("{}", redactor.redact(&report.render_table()));
                         }
                         if report.converged() { ExitCode::SUCCESS } else { ExitCode::from(1) }
                     }
                     Err(e) => {
-                        eprintln!("switchboard: {e:#}");
+                        say(&redactor, &format!("switchboard: {}", one_line(&e, Some(&data_dir), Some(&listen))));
                         // Another replica holds the HA lock: not ours to run now.
                         let held = e.downcast_ref::<switchboard::ha::LockHeld>().is_some();
-                        let usage = held || e.to_string().starts_with("invalid setting");
-                        if usage { ExitCode::from(2) } else { ExitCode::from(1) }
+                        if held || (explain(&e, None, None).is_none() && e.to_string().starts_with("invalid setting")) {
+                            ExitCode::from(2)
+                        } else {
+                            ExitCode::from(1)
+                        }
                     }
                 }
             }
             Command::State { json, common } => {
-                init_tracing("warn");
+                let redactor = init_tracing(format, "warn");
                 let cfg = match Config::load(&common) {
                     Ok(c) => c,
-                    Err(e) => return config_error(&e),
+                    Err(e) => return config_error(&redactor, &e),
                 };
+                redactor.hide_config(&cfg);
                 match switchboard::state::read(&cfg).await {
                     Ok(report) => {
                         if json {
@@ -245,17 +487,23 @@ fn main() -> ExitCode {
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
-                        eprintln!("switchboard: {e:#}");
+                        let line = one_line(&e, Some(&cfg.data_dir), None);
+                        let line = if explain(&e, None, None).is_some() {
+                            format!("no daemon answered on {}; {line}", cfg.listen)
+                        } else {
+                            line
+                        };
+                        say(&redactor, &format!("switchboard: {line}"));
                         ExitCode::from(1)
                     }
                 }
             }
             Command::Sim(args) => {
-                init_tracing("warn");
+                init_tracing(format, "warn");
                 run_sim(args).await
             }
             Command::Demo { keep_running } => {
-                init_tracing("warn");
+                init_tracing(format, "warn");
                 match switchboard::demo::run(keep_running).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -21,8 +21,28 @@ pub struct Report {
     pub storm: Stream,
     pub churn: Stream,
     pub daemon: Daemon,
+    /// Render time of the status page after the cold resync.
+    #[serde(default)]
+    pub status_page: StatusPage,
     /// Every phase converged.
     pub ok: bool,
+}
+
+/// `GET /` of the daemon (the HTML status page, server-side rendered from
+/// the whole store), timed from the harness over loopback.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub ran: bool,
+    /// Instances the store held (the scenario's).
+    pub instances: usize,
+    pub fetches: usize,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+    pub bytes: usize,
+    /// `GET /api/status` (every app, JSON) once, for comparison.
+    pub api_ms: f64,
+    pub api_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -241,6 +261,25 @@ impl Report {
         let unseen =
             if s.real.is_empty() { String::new() } else { format!(" ({} real: not counted)", s.real.join(", ")) };
         let _ = writeln!(out, "| idle resync (daemon restarted, nothing changed){unseen} | {idle} | |");
+        let p = &self.status_page;
+        if p.ran {
+            let _ = writeln!(
+                out,
+                "| status page `/` at {} instances ({} fetches, {:.0} KiB) | min {:.1} ms, median {:.1} ms, max {:.1} ms | |",
+                p.instances,
+                p.fetches,
+                p.bytes as f64 / 1024.0,
+                p.min_ms,
+                p.median_ms,
+                p.max_ms
+            );
+            let _ = writeln!(
+                out,
+                "| `/api/status` (all apps, JSON, {:.1} MiB) | {:.0} ms | |",
+                p.api_bytes as f64 / 1_048_576.0,
+                p.api_ms
+            );
+        }
         let d = &self.daemon;
         let _ = writeln!(out, "| daemon peak RSS (VmHWM) | {:.1} MiB | |", d.peak_rss_mib);
         let _ = writeln!(out, "| daemon CPU | {:.2} s | |", d.cpu_s);

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::bench::floor;
 use crate::bench::procfs::{self, Usage};
-use crate::bench::report::{Daemon, Floor, Idle, Machine, Phase, Report, ScenarioInfo, Stream};
+use crate::bench::report::{Daemon, Floor, Idle, Machine, Phase, Report, ScenarioInfo, StatusPage, Stream};
 use crate::bench::stats::summarize;
 use crate::sim::cluster::{ArrivalReport, Counts};
 use crate::sim::scenario::{PerBackend, Scenario};
@@ -494,6 +494,11 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let u_cold = procfs::usage(daemon.pid);
     report.cold_resync.cpu_s = u_cold.cpu_seconds;
     eprintln!("cold resync: {}", summary_line(&report.cold_resync));
+    report.status_page = status_page(&h.http, &daemon, o.scenario.apps * o.scenario.instances).await;
+    if report.status_page.ran {
+        let p = &report.status_page;
+        eprintln!("status page: min {:.1} ms, median {:.1} ms at {} instances", p.min_ms, p.median_ms, p.instances);
+    }
 
     // Idle resync: restart on the same store, nothing changed.
     let usage_a = procfs::usage(daemon.pid);
@@ -604,6 +609,37 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         && report.churn.phase.converged;
     o.progress.finish_and_clear();
     Ok(report)
+}
+
+/// Fetches of `/` timed after the cold resync.
+const PAGE_FETCHES: usize = 7;
+
+/// Times `GET /` (the status page) a few times, and `/api/status` once.
+async fn status_page(http: &reqwest::Client, d: &DaemonProc, instances: usize) -> StatusPage {
+    let base = d.metrics_url.trim_end_matches("/metrics").to_owned();
+    let mut out = StatusPage { instances, ..Default::default() };
+    let mut times = Vec::new();
+    for _ in 0..PAGE_FETCHES {
+        let started = Instant::now();
+        let Ok(r) = http.get(format!("{base}/")).send().await else { return out };
+        let Ok(body) = r.text().await else { return out };
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        out.bytes = body.len();
+    }
+    times.sort_by(f64::total_cmp);
+    out.ran = true;
+    out.fetches = times.len();
+    out.min_ms = times[0];
+    out.median_ms = times[times.len() / 2];
+    out.max_ms = times[times.len() - 1];
+    let started = Instant::now();
+    if let Ok(r) = http.get(format!("{base}/api/status")).send().await
+        && let Ok(body) = r.text().await
+    {
+        out.api_ms = started.elapsed().as_secs_f64() * 1000.0;
+        out.api_bytes = body.len();
+    }
+    out
 }
 
 fn summary_line(p: &Phase) -> String {
