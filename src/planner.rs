@@ -135,14 +135,6 @@ impl Inbox {
     pub async fn ready(&self) {
         self.notify.notified().await
     }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What the planner remembers between passes: what each app desired last
