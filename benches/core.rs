@@ -14,8 +14,8 @@
 //!
 //! Run: `cargo bench --bench core` (add `-- --quick` for a fast pass).
 
+use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -24,12 +24,12 @@ use switchboard::backends::Backend;
 use switchboard::backends::consul::{ConsulBackend, ConsulConfig};
 use switchboard::backends::kong::{KongBackend, KongConfig};
 use switchboard::backends::vulcand::{VulcandBackend, VulcandConfig};
-use switchboard::engine::{Engine, ServiceIndex};
 use switchboard::labels::LabelOptions;
-use switchboard::marathon::client::{ClientConfig, MarathonClient};
 use switchboard::marathon::event::{Event, parse};
 use switchboard::metrics::Metrics;
-use switchboard::planner::{DirtySet, Planner};
+use switchboard::reconcile::Labels;
+use switchboard::reconcile::applier::{ServiceIndex, plan_wants};
+use switchboard::reconcile::planner::{DirtySet, PlanInputs, Planner};
 use switchboard::sim::marathon::{Model, ModelOptions, SimEvent};
 use switchboard::sim::scenario::Scenario;
 
@@ -124,28 +124,30 @@ fn benches(c: &mut Criterion) {
     for n in WORLDS {
         let (events, _) = world(n);
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = engine(dir.path());
+        let store = switchboard::store::Store::open(dir.path()).expect("store");
+        let (backends, inputs) = backends();
         for (seq, e) in events.iter().enumerate() {
-            engine.store.apply_touches(&touches(e), seq as u64 + 1).expect("apply");
+            store.apply_touches(&touches(e), seq as u64 + 1).expect("apply");
         }
         let mut planner = Planner::default();
-        let everything = DirtySet { all: true, apps: Default::default() };
-        let wants = planner.pass(&engine, everything).expect("pass");
-        let mut services: Vec<ServiceIndex> = engine.backends.iter().map(|_| ServiceIndex::default()).collect();
-        for (b, index) in engine.backends.iter().zip(&mut services) {
-            let ops = engine.plan_apps(b, &wants[b.name()], index).expect("plan");
+        let everything = Planner::apps_of(&store, &inputs, DirtySet::everything()).expect("apps");
+        let wants = planner.pass(&store, &inputs, &everything, 1).expect("pass");
+        let mut services: Vec<ServiceIndex> = backends.iter().map(|_| ServiceIndex::default()).collect();
+        let no_merge = HashMap::new();
+        for (b, index) in backends.iter().zip(&mut services) {
+            let ops = plan_wants(&store, b.routing.as_ref(), &wants[b.name()], &no_merge, index).expect("plan");
             // The ledger holds all of it, as after the cold resync.
-            for op in ops {
-                engine.store.complete(b.name(), &op).expect("complete");
-            }
+            store.complete_many(b.name(), &ops).expect("complete");
         }
         let app = Scenario::app_definition(n / PER_APP / 2)["id"].as_str().unwrap_or("/").to_owned();
-        one.bench_with_input(BenchmarkId::new("pass + plan_apps", n), &n, |bench, _| {
+        one.bench_with_input(BenchmarkId::new("pass + plan_wants", n), &n, |bench, _| {
             bench.iter(|| {
-                let dirty = DirtySet { all: false, apps: [app.clone()].into() };
-                let wants = planner.pass(&engine, dirty).expect("pass");
-                for (b, index) in engine.backends.iter().zip(&mut services) {
-                    black_box(engine.plan_apps(b, &wants[b.name()], index).expect("plan"));
+                let dirty: BTreeSet<String> = [app.clone()].into();
+                let wants = planner.pass(&store, &inputs, &dirty, 2).expect("pass");
+                for (b, index) in backends.iter().zip(&mut services) {
+                    black_box(
+                        plan_wants(&store, b.routing.as_ref(), &wants[b.name()], &no_merge, index).expect("plan"),
+                    );
                 }
             })
         });
@@ -153,16 +155,9 @@ fn benches(c: &mut Criterion) {
     one.finish();
 }
 
-/// An engine over a store in `dir` with the three backends (never called).
-fn engine(dir: &std::path::Path) -> Engine {
+/// The three backends (never called) and the planner's inputs.
+fn backends() -> (Vec<Backend>, PlanInputs) {
     let url = |s: &str| url::Url::parse(s).expect("url");
-    let store = switchboard::store::Store::open(dir).expect("store");
-    let marathon = MarathonClient::new(ClientConfig {
-        urls: vec![url("http://127.0.0.1:9")],
-        auth: None,
-        timeout: Duration::from_secs(1),
-    })
-    .expect("client");
     let consul = ConsulBackend::new(ConsulConfig {
         url: url("http://127.0.0.1:9"),
         token: None,
@@ -181,8 +176,13 @@ fn engine(dir: &std::path::Path) -> Engine {
         tls: Default::default(),
     })
     .expect("vulcand");
-    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(consul), Arc::new(kong), Arc::new(vulcand)];
-    Engine::new(store, marathon, backends, LabelOptions::default(), Vec::new(), Metrics::new())
+    let backends = vec![Backend::new(consul), Backend::new(kong), Backend::new(vulcand)];
+    let inputs = PlanInputs {
+        routing: backends.iter().map(|b| b.routing.clone()).collect(),
+        labels: Labels::default(),
+        metrics: Metrics::new(),
+    };
+    (backends, inputs)
 }
 
 criterion_group!(core, benches);

@@ -55,6 +55,9 @@ pub struct CommonArgs {
     /// Directory of the sled store (default ./switchboard-data).
     #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Memory the store may use for its page cache, e.g. 16MiB (default 16MiB).
+    #[arg(long, value_name = "SIZE", env = "SWITCHBOARD_STORE_CACHE")]
+    pub store_cache: Option<String>,
     /// Full resync period, e.g. 5m; 0 disables (default 5m).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_RESYNC_INTERVAL")]
     pub resync_interval: Option<String>,
@@ -234,6 +237,7 @@ pub struct FileConfig {
     pub kong: Option<String>,
     pub vulcand: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub store_cache: Option<String>,
     pub resync_interval: Option<String>,
     pub listen: Option<String>,
     pub cluster: Option<String>,
@@ -364,6 +368,8 @@ pub struct Config {
     pub vulcand: Option<Url>,
     pub vulcand_server_ttl: Option<Duration>,
     pub data_dir: PathBuf,
+    /// sled's page cache in bytes (`--store-cache`).
+    pub store_cache: u64,
     /// `None`: no periodic resync.
     pub resync_interval: Option<Duration>,
     pub listen: SocketAddr,
@@ -450,84 +456,18 @@ impl TlsConfig {
     }
 }
 
-/// The HA settings, validated (see `ha` for what they mean together).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HaSettings {
-    /// The Consul agent holding the lock.
-    pub consul: Url,
-    pub session_ttl: Duration,
-    pub lock_delay: Duration,
-    /// `None`: hostname-pid, resolved when the replica starts.
-    pub replica_name: Option<String>,
-}
+pub use crate::ha::settings::HaSettings;
 
-const HA_TTL: &str = "--ha-session-ttl (SWITCHBOARD_HA_SESSION_TTL)";
-const HA_DELAY: &str = "--ha-lock-delay (SWITCHBOARD_HA_LOCK_DELAY)";
-
-impl HaSettings {
-    /// Validates the HA settings; `None` when HA is off.
-    #[allow(clippy::too_many_arguments)]
-    fn merge(
-        on: bool,
-        ha_consul: Option<Url>,
-        consul: Option<&Url>,
-        ttl: Option<(Duration, String)>,
-        delay: Option<(Duration, String)>,
-        replica_name: Option<(String, String)>,
-        request_timeout: Duration,
-    ) -> Result<Option<HaSettings>, ConfigError> {
-        if !on {
-            return Ok(None);
-        }
-        let Some(consul) = ha_consul.or_else(|| consul.cloned()) else {
-            return Err(bad(
-                "--ha (SWITCHBOARD_HA)",
-                "needs a Consul agent for the lock: set --ha-consul (SWITCHBOARD_HA_CONSUL_URL) or --consul (SWITCHBOARD_CONSUL_URL)",
-            ));
-        };
-        let (session_ttl, ttl_name) = ttl.unwrap_or((crate::ha::DEFAULT_TTL, HA_TTL.to_owned()));
-        if session_ttl < Duration::from_secs(1) || session_ttl > Duration::from_secs(86_400) {
-            return Err(bad(
-                &ttl_name,
-                format!("{session_ttl:?}: must be between 1s and 24h (Consul itself wants at least 10s)"),
-            ));
-        }
-        let (lock_delay, delay_name) = delay.unwrap_or((crate::ha::DEFAULT_LOCK_DELAY, HA_DELAY.to_owned()));
-        let timing = crate::ha::Timing { ttl: session_ttl, lock_delay };
-        if lock_delay > Duration::from_secs(60) {
-            return Err(bad(&delay_name, format!("{lock_delay:?}: Consul caps the lock delay at 60s")));
-        }
-        if lock_delay <= timing.margin() {
-            return Err(bad(
-                &delay_name,
-                format!(
-                    "{lock_delay:?} must be longer than the fencing margin ({:?}, a third of {ttl_name}): a new leader must not start before the old one has stopped",
-                    timing.margin()
-                ),
-            ));
-        }
-        if lock_delay + timing.margin() < request_timeout {
-            return Err(bad(
-                &delay_name,
-                format!(
-                    "{lock_delay:?} plus the fencing margin ({:?}) must cover --request-timeout ({request_timeout:?}), so a write in flight when the leader stops lands before another replica may take over",
-                    timing.margin()
-                ),
-            ));
-        }
-        let replica_name = match replica_name {
-            Some((raw, s)) => {
-                let ok = !raw.is_empty()
-                    && raw.len() <= 128
-                    && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-                if !ok {
-                    return Err(bad(&s, format!("{raw:?}: use 1-128 characters of [A-Za-z0-9._-]")));
-                }
-                Some(raw)
-            }
-            None => None,
-        };
-        Ok(Some(HaSettings { consul, session_ttl, lock_delay, replica_name }))
+impl Config {
+    /// What the HA elector needs of the config; `None` without `--ha`.
+    pub fn ha_wiring(&self) -> Option<crate::ha::settings::Wiring> {
+        self.ha.clone().map(|settings| crate::ha::settings::Wiring {
+            settings,
+            cluster: self.cluster.clone(),
+            request_timeout: self.request_timeout,
+            consul_token: self.consul_token.clone(),
+            tls: self.tls.consul.clone(),
+        })
     }
 }
 
@@ -649,6 +589,10 @@ impl Config {
             None => crate::marathon::stream::DEFAULT_MAX_LINE,
             Some((raw, setting)) => parse_size(&setting, &raw)?,
         };
+        let store_cache = match pick!(store_cache, "--store-cache", "SWITCHBOARD_STORE_CACHE") {
+            None => crate::store::DEFAULT_CACHE_BYTES,
+            Some((raw, setting)) => parse_size(&setting, &raw)? as u64,
+        };
         let tombstone_retention = dur(
             pick!(tombstone_retention, "--tombstone-retention", "SWITCHBOARD_TOMBSTONE_RETENTION"),
             Duration::from_secs(3600),
@@ -769,7 +713,8 @@ impl Config {
             dur_named(pick!(ha_lock_delay, "--ha-lock-delay", "SWITCHBOARD_HA_LOCK_DELAY"))?,
             pick!(replica_name, "--replica-name", "SWITCHBOARD_REPLICA_NAME"),
             request_timeout,
-        )?;
+        )
+        .map_err(|e| bad(&e.setting, e.reason))?;
 
         Ok(Config {
             marathon,
@@ -783,6 +728,7 @@ impl Config {
             vulcand,
             vulcand_server_ttl,
             data_dir,
+            store_cache,
             resync_interval: (!resync.is_zero()).then_some(resync),
             listen,
             cluster,

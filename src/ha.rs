@@ -22,6 +22,7 @@
 //!   releases the lock (no lock delay on a release) and destroys its session, so
 //!   a standby takes over at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -32,12 +33,13 @@ use tracing::{info, warn};
 pub mod client;
 pub mod fence;
 pub mod ledger;
+pub mod settings;
 
 pub use client::{ClientError, LockClient};
-pub use fence::{Fence, Fenced, Lease, fence_all};
+pub use fence::{Fence, Lease};
 pub use ledger::Sharing;
+pub use settings::{HaSettings, Wiring};
 
-use crate::config::{Config, HaSettings};
 use crate::model::Timestamp;
 
 /// Default session TTL. After a kill -9, Consul drops the session within
@@ -332,37 +334,38 @@ pub fn lock_key(cluster: &str) -> String {
     format!("switchboard/{cluster}/leader")
 }
 
-fn lock_client(cfg: &Config, ha: &HaSettings) -> Result<LockClient, ClientError> {
+fn lock_client(w: &Wiring) -> Result<LockClient, ClientError> {
+    let ha = &w.settings;
     let name = ha.replica_name.clone().unwrap_or_else(default_replica_name);
     // A renew slower than a third of the TTL is as good as lost.
-    let timeout = cfg.request_timeout.min(ha.session_ttl / 3).max(Duration::from_millis(100));
-    let tls = cfg.tls.consul.clone();
-    LockClient::new(ha.consul.clone(), cfg.consul_token.as_ref(), lock_key(&cfg.cluster), name, timeout, tls)
+    let timeout = w.request_timeout.min(ha.session_ttl / 3).max(Duration::from_millis(100));
+    LockClient::new(ha.consul.clone(), w.consul_token.as_ref(), lock_key(&w.cluster), name, timeout, w.tls.clone())
 }
 
 /// Starts the elector of `switchboard run --ha` (or `Ha::single` without
 /// `--ha`); the task ends after `shutdown`, once the lock is released.
 pub fn start(
-    cfg: &Config,
+    wiring: Option<Wiring>,
     sharing: Sharing,
     shutdown: CancellationToken,
 ) -> Result<(Ha, Option<impl Future<Output = ()> + Send + 'static>), ClientError> {
-    let Some(settings) = cfg.ha.clone() else { return Ok((Ha::single(), None)) };
-    let client = lock_client(cfg, &settings)?;
+    let Some(w) = wiring else { return Ok((Ha::single(), None)) };
+    let client = lock_client(&w)?;
+    let settings = &w.settings;
     let timing = Timing { ttl: settings.session_ttl, lock_delay: settings.lock_delay };
     let fence = Fence::new(client.clone());
     let core = Core::new(timing, SystemTime::now());
     let (tx, rx) = watch::channel(core.role());
     info!(replica = %client.replica, key = %client.key(), ttl = ?timing.ttl, lock_delay = ?timing.lock_delay, "HA: standby, campaigning");
-    let task = run(client, core, fence.clone(), tx, Some(sharing), cfg.request_timeout, shutdown);
+    let task = run(client, core, fence.clone(), tx, Some(sharing), w.request_timeout, shutdown);
     Ok((Ha { fence, role: rx }, Some(task)))
 }
 
 /// `reconcile --once --ha`: takes the lock (one attempt) and keeps its session
 /// renewed until `release`. `LockHeld` when another replica has it.
-pub async fn take_once(cfg: &Config) -> anyhow::Result<Held> {
-    let Some(settings) = cfg.ha.clone() else { anyhow::bail!("--ha is not set") };
-    let client = lock_client(cfg, &settings)?;
+pub async fn take_once(w: &Wiring) -> anyhow::Result<Held> {
+    let settings = &w.settings;
+    let client = lock_client(w)?;
     let timing = Timing { ttl: settings.session_ttl, lock_delay: settings.lock_delay };
     let mut core = Core::new(timing, SystemTime::now());
     let sent = Instant::now();
@@ -400,7 +403,7 @@ pub async fn take_once(cfg: &Config) -> anyhow::Result<Held> {
     fence.set_lease(core.lease());
     let (tx, _rx) = watch::channel(core.role());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(client.clone(), core, fence.clone(), tx, None, cfg.request_timeout, stop.clone()));
+    let task = tokio::spawn(run(client.clone(), core, fence.clone(), tx, None, w.request_timeout, stop.clone()));
     Ok(Held { fence, stop, task, client })
 }
 
@@ -441,11 +444,14 @@ async fn run(
     mut core: Core,
     fence: Fence,
     role: watch::Sender<Role>,
-    mut sharing: Option<Sharing>,
+    sharing: Option<Sharing>,
     request_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let campaign = sharing.is_some();
+    // Publishing reads the store: it runs beside the renew loop, never in
+    // it, so a slow store (or a slow KV) cannot starve the session's renew.
+    let sharing = sharing.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
     // Whether this tenure adopted the shared ledgers: the fence opens only then.
     let mut adopted = false;
     let mut published_at: Option<Instant> = None;
@@ -453,27 +459,35 @@ async fn run(
         if !core.is_leader() {
             adopted = false;
         } else if !adopted {
-            adopted = match &mut sharing {
+            adopted = match &sharing {
                 None => true,
-                Some(sh) => match tokio::time::timeout(request_timeout, sh.adopt(&client)).await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
-                        false
+                Some(sh) => {
+                    match tokio::time::timeout(request_timeout, async { sh.lock().await.adopt(&client).await }).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
+                            false
+                        }
+                        Err(_) => {
+                            warn!("adopting the shared ledgers timed out; not writing yet");
+                            false
+                        }
                     }
-                    Err(_) => {
-                        warn!("adopting the shared ledgers timed out; not writing yet");
-                        false
-                    }
-                },
+                }
             };
         }
         fence.set_lease(core.lease().filter(|_| adopted));
         let due = published_at.is_none_or(|t| t.elapsed() >= core.timing.renew_every());
-        if let Some(sh) = sharing.as_mut().filter(|_| adopted && due && fence.allows_write()) {
+        if let Some(sh) = sharing.as_ref().filter(|_| adopted && due && fence.allows_write()) {
             published_at = Some(Instant::now());
-            if let Err(e) = sh.publish(&client).await {
-                warn!(error = %e, "cannot share the ledgers");
+            // One publish at a time; one still running covers this turn.
+            if let Ok(mut sh) = sh.clone().try_lock_owned() {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sh.publish(&client).await {
+                        warn!(error = %e, "cannot share the ledgers");
+                    }
+                });
             }
         }
         let now_role = core.role();
@@ -514,10 +528,13 @@ async fn run(
     if let Some(sid) = core.session().map(str::to_owned) {
         if core.is_leader() && adopted {
             // The next leader starts from everything this one wrote.
-            if let Some(sh) = sharing.as_mut()
-                && let Err(e) = sh.publish(&client).await
-            {
-                warn!(error = %e, "cannot share the ledgers");
+            if let Some(sh) = &sharing {
+                let publish = async { sh.lock().await.publish(&client).await };
+                match tokio::time::timeout(request_timeout, publish).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "cannot share the ledgers"),
+                    Err(_) => warn!("sharing the ledgers timed out"),
+                }
             }
         }
         if core.is_leader() {

@@ -14,9 +14,10 @@
 //! --retry-refused` asks a running daemon, which holds the store's lock): it
 //! lifts the refusals in force and wakes the planner. It takes no body and is
 //! idempotent; the server listens on loopback unless `--listen` says otherwise.
-//! Reads of the store run on the blocking pool, so a large page does not
+//! Reads of the store run on the store's thread, so a large page does not
 //! hold up the runtime; a page or a search reads only its apps' specs,
-//! ledger and queue (`model::read_for`).
+//! ledger and queue (`model::read_for`). The server is handed a read-only
+//! `View`, never the reconcile core.
 
 use std::sync::Arc;
 
@@ -28,10 +29,62 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, now_ms};
+use crate::metrics::Metrics;
 use crate::status::model::{self, DEFAULT_PER_PAGE, Query};
 use crate::status::{LiveStatus, StatusModel, html};
-use crate::store::Store;
+use crate::store::{Store, StoreHandle};
+
+/// The status server's view of the daemon: the store's thread (read through
+/// `model::read_for`), the metrics and live status, and the backend names.
+/// It holds no backend and no part of the reconcile core, so the server
+/// cannot write to a backend; its one store write is the operator's retry of
+/// refusals.
+#[derive(Clone)]
+pub struct View {
+    store: StoreHandle,
+    pub metrics: Metrics,
+    backends: Vec<&'static str>,
+}
+
+impl View {
+    pub fn new(store: StoreHandle, metrics: Metrics, backends: Vec<&'static str>) -> View {
+        View { store, metrics, backends }
+    }
+
+    /// The status model for `query`: the store read on its thread (only the
+    /// apps the query shows, in full), built here.
+    pub async fn model(&self, query: Query) -> Result<StatusModel, crate::store::Error> {
+        let started = std::time::Instant::now();
+        let (names, q) = (self.backends.clone(), query.clone());
+        let inputs = self.store.call(move |s| model::read_for(s, &names, &q)).await?;
+        let read = started.elapsed();
+        let m = model::build(&inputs, &self.metrics.live.snapshot(), &query, now_ms());
+        tracing::debug!(
+            read_ms = read.as_millis() as u64,
+            build_ms = (started.elapsed() - read).as_millis() as u64,
+            instances = inputs.instances.len(),
+            "status model built"
+        );
+        Ok(m)
+    }
+
+    /// Lifts every refusal in force (the operator's retry), durably; the
+    /// caller wakes the planner. Returns how many were lifted.
+    pub async fn retry_refused(&self) -> Result<usize, crate::store::Error> {
+        let n = self.store.call(|s| s.clear_refusals()).await?;
+        self.store.flush().await?;
+        for b in &self.backends {
+            self.metrics.refusals.with_label_values(&[b]).set(0);
+        }
+        tracing::info!(lifted = n, "refusals lifted at the operator's request; retrying");
+        Ok(n)
+    }
+}
+
+/// Local wall-clock milliseconds (pending ages).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// What `/state` and `switchboard state` print: the status model.
 pub type StateReport = StatusModel;
@@ -52,35 +105,18 @@ async fn health() -> &'static str {
 /// What the handlers share.
 #[derive(Clone)]
 struct Server {
-    engine: Engine,
+    view: View,
     /// Wakes the planner, so the appliers plan again.
     replan: Arc<Notify>,
 }
 
 async fn metrics(State(server): State<Server>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.engine.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], server.view.metrics.render())
 }
 
-/// Builds the model on the blocking pool (it reads every tree once).
+/// Builds the model (the store read on its thread).
 async fn build(server: &Server, query: Query) -> Result<StatusModel, (StatusCode, String)> {
-    let engine = server.engine.clone();
-    tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let names: Vec<&str> = engine.backends.iter().map(|b| b.name()).collect();
-        let inputs = model::read_for(&engine.store, &names, &query)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let read = started.elapsed();
-        let m = model::build(&inputs, &engine.metrics.live.snapshot(), &query, now_ms());
-        tracing::debug!(
-            read_ms = read.as_millis() as u64,
-            build_ms = (started.elapsed() - read).as_millis() as u64,
-            instances = inputs.instances.len(),
-            "status model built"
-        );
-        Ok(m)
-    })
-    .await
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    server.view.model(query).await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn api_status(
@@ -111,7 +147,7 @@ pub struct ReadyAnswer {
 }
 
 async fn ready(State(server): State<Server>) -> Response {
-    let live = server.engine.metrics.live.snapshot();
+    let live = server.view.metrics.live.snapshot();
     // The daemon opened the store before it started serving.
     let reasons = crate::status::live::not_ready_reasons(&live, true);
     let answer = ReadyAnswer { ready: reasons.is_empty(), reasons, role: live.role };
@@ -127,16 +163,13 @@ pub struct RetryRefused {
 }
 
 async fn retry_refused(State(server): State<Server>) -> Result<axum::Json<RetryRefused>, (StatusCode, String)> {
-    let lifted = server.engine.retry_refused().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if let Err(e) = server.engine.store.flush().await {
-        tracing::warn!(error = %e, "cannot flush the store");
-    }
+    let lifted = server.view.retry_refused().await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     server.replan.notify_one();
     Ok(axum::Json(RetryRefused { lifted }))
 }
 
 /// The status server's routes.
-pub fn router(engine: Engine, replan: Arc<Notify>) -> axum::Router {
+pub fn router(view: View, replan: Arc<Notify>) -> axum::Router {
     axum::Router::new()
         .route("/", get(index))
         .route("/api/status", get(api_status))
@@ -146,19 +179,14 @@ pub fn router(engine: Engine, replan: Arc<Notify>) -> axum::Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/retry-refused", post(retry_refused))
-        .with_state(Server { engine, replan })
+        .with_state(Server { view, replan })
 }
 
 /// Serves until `shutdown` fires. `replan` wakes the planner. Also tells
 /// systemd when the daemon is ready and feeds its watchdog.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    engine: Engine,
-    replan: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    let systemd = tokio::spawn(crate::status::systemd::run(engine.metrics.live.clone(), shutdown.clone()));
-    let app = router(engine, replan);
+pub async fn serve(listener: tokio::net::TcpListener, view: View, replan: Arc<Notify>, shutdown: CancellationToken) {
+    let systemd = tokio::spawn(crate::status::systemd::run(view.metrics.live.clone(), shutdown.clone()));
+    let app = router(view, replan);
     let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, "status server stopped");

@@ -10,32 +10,31 @@
 //! - [`labels`]: pure translation of an app spec + instance into registrations.
 //! - [`plan`]: pure diff of desired registrations against what a backend holds.
 //! - [`backends`]: Consul, Kong, Vulcand behind one trait.
-//! - [`engine`]: the I/O shell around assemble and plan: resync, queue drain, spec fetch.
-//! - [`applier`]: one per backend, the only writer of its queue and ledger.
+//! - [`reconcile`]: the reconcile core, a file per role: consumer (folds events), planner
+//!   (dirty apps → wants), applier (one per backend: plans, merges listings, drains, the only
+//!   writer of its queue and ledger, the one gate of backend writes), resync.
 //! - [`ha`]: leader election on a Consul lock, and the fence: only the leader writes.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, readiness, metrics, status page;
 //!   [`status`]: the status model the page, `/api/status` and `switchboard state` share; [`metrics`].
-//! - [`reconcile`], [`state`], [`demo`]: the other subcommands; [`config`]: settings.
+//! - [`once`] (`reconcile --once`), [`state`], [`demo`]: the other subcommands; [`config`]: settings.
 //! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
-pub mod applier;
 pub mod assemble;
 pub mod backends;
 pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod demo;
-pub mod engine;
 pub mod ha;
 pub mod http;
 pub mod labels;
 pub mod marathon;
 pub mod metrics;
 pub mod model;
+pub mod once;
 pub mod plan;
-pub mod planner;
 pub mod reconcile;
 pub mod secret;
 pub mod sim;

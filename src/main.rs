@@ -332,8 +332,8 @@ fn explain(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) -> 
         ));
     }
     for cause in e.chain() {
-        let marathon = match cause.downcast_ref::<switchboard::engine::EngineError>() {
-            Some(switchboard::engine::EngineError::Marathon(m)) => Some(m),
+        let marathon = match cause.downcast_ref::<switchboard::reconcile::Error>() {
+            Some(switchboard::reconcile::Error::Marathon(m)) => Some(m),
             _ => cause.downcast_ref::<MarathonError>(),
         };
         if let Some(m) = marathon {
@@ -353,7 +353,7 @@ fn explain(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) -> 
             });
         }
         if let Some(BackendError::Permanent { backend, message, .. }) = cause.downcast_ref::<BackendError>()
-            && let Some(line) = switchboard::reconcile::refused_credentials(backend, message)
+            && let Some(line) = switchboard::once::refused_credentials(backend, message)
         {
             return Some(line);
         }
@@ -429,7 +429,7 @@ fn main() -> ExitCode {
                 };
                 let (data_dir, listen) = (cfg.data_dir.clone(), cfg.listen.to_string());
                 if retry_refused && !dry_run {
-                    match switchboard::reconcile::ask_daemon_to_retry(&cfg).await {
+                    match switchboard::once::ask_daemon_to_retry(&cfg).await {
                         Ok(Some(lifted)) => {
                             println!("the daemon on {} lifted {lifted} refusal(s) and retries them now", cfg.listen);
                             return ExitCode::SUCCESS;
@@ -443,7 +443,7 @@ fn main() -> ExitCode {
                 }
                 // A progress bar only for a person watching: stderr a terminal, no --json.
                 let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-                match switchboard::reconcile::once_with_progress(&cfg, dry_run, retry_refused, progress).await {
+                match switchboard::once::once_with_progress(&cfg, dry_run, retry_refused, progress).await {
                     Ok(report) => {
                         if json {
                             match serde_json::to_string_pretty(&report) {

@@ -294,7 +294,7 @@ impl Metrics {
 
     /// A resync read Marathon and listed every backend it could: what it
     /// queued per backend and which backends failed.
-    pub fn resync_finished(&self, started: Instant, report: &crate::engine::ResyncReport) {
+    pub fn resync_finished(&self, started: Instant, report: &crate::plan::ResyncReport) {
         self.snapshot_fetches.with_label_values(&["ok"]).inc();
         let took = started.elapsed();
         self.resync_seconds.observe(took.as_secs_f64());

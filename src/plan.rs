@@ -150,6 +150,14 @@ pub fn hold_refused(ops: Vec<Op>, refusals: &[Refusal]) -> (Vec<Op>, Vec<String>
     (ops, lifted)
 }
 
+/// What one resync did: the ops it queued per backend, and the backends that
+/// could not be listed.
+#[derive(Debug, Default)]
+pub struct ResyncReport {
+    pub ops: std::collections::BTreeMap<&'static str, Vec<Op>>,
+    pub failed: Vec<(&'static str, String)>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

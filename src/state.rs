@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::http::{StateReport, state_report};
-use crate::store::Store;
+use crate::store::{Store, StoreHandle};
 
 const BACKENDS: &[&str] = &["consul", "kong", "vulcand"];
 
@@ -23,5 +23,6 @@ pub async fn read(cfg: &Config) -> anyhow::Result<StateReport> {
     }
     let store = Store::open(&cfg.data_dir)
         .with_context(|| format!("no daemon answered on {} and the store cannot be opened", cfg.listen))?;
-    Ok(state_report(&store, BACKENDS)?)
+    let store = StoreHandle::spawn(store)?;
+    Ok(store.call(|s| state_report(s, BACKENDS)).await?)
 }

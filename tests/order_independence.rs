@@ -9,8 +9,12 @@
 //! get the app's current definition (spec only: no task facts are taken from
 //! that fetch, so it cannot mask a folding error).
 //!
-//! The second property drives the real store (sled) instead of the in-memory
-//! fold, with concurrent writers and crash-and-reopen points.
+//! The second property drives the daemon's own fold instead of the in-memory
+//! one: `reconcile::consumer::fold_burst` into the real store (sled), in
+//! bursts of generated sizes (one receive sequence and one transaction per
+//! burst, as the consumer folds them), with concurrent writers and
+//! crash-and-reopen points; what the store then calls for is read through the
+//! planner's one desired path (`reconcile::planner::desired_of`).
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -18,6 +22,9 @@ use switchboard::assemble::{self, Folded, Lack};
 use switchboard::labels::LabelOptions;
 use switchboard::marathon::{client, event};
 use switchboard::model::{Registration, Timestamp};
+use switchboard::reconcile::Labels;
+use switchboard::reconcile::consumer;
+use switchboard::reconcile::planner::{desired_of, known_apps};
 use switchboard::sim::marathon::{Generation, Model, ModelOptions, SimEvent};
 use switchboard::store::Store;
 
@@ -197,15 +204,20 @@ fn a_deploy_yields_registrations_at_all() {
     assert_eq!(regs, from_snapshot(&model));
 }
 
-/// What the store's records call for, as they are.
+/// What the store's records call for, as they are: every app through the
+/// planner's `desired_of`.
 fn store_desired(s: &Store) -> assemble::Desired {
-    let (instances, apps, specs) = (s.instances(), s.apps(), s.newest_specs());
-    assemble::desired(
-        &instances.expect("instances"),
-        &apps.expect("apps"),
-        &specs.expect("specs"),
-        &LabelOptions::default(),
-    )
+    let labels = Labels::default();
+    let mut out = assemble::Desired::default();
+    for app in known_apps(s, &labels, &[]).expect("apps") {
+        let d = desired_of(s, &labels, &app).expect("desired").desired;
+        out.registrations.extend(d.registrations);
+        out.pending.extend(d.pending);
+        out.errors.extend(d.errors);
+    }
+    out.registrations.sort();
+    out.pending.sort();
+    out
 }
 
 /// What the store's records call for (the grace-period fetch included, as in
@@ -238,15 +250,15 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// Folds `events` into the store the way the daemon's consumer does: one
-/// receive sequence and one transaction per event.
-fn fold_into(store: &Store, events: &[&SimEvent]) {
-    for e in events {
-        let parsed = event::parse(&e.event_type, &e.data.to_string()).expect("sim events parse");
-        let seq = store.next_seq().expect("seq");
-        for ev in &parsed {
-            store.apply_touches(&assemble::touches(ev), seq).expect("fold");
-        }
+/// Folds `events` into the store with the daemon's consumer fold, in bursts
+/// of `burst` stream items (one receive sequence and one transaction each).
+fn fold_into(store: &Store, events: &[&SimEvent], burst: usize) {
+    for items in events.chunks(burst.max(1)) {
+        let parsed: Vec<event::Event> = items
+            .iter()
+            .flat_map(|e| event::parse(&e.event_type, &e.data.to_string()).expect("sim events parse"))
+            .collect();
+        consumer::fold_burst(store, &parsed);
     }
 }
 
@@ -266,6 +278,7 @@ proptest! {
         dups in prop::collection::vec(any::<usize>(), 0..6),
         kills in prop::collection::vec(any::<usize>(), 0..3),
         writers in 1..3usize,
+        burst in 1..24usize,
     ) {
         let mut model = Model::new(ModelOptions::default());
         let events = run(&mut model, &steps);
@@ -287,7 +300,7 @@ proptest! {
                 for w in 0..writers {
                     let mine: Vec<&SimEvent> = segment.iter().copied().skip(w).step_by(writers).collect();
                     let store = &store;
-                    scope.spawn(move || fold_into(store, &mine));
+                    scope.spawn(move || fold_into(store, &mine, burst));
                 }
             });
             // kill -9: the data dir as it is on disk right now becomes the
@@ -311,7 +324,7 @@ proptest! {
                     prop_assert_eq!(&after.registrations, &before.registrations, "the reopened store lost or changed facts");
                     prop_assert_eq!(&after.pending, &before.pending);
                 }
-                None => fold_into(&store, segment),
+                None => fold_into(&store, segment, burst),
             }
         }
         prop_assert_eq!(&desired_from_store(&model, &store), &want, "folded in the store");

@@ -62,3 +62,50 @@ async fn an_instance_registered_during_a_resync_listing_stays_registered() {
         "no deregistration at all: no task was killed"
     );
 }
+
+/// The other interleaving: the listing reads Consul *before* the event path
+/// registers a new instance and answers after it, so it shows a state older
+/// than that write. The applier knows the write happened while the listing
+/// was in flight (its `AppliedLog`) and trusts its ledger for that
+/// registration: no second register is sent, nothing is deregistered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_older_than_a_write_is_not_trusted_for_that_registration() {
+    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("marathon sim");
+    let consul = ConsulSim::start(ConsulSimOptions::default()).await.expect("consul sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        &s(&["--marathon", marathon.url().as_str(), "--consul", &consul.url()]),
+    );
+    eventually_async("the start-up resync done", WAIT, || async {
+        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(1.0)
+    })
+    .await;
+    consul.hold_listings_stale();
+    marathon.disconnect_all();
+    eventually("the reconnect's resync is listing Consul", WAIT, || consul.listings_waiting() == 1).await;
+
+    let app = json!({"id": "/late", "labels": {"consul": "late"}, "portDefinitions": [{"port": 0}]});
+    marathon.emit(&marathon.model().deploy(app, 1));
+    let task = marathon.model().task_ids("/late")[0].clone();
+    let registered = || consul.services().keys().any(|id| id.starts_with(&task));
+    eventually("the new instance registered while the listing waits", WAIT, registered).await;
+    assert_eq!(consul.listings_waiting(), 1, "the listing is still in flight");
+
+    // The answer lacks the new instance: it was read before the write.
+    consul.release_listings();
+    eventually_async("the reconnect's resync done", WAIT, || async {
+        d.sample("switchboard_resyncs_total{result=\"ok\"}").await >= Some(2.0)
+    })
+    .await;
+    eventually_async("the consul queue drained", WAIT, || async {
+        d.sample("switchboard_queue_depth{backend=\"consul\"}").await == Some(0.0)
+    })
+    .await;
+    assert!(registered(), "the live instance stays registered");
+    let writes: Vec<(bool, String)> = consul.history().into_iter().filter(|(_, id)| id.starts_with(&task)).collect();
+    assert_eq!(writes.len(), 1, "one register, no repeat from the stale listing, no removal: {writes:?}");
+    assert!(writes[0].0, "{writes:?}");
+}

@@ -13,6 +13,8 @@ pub mod consul;
 pub mod kong;
 pub mod vulcand;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::Registration;
@@ -91,40 +93,38 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// A registry Switchboard keeps in step.
-#[async_trait]
-pub trait Backend: Send + Sync {
+/// The pure half of a backend: what it should hold and how its ops are
+/// grouped. Every method is required (no default bodies), so no wrapper or
+/// new backend can leave one out by accident.
+pub trait Routing: Send + Sync {
     /// `consul`, `kong` or `vulcand`: used in logs, metrics, store keys.
     fn name(&self) -> &'static str;
 
-    /// Pure: which desired registrations this backend should hold, and which
-    /// it refuses (bad label values, conflicts), each named against its app
-    /// and label.
+    /// Which desired registrations this backend should hold, and which it
+    /// refuses (bad label values, conflicts), each named against its app and
+    /// label.
     fn select(&self, desired: &[Registration]) -> Selection;
 
-    /// What `select` weighs `reg` against in other apps (a service name,
-    /// a host and path): apps that share a key are selected together, so the
+    /// What `select` weighs `reg` against in other apps (a service name, a
+    /// host and path): apps that share a key are selected together, so the
     /// planner selects one app, or one group of apps that share keys, at a
-    /// time. None (the default): `select` judges each app alone.
-    fn conflict_keys(&self, reg: &Registration) -> Vec<String> {
-        let _ = reg;
-        Vec::new()
-    }
+    /// time. Empty: `select` judges each app alone.
+    fn conflict_keys(&self, reg: &Registration) -> Vec<String>;
 
     /// The lane of an op on `reg`: ops of one lane share a fate (one agent,
     /// one server), so a transient failure backs off only its lane. `None`:
     /// the whole backend is one lane.
-    fn lane(&self, reg: &Registration) -> Option<String> {
-        let _ = reg;
-        None
-    }
+    fn lane(&self, reg: &Registration) -> Option<String>;
 
     /// Whether `observed` (from `list_owned`) already equals `desired`, so no
     /// write is needed. Backends compare only what they can read back.
-    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
-        desired == observed
-    }
+    fn same(&self, desired: &Registration, observed: &Registration) -> bool;
+}
 
+/// The I/O half of a backend: reads and writes of the registry. Only the
+/// backend's applier calls it, and every write passes the applier's fence.
+#[async_trait]
+pub trait Registry: Send + Sync {
     /// Everything this backend holds that this Switchboard owns, as
     /// registrations. `ledger` is what Switchboard recorded registering here:
     /// backends without tags use it as the ownership record.
@@ -137,21 +137,40 @@ pub trait Backend: Send + Sync {
     /// recorded intent makes ours: whose are the app-level names `reg` would
     /// write? Backends without tags (the ledger is their only ownership
     /// record) read them here; the rest answer `Tagged`.
-    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
-        let _ = reg;
-        Ok(Claim::Tagged)
-    }
+    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError>;
 
     /// How often `heartbeat` must run, for backends whose entries expire
     /// (Vulcand servers with a TTL). `None`: no heartbeat.
-    fn heartbeat_interval(&self) -> Option<std::time::Duration> {
-        None
-    }
+    fn heartbeat_interval(&self) -> Option<std::time::Duration>;
 
     /// Refresh the entries in `ledger` (what Switchboard registered here) so
     /// they do not expire while Switchboard is alive.
-    async fn heartbeat(&self, ledger: &[Registration]) -> Result<(), BackendError> {
-        let _ = ledger;
-        Ok(())
+    async fn heartbeat(&self, ledger: &[Registration]) -> Result<(), BackendError>;
+}
+
+/// One configured backend: its routing half (pure, used by the planner and
+/// the applier's plans) and its registry half (I/O, used by the applier
+/// only). Usually one value implements both.
+#[derive(Clone)]
+pub struct Backend {
+    pub routing: Arc<dyn Routing>,
+    pub registry: Arc<dyn Registry>,
+}
+
+impl Backend {
+    /// Both halves from one value.
+    pub fn new<B: Routing + Registry + 'static>(b: B) -> Backend {
+        let b = Arc::new(b);
+        Backend { routing: b.clone(), registry: b }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.routing.name()
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name()).finish()
     }
 }

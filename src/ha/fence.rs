@@ -8,7 +8,8 @@
 //! - `confirm`: the lock index at the key is still the one we acquired (a read
 //!   of the key before each batch of writes: the second guard).
 //!
-//! Every backend write goes through `begin_write` (see `Fenced`), which counts
+//! Every backend write goes through `begin_write` (in the applier's write
+//! path, `reconcile::applier`, just before the request is sent), which counts
 //! writes in flight, so a leader that steps down on purpose (SIGTERM) closes
 //! the fence, waits for those writes to land, and only then releases the lock.
 //! Without `--ha` the fence always allows.
@@ -16,13 +17,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 
 use super::client::LockClient;
-use crate::backends::{Backend, BackendError, Claim};
-use crate::model::Registration;
-use crate::plan::{Op, Selection};
 
 /// The right to write, as the elector last established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +52,9 @@ struct State {
     lease: Option<Lease>,
     /// Closed for good (shutdown): no lease is taken any more.
     closed: bool,
+    /// Tests: no Consul behind the fence (`confirm` trusts the lease, intents
+    /// are not shared).
+    without_consul: bool,
     in_flight: usize,
 }
 
@@ -99,6 +99,21 @@ impl Fence {
         }
     }
 
+    /// An HA fence holding a lease until `until` (tests: the applier with
+    /// `--ha` on, as the daemon builds it, with no Consul behind it).
+    #[doc(hidden)]
+    pub fn leased_until(until: Instant) -> Result<Fence, super::ClientError> {
+        let url = url::Url::parse("http://127.0.0.1:1")
+            .map_err(|e| super::ClientError::Setting { setting: "--ha-consul", reason: e.to_string() })?;
+        let client = LockClient::new(url, None, "k".into(), "r".into(), Duration::from_secs(1), Default::default())?;
+        let fence = Fence::new(client);
+        if let Some(inner) = &fence.inner {
+            lock(inner).without_consul = true;
+        }
+        fence.set_lease(Some(Lease { until, session: "test".into(), lock_index: 1 }));
+        Ok(fence)
+    }
+
     pub fn is_ha(&self) -> bool {
         self.inner.is_some()
     }
@@ -115,9 +130,16 @@ impl Fence {
     /// it at the lock index we acquired. False on any doubt (Consul unreachable).
     pub async fn confirm(&self) -> bool {
         let Some(inner) = &self.inner else { return true };
-        let Some(lease) = lock(inner).lease.clone() else { return false };
+        let (lease, trusted) = {
+            let st = lock(inner);
+            (st.lease.clone(), st.without_consul)
+        };
+        let Some(lease) = lease else { return false };
         if Instant::now() >= lease.until {
             return false;
+        }
+        if trusted {
+            return true;
         }
         match inner.client.read(0, None).await {
             Ok((_, Some(k))) => {
@@ -158,6 +180,9 @@ impl Fence {
     /// write knows the service as its own (see `ledger`). Nothing without `--ha`.
     pub async fn share_intent(&self, backend: &str, service: &str) -> Result<(), super::ClientError> {
         let Some(inner) = &self.inner else { return Ok(()) };
+        if lock(inner).without_consul {
+            return Ok(());
+        }
         let prefix = super::ledger::intent_prefix(&inner.client, backend);
         let key = format!("{prefix}{}", super::client::key_segment(service));
         inner.client.put_value(&key, Vec::new()).await
@@ -201,78 +226,6 @@ impl Fence {
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 return false;
             }
-        }
-    }
-}
-
-/// A backend whose writes pass the fence: `apply` and `heartbeat` write only
-/// while the fence allows; reads (`list_owned`, `claim`) always pass, and a
-/// claim that finds a service free shares its intent first.
-pub struct Fenced {
-    inner: Arc<dyn Backend>,
-    fence: Fence,
-}
-
-/// Wraps every backend in the fence (without `--ha`, returns them as they are).
-pub fn fence_all(backends: Vec<Arc<dyn Backend>>, fence: &Fence) -> Vec<Arc<dyn Backend>> {
-    if !fence.is_ha() {
-        return backends;
-    }
-    backends.into_iter().map(|b| Arc::new(Fenced { inner: b, fence: fence.clone() }) as Arc<dyn Backend>).collect()
-}
-
-#[async_trait]
-impl Backend for Fenced {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn select(&self, desired: &[Registration]) -> Selection {
-        self.inner.select(desired)
-    }
-
-    fn same(&self, desired: &Registration, observed: &Registration) -> bool {
-        self.inner.same(desired, observed)
-    }
-
-    async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
-        self.inner.list_owned(ledger).await
-    }
-
-    async fn apply(&self, op: &Op) -> Result<(), BackendError> {
-        let Some(_write) = self.fence.begin_write() else {
-            // Transient: the op stays queued for whoever leads next (us, later).
-            return Err(BackendError::Transient {
-                backend: self.inner.name(),
-                what: op.verb().to_owned(),
-                message: "not the HA leader: write fenced off".to_owned(),
-            });
-        };
-        self.inner.apply(op).await
-    }
-
-    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
-        let claim = self.inner.claim(reg).await?;
-        if matches!(claim, Claim::Free) {
-            // No first write before the other replicas can know the service is ours.
-            self.fence.share_intent(self.inner.name(), &reg.service).await.map_err(|e| BackendError::Transient {
-                backend: self.inner.name(),
-                what: format!("claim service {}", reg.service),
-                message: format!("cannot share the intent with the other replicas: {e}"),
-            })?;
-        }
-        Ok(claim)
-    }
-
-    fn heartbeat_interval(&self) -> Option<Duration> {
-        self.inner.heartbeat_interval()
-    }
-
-    async fn heartbeat(&self, ledger: &[Registration]) -> Result<(), BackendError> {
-        // A standby leaves the leader's entries to the leader.
-        match self.fence.begin_write() {
-            Some(_write) => self.inner.heartbeat(ledger).await,
-            None => Ok(()),
         }
     }
 }

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::client::LockClient;
 use crate::model::Registration;
-use crate::store::Store;
+use crate::store::StoreHandle;
 
 /// Consul KV refuses values over 512 KiB.
 const MAX_VALUE: usize = 512 * 1024;
@@ -51,7 +51,7 @@ pub enum SharingError {
 
 /// The store and backends whose ledgers this replica shares.
 pub struct Sharing {
-    store: Store,
+    store: StoreHandle,
     cluster: String,
     backends: Vec<&'static str>,
     /// What was last published per backend, to write only on change.
@@ -59,7 +59,7 @@ pub struct Sharing {
 }
 
 impl Sharing {
-    pub fn new(store: Store, cluster: &str, backends: &[&'static str]) -> Sharing {
+    pub fn new(store: StoreHandle, cluster: &str, backends: &[&'static str]) -> Sharing {
         let backends = backends.iter().copied().filter(|b| !SELF_DESCRIBED.contains(b)).collect();
         Sharing { store, cluster: cluster.to_owned(), backends, published: BTreeMap::new() }
     }
@@ -71,10 +71,8 @@ impl Sharing {
     /// Publishes every shared ledger that changed since the last call.
     pub async fn publish(&mut self, client: &LockClient) -> Result<(), SharingError> {
         for backend in self.backends.clone() {
-            let record = Record {
-                ledger: self.store.ledger(backend)?,
-                intents: self.store.intents(backend)?.into_iter().collect(),
-            };
+            let (ledger, intents) = self.store.call(move |s| Ok((s.ledger(backend)?, s.intents(backend)?))).await?;
+            let record = Record { ledger, intents: intents.into_iter().collect() };
             let bytes =
                 serde_json::to_vec(&record).map_err(|e| SharingError::Decode { backend, message: e.to_string() })?;
             if self.published.get(backend) == Some(&bytes) {
@@ -97,18 +95,34 @@ impl Sharing {
             let Some(bytes) = client.get_value(&self.key(backend)).await? else { continue };
             let record: Record =
                 serde_json::from_slice(&bytes).map_err(|e| SharingError::Decode { backend, message: e.to_string() })?;
-            self.store.import_ledger(backend, &record.ledger)?;
-            for service in &record.intents {
-                self.store.intend(backend, service)?;
-            }
-            info!(backend, entries = record.ledger.len(), intents = record.intents.len(), "adopted the shared ledger");
+            let (entries, intents) = (record.ledger.len(), record.intents.len());
+            self.store
+                .call(move |s| {
+                    s.import_ledger(backend, &record.ledger)?;
+                    for service in &record.intents {
+                        s.intend(backend, service)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            info!(backend, entries, intents, "adopted the shared ledger");
         }
         for backend in self.backends.clone() {
             let prefix = intent_prefix(client, backend);
-            for key in client.keys(&prefix).await? {
-                let service = super::client::from_key_segment(key.strip_prefix(&prefix).unwrap_or(&key));
-                self.store.intend(backend, &service)?;
-            }
+            let services: Vec<String> = client
+                .keys(&prefix)
+                .await?
+                .iter()
+                .map(|key| super::client::from_key_segment(key.strip_prefix(&prefix).unwrap_or(key)))
+                .collect();
+            self.store
+                .call(move |s| {
+                    for service in &services {
+                        s.intend(backend, service)?;
+                    }
+                    Ok(())
+                })
+                .await?;
         }
         self.store.flush().await?;
         // What we hold now is at least what was published: publish again on change only.

@@ -89,6 +89,9 @@ struct Shared {
     /// While true, `GET /v1/agent/services` waits before it reads the state
     /// (see `hold_listings`): lets a test make a listing straddle a write.
     listings_held: tokio::sync::watch::Sender<bool>,
+    /// With `hold_listings_stale`: a held listing reads the state first and
+    /// answers with it after the release (a stale answer).
+    stale_listings: std::sync::atomic::AtomicBool,
     /// Sessions and KV (leader election), in `consul_kv`.
     kv: crate::sim::consul_kv::Kv,
 }
@@ -146,6 +149,7 @@ impl ConsulSim {
             tap,
             state: Mutex::new(SimState::default()),
             listings_held: tokio::sync::watch::Sender::new(false),
+            stale_listings: std::sync::atomic::AtomicBool::new(false),
             kv: crate::sim::consul_kv::Kv::default(),
         });
         if let Some(c) = &shared.opts.catalog {
@@ -208,6 +212,15 @@ impl ConsulSim {
     /// From now on `GET /v1/agent/services` waits, before it reads anything,
     /// until `release_listings`: the answer then shows the state at release.
     pub fn hold_listings(&self) {
+        self.shared.stale_listings.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.shared.listings_held.send_replace(true);
+    }
+
+    /// From now on `GET /v1/agent/services` reads the state at once but
+    /// answers only at `release_listings`: the answer shows the state as it
+    /// was when the request arrived, whatever was written meanwhile.
+    pub fn hold_listings_stale(&self) {
+        self.shared.stale_listings.store(true, std::sync::atomic::Ordering::SeqCst);
         self.shared.listings_held.send_replace(true);
     }
 
@@ -467,21 +480,26 @@ async fn handle(
         }
         Route::Deregister(id) => deregister(&shared, &id),
         Route::Services => {
+            let read = |shared: &Shared| {
+                let st = shared.lock();
+                let mut out = Map::new();
+                if visible {
+                    out.insert("consul".to_owned(), builtin_consul());
+                    for (id, s) in &st.services {
+                        out.insert(id.clone(), s.listing(!st.no_meta));
+                    }
+                }
+                out
+            };
             let mut held = shared.listings_held.subscribe();
+            let stale = shared.stale_listings.load(std::sync::atomic::Ordering::SeqCst);
+            let early = (stale && *held.borrow()).then(|| read(&shared));
             if *held.borrow() {
                 shared.lock().listings_waiting += 1;
                 let _ = held.wait_for(|h| !*h).await;
                 shared.lock().listings_waiting -= 1;
             }
-            let st = shared.lock();
-            let mut out = Map::new();
-            if visible {
-                out.insert("consul".to_owned(), builtin_consul());
-                for (id, s) in &st.services {
-                    out.insert(id.clone(), s.listing(!st.no_meta));
-                }
-            }
-            json_reply(Value::Object(out))
+            json_reply(Value::Object(early.unwrap_or_else(|| read(&shared))))
         }
         Route::Service(id) => {
             if !visible {

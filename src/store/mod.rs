@@ -19,6 +19,7 @@
 //! - The store decides nothing: folding rules live in `assemble`, diffing in
 //!   `plan`. Records are encoded as JSON for `switchboard state` readability.
 
+mod actor;
 mod cache;
 mod facts;
 mod ledger;
@@ -30,6 +31,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use actor::{Hold, StoreHandle, hold_every_store};
 pub use facts::SnapshotApp;
 pub use ledger::QueuedOp;
 pub use pending::PendingEntry;
@@ -56,6 +58,10 @@ pub enum Error {
         "the store in {dir} has format {found}, newer than this switchboard reads ({supported}): run the release that wrote it, or point --data-dir elsewhere"
     )]
     FutureFormat { dir: String, found: u64, supported: u64 },
+    #[error("store: {0}")]
+    Thread(String),
+    #[error("store: cannot flush: {0}")]
+    Flush(String),
 }
 
 /// The store's format. 1: the trees listed above, records as JSON. A data
@@ -123,11 +129,37 @@ pub(crate) fn prefix(a: &str) -> Vec<u8> {
     k
 }
 
+/// sled's page cache unless `--store-cache` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How the store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes (`--store-cache`).
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_bytes: DEFAULT_CACHE_BYTES }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Store, Error> {
+        Store::open_with(dir, &StoreOptions::default())
+    }
+
+    /// `open` with options.
+    pub fn open_with(dir: &Path, opts: &StoreOptions) -> Result<Store, Error> {
         let open_err = |source| Error::Open { dir: dir.display().to_string(), source };
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open().map_err(open_err)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         Store {
             instance_cache: cache::Cache::new("instances", |_, s| facts::app_group(s)),
@@ -234,6 +266,17 @@ impl Store {
     /// as last computed: shown by `switchboard state`.
     pub fn rejections(&self) -> Result<Vec<crate::plan::Rejection>, Error> {
         Ok(self.meta_get("rejections")?.unwrap_or_default())
+    }
+
+    /// Replaces the rejections of `apps` (those named after them) with
+    /// `rejections`; other apps' rejections stay.
+    pub fn set_rejections_of(&self, apps: &[String], rejections: &[crate::plan::Rejection]) -> Result<(), Error> {
+        let apps: std::collections::BTreeSet<&str> = apps.iter().map(String::as_str).collect();
+        let mut all = self.rejections()?;
+        all.retain(|r| !apps.contains(r.app_id.as_str()));
+        all.extend(rejections.iter().cloned());
+        all.sort_by(|a, b| (&a.app_id, &a.backend, &a.label).cmp(&(&b.app_id, &b.backend, &b.label)));
+        self.set_rejections(&all)
     }
 
     pub fn set_rejections(&self, r: &[crate::plan::Rejection]) -> Result<(), Error> {

@@ -36,7 +36,7 @@ pub use config::{Agents, ConsulConfig, ConsulConfigError};
 
 use url::Url;
 
-use crate::backends::{Backend, BackendError, Op, Rejection, Selection};
+use crate::backends::{BackendError, Claim, Op, Registry, Rejection, Routing, Selection};
 use crate::model::Registration;
 
 const NAME: &str = "consul";
@@ -172,8 +172,7 @@ impl ConsulBackend {
     }
 }
 
-#[async_trait]
-impl Backend for ConsulBackend {
+impl Routing for ConsulBackend {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -196,6 +195,19 @@ impl Backend for ConsulBackend {
         out
     }
 
+    fn conflict_keys(&self, _reg: &Registration) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn lane(&self, reg: &Registration) -> Option<String> {
+        if !matches!(self.agents, Agents::PerHost { .. }) {
+            return None;
+        }
+        // No host (or an unusable one, refused in `apply`): the `--consul` agent.
+        let url = self.agent_url(&reg.host).ok().flatten().unwrap_or_else(|| self.client.base().clone());
+        Some(config::redacted(&url))
+    }
+
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
         if matches!(self.agents, Agents::PerHost { .. }) {
             let want = self.agent_key(&desired.host);
@@ -211,16 +223,10 @@ impl Backend for ConsulBackend {
         let observed_hash = hashes.get(&observed.id).map(Option::as_deref);
         map::same(desired, observed, observed_hash)
     }
+}
 
-    fn lane(&self, reg: &Registration) -> Option<String> {
-        if !matches!(self.agents, Agents::PerHost { .. }) {
-            return None;
-        }
-        // No host (or an unusable one, refused in `apply`): the `--consul` agent.
-        let url = self.agent_url(&reg.host).ok().flatten().unwrap_or_else(|| self.client.base().clone());
-        Some(config::redacted(&url))
-    }
-
+#[async_trait]
+impl Registry for ConsulBackend {
     async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
         let listed = self.listing().await?;
         let by_id: BTreeMap<&str, &Registration> = ledger.iter().map(|r| (r.id.as_str(), r)).collect();
@@ -299,6 +305,18 @@ impl Backend for ConsulBackend {
                 tracing::debug!(service_id = %registration.id, "deregistered");
             }
         }
+        Ok(())
+    }
+
+    async fn claim(&self, _reg: &Registration) -> Result<Claim, BackendError> {
+        Ok(Claim::Tagged)
+    }
+
+    fn heartbeat_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn heartbeat(&self, _ledger: &[Registration]) -> Result<(), BackendError> {
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ pub use config::{KongConfig, KongConfigError};
 
 use self::client::{Caps, Client};
 use self::map::{Destination, NormRoutes};
-use crate::backends::{Backend, BackendError, Op, Selection};
+use crate::backends::{BackendError, Claim, Op, Registry, Routing, Selection};
 use crate::model::Registration;
 
 /// The Kong backend; cheap to share behind an `Arc`.
@@ -260,8 +260,7 @@ impl KongBackend {
     }
 }
 
-#[async_trait]
-impl Backend for KongBackend {
+impl Routing for KongBackend {
     fn name(&self) -> &'static str {
         "kong"
     }
@@ -276,10 +275,17 @@ impl Backend for KongBackend {
         map::conflict_keys(reg)
     }
 
+    fn lane(&self, _reg: &Registration) -> Option<String> {
+        None
+    }
+
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
         map::same(desired, observed)
     }
+}
 
+#[async_trait]
+impl Registry for KongBackend {
     async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
         let caps = self.caps().await?;
         self.published_lock().clear();
@@ -319,5 +325,17 @@ impl Backend for KongBackend {
             }
             Op::Deregister { registration, service_empty } => self.deregister(caps, registration, *service_empty).await,
         }
+    }
+
+    async fn claim(&self, _reg: &Registration) -> Result<Claim, BackendError> {
+        Ok(Claim::Tagged)
+    }
+
+    fn heartbeat_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn heartbeat(&self, _ledger: &[Registration]) -> Result<(), BackendError> {
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::map;
 use super::{KongBackend, KongConfig};
-use crate::backends::{Backend, BackendError, Op, Selection};
+use crate::backends::{BackendError, Op, Registry, Routing, Selection};
 use crate::model::{Registration, Routes};
 use crate::secret::Secret;
 use crate::sim::kong::{KongSim, KongSimOptions};

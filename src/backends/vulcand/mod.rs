@@ -60,7 +60,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{debug, info, warn};
 
-use crate::backends::{Backend, BackendError, Claim, Op, Rejection, Selection};
+use crate::backends::{BackendError, Claim, Op, Registry, Rejection, Routing, Selection};
 use crate::model::Registration;
 
 pub use config::{VulcandConfig, VulcandConfigError};
@@ -172,8 +172,7 @@ fn settle_routes(keep: &mut [Registration]) {
     }
 }
 
-#[async_trait]
-impl Backend for VulcandBackend {
+impl Routing for VulcandBackend {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -233,13 +232,20 @@ impl Backend for VulcandBackend {
         vec![format!("service {}", reg.service)]
     }
 
+    fn lane(&self, _reg: &Registration) -> Option<String> {
+        None
+    }
+
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
         desired.service == observed.service
             && desired.address == observed.address
             && desired.port == observed.port
             && desired.routes.vulcand_route == observed.routes.vulcand_route
     }
+}
 
+#[async_trait]
+impl Registry for VulcandBackend {
     async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
         if ledger.is_empty() {
             return Ok(Vec::new());

@@ -20,10 +20,12 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{Drain, Engine, now_ms};
 use crate::metrics::Metrics;
 use crate::plan::Op;
-use crate::store::Store;
+use crate::reconcile::applier::{Applier, Drain};
+use crate::reconcile::planner::{DirtySet, PlanInputs, Planner};
+use crate::reconcile::{now_ms, resync};
+use crate::store::{Store, StoreHandle};
 
 /// Attempts per op before `reconcile --once` gives up on it.
 const MAX_ATTEMPTS: u32 = 4;
@@ -132,7 +134,7 @@ impl OnceReport {
     }
 
     /// Counts `ops` per backend into the summary table.
-    fn summarise(&mut self, store: &Store, backends: &[&'static str]) -> Result<(), crate::store::Error> {
+    async fn summarise(&mut self, store: &StoreHandle, backends: &[&'static str]) -> Result<(), crate::store::Error> {
         for b in backends {
             let mut s = BackendSummary { backend: b.to_string(), ..Default::default() };
             let mut apps = std::collections::BTreeSet::new();
@@ -147,7 +149,8 @@ impl OnceReport {
                 }
             }
             s.apps = apps.len();
-            s.held = store.ledger(b)?.len();
+            let b: &'static str = b;
+            s.held = store.call(move |st| Ok(st.ledger_len(b))).await?;
             self.summary.push(s);
         }
         Ok(())
@@ -236,7 +239,10 @@ pub async fn once_with_progress(
     retry_refused: bool,
     progress: bool,
 ) -> anyhow::Result<OnceReport> {
-    let held = if cfg.ha.is_some() && !dry_run { Some(crate::ha::take_once(cfg).await?) } else { None };
+    let held = match cfg.ha_wiring() {
+        Some(w) if !dry_run => Some(crate::ha::take_once(&w).await?),
+        _ => None,
+    };
     let bar = progress_bar(progress);
     let result = run_once(cfg, dry_run, retry_refused, &bar, held.as_ref()).await;
     bar.finish_and_clear();
@@ -259,68 +265,122 @@ async fn run_once(
     let store = if dry_run {
         let dir = std::env::temp_dir().join(format!("switchboard-dry-run-{}-{}", std::process::id(), now_ms()));
         _scratch = Scratch(dir.clone());
-        let scratch = Store::open(&dir).context("opening a scratch store for --dry-run")?;
+        let scratch = StoreHandle::spawn(Store::open(&dir).context("opening a scratch store for --dry-run")?)?;
         match Store::open(&cfg.data_dir) {
             Ok(real) => {
-                for b in &backend_names {
-                    scratch.import_ledger(b, &real.ledger(b)?)?;
-                    if !retry_refused {
-                        for r in real.refusals(b)? {
-                            scratch.refuse(&r)?;
-                        }
-                    }
+                let real = StoreHandle::spawn(real)?;
+                for b in backend_names.iter().copied() {
+                    let (ledger, refusals) = real.call(move |s| Ok((s.ledger(b)?, s.refusals(b)?))).await?;
+                    scratch
+                        .call(move |s| {
+                            s.import_ledger(b, &ledger)?;
+                            if !retry_refused {
+                                for r in &refusals {
+                                    s.refuse(r)?;
+                                }
+                            }
+                            Ok(())
+                        })
+                        .await?;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "dry run without the ledger (store busy or missing)"),
         }
         scratch
     } else {
-        Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?
+        StoreHandle::spawn(
+            Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?,
+        )?
     };
-    let mut engine = crate::daemon::build_engine(cfg, store.clone(), metrics)?;
+    let core = crate::daemon::build_core(cfg, store.clone(), metrics.clone())?;
     let mut sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &backend_names);
-    if let Some(held) = held {
-        engine.backends = crate::ha::fence_all(engine.backends, &held.fence);
-        held.adopt(&mut sharing).await.context("adopting the ledgers the HA leader shared")?;
-    }
+    let fence = match held {
+        Some(held) => {
+            held.adopt(&mut sharing).await.context("adopting the ledgers the HA leader shared")?;
+            held.fence.clone()
+        }
+        None => crate::ha::Fence::always(),
+    };
     if retry_refused && !dry_run {
-        engine.retry_refused()?;
+        let lifted = store.call(|s| s.clear_refusals()).await?;
+        tracing::info!(lifted, "refusals lifted at the operator's request; retrying");
     }
     bar.set_length(1 + backend_names.len() as u64);
     bar.set_message(format!("resync: Marathon's snapshot, then listing {}", backend_names.join(", ")));
-    let resync = engine.resync().await.context("resync from Marathon failed")?;
-    bar.inc(1 + backend_names.len() as u64);
-    let mut report = OnceReport {
-        dry_run,
-        ops: Vec::new(),
-        failed_backends: resync.failed.iter().map(|(b, e)| (b.to_string(), e.clone())).collect(),
-        rejections: store.rejections()?,
-        refusals: store.all_refusals()?,
-        summary: Vec::new(),
+    resync::refresh_from_marathon(&core).await.context("resync from Marathon failed")?;
+    let mut appliers = Vec::new();
+    let mut handles = Vec::new();
+    for b in &core.backends {
+        let (applier, handle) =
+            Applier::new(b.clone(), store.clone(), metrics.clone(), fence.clone(), core.concurrency(b.name()));
+        appliers.push(applier);
+        handles.push(handle);
+    }
+    // Each backend is listed and its listing merged app by app with one
+    // planning pass over every app; a backend that cannot be listed is
+    // planned against its ledger, so it still gets what the snapshot calls for.
+    let listings = futures::future::join_all(handles.iter().map(|h| async move { (h, h.list().await) })).await;
+    let mut failed_backends = Vec::new();
+    let mut listed_apps = std::collections::BTreeSet::new();
+    let mut answers = Vec::new();
+    for (h, listed) in listings {
+        match listed {
+            Ok(listed) => {
+                listed_apps.extend(listed.apps().cloned());
+                answers.push(h.merge(listed, 1));
+            }
+            Err(e) => failed_backends.push((h.name().to_owned(), e)),
+        }
+    }
+    let inputs = PlanInputs {
+        routing: core.backends.iter().map(|b| b.routing.clone()).collect(),
+        labels: core.labels.clone(),
+        metrics: metrics.clone(),
     };
+    let mut wants = store
+        .call(move |s| {
+            let mut dirty = DirtySet::everything();
+            dirty.apps = listed_apps;
+            let apps = Planner::apps_of(s, &inputs, dirty).map_err(into_store)?;
+            Planner::default().pass(s, &inputs, &apps, 1).map_err(into_store)
+        })
+        .await?;
+    for applier in &mut appliers {
+        applier.plan(wants.remove(applier.name()).unwrap_or_default()).await?;
+    }
+    for answer in answers {
+        // Every listed app had its want: the merges are done.
+        let _ = answer.await;
+    }
+    let when = crate::model::Timestamp::now().to_string();
+    store.call(move |s| s.set_last_resync(&when)).await?;
+    bar.inc(1 + backend_names.len() as u64);
+    let (rejections, refusals) = store.call(|s| Ok((s.rejections()?, s.all_refusals()?))).await?;
+    let mut report =
+        OnceReport { dry_run, ops: Vec::new(), failed_backends, rejections, refusals, summary: Vec::new() };
     if dry_run {
-        for b in &engine.backends {
-            for q in store.queued(b.name())? {
-                report.ops.push(line(b.name(), &q.op, "planned".into()));
+        for b in backend_names.iter().copied() {
+            for q in store.call(move |s| s.queued(b)).await? {
+                report.ops.push(line(b, &q.op, "planned".into()));
             }
         }
-        report.summarise(&store, &backend_names)?;
+        report.summarise(&store, &backend_names).await?;
         return Ok(report);
     }
     let mut total = 0;
-    for b in &engine.backends {
-        total += store.queue_len(b.name()) as u64;
+    for b in backend_names.iter().copied() {
+        total += store.call(move |s| Ok(s.queue_len(b))).await? as u64;
     }
     bar.set_length(bar.position() + total);
-    for b in &engine.backends {
-        let before = store.queued(b.name())?;
+    for applier in &mut appliers {
+        let b = applier.name();
+        let before = store.call(move |s| s.queued(b)).await?;
         let apps: std::collections::BTreeSet<&str> =
             before.iter().map(|q| q.op.registration().app_id.as_str()).collect();
-        bar.set_message(format!("{}: {} ops for {} apps", b.name(), before.len(), apps.len()));
-        drain_with_retries(&engine, b).await?;
+        bar.set_message(format!("{b}: {} ops for {} apps", before.len(), apps.len()));
+        drain_with_retries(&store, applier).await?;
         bar.inc(before.len() as u64);
-        let left = store.queued(b.name())?;
-        let refused = store.refusals(b.name())?;
+        let (left, refused) = store.call(move |s| Ok((s.queued(b)?, s.refusals(b)?))).await?;
         for q in before {
             let input = crate::plan::input_hash(&q.op);
             let result = match left.iter().find(|l| l.op == q.op) {
@@ -330,15 +390,16 @@ async fn run_once(
                     None => "applied".to_owned(),
                 },
             };
-            report.ops.push(line(b.name(), &q.op, result));
+            report.ops.push(line(b, &q.op, result));
         }
-        if !left.is_empty() && !report.failed_backends.iter().any(|(n, _)| n == b.name()) {
-            report.failed_backends.push((b.name().to_owned(), format!("{} operations not applied", left.len())));
+        if !left.is_empty() && !report.failed_backends.iter().any(|(n, _)| n == b) {
+            report.failed_backends.push((b.to_owned(), format!("{} operations not applied", left.len())));
         }
     }
-    report.rejections = store.rejections()?;
-    report.refusals = store.all_refusals()?;
-    report.summarise(&store, &backend_names)?;
+    let (rejections, refusals) = store.call(|s| Ok((s.rejections()?, s.all_refusals()?))).await?;
+    report.rejections = rejections;
+    report.refusals = refusals;
+    report.summarise(&store, &backend_names).await?;
     store.flush().await?;
     if let Some(held) = held {
         held.publish(&mut sharing).await.context("sharing the ledgers with the next HA leader")?;
@@ -346,13 +407,21 @@ async fn run_once(
     Ok(report)
 }
 
-async fn drain_with_retries(engine: &Engine, b: &std::sync::Arc<dyn crate::backends::Backend>) -> anyhow::Result<()> {
+fn into_store(e: crate::reconcile::Error) -> crate::store::Error {
+    match e {
+        crate::reconcile::Error::Store(e) => e,
+        other => crate::store::Error::Thread(other.to_string()),
+    }
+}
+
+async fn drain_with_retries(store: &StoreHandle, applier: &mut Applier) -> anyhow::Result<()> {
+    let b = applier.name();
     loop {
-        let wait_until = match engine.drain(b, &crate::engine::AppliedLog::default()).await? {
+        let wait_until = match applier.drain().await? {
             Drain::Idle { next_due_ms: None } => return Ok(()),
             Drain::Idle { next_due_ms: Some(t) } | Drain::Backoff { until_ms: t } => t,
         };
-        let exhausted = engine.store.queued(b.name())?.iter().any(|q| q.attempts >= MAX_ATTEMPTS);
+        let exhausted = store.call(move |s| Ok(s.queued(b)?.iter().any(|q| q.attempts >= MAX_ATTEMPTS))).await?;
         if exhausted {
             return Ok(());
         }

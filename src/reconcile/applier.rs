@@ -1,0 +1,1057 @@
+//! The applier: one per backend, the only writer of that backend's queue and
+//! ledger, and the one place where a write reaches the backend.
+//!
+//! What it does, in its own task:
+//! - plans each app the planner hands it (an `AppWant`, newest per app in its
+//!   `Inbox`) against that app's ledger entries with its queued ops on top
+//!   (`plan_wants`, on the store's thread), and queues what differs;
+//! - merges a resync's listing app by app: the resync installs the listing
+//!   (`ApplierHandle::merge`) and marks every app dirty; each app's next want
+//!   is then planned against what the backend showed, its queue replaced by
+//!   that plan (a queued op the listing and the facts make stale is cancelled),
+//!   entries already in place recorded in the ledger, and entries someone else
+//!   removed forgotten;
+//! - drains the queue: apps concurrently up to `--backend-concurrency`, one
+//!   app's ops in order, every deregistration before any registration, one
+//!   ledger commit per app, a transient failure backing off only its lane;
+//! - refreshes expiring entries (`heartbeat`).
+//!
+//! Invariants:
+//! - Every backend write (an op, a heartbeat) passes the HA fence here, just
+//!   before it is sent (`Fence::begin_write`); the planner and every routing
+//!   method stay outside the fence, so no wrapper can drop one.
+//! - An op leaves the queue only in the transaction that records it in the
+//!   ledger; a write is recorded in the `AppliedLog` once the ledger holds it,
+//!   and a listing in flight meanwhile is not trusted for that registration:
+//!   the ledger stands for the backend there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::planner::{AppWant, Inbox, KeyIndex};
+use super::{Error, backoff, now_ms};
+use crate::backends::{Backend, BackendError, Claim, Registry, Routing};
+use crate::ha::Fence;
+use crate::metrics::Metrics;
+use crate::model::{Registration, Timestamp};
+use crate::plan::{Op, Refusal, plan};
+use crate::store::{QueuedOp, Store, StoreHandle};
+
+/// What every app wants on one backend, by service: a deregistration
+/// empties its service only if no other app wants the service there.
+pub type ServiceIndex = KeyIndex;
+
+/// What a resync's observation of one backend came to: the repairs queued,
+/// or why the backend could not be listed.
+pub type Observation = Result<Vec<Op>, String>;
+
+/// Outcome of draining one backend's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Nothing due is left.
+    Idle { next_due_ms: Option<u64> },
+    /// A transient failure: the backend is likely down; try again then.
+    Backoff { until_ms: u64 },
+}
+
+/// The writes one backend's applier made while listings were in flight: a
+/// listing tells from it which registrations it may show stale.
+#[derive(Clone, Default)]
+pub struct AppliedLog {
+    /// A std Mutex: held for a map update, never across `.await`.
+    inner: Arc<Mutex<WriteLog>>,
+}
+
+#[derive(Default)]
+struct WriteLog {
+    /// Writes so far.
+    writes: u64,
+    /// Listings started and not finished.
+    listings: usize,
+    /// The number of the last write per registration id, kept only while a
+    /// listing is in flight (so the log stays as small as one resync's writes).
+    ids: BTreeMap<String, u64>,
+}
+
+impl AppliedLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteLog> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a listing: call before it is requested; pass the mark to `finish`.
+    pub fn start(&self) -> u64 {
+        let mut log = self.lock();
+        log.listings += 1;
+        log.writes
+    }
+
+    /// Records a write of registration `id` that has landed (or may have).
+    pub fn record(&self, id: &str) {
+        let mut log = self.lock();
+        log.writes += 1;
+        if log.listings > 0 {
+            let n = log.writes;
+            log.ids.insert(id.to_owned(), n);
+        }
+    }
+
+    /// The registration ids written since `mark` (the listing goes on).
+    pub fn written_since(&self, mark: u64) -> BTreeSet<String> {
+        self.lock().ids.iter().filter(|(_, n)| **n > mark).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Ends the listing started at `mark`: the registration ids written since.
+    pub fn finish(&self, mark: u64) -> BTreeSet<String> {
+        let written = self.written_since(mark);
+        let mut log = self.lock();
+        log.listings = log.listings.saturating_sub(1);
+        if log.listings == 0 {
+            log.ids.clear();
+        }
+        written
+    }
+}
+
+/// A listing of one backend, taken by the resync, before it is merged.
+pub struct Listed {
+    /// What the backend holds of ours, by app.
+    by_app: HashMap<String, Vec<Registration>>,
+    /// The `AppliedLog` mark taken before the listing was requested.
+    mark: u64,
+}
+
+impl Listed {
+    /// The apps the merge covers: every app listed or in the ledger.
+    pub fn apps(&self) -> impl Iterator<Item = &String> {
+        self.by_app.keys()
+    }
+}
+
+/// A listing being merged app by app.
+struct Overlay {
+    /// What the backend showed, by the app its entries name.
+    by_app: HashMap<String, Vec<Registration>>,
+    /// Registration id → the app it is listed under (a backend that lost its
+    /// ledger may name an entry after its service, not its app: the app that
+    /// wants that id takes it).
+    by_id: HashMap<String, String>,
+    mark: u64,
+    /// Wants of an earlier pass may have read facts from before the listing:
+    /// only wants of this epoch or later merge it.
+    min_epoch: u64,
+    ops: Vec<Op>,
+    reply: Option<oneshot::Sender<Observation>>,
+}
+
+/// What the resync (and `reconcile --once`) holds of an applier: it lists the
+/// backend and hands the listing over.
+#[derive(Clone)]
+pub struct ApplierHandle {
+    backend: Backend,
+    store: StoreHandle,
+    log: AppliedLog,
+    overlay: Arc<Mutex<Option<Overlay>>>,
+}
+
+impl ApplierHandle {
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Lists what the backend holds of ours (the applier goes on applying
+    /// meanwhile). Reads only.
+    pub async fn list(&self) -> Result<Listed, String> {
+        let name = self.name();
+        let mark = self.log.start();
+        let read = self.store.call(move |s| Ok((s.ledger(name)?, s.planned_apps(name)?))).await;
+        let listed = match read {
+            Ok((ledger, apps)) => {
+                self.backend.registry.list_owned(&ledger).await.map(|l| (l, apps)).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok((owned, apps)) => {
+                let mut by_app: HashMap<String, Vec<Registration>> =
+                    apps.into_iter().map(|a| (a, Vec::new())).collect();
+                for r in owned {
+                    by_app.entry(r.app_id.clone()).or_default().push(r);
+                }
+                Ok(Listed { by_app, mark })
+            }
+            Err(e) => {
+                self.log.finish(mark);
+                warn!(backend = name, error = %e, "cannot list owned entries; will retry");
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands a listing to the applier: each of its apps is merged with the
+    /// first want of epoch `min_epoch` or later. The answer comes once every
+    /// app was merged. A newer listing replaces one not yet merged.
+    pub fn merge(&self, listed: Listed, min_epoch: u64) -> oneshot::Receiver<Observation> {
+        let (reply, answer) = oneshot::channel();
+        let mut slot = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            self.log.finish(old.mark);
+            if let Some(r) = old.reply {
+                let _ = r.send(Err("replaced by a newer listing".into()));
+            }
+        }
+        if listed.by_app.is_empty() {
+            self.log.finish(listed.mark);
+            let _ = reply.send(Ok(Vec::new()));
+        } else {
+            let by_id = listed
+                .by_app
+                .iter()
+                .flat_map(|(app, regs)| regs.iter().map(move |r| (r.id.clone(), app.clone())))
+                .collect();
+            *slot = Some(Overlay {
+                by_id,
+                by_app: listed.by_app,
+                mark: listed.mark,
+                min_epoch,
+                ops: Vec::new(),
+                reply: Some(reply),
+            });
+        }
+        answer
+    }
+}
+
+/// The applier of one backend.
+pub struct Applier {
+    backend: Backend,
+    store: StoreHandle,
+    metrics: Metrics,
+    fence: Fence,
+    /// Ops in flight at once.
+    limit: usize,
+    log: AppliedLog,
+    overlay: Arc<Mutex<Option<Overlay>>>,
+    services: ServiceIndex,
+    /// Per lane: no op of the lane is tried before this local wall-clock
+    /// millisecond (a transient failure backs off its lane).
+    lanes: HashMap<Option<String>, u64>,
+}
+
+/// Ownership known during one drain, shared by the apps applied at once.
+#[derive(Default)]
+struct Claims {
+    /// Services whose names are ours by the ledger or a recorded intent, as
+    /// found so far.
+    owned: Mutex<BTreeSet<String>>,
+    /// Services with a recorded intent.
+    intents: Mutex<BTreeSet<String>>,
+    /// Services whose claim failed this drain: (transient, message).
+    failed: Mutex<HashMap<String, (bool, String)>>,
+}
+
+/// A std Mutex held for a set update, never across `.await`.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `ledger` with `queued` ops applied on top (what the backend holds once
+/// they drain), and the queued ops by key.
+fn with_queued(ledger: Vec<Registration>, queued: Vec<QueuedOp>) -> (Vec<Registration>, BTreeMap<String, Op>) {
+    let mut by_id: BTreeMap<String, Registration> = ledger.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let mut ops = BTreeMap::new();
+    for q in queued {
+        match &q.op {
+            Op::Register(r) => {
+                by_id.insert(r.id.clone(), r.clone());
+            }
+            Op::Deregister { registration, .. } => {
+                by_id.remove(&registration.id);
+            }
+        }
+        ops.insert(q.op.key().to_owned(), q.op);
+    }
+    (by_id.into_values().collect(), ops)
+}
+
+/// What one app's listing contributes to its plan: what the backend showed,
+/// and the registrations written while the listing was in flight (for those
+/// the ledger stands for the backend).
+pub struct Merge<'a> {
+    pub listed: &'a [Registration],
+    pub stale: &'a BTreeSet<String>,
+}
+
+/// Plans the apps of `wants` on one backend (on the store's thread), each
+/// against its ledger entries with its queued ops on top, or, for apps in
+/// `merges`, against what a listing showed; queues what differs in one batch.
+/// `services` follows what every app wants on the backend, so a deregistration
+/// empties its service only when no other app wants it. Returns the ops newly
+/// queued.
+pub fn plan_wants(
+    store: &Store,
+    routing: &dyn Routing,
+    wants: &[AppWant],
+    merges: &HashMap<String, Merge<'_>>,
+    services: &mut ServiceIndex,
+) -> Result<Vec<Op>, crate::store::Error> {
+    let name = routing.name();
+    let mut planned = Vec::with_capacity(wants.len());
+    for w in wants {
+        let (expected, queued) = with_queued(store.ledger_of(name, &w.app)?, store.queued_of(name, &w.app)?);
+        let mut want = w.keep.clone();
+        let ids: BTreeSet<String> = want.iter().map(|r| r.id.clone()).collect();
+        want.extend(expected.iter().filter(|r| w.held_tasks.contains(&r.task_id) && !ids.contains(&r.id)).cloned());
+        services.set(&w.app, want.iter().map(|r| r.service.clone()).collect());
+        planned.push((w, want, expected, queued));
+    }
+    let refusals = store.refusals(name)?;
+    let mut fresh_ops = Vec::new();
+    let mut cancel = Vec::new();
+    let mut lifted = Vec::new();
+    for (w, want, expected, queued) in planned {
+        let merge = merges.get(&w.app);
+        let ops = match merge {
+            None => plan(&want, &expected, |d, o| d == o),
+            Some(m) => {
+                let fresh = |r: &Registration| !m.stale.contains(&r.id);
+                // What the backend holds: the listing where it is fresh, the
+                // ledger (with queued ops on top) for the rest.
+                let observed: Vec<Registration> = m
+                    .listed
+                    .iter()
+                    .filter(|r| fresh(r))
+                    .chain(expected.iter().filter(|r| !fresh(r)))
+                    .cloned()
+                    .collect();
+                let ops = plan(&want, &observed, |d, o| if fresh(o) { routing.same(d, o) } else { d == o });
+                absorb(store, routing, name, &w.app, &want, &observed, m)?;
+                // The queue of a fresh registration becomes what this plan
+                // says: an op it no longer calls for is cancelled (a register
+                // of an instance that died while its lane backed off), except
+                // a deregistration that still has app-level objects to remove.
+                let planned_keys: BTreeSet<&str> = ops.iter().map(|o| o.key()).collect();
+                let wanted: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
+                for (key, op) in &queued {
+                    let keep = match op {
+                        Op::Deregister { service_empty: true, .. } => !wanted.contains(key.as_str()),
+                        _ => false,
+                    };
+                    if !m.stale.contains(key) && !planned_keys.contains(key.as_str()) && !keep {
+                        cancel.push(op.clone());
+                    }
+                }
+                ops
+            }
+        };
+        let mut ops = ops;
+        for op in &mut ops {
+            if let Op::Deregister { registration, service_empty } = op
+                && *service_empty
+                && services.shared(&w.app, &registration.service)
+            {
+                *service_empty = false;
+            }
+        }
+        let mine: Vec<Refusal> = refusals.iter().filter(|r| r.app_id == w.app).cloned().collect();
+        let (ops, lift) = crate::plan::hold_refused(ops, &mine);
+        lifted.extend(lift);
+        fresh_ops.extend(ops.into_iter().filter(|op| queued.get(op.key()) != Some(op)));
+    }
+    if !lifted.is_empty() {
+        store.lift_refusals(name, &lifted)?;
+        info!(backend = name, entities = ?lifted, "refusals lifted: their input changed or is no longer wanted");
+    }
+    for op in &cancel {
+        store.drop_queued(name, op)?;
+    }
+    if !cancel.is_empty() {
+        info!(
+            backend = name,
+            ops = cancel.len(),
+            "queued ops cancelled: the listing and the facts no longer call for them"
+        );
+    }
+    store.enqueue(name, &fresh_ops)?;
+    Ok(fresh_ops)
+}
+
+/// What a backend already holds needs no write: wanted entries it shows in
+/// step go into the ledger (it may have been lost, say with the data dir),
+/// and fresh ledger entries of the app that are neither shown nor wanted were
+/// removed by someone else: they are forgotten.
+fn absorb(
+    store: &Store,
+    routing: &dyn Routing,
+    name: &str,
+    app: &str,
+    want: &[Registration],
+    observed: &[Registration],
+    m: &Merge<'_>,
+) -> Result<(), crate::store::Error> {
+    let listed: BTreeMap<&str, &Registration> =
+        m.listed.iter().filter(|r| !m.stale.contains(&r.id)).map(|r| (r.id.as_str(), r)).collect();
+    let ledger: BTreeMap<String, Registration> =
+        store.ledger_of(name, app)?.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let in_place: Vec<Registration> = want
+        .iter()
+        .filter(|w| listed.get(w.id.as_str()).is_some_and(|o| routing.same(w, o)) && ledger.get(&w.id) != Some(*w))
+        .cloned()
+        .collect();
+    store.import_ledger(name, &in_place)?;
+    let observed_ids: BTreeSet<&str> = observed.iter().map(|r| r.id.as_str()).collect();
+    let want_ids: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
+    let gone: Vec<String> = ledger
+        .keys()
+        .filter(|id| !m.stale.contains(*id) && !observed_ids.contains(id.as_str()) && !want_ids.contains(id.as_str()))
+        .cloned()
+        .collect();
+    store.forget(name, &gone)
+}
+
+/// How one op went.
+enum Outcome {
+    Done,
+    Retry { until_ms: u64, error: String },
+    Refused(Refusal),
+}
+
+impl Applier {
+    /// The applier of `backend`, and the handle the resync uses.
+    pub fn new(
+        backend: Backend,
+        store: StoreHandle,
+        metrics: Metrics,
+        fence: Fence,
+        limit: usize,
+    ) -> (Applier, ApplierHandle) {
+        let log = AppliedLog::default();
+        let overlay = Arc::new(Mutex::new(None));
+        let handle = ApplierHandle {
+            backend: backend.clone(),
+            store: store.clone(),
+            log: log.clone(),
+            overlay: overlay.clone(),
+        };
+        let applier = Applier {
+            backend,
+            store,
+            metrics,
+            fence,
+            limit: limit.max(1),
+            log,
+            overlay,
+            services: ServiceIndex::default(),
+            lanes: HashMap::new(),
+        };
+        (applier, handle)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Plans `wants` (merging a listing waiting for their apps) and queues
+    /// what differs. Returns the ops newly queued.
+    pub async fn plan(&mut self, wants: Vec<AppWant>) -> Result<Vec<Op>, Error> {
+        if wants.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The apps whose listing this plan merges, taken out of the overlay.
+        let mut merging: HashMap<String, Vec<Registration>> = HashMap::new();
+        let mut stale = BTreeSet::new();
+        {
+            let slot = lock(&self.overlay);
+            if let Some(o) = slot.as_ref() {
+                stale = self.log.written_since(o.mark);
+            }
+        }
+        {
+            let mut slot = lock(&self.overlay);
+            if let Some(o) = slot.as_mut() {
+                for w in wants.iter().filter(|w| w.epoch >= o.min_epoch) {
+                    let own = o.by_app.remove(&w.app);
+                    let mut listed = own.clone().unwrap_or_default();
+                    // Entries listed under another name whose ids this app wants.
+                    for r in &w.keep {
+                        let Some(under) = o.by_id.get(&r.id).filter(|k| **k != w.app).cloned() else { continue };
+                        if let Some(regs) = o.by_app.get_mut(&under)
+                            && let Some(at) = regs.iter().position(|x| x.id == r.id)
+                        {
+                            listed.push(regs.swap_remove(at));
+                        }
+                    }
+                    if own.is_some() || !listed.is_empty() {
+                        merging.insert(w.app.clone(), listed);
+                    }
+                }
+            }
+        }
+        let routing = self.backend.routing.clone();
+        let services = std::mem::take(&mut self.services);
+        let (services, ops) = self
+            .store
+            .call(move |s| {
+                let mut services = services;
+                let merges: HashMap<String, Merge<'_>> =
+                    merging.iter().map(|(app, listed)| (app.clone(), Merge { listed, stale: &stale })).collect();
+                let ops = plan_wants(s, routing.as_ref(), &wants, &merges, &mut services);
+                Ok((services, ops))
+            })
+            .await?;
+        self.services = services;
+        let ops = ops?;
+        let name = self.name();
+        {
+            let mut slot = lock(&self.overlay);
+            if let Some(o) = slot.as_mut() {
+                o.ops.extend(ops.iter().cloned());
+                if o.by_app.is_empty()
+                    && let Some(done) = slot.take()
+                {
+                    self.log.finish(done.mark);
+                    if !done.ops.is_empty() {
+                        info!(backend = name, ops = done.ops.len(), "resync queued repairs");
+                    }
+                    if let Some(reply) = done.reply {
+                        let _ = reply.send(Ok(done.ops));
+                    }
+                }
+            }
+        }
+        if !ops.is_empty() {
+            debug!(backend = name, ops = ops.len(), "queued");
+            // Queued ops are durable before any of them is tried.
+            self.store.flush().await?;
+        }
+        self.update_gauges().await?;
+        Ok(ops)
+    }
+
+    /// Applies the due ops: every deregistration first (traffic drains before
+    /// anything new appears), then the registrations. Within each phase the
+    /// ops of different apps run concurrently, up to the backend's limit; the
+    /// ops of one app one after the other, in key order, and the ledger takes
+    /// each app's completed ops in one transaction. A transient failure backs
+    /// off its lane: the rest of that lane waits, other lanes go on.
+    pub async fn drain(&mut self) -> Result<Drain, Error> {
+        use futures::StreamExt;
+
+        let name = self.name();
+        let now = now_ms();
+        let mut next_due: Option<u64> = None;
+        let mut due = |at: u64| next_due = Some(next_due.map_or(at, |n: u64| n.min(at)));
+        let queued = self.store.call(move |s| s.queued(name)).await?;
+        // Phase 0: deregistrations, phase 1: registrations; by app within.
+        let mut phases: [BTreeMap<String, Vec<QueuedOp>>; 2] = Default::default();
+        for q in queued {
+            let lane = self.backend.routing.lane(q.op.registration());
+            let not_before = q.not_before_ms.max(self.lanes.get(&lane).copied().unwrap_or(0));
+            if not_before > now {
+                due(not_before);
+                continue;
+            }
+            let phase = usize::from(matches!(q.op, Op::Register(_)));
+            phases[phase].entry(q.op.registration().app_id.clone()).or_default().push(q);
+        }
+        if phases.iter().all(BTreeMap::is_empty) {
+            self.update_gauges().await?;
+            return Ok(Drain::Idle { next_due_ms: next_due });
+        }
+        // Services whose names are ours by a recorded intent, or by what the
+        // ledger holds of the apps drained now, read before any of their ops
+        // runs: a deregistration in the first phase must not make the service
+        // look someone else's to the registration after it.
+        let apps: Vec<String> = phases.iter().flat_map(BTreeMap::keys).cloned().collect();
+        let (intents, owned) = self
+            .store
+            .call(move |s| {
+                let intents = s.intents(name)?;
+                let mut owned = intents.clone();
+                for app in &apps {
+                    owned.extend(s.ledger_of(name, app)?.into_iter().map(|r| r.service));
+                }
+                Ok((intents, owned))
+            })
+            .await?;
+        let claims = Claims { owned: Mutex::new(owned), intents: Mutex::new(intents), failed: Mutex::default() };
+        self.claim_first_writes(phases[1].values().flatten(), &claims).await?;
+        // Lanes that failed during this drain: their remaining ops wait.
+        let failed: Mutex<BTreeSet<Option<String>>> = Mutex::default();
+        let mut refused = false;
+        let mut kept_services = false;
+        let mut backoff_until: Option<u64> = None;
+        for phase in phases {
+            let groups: Vec<_> = phase.into_values().map(|ops| self.apply_group(ops, &claims, &failed)).collect();
+            let mut results = futures::stream::iter(groups).buffer_unordered(self.limit);
+            let mut finished = Vec::new();
+            while let Some(outcomes) = results.next().await {
+                finished.push(outcomes?);
+            }
+            drop(results);
+            for outcomes in finished {
+                let settled = self.settle(outcomes, &claims).await?;
+                refused |= settled.refused;
+                kept_services |= settled.kept_services;
+                for (lane, until_ms) in settled.backoff {
+                    self.lanes.insert(lane, until_ms);
+                    backoff_until = Some(backoff_until.map_or(until_ms, |u| u.min(until_ms)));
+                }
+            }
+        }
+        if refused || kept_services {
+            // A restart must not try a refusal again either, nor take the
+            // objects of a service it keeps for someone else's.
+            self.store.flush().await?;
+        }
+        let left = self.update_gauges().await?;
+        Ok(match backoff_until {
+            Some(until_ms) => Drain::Backoff { until_ms: next_due.map_or(until_ms, |n| n.min(until_ms)) },
+            // What failed lanes left, and what is due again at once.
+            None if left > 0 => Drain::Idle { next_due_ms: Some(next_due.unwrap_or(now)) },
+            None => Drain::Idle { next_due_ms: next_due },
+        })
+    }
+
+    /// Records what one app's ops came to, in one store call: completed ops
+    /// into the ledger (one transaction), retries and refusals, intents.
+    async fn settle(&self, outcomes: Vec<(QueuedOp, Outcome)>, claims: &Claims) -> Result<Settled, Error> {
+        let name = self.name();
+        let mut drop_intents = Vec::new();
+        let mut maybe_keep = Vec::new();
+        for (q, outcome) in &outcomes {
+            if !matches!(outcome, Outcome::Done) {
+                continue;
+            }
+            let reg = q.op.registration();
+            match &q.op {
+                Op::Register(_) => {
+                    if lock(&claims.intents).remove(&reg.service) {
+                        // The ledger holds the service now.
+                        drop_intents.push(reg.service.clone());
+                    }
+                }
+                Op::Deregister { service_empty: true, .. } => {
+                    if lock(&claims.intents).remove(&reg.service) {
+                        drop_intents.push(reg.service.clone());
+                    }
+                }
+                Op::Deregister { service_empty: false, .. } => maybe_keep.push(reg.service.clone()),
+            }
+        }
+        let done: Vec<Op> =
+            outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Done)).map(|(q, _)| q.op.clone()).collect();
+        let retries: Vec<(Op, u64, String)> = outcomes
+            .iter()
+            .filter_map(|(q, o)| match o {
+                Outcome::Retry { until_ms, error } => Some((q.op.clone(), *until_ms, error.clone())),
+                _ => None,
+            })
+            .collect();
+        let refusals: Vec<(Op, Refusal)> = outcomes
+            .iter()
+            .filter_map(|(q, o)| match o {
+                Outcome::Refused(r) => Some((q.op.clone(), r.clone())),
+                _ => None,
+            })
+            .collect();
+        let (intended, attempts, new_refusals) = self
+            .store
+            .call(move |s| {
+                s.complete_many(name, &done)?;
+                for service in &drop_intents {
+                    s.drop_intent(name, service)?;
+                }
+                // The service's own objects stay (another instance is on its
+                // way): the ledger no longer says they are ours, so an intent
+                // does.
+                let mut intended = Vec::new();
+                for service in maybe_keep {
+                    if !s.ledger_holds_service(name, &service)? {
+                        s.intend(name, &service)?;
+                        intended.push(service);
+                    }
+                }
+                let mut attempts = Vec::new();
+                for (op, until_ms, error) in &retries {
+                    attempts.push(s.retry_later(name, op, *until_ms, error)?);
+                }
+                let mut new_refusals = Vec::new();
+                for (op, refusal) in &refusals {
+                    s.drop_queued(name, op)?;
+                    new_refusals.push(s.refuse(refusal)?);
+                }
+                Ok((intended, attempts, new_refusals))
+            })
+            .await?;
+        let mut settled = Settled { kept_services: !intended.is_empty(), ..Settled::default() };
+        lock(&claims.intents).extend(intended);
+        let (mut attempts, mut new_refusals) = (attempts.into_iter(), new_refusals.into_iter());
+        for (q, outcome) in outcomes {
+            // Recorded once the ledger holds it: a listing that read the
+            // ledger before this point may miss this write, and so must take
+            // it as stale.
+            self.log.record(q.op.key());
+            let reg = q.op.registration();
+            match outcome {
+                Outcome::Done => {
+                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "ok"]).inc();
+                    self.metrics.applied(name, &q.op); // metrics hook: TASK_RUNNING → 2xx latency
+                    info!(backend = name, op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, service = %reg.service, id = %reg.id, "applied");
+                }
+                Outcome::Retry { until_ms, error } => {
+                    let lane = self.backend.routing.lane(reg);
+                    let n = attempts.next().unwrap_or_default();
+                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "retry"]).inc();
+                    warn!(backend = name, lane = lane.as_deref().unwrap_or("all"), op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, attempts = n, error = %error, retry_in_ms = until_ms.saturating_sub(now_ms()), "backend unavailable");
+                    settled.backoff.push((lane, until_ms));
+                }
+                Outcome::Refused(r) => {
+                    self.metrics.ops.with_label_values(&[name, q.op.verb(), "failed"]).inc();
+                    if new_refusals.next().unwrap_or(false) {
+                        settled.refused = true;
+                        self.metrics.refusals_recorded.with_label_values(&[name]).inc();
+                        warn!(backend = name, op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, error = %r.reason, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
+                    }
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Applies one app's due ops in order; after a transient failure in a
+    /// lane, skips the rest of that lane (and ops whose lane failed meanwhile
+    /// in another app).
+    async fn apply_group(
+        &self,
+        ops: Vec<QueuedOp>,
+        claims: &Claims,
+        failed: &Mutex<BTreeSet<Option<String>>>,
+    ) -> Result<Vec<(QueuedOp, Outcome)>, Error> {
+        let name = self.name();
+        let mut out = Vec::with_capacity(ops.len());
+        for q in ops {
+            let lane = self.backend.routing.lane(q.op.registration());
+            if lock(failed).contains(&lane) {
+                continue;
+            }
+            let started = Instant::now();
+            let result = match self.claim(&q.op, claims).await? {
+                Ok(()) => self.write(&q.op).await,
+                Err(e) => Err(e),
+            };
+            self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
+            let outcome = match result {
+                Ok(()) => Outcome::Done,
+                Err(e) if e.is_transient() => {
+                    // The rest of this lane waits (the check above); the app's
+                    // ops in other lanes (another host's agent) go on.
+                    lock(failed).insert(lane);
+                    let delay = backoff(q.attempts + 1);
+                    Outcome::Retry { until_ms: now_ms() + delay.as_millis() as u64, error: e.to_string() }
+                }
+                Err(e) => {
+                    let reg = q.op.registration();
+                    Outcome::Refused(Refusal {
+                        backend: name.to_owned(),
+                        app_id: reg.app_id.clone(),
+                        entity: reg.id.clone(),
+                        op: q.op.verb().to_owned(),
+                        reason: e.to_string(),
+                        since: Timestamp::now().to_string(),
+                        input: crate::plan::input_hash(&q.op),
+                    })
+                }
+            };
+            out.push((q, outcome));
+        }
+        Ok(out)
+    }
+
+    /// One write to the backend: sent only while the fence allows it.
+    async fn write(&self, op: &Op) -> Result<(), BackendError> {
+        let Some(_write) = self.fence.begin_write() else {
+            // Transient: the op stays queued for whoever leads next (us, later).
+            return Err(BackendError::Transient {
+                backend: self.name(),
+                what: op.verb().to_owned(),
+                message: "not the HA leader: write fenced off".to_owned(),
+            });
+        };
+        let registry: &dyn Registry = self.backend.registry.as_ref();
+        tracing::Instrument::instrument(registry.apply(op), crate::metrics::op_span(self.name(), op)).await // metrics hook: app_id, task_id on backend lines
+    }
+
+    /// Asks the backend whose a service's names are, before its first write;
+    /// a free one's intent is shared with the other HA replicas first.
+    async fn ask(&self, reg: &Registration) -> Result<Claim, BackendError> {
+        let claim = self.backend.registry.claim(reg).await?;
+        if matches!(claim, Claim::Free) {
+            // No first write before the other replicas can know the service is ours.
+            self.fence.share_intent(self.name(), &reg.service).await.map_err(|e| BackendError::Transient {
+                backend: self.name(),
+                what: format!("claim service {}", reg.service),
+                message: format!("cannot share the intent with the other replicas: {e}"),
+            })?;
+        }
+        Ok(claim)
+    }
+
+    /// Before the first write of a service whose names neither the ledger nor
+    /// a recorded intent make ours: refuses if someone else holds them; on a
+    /// backend whose ledger is the only ownership record, records the intent
+    /// durably first, so a retry after a kill -9 knows the names it finds as
+    /// its own.
+    async fn claim(&self, op: &Op, claims: &Claims) -> Result<Result<(), BackendError>, Error> {
+        let Op::Register(reg) = op else { return Ok(Ok(())) };
+        if lock(&claims.owned).contains(&reg.service) {
+            return Ok(Ok(()));
+        }
+        let backend = self.name();
+        if let Some((transient, message)) = lock(&claims.failed).get(&reg.service).cloned() {
+            let what = format!("register {} (service {} of app {})", reg.id, reg.service, reg.app_id);
+            return Ok(Err(if transient {
+                BackendError::Transient { backend, what, message }
+            } else {
+                BackendError::Permanent { backend, what, message }
+            }));
+        }
+        let (app, service) = (reg.app_id.clone(), reg.service.clone());
+        let ours = self
+            .store
+            .call(move |s| {
+                Ok(s.ledger_of(backend, &app)?.iter().any(|r| r.service == service)
+                    || s.ledger_holds_service(backend, &service)?)
+            })
+            .await?;
+        if ours {
+            lock(&claims.owned).insert(reg.service.clone());
+            return Ok(Ok(()));
+        }
+        match self.ask(reg).await {
+            Ok(Claim::Tagged) => Ok(Ok(())),
+            Ok(Claim::Free) => {
+                let service = reg.service.clone();
+                self.store.call(move |s| s.intend(backend, &service)).await?;
+                self.store.flush().await?;
+                lock(&claims.owned).insert(reg.service.clone());
+                lock(&claims.intents).insert(reg.service.clone());
+                Ok(Ok(()))
+            }
+            Ok(Claim::Held(holder)) => Ok(Err(BackendError::Permanent {
+                backend,
+                what: format!("register {} (service {} of app {})", reg.id, reg.service, reg.app_id),
+                message: holder,
+            })),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Asks the backend, before any write of this drain, about every service
+    /// that `ops` would write first (neither the ledger nor an intent makes it
+    /// ours): concurrently, and the intents of the free ones recorded with one
+    /// flush, so a thousand new services cost one flush, not a thousand. What
+    /// is held by someone else (or could not be asked) is kept for `claim`.
+    async fn claim_first_writes<'a>(
+        &self,
+        ops: impl Iterator<Item = &'a QueuedOp>,
+        claims: &Claims,
+    ) -> Result<(), Error> {
+        use futures::StreamExt;
+
+        let name = self.name();
+        let mut first: BTreeMap<String, Registration> = BTreeMap::new();
+        for q in ops {
+            if let Op::Register(reg) = &q.op
+                && !first.contains_key(&reg.service)
+                && !lock(&claims.owned).contains(&reg.service)
+            {
+                first.insert(reg.service.clone(), reg.clone());
+            }
+        }
+        if first.is_empty() {
+            return Ok(());
+        }
+        let services: Vec<String> = first.keys().cloned().collect();
+        let held = self
+            .store
+            .call(move |s| {
+                let mut held = Vec::new();
+                for service in services {
+                    if s.ledger_holds_service(name, &service)? {
+                        held.push(service);
+                    }
+                }
+                Ok(held)
+            })
+            .await?;
+        for service in held {
+            first.remove(&service);
+            lock(&claims.owned).insert(service);
+        }
+        if first.is_empty() {
+            return Ok(());
+        }
+        let answers: Vec<(Registration, Result<Claim, BackendError>)> = futures::stream::iter(first.into_values())
+            .map(|reg| async move {
+                let answer = self.ask(&reg).await;
+                (reg, answer)
+            })
+            .buffer_unordered(self.limit)
+            .collect()
+            .await;
+        let mut free = Vec::new();
+        for (reg, answer) in answers {
+            match answer {
+                Ok(Claim::Tagged) => {
+                    lock(&claims.owned).insert(reg.service);
+                }
+                Ok(Claim::Free) => free.push(reg.service),
+                Ok(Claim::Held(holder)) => {
+                    lock(&claims.failed).insert(reg.service, (false, holder));
+                }
+                Err(BackendError::Transient { message, .. }) => {
+                    lock(&claims.failed).insert(reg.service, (true, message));
+                }
+                Err(BackendError::Permanent { message, .. }) => {
+                    lock(&claims.failed).insert(reg.service, (false, message));
+                }
+            }
+        }
+        if !free.is_empty() {
+            let services = free.clone();
+            self.store
+                .call(move |s| {
+                    for service in &services {
+                        s.intend(name, service)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            // Intents are durable before the first write they announce.
+            self.store.flush().await?;
+            for service in free {
+                lock(&claims.intents).insert(service.clone());
+                lock(&claims.owned).insert(service);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the entries the ledger holds on a backend whose entries
+    /// expire; a write like any other, so it passes the fence.
+    pub async fn heartbeat(&self) {
+        let name = self.name();
+        let Some(_write) = self.fence.begin_write() else { return };
+        match self.store.call(move |s| s.ledger(name)).await {
+            Ok(ledger) => {
+                if let Err(e) = self.backend.registry.heartbeat(&ledger).await {
+                    warn!(backend = name, error = %e, "heartbeat failed");
+                }
+            }
+            Err(e) => warn!(backend = name, error = %e, "heartbeat: cannot read the ledger"),
+        }
+    }
+
+    /// The queue, ledger and refusal gauges; returns the queue's length.
+    async fn update_gauges(&self) -> Result<usize, Error> {
+        let name = self.name();
+        let (queued, held, refused) =
+            self.store.call(move |s| Ok((s.queue_len(name), s.ledger_len(name), s.refusals(name)?.len()))).await?;
+        self.metrics.queue_depth.with_label_values(&[name]).set(queued as i64);
+        self.metrics.registered.with_label_values(&[name]).set(held as i64);
+        self.metrics.refusals.with_label_values(&[name]).set(refused as i64);
+        Ok(queued)
+    }
+
+    /// The applier's task: plans what its inbox holds, drains, heartbeats,
+    /// until `shutdown`. With `--ha` it drains only while the fence is open
+    /// and the lock confirmed.
+    pub async fn run(mut self, inbox: Arc<Inbox>, shutdown: CancellationToken) {
+        let name = self.name();
+        let beat = self.backend.registry.heartbeat_interval();
+        let mut next_beat = beat.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let fenced = self.fence.is_ha() && (!self.fence.allows_write() || !self.confirmed().await);
+            let drained = if fenced { Ok(Drain::Idle { next_due_ms: None }) } else { self.drain().await };
+            let wait = match drained {
+                Ok(Drain::Idle { next_due_ms: None }) => None,
+                Ok(Drain::Idle { next_due_ms: Some(at) }) | Ok(Drain::Backoff { until_ms: at }) => {
+                    Some(Duration::from_millis(at.saturating_sub(now_ms()).max(10)))
+                }
+                Err(e) => {
+                    warn!(backend = name, error = %e, "applier failed; retrying");
+                    Some(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.fence.changed(), if fenced => {} // leader again, or renewed
+                _ = inbox.ready() => {
+                    let wants = inbox.take();
+                    if let Err(e) = self.plan(wants).await {
+                        warn!(backend = name, error = %e, "planning failed");
+                    }
+                }
+                _ = sleep_until(next_beat) => {
+                    next_beat = beat.map(|d| tokio::time::Instant::now() + d);
+                    self.heartbeat().await;
+                }
+                _ = sleep_opt(wait) => {}
+            }
+        }
+    }
+
+    /// With `--ha`, before a batch of writes: is something due, and does the
+    /// lock key still show our session? (Without `--ha`: always.)
+    async fn confirmed(&self) -> bool {
+        let name = self.name();
+        let due = self.store.call(move |s| Ok(s.queue_len(name) > 0)).await.unwrap_or(true);
+        !due || self.fence.confirm().await
+    }
+}
+
+/// What settling one app's outcomes came to.
+#[derive(Default)]
+struct Settled {
+    refused: bool,
+    kept_services: bool,
+    backoff: Vec<(Option<String>, u64)>,
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod applied_log_tests {
+    use super::AppliedLog;
+
+    #[test]
+    fn a_listing_sees_the_writes_made_while_it_was_in_flight_and_no_others() {
+        let log = AppliedLog::default();
+        log.record("before");
+        let mark = log.start();
+        log.record("during");
+        let written = log.finish(mark);
+        assert_eq!(written.into_iter().collect::<Vec<_>>(), ["during"]);
+        log.record("after");
+        let mark = log.start();
+        assert!(log.finish(mark).is_empty(), "nothing is kept between listings");
+        assert!(log.lock().ids.is_empty());
+    }
+}

@@ -1,0 +1,189 @@
+//! The consumer: takes what the event stream parsed, folds each burst of
+//! events into the store in one transaction (on the store's thread), and marks
+//! the apps they touched dirty for the planner.
+//!
+//! Invariants:
+//! - The stream task only parses and forwards; the consumer keeps taking its
+//!   items while a burst is being folded, so a slow store never makes the
+//!   stream wait (Marathon drops a client that falls 1,024 events behind).
+//! - Bursts are folded one at a time, in the order received: a burst shares
+//!   one receive sequence number and one high-water update (`fold_events`, the
+//!   function the order-independence property drives).
+//! - Folded facts are not flushed here: the appliers flush before they apply
+//!   anything planned from them, and facts lost to a crash come back with the
+//!   start-up resync.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::planner::Dirty;
+use crate::assemble::Touch;
+use crate::marathon::event::Event;
+use crate::marathon::stream::StreamItem;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreHandle};
+
+/// Most events folded in one transaction.
+pub const FOLD_BATCH: usize = 1024;
+
+/// The consumer task.
+pub async fn run(
+    store: StoreHandle,
+    metrics: Metrics,
+    mut rx: mpsc::UnboundedReceiver<StreamItem>,
+    dirty: Arc<Dirty>,
+    resync_wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut waiting: Vec<Event> = Vec::new();
+    let mut folding: Option<tokio::task::JoinHandle<BTreeSet<String>>> = None;
+    let mut open = true;
+    loop {
+        if folding.is_none() && !waiting.is_empty() {
+            let burst: Vec<Event> = if waiting.len() > FOLD_BATCH {
+                let rest = waiting.split_off(FOLD_BATCH);
+                std::mem::replace(&mut waiting, rest)
+            } else {
+                std::mem::take(&mut waiting)
+            };
+            let store = store.clone();
+            folding = Some(tokio::spawn(async move {
+                match store.call(move |s| Ok(fold_burst(s, &burst))).await {
+                    Ok(apps) => apps,
+                    Err(e) => {
+                        warn!(error = %e, "cannot reach the store to fold events");
+                        BTreeSet::new()
+                    }
+                }
+            }));
+        }
+        if !open && folding.is_none() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            item = rx.recv(), if open => match item {
+                Some(item) => {
+                    handle(&metrics, item, &resync_wake, &mut waiting);
+                    while let Ok(item) = rx.try_recv() {
+                        handle(&metrics, item, &resync_wake, &mut waiting);
+                        if waiting.len() >= 4 * FOLD_BATCH {
+                            break;
+                        }
+                    }
+                }
+                None => open = false,
+            },
+            done = async {
+                match folding.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if folding.is_some() => {
+                folding = None;
+                match done {
+                    Ok(touched) if !touched.is_empty() => dirty.mark(touched),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "folding a burst failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Handles one stream item; its events go into `events`, to be folded with
+/// the rest of the burst.
+pub fn handle(metrics: &Metrics, item: StreamItem, resync_wake: &Notify, events: &mut Vec<Event>) {
+    match item {
+        StreamItem::Connected { endpoint } => {
+            metrics.stream_connected(&endpoint); // status hook: counter, gauge, live status
+            info!(endpoint = %endpoint, "event stream connected; resyncing");
+            resync_wake.notify_one();
+        }
+        StreamItem::Disconnected { reason } => {
+            metrics.stream_disconnected(&reason); // status hook
+            warn!(reason = %reason, "event stream lost; reconnecting");
+        }
+        StreamItem::Oversized { limit } => {
+            // The line is gone and so is its event: only a resync can repair it.
+            metrics.events_skipped.with_label_values(&["oversized"]).inc();
+            warn!(limit, "event over the line limit skipped; resyncing");
+            resync_wake.notify_one();
+        }
+        StreamItem::Malformed { event_type, error } => {
+            metrics.events_skipped.with_label_values(&["malformed"]).inc();
+            warn!(event_type = %event_type, error = %error, "malformed event skipped");
+        }
+        StreamItem::Events { event_type, events: parsed } => {
+            metrics.events.with_label_values(&[&event_type]).inc();
+            metrics.event_received(); // status hook: last event
+            for event in parsed {
+                metrics.saw_event(&event); // metrics hook: TASK_RUNNING receive instant
+                match &event {
+                    Event::Unknown { event_type } => {
+                        metrics.events_skipped.with_label_values(&["unknown_type"]).inc();
+                        debug!(event_type = %event_type, "unknown event type skipped");
+                    }
+                    Event::Ignored { .. } => {}
+                    _ => events.push(event),
+                }
+            }
+        }
+    }
+}
+
+/// Folds a burst of events into the store in one transaction (one receive
+/// sequence number, one high-water update); if that fails, event by event,
+/// so one bad record costs only its own event. Runs on the store's thread.
+/// Returns the apps whose facts were folded.
+pub fn fold_burst(store: &Store, events: &[Event]) -> BTreeSet<String> {
+    if events.is_empty() {
+        return BTreeSet::new();
+    }
+    match fold_events(store, events) {
+        Ok(apps) => apps,
+        Err(e) => {
+            warn!(events = events.len(), error = %e, "cannot store a burst of events; storing them one by one");
+            let mut apps = BTreeSet::new();
+            for event in events {
+                match fold_events(store, std::slice::from_ref(event)) {
+                    Ok(a) => apps.extend(a),
+                    Err(e) => warn!(event = ?event, error = %e, "cannot store event"),
+                }
+            }
+            apps
+        }
+    }
+}
+
+/// Folds the facts of `events` into the store in one transaction under one
+/// receive sequence number. Returns the apps they touched.
+pub fn fold_events(store: &Store, events: &[Event]) -> Result<BTreeSet<String>, crate::store::Error> {
+    let mut apps = BTreeSet::new();
+    let mut touches = Vec::new();
+    let mut high = crate::model::Timestamp::default();
+    for event in events {
+        for t in crate::assemble::touches(event) {
+            let at = match &t {
+                Touch::Instance(r) => r.last_at(),
+                Touch::App(_, a) => a.stopped_at.unwrap_or_default(),
+                _ => Default::default(),
+            };
+            high = high.max(at);
+            match &t {
+                Touch::Instance(r) => apps.insert(r.app_id.as_str().to_owned()),
+                Touch::App(id, _) | Touch::Hint(id) => apps.insert(id.as_str().to_owned()),
+                Touch::Spec(spec) => apps.insert(spec.id.as_str().to_owned()),
+            };
+            touches.push(t);
+        }
+    }
+    let seq = store.next_seq()?;
+    store.raise_high_water(high)?;
+    store.apply_touches(&touches, seq)?;
+    Ok(apps)
+}
