@@ -472,13 +472,15 @@ impl Config {
 }
 
 /// Ops in flight at once per backend unless `--backend-concurrency` says
-/// otherwise (BENCHMARKS.md: how they were chosen).
-pub const DEFAULT_CONCURRENCY: [(&str, usize); 3] = [("consul", 8), ("kong", 16), ("vulcand", 8)];
+/// otherwise: each kind's own default.
+pub fn default_concurrency() -> BTreeMap<&'static str, usize> {
+    crate::backends::KINDS.iter().map(|k| (k.name, k.concurrency)).collect()
+}
 
 /// `N` (every backend) or `consul=N,kong=N,vulcand=N` (the rest keep their
 /// default); each N from 1 to 256.
 fn parse_concurrency(setting: &str, raw: &str) -> Result<BTreeMap<&'static str, usize>, ConfigError> {
-    let mut out: BTreeMap<&'static str, usize> = DEFAULT_CONCURRENCY.into_iter().collect();
+    let mut out = default_concurrency();
     let number = |v: &str| -> Result<usize, ConfigError> {
         match v.trim().parse::<usize>() {
             Ok(n) if (1..=256).contains(&n) => Ok(n),
@@ -493,10 +495,11 @@ fn parse_concurrency(setting: &str, raw: &str) -> Result<BTreeMap<&'static str, 
     }
     for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
         let (name, n) = pair.split_once('=').ok_or_else(|| bad(setting, format!("{pair:?} is not backend=N")))?;
-        let Some((key, _)) = DEFAULT_CONCURRENCY.iter().find(|(k, _)| *k == name.trim()) else {
-            return Err(bad(setting, format!("{:?} is not a backend (consul, kong or vulcand)", name.trim())));
+        let Some(kind) = crate::backends::kind(name.trim()) else {
+            let names: Vec<&str> = crate::backends::KINDS.iter().map(|k| k.name).collect();
+            return Err(bad(setting, format!("{:?} is not a backend ({})", name.trim(), names.join(", "))));
         };
-        out.insert(key, number(n)?);
+        out.insert(kind.name, number(n)?);
     }
     Ok(out)
 }
@@ -605,7 +608,7 @@ impl Config {
         }
         let backend_concurrency =
             match pick!(backend_concurrency, "--backend-concurrency", "SWITCHBOARD_BACKEND_CONCURRENCY") {
-                None => DEFAULT_CONCURRENCY.into_iter().collect(),
+                None => default_concurrency(),
                 Some((raw, setting)) => parse_concurrency(&setting, &raw)?,
             };
         let ttl_setting = pick!(vulcand_server_ttl, "--vulcand-server-ttl", "SWITCHBOARD_VULCAND_SERVER_TTL");

@@ -161,11 +161,7 @@ impl OnceReport {
 /// `error` says so.
 pub fn refused_credentials(backend: &str, error: &str) -> Option<String> {
     let status = ["401", "403"].into_iter().find(|s| error.contains(&format!("HTTP {s}")))?;
-    let var = match backend {
-        "consul" => "SWITCHBOARD_CONSUL_TOKEN",
-        "kong" => "SWITCHBOARD_KONG_TOKEN",
-        _ => "its credentials",
-    };
+    let var = crate::backends::kind(backend).and_then(|k| k.credentials).unwrap_or("its credentials");
     Some(format!("{backend} refused the credentials (HTTP {status}): check {var}"))
 }
 

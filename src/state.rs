@@ -10,8 +10,6 @@ use crate::config::Config;
 use crate::http::{StateReport, state_report};
 use crate::store::{Store, StoreHandle};
 
-const BACKENDS: &[&str] = &["consul", "kong", "vulcand"];
-
 pub async fn read(cfg: &Config) -> anyhow::Result<StateReport> {
     let url = format!("http://{}/state", cfg.listen);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().context("http client")?;
@@ -24,5 +22,6 @@ pub async fn read(cfg: &Config) -> anyhow::Result<StateReport> {
     let store = Store::open(&cfg.data_dir)
         .with_context(|| format!("no daemon answered on {} and the store cannot be opened", cfg.listen))?;
     let store = StoreHandle::spawn(store)?;
-    Ok(store.call(|s| state_report(s, BACKENDS)).await?)
+    let names: Vec<&'static str> = crate::backends::KINDS.iter().map(|k| k.name).collect();
+    Ok(store.call(move |s| state_report(s, &names)).await?)
 }

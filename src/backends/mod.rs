@@ -21,6 +21,30 @@ use crate::model::Registration;
 
 pub use crate::plan::{Op, Rejection, Selection};
 
+/// What the rest of Switchboard knows of one kind of backend besides its
+/// code: each backend folder defines its `KIND`, and `KINDS` lists them once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// As in `Routing::name`: logs, metrics, store keys, `--backend-concurrency`.
+    pub name: &'static str,
+    /// Ops in flight at once unless `--backend-concurrency` says otherwise
+    /// (BENCHMARKS.md: how they were chosen).
+    pub concurrency: usize,
+    /// The environment variable of its credentials, named when it refuses them.
+    pub credentials: Option<&'static str>,
+    /// Whether its own tags or meta tell what is ours whatever the version, so
+    /// HA replicas need not share its ledger.
+    pub self_described: bool,
+}
+
+/// Every kind of backend, in the order they are reported.
+pub const KINDS: &[Kind] = &[consul::KIND, kong::KIND, vulcand::KIND];
+
+/// The kind called `name`.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
 /// Whose the names are that a service's first registration would write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

@@ -31,7 +31,6 @@ use crate::store::StoreHandle;
 const MAX_VALUE: usize = 512 * 1024;
 
 /// Backends whose entries carry their owner (tags, meta): nothing to share.
-const SELF_DESCRIBED: &[&str] = &["consul"];
 
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -60,7 +59,8 @@ pub struct Sharing {
 
 impl Sharing {
     pub fn new(store: StoreHandle, cluster: &str, backends: &[&'static str]) -> Sharing {
-        let backends = backends.iter().copied().filter(|b| !SELF_DESCRIBED.contains(b)).collect();
+        let backends =
+            backends.iter().copied().filter(|b| !crate::backends::kind(b).is_some_and(|k| k.self_described)).collect();
         Sharing { store, cluster: cluster.to_owned(), backends, published: BTreeMap::new() }
     }
 

@@ -172,6 +172,14 @@ impl ConsulBackend {
     }
 }
 
+/// Consul among the kinds of backend (`backends::KINDS`).
+pub const KIND: crate::backends::Kind = crate::backends::Kind {
+    name: NAME,
+    concurrency: 8,
+    credentials: Some("SWITCHBOARD_CONSUL_TOKEN"),
+    self_described: true,
+};
+
 impl Routing for ConsulBackend {
     fn name(&self) -> &'static str {
         NAME

@@ -260,6 +260,14 @@ impl KongBackend {
     }
 }
 
+/// Kong among the kinds of backend (`backends::KINDS`).
+pub const KIND: crate::backends::Kind = crate::backends::Kind {
+    name: "kong",
+    concurrency: 16,
+    credentials: Some("SWITCHBOARD_KONG_TOKEN"),
+    self_described: false,
+};
+
 impl Routing for KongBackend {
     fn name(&self) -> &'static str {
         "kong"

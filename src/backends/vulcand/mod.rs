@@ -172,6 +172,10 @@ fn settle_routes(keep: &mut [Registration]) {
     }
 }
 
+/// Vulcand among the kinds of backend (`backends::KINDS`).
+pub const KIND: crate::backends::Kind =
+    crate::backends::Kind { name: NAME, concurrency: 8, credentials: None, self_described: false };
+
 impl Routing for VulcandBackend {
     fn name(&self) -> &'static str {
         NAME
