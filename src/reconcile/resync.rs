@@ -79,16 +79,23 @@ pub async fn observe_all(appliers: &[ApplierHandle], dirty: &Dirty) -> ResyncRep
     dirty.mark_all();
     dirty.mark(apps);
     for (name, answer) in answers {
-        match answer.await {
-            Ok(Ok(ops)) => {
+        match tokio::time::timeout(MERGE_WAIT, answer).await {
+            Ok(Ok(Ok(ops))) => {
                 report.ops.insert(name, ops);
             }
-            Ok(Err(e)) => report.failed.push((name, e)),
-            Err(_) => report.failed.push((name, "applier stopped".into())),
+            Ok(Ok(Err(e))) => report.failed.push((name, e)),
+            Ok(Err(_)) => report.failed.push((name, "applier stopped".into())),
+            Err(_) => {
+                report.failed.push((name, "the listing was not merged in time; the next resync lists again".into()))
+            }
         }
     }
     report
 }
+
+/// How long a resync waits for an applier to merge its listing (every app's
+/// want has to come through the planner first).
+const MERGE_WAIT: Duration = Duration::from_secs(600);
 
 /// Records a finished resync: its time and its result metric.
 pub async fn finish(core: &Core, report: &ResyncReport) -> Result<(), Error> {

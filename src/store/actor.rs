@@ -8,9 +8,12 @@
 //! this thread: the HTTP server, the event stream and the HA elector go on.
 //!
 //! Group commit: [`StoreHandle::flush`] asks for durability of everything sent
-//! before it. The thread runs the closures already waiting first, then makes
-//! one flush for every flush request among them, so a burst of writers that
-//! each want their writes durable shares one fsync.
+//! before it. The store thread passes the request to a flusher thread of its
+//! own once every closure sent before it has run; the flusher makes one flush
+//! for every request waiting, so a burst of writers that each want their
+//! writes durable shares one fsync, and the store thread goes on serving
+//! reads and writes while the disk syncs (sled's flush runs beside writes;
+//! one flush at a time, so sled's I/O threads are never all taken by flushes).
 //!
 //! Invariants:
 //! - Only this thread touches the `Store` it owns.
@@ -24,10 +27,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
 use super::{Error, Store};
-
-/// Closures run per flush at most, so a steady stream of work never holds a
-/// flush back for long.
-const GROUP_LIMIT: usize = 512;
 
 type Job = Box<dyn FnOnce(&Store) + Send>;
 
@@ -76,9 +75,16 @@ impl StoreHandle {
         let (tx, rx) = mpsc::channel::<Message>();
         let hold = Arc::new(HoldState::default());
         let held = hold.clone();
+        let (flush_tx, flush_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>();
+        let flusher = store.clone();
+        let flusher_held = hold.clone();
+        std::thread::Builder::new()
+            .name("store-flush".into())
+            .spawn(move || flush_loop(flusher, flush_rx, flusher_held))
+            .map_err(|e| Error::Thread(format!("cannot start the store's flusher: {e}")))?;
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || run(store, rx, held))
+            .spawn(move || run(store, rx, flush_tx, held))
             .map_err(|e| Error::Thread(format!("cannot start the store thread: {e}")))?;
         Ok(StoreHandle { tx, hold })
     }
@@ -152,33 +158,43 @@ fn wait_while_held(hold: &HoldState) {
     }
 }
 
-fn run(store: Store, rx: mpsc::Receiver<Message>, hold: Arc<HoldState>) {
-    while let Ok(first) = rx.recv() {
-        let mut flushes = Vec::new();
-        let mut next = Some(first);
-        let mut ran = 0;
-        while let Some(message) = next.take() {
-            wait_while_held(&hold);
-            wait_while_held(every_store());
-            match message {
-                Message::Run(job) => job(&store),
-                Message::Flush(reply) => flushes.push(reply),
-            }
-            ran += 1;
-            if ran < GROUP_LIMIT {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !flushes.is_empty() {
-            let result = store.flush_blocking().map_err(|e| e.to_string());
-            for reply in flushes {
-                let _ = reply.send(result.clone());
+fn run(
+    store: Store,
+    rx: mpsc::Receiver<Message>,
+    flushes: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    hold: Arc<HoldState>,
+) {
+    while let Ok(message) = rx.recv() {
+        wait_while_held(&hold);
+        wait_while_held(every_store());
+        match message {
+            Message::Run(job) => job(&store),
+            // Everything sent before this request has run: the flusher's
+            // next flush covers it.
+            Message::Flush(reply) => {
+                if let Err(mpsc::SendError(reply)) = flushes.send(reply) {
+                    let _ = reply.send(store.flush_blocking().map_err(|e| e.to_string()));
+                }
             }
         }
     }
     // Every handle is gone: what was written is made durable once more.
     if let Err(e) = store.flush_blocking() {
         tracing::warn!(error = %e, "cannot flush the store at the end");
+    }
+}
+
+/// One flush at a time, for every request waiting when it starts.
+fn flush_loop(store: Store, rx: mpsc::Receiver<oneshot::Sender<Result<(), String>>>, hold: Arc<HoldState>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(rx.try_iter());
+        wait_while_held(&hold);
+        wait_while_held(every_store());
+        let result = store.flush_blocking().map_err(|e| e.to_string());
+        for reply in waiting {
+            let _ = reply.send(result.clone());
+        }
     }
 }
 
