@@ -487,3 +487,39 @@ async fn drain_with_retries(
         tokio::time::sleep(Duration::from_millis(wait_until.saturating_sub(now_ms()).clamp(10, 5_000))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::backends::Backend;
+    use crate::backends::kong::{KongBackend, KongConfig};
+    use crate::ha::Fence;
+
+    fn applier(dir: &std::path::Path, fence: Fence) -> (StoreHandle, Applier) {
+        let store = StoreHandle::spawn(Store::open(dir).expect("store")).expect("store thread");
+        let url = url::Url::parse("http://127.0.0.1:9").expect("url");
+        let kong = Backend::new(KongBackend::new(KongConfig::new(url)).expect("kong"));
+        let (applier, _handle) = Applier::new(kong, store.clone(), Metrics::new(), fence, 1);
+        (store, applier)
+    }
+
+    /// `reconcile --once --ha` drains only once the lock is confirmed, as the
+    /// daemon does: a lock it can no longer confirm stops it before a drain,
+    /// with an error (an empty queue would otherwise drain to `Ok`).
+    #[tokio::test]
+    async fn a_drain_starts_only_with_the_lock_confirmed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let lost = Fence::leased_until(Instant::now() - Duration::from_millis(1)).expect("fence");
+        let (store, mut a) = applier(&dir.path().join("lost"), lost.clone());
+        let err = drain_with_retries(&store, &mut a, &lost).await.expect_err("drained without the lock");
+        assert!(err.to_string().contains("no longer ours") && err.to_string().contains("kong"), "{err}");
+
+        let held = Fence::leased_until(Instant::now() + Duration::from_secs(600)).expect("fence");
+        let (store, mut a) = applier(&dir.path().join("held"), held.clone());
+        drain_with_retries(&store, &mut a, &held).await.expect("confirmed: drains");
+        let (store, mut a) = applier(&dir.path().join("single"), Fence::always());
+        drain_with_retries(&store, &mut a, &Fence::always()).await.expect("no --ha: drains");
+    }
+}
