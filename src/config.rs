@@ -386,6 +386,10 @@ pub struct Config {
     pub statics: Vec<StaticService>,
     /// `None` without `--ha`: this is the only writer.
     pub ha: Option<HaSettings>,
+    /// Where this cluster's HA lock lives (`--ha-consul`, else `--consul`),
+    /// with or without `--ha`: `reconcile --once` without `--ha` reads it to
+    /// find a daemon leading the cluster. `None`: no Consul, no lock to check.
+    pub ha_lock_consul: Option<(Url, &'static str)>,
     /// Where Consul registrations go (`--consul-agent-mode`).
     pub consul_agents: ConsulAgents,
     /// TLS files in force per endpoint (the endpoint's own, else global).
@@ -708,6 +712,11 @@ impl Config {
         let dur_named = |v: Option<(String, String)>| -> Result<Option<(Duration, String)>, ConfigError> {
             v.map(|(raw, s)| parse_duration(&s, &raw).map(|d| (d, s))).transpose()
         };
+        let ha_lock_consul = match (&ha_consul, &consul) {
+            (Some(u), _) => Some((u.clone(), "--ha-consul")),
+            (None, Some(u)) => Some((u.clone(), "--consul")),
+            (None, None) => None,
+        };
         let ha = HaSettings::merge(
             ha_on,
             ha_consul,
@@ -744,6 +753,7 @@ impl Config {
             backend_concurrency,
             statics,
             ha,
+            ha_lock_consul,
             consul_agents,
             tls,
         })

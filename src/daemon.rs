@@ -152,7 +152,7 @@ pub async fn run(
     // replans every app.
     let plan_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    let view = crate::http::View::new(store.clone(), metrics.clone(), names.clone());
+    let view = crate::http::View::new(store.clone(), metrics.clone(), names.clone()).with_ha(ha.clone());
     tasks.spawn(crate::http::serve(listener, view, plan_wake.clone(), shutdown.clone()));
     if ha.fence.is_ha() {
         tasks.spawn(publish_role(ha.clone(), metrics.clone(), shutdown.clone()));

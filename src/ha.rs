@@ -292,12 +292,28 @@ impl Core {
 pub struct Ha {
     pub fence: Fence,
     role: watch::Receiver<Role>,
+    /// Reads the lock key (who leads), with `--ha`.
+    client: Option<LockClient>,
 }
 
 impl Ha {
     /// Without `--ha`: always the writer.
     pub fn single() -> Ha {
-        Ha { fence: Fence::always(), role: watch::Sender::new(Role::Single).subscribe() }
+        Ha { fence: Fence::always(), role: watch::Sender::new(Role::Single).subscribe(), client: None }
+    }
+
+    /// Leader, or the only writer (no `--ha`).
+    pub fn is_leader(&self) -> bool {
+        self.role.borrow().is_leader()
+    }
+
+    /// Who holds the lock now (one read of the key); `None` without `--ha`
+    /// or while nobody holds it.
+    pub async fn leader(&self) -> Result<Option<Holder>, ClientError> {
+        match &self.client {
+            Some(client) => holder_of(client).await,
+            None => Ok(None),
+        }
     }
 
     pub fn role(&self) -> RoleReport {
@@ -316,6 +332,71 @@ pub struct LockHeld {
     pub key: String,
     /// `session <id> (<name>)`, or why the lock cannot be taken now.
     pub holder: String,
+}
+
+/// Who holds the HA lock of a cluster, as its key says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Holder {
+    /// The holder's `--replica-name` (the key's value, else its session's name).
+    pub replica: String,
+    pub session: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "replica {} (session {})", self.replica, self.session)
+    }
+}
+
+/// One read of the lock key: its holder, `None` when no session holds it.
+async fn holder_of(client: &LockClient) -> Result<Option<Holder>, ClientError> {
+    let (_, key) = client.read(0, None).await?;
+    let Some(key) = key else { return Ok(None) };
+    let Some(session) = key.session else { return Ok(None) };
+    let replica = match key.value.trim() {
+        "" => client.session_name(&session).await.ok().flatten().unwrap_or_else(|| "name unknown".to_owned()),
+        name => name.to_owned(),
+    };
+    Ok(Some(Holder { replica, session }))
+}
+
+/// `reconcile --once` without `--ha`: a daemon of the cluster holds its lock,
+/// so this run does not write beside it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a daemon leads cluster {cluster}: {holder} holds the HA lock {key}; reconcile --once without --ha does not write beside it (--ha takes turns with it, --dry-run only plans, --force writes anyway)"
+)]
+pub struct DaemonLeads {
+    pub cluster: String,
+    pub key: String,
+    pub holder: Holder,
+}
+
+/// The lock of `cluster` could not be read, so whether a daemon leads is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot tell whether a daemon leads cluster {cluster} (reading the HA lock {key} on {setting}): {source}; --force writes without checking"
+)]
+pub struct LeaderUnknown {
+    pub cluster: String,
+    pub key: String,
+    /// `--ha-consul` or `--consul`: where the lock was looked for.
+    pub setting: &'static str,
+    #[source]
+    pub source: ClientError,
+}
+
+/// Who leads `cluster` on the Consul agent at `consul` (one read of the lock
+/// key; `reconcile --once` without `--ha`, which takes no lock itself).
+pub async fn leader_of(
+    consul: &url::Url,
+    token: Option<&crate::secret::Secret>,
+    tls: crate::tls::EndpointTls,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<Option<Holder>, ClientError> {
+    let client = LockClient::new(consul.clone(), token, lock_key(cluster), default_replica_name(), timeout, tls)?;
+    holder_of(&client).await
 }
 
 /// `hostname-pid`, the default replica name.
@@ -357,8 +438,8 @@ pub fn start(
     let core = Core::new(timing, SystemTime::now());
     let (tx, rx) = watch::channel(core.role());
     info!(replica = %client.replica, key = %client.key(), ttl = ?timing.ttl, lock_delay = ?timing.lock_delay, "HA: standby, campaigning");
-    let task = run(client, core, fence.clone(), tx, Some(sharing), w.request_timeout, shutdown);
-    Ok((Ha { fence, role: rx }, Some(task)))
+    let task = run(client.clone(), core, fence.clone(), tx, Some(sharing), w.request_timeout, shutdown);
+    Ok((Ha { fence, role: rx, client: Some(client) }, Some(task)))
 }
 
 /// `reconcile --once --ha`: takes the lock (one attempt) and keeps its session

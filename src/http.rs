@@ -7,7 +7,9 @@
 //! - `GET /health` (alias `/healthz`): the process answers;
 //! - `GET /ready`: 200 once the store is open, the first resync done and the
 //!   stream connected; 503 with a JSON reason otherwise;
-//! - one write: `POST /api/retry-refused`.
+//! - one write: `POST /api/retry-refused` (on an HA standby: 409 with a JSON
+//!   body naming the leader, `NotLeader`; the leader's refusals are the ones
+//!   that hold ops back).
 //!
 //! Invariant: nothing here writes to a backend, and the only store write is
 //! `POST /api/retry-refused` (what `switchboard reconcile --once
@@ -44,11 +46,19 @@ pub struct View {
     store: StoreHandle,
     pub metrics: Metrics,
     backends: Vec<&'static str>,
+    /// With `--ha`: whether this replica leads, and who does (the lock key).
+    ha: Option<crate::ha::Ha>,
 }
 
 impl View {
     pub fn new(store: StoreHandle, metrics: Metrics, backends: Vec<&'static str>) -> View {
-        View { store, metrics, backends }
+        View { store, metrics, backends, ha: None }
+    }
+
+    /// The view of an HA replica: `POST /api/retry-refused` is the leader's.
+    pub fn with_ha(mut self, ha: crate::ha::Ha) -> View {
+        self.ha = Some(ha);
+        self
     }
 
     /// The status model for `query`: the store read on its thread (only the
@@ -162,10 +172,36 @@ pub struct RetryRefused {
     pub lifted: usize,
 }
 
-async fn retry_refused(State(server): State<Server>) -> Result<axum::Json<RetryRefused>, (StatusCode, String)> {
-    let lifted = server.view.retry_refused().await.map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    server.replan.notify_one();
-    Ok(axum::Json(RetryRefused { lifted }))
+/// What `POST /api/retry-refused` answers on an HA standby (HTTP 409).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct NotLeader {
+    pub error: String,
+    /// The replica holding the lock, if the standby could read it.
+    pub leader: Option<crate::ha::Holder>,
+}
+
+/// Lifts the refusals, on the leader (or without `--ha`) only: a standby's
+/// refusals are not the ones its leader's appliers hold back, so lifting them
+/// there would do nothing; it answers 409 naming the leader instead.
+async fn retry_refused(State(server): State<Server>) -> Response {
+    if let Some(ha) = server.view.ha.as_ref().filter(|ha| !ha.is_leader()) {
+        let (leader, error) = match ha.leader().await {
+            Ok(Some(l)) => {
+                let e = format!("this replica is an HA standby; ask the leader, {l}");
+                (Some(l), e)
+            }
+            Ok(None) => (None, "this replica is an HA standby and no replica leads right now".to_owned()),
+            Err(e) => (None, format!("this replica is an HA standby; the leader is unknown ({e})")),
+        };
+        return (StatusCode::CONFLICT, axum::Json(NotLeader { error, leader })).into_response();
+    }
+    match server.view.retry_refused().await {
+        Ok(lifted) => {
+            server.replan.notify_one();
+            axum::Json(RetryRefused { lifted }).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// The status server's routes.

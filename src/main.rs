@@ -55,6 +55,10 @@ enum Command {
         /// input changes). A daemon answering on --listen is asked to.
         #[arg(long)]
         retry_refused: bool,
+        /// Without --ha: write even while a daemon of this cluster holds the
+        /// HA lock (refused otherwise, exit code 2).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -415,7 +419,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Reconcile { once, dry_run, json, retry_refused, common } => {
+            Command::Reconcile { once, dry_run, json, retry_refused, force, common } => {
                 // The final error names the Marathon that failed; the client's
                 // per-URL warnings would repeat it (SWITCHBOARD_LOG shows them).
                 let redactor = init_tracing(format, "warn,switchboard::marathon::client=error");
@@ -437,13 +441,15 @@ fn main() -> ExitCode {
                         Ok(None) => {}
                         Err(e) => {
                             say(&redactor, &format!("switchboard: {}", one_line(&e, Some(&data_dir), Some(&listen))));
-                            return ExitCode::from(1);
+                            // An HA standby answered 409: the leader is the one to ask.
+                            let standby = e.downcast_ref::<switchboard::once::AskedAStandby>().is_some();
+                            return ExitCode::from(if standby { 2 } else { 1 });
                         }
                     }
                 }
                 // A progress bar only for a person watching: stderr a terminal, no --json.
                 let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-                match switchboard::once::once_with_progress(&cfg, dry_run, retry_refused, progress).await {
+                match switchboard::once::once_with_progress(&cfg, dry_run, retry_refused, force, progress).await {
                     Ok(report) => {
                         if json {
                             match serde_json::to_string_pretty(&report) {
@@ -458,7 +464,8 @@ fn main() -> ExitCode {
                     Err(e) => {
                         say(&redactor, &format!("switchboard: {}", one_line(&e, Some(&data_dir), Some(&listen))));
                         // Another replica holds the HA lock: not ours to run now.
-                        let held = e.downcast_ref::<switchboard::ha::LockHeld>().is_some();
+                        let held = e.downcast_ref::<switchboard::ha::LockHeld>().is_some()
+                            || e.downcast_ref::<switchboard::ha::DaemonLeads>().is_some();
                         if held || (explain(&e, None, None).is_none() && e.to_string().starts_with("invalid setting")) {
                             ExitCode::from(2)
                         } else {

@@ -200,6 +200,18 @@ impl Drop for Scratch {
     }
 }
 
+/// The daemon asked to retry refusals is an HA standby (HTTP 409): it lifted
+/// nothing; the leader is the one to ask.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the daemon on {listen} is an HA standby and lifted nothing (HTTP 409); the leader is {}: ask it (its --listen)",
+    leader.as_ref().map_or_else(|| "unknown right now".to_owned(), |l| l.to_string())
+)]
+pub struct AskedAStandby {
+    pub listen: std::net::SocketAddr,
+    pub leader: Option<crate::ha::Holder>,
+}
+
 /// Asks the daemon answering on `--listen` to lift its refusals. `None`
 /// when no daemon answers there (the caller opens the store itself); an
 /// error when something answers but does not do it.
@@ -214,6 +226,10 @@ pub async fn ask_daemon_to_retry(cfg: &Config) -> anyhow::Result<Option<usize>> 
         }
     };
     let status = resp.status();
+    if status == reqwest::StatusCode::CONFLICT {
+        let answer: crate::http::NotLeader = resp.json().await.context("reading the daemon's answer")?;
+        return Err(AskedAStandby { listen: cfg.listen, leader: answer.leader }.into());
+    }
     if !status.is_success() {
         anyhow::bail!("the daemon on {} refused POST /api/retry-refused: HTTP {status}", cfg.listen);
     }
@@ -223,9 +239,12 @@ pub async fn ask_daemon_to_retry(cfg: &Config) -> anyhow::Result<Option<usize>> 
 
 /// One resync and drain. With `--ha` (and not `--dry-run`) the HA lock is
 /// taken first (`ha::LockHeld` while another replica holds it), every write
-/// passes its fence, and the lock is released at the end, whatever the outcome.
-pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool) -> anyhow::Result<OnceReport> {
-    once_with_progress(cfg, dry_run, retry_refused, false).await
+/// passes its fence, each backend's drain starts only once the lock index is
+/// confirmed, and the lock is released at the end, whatever the outcome.
+/// Without `--ha` (and not `--dry-run` or `force`) the cluster's lock key is
+/// read first: while a daemon holds it, nothing is written (`ha::DaemonLeads`).
+pub async fn once(cfg: &Config, dry_run: bool, retry_refused: bool, force: bool) -> anyhow::Result<OnceReport> {
+    once_with_progress(cfg, dry_run, retry_refused, force, false).await
 }
 
 /// `once`, with a progress bar on stderr when `progress`.
@@ -233,11 +252,18 @@ pub async fn once_with_progress(
     cfg: &Config,
     dry_run: bool,
     retry_refused: bool,
+    force: bool,
     progress: bool,
 ) -> anyhow::Result<OnceReport> {
     let held = match cfg.ha_wiring() {
         Some(w) if !dry_run => Some(crate::ha::take_once(&w).await?),
-        _ => None,
+        Some(_) => None,
+        None => {
+            if !dry_run && !force {
+                refuse_beside_a_leader(cfg).await?;
+            }
+            None
+        }
     };
     let bar = progress_bar(progress);
     let result = run_once(cfg, dry_run, retry_refused, &bar, held.as_ref()).await;
@@ -246,6 +272,33 @@ pub async fn once_with_progress(
         h.release().await;
     }
     result
+}
+
+/// One writer per cluster: `reconcile --once` without `--ha` does not write
+/// while a daemon of the cluster holds its HA lock (on `--ha-consul`, else
+/// `--consul`). No Consul configured: there is no lock to check.
+///
+/// When the key cannot be read: with `--ha-consul` given (an HA deployment
+/// is declared) nothing is written (`ha::LeaderUnknown`); with `--consul`
+/// only, a warning, and the run goes on (a Consul that cannot be read is
+/// reported by the run itself in its own terms, and a token without KV read
+/// is common where no daemon runs with `--ha`).
+async fn refuse_beside_a_leader(cfg: &Config) -> anyhow::Result<()> {
+    let Some((consul, setting)) = &cfg.ha_lock_consul else { return Ok(()) };
+    let key = crate::ha::lock_key(&cfg.cluster);
+    let cluster = cfg.cluster.clone();
+    let token = cfg.consul_token.as_ref();
+    match crate::ha::leader_of(consul, token, cfg.tls.consul.clone(), &cfg.cluster, cfg.request_timeout).await {
+        Ok(None) => Ok(()),
+        Ok(Some(holder)) => Err(crate::ha::DaemonLeads { cluster, key, holder }.into()),
+        Err(source) if *setting == "--ha-consul" => {
+            Err(crate::ha::LeaderUnknown { cluster, key, setting, source }.into())
+        }
+        Err(e) => {
+            tracing::warn!(key = %key, error = %e, "cannot read the HA lock on --consul; going on as if no daemon leads (--ha-consul makes this an error)");
+            Ok(())
+        }
+    }
 }
 
 async fn run_once(
@@ -374,7 +427,7 @@ async fn run_once(
         let apps: std::collections::BTreeSet<&str> =
             before.iter().map(|q| q.op.registration().app_id.as_str()).collect();
         bar.set_message(format!("{b}: {} ops for {} apps", before.len(), apps.len()));
-        drain_with_retries(&store, applier).await?;
+        drain_with_retries(&store, applier, &fence).await?;
         bar.inc(before.len() as u64);
         let (left, refused) = store.call(move |s| Ok((s.queued(b)?, s.refusals(b)?))).await?;
         for q in before {
@@ -410,9 +463,19 @@ fn into_store(e: crate::reconcile::Error) -> crate::store::Error {
     }
 }
 
-async fn drain_with_retries(store: &StoreHandle, applier: &mut Applier) -> anyhow::Result<()> {
+/// Drains `applier` until its queue is empty or its ops are out of attempts.
+/// With `--ha`, every drain starts only once `Fence::confirm` has read the
+/// lock key and found our session at our lock index, as the daemon's does.
+async fn drain_with_retries(
+    store: &StoreHandle,
+    applier: &mut Applier,
+    fence: &crate::ha::Fence,
+) -> anyhow::Result<()> {
     let b = applier.name();
     loop {
+        if fence.is_ha() && !fence.confirm().await {
+            anyhow::bail!("the HA lock is no longer ours (checked before draining {b}): stopped writing");
+        }
         let wait_until = match applier.drain().await? {
             Drain::Idle { next_due_ms: None } => return Ok(()),
             Drain::Idle { next_due_ms: Some(t) } | Drain::Backoff { until_ms: t } => t,
@@ -422,5 +485,41 @@ async fn drain_with_retries(store: &StoreHandle, applier: &mut Applier) -> anyho
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(wait_until.saturating_sub(now_ms()).clamp(10, 5_000))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::backends::Backend;
+    use crate::backends::kong::{KongBackend, KongConfig};
+    use crate::ha::Fence;
+
+    fn applier(dir: &std::path::Path, fence: Fence) -> (StoreHandle, Applier) {
+        let store = StoreHandle::spawn(Store::open(dir).expect("store")).expect("store thread");
+        let url = url::Url::parse("http://127.0.0.1:9").expect("url");
+        let kong = Backend::new(KongBackend::new(KongConfig::new(url)).expect("kong"));
+        let (applier, _handle) = Applier::new(kong, store.clone(), Metrics::new(), fence, 1);
+        (store, applier)
+    }
+
+    /// `reconcile --once --ha` drains only once the lock is confirmed, as the
+    /// daemon does: a lock it can no longer confirm stops it before a drain,
+    /// with an error (an empty queue would otherwise drain to `Ok`).
+    #[tokio::test]
+    async fn a_drain_starts_only_with_the_lock_confirmed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let lost = Fence::leased_until(Instant::now() - Duration::from_millis(1)).expect("fence");
+        let (store, mut a) = applier(&dir.path().join("lost"), lost.clone());
+        let err = drain_with_retries(&store, &mut a, &lost).await.expect_err("drained without the lock");
+        assert!(err.to_string().contains("no longer ours") && err.to_string().contains("kong"), "{err}");
+
+        let held = Fence::leased_until(Instant::now() + Duration::from_secs(600)).expect("fence");
+        let (store, mut a) = applier(&dir.path().join("held"), held.clone());
+        drain_with_retries(&store, &mut a, &held).await.expect("confirmed: drains");
+        let (store, mut a) = applier(&dir.path().join("single"), Fence::always());
+        drain_with_retries(&store, &mut a, &Fence::always()).await.expect("no --ha: drains");
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{Daemon, eventually, run_cli, s};
+use common::{Daemon, eventually, eventually_async, run_cli, s};
 use serde_json::{Value, json};
 use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
 use switchboard::sim::consul_kv::{LockChange, REPLICA_HEADER};
@@ -423,6 +423,100 @@ async fn reconcile_once_with_ha_exits_2_while_a_daemon_holds_the_lock() {
     converged(&env.marathon, &env.consul, "reconcile registered").await;
     assert!(env.lock_agent().kv().locks().iter().any(|e| e.name == "ops" && e.change == LockChange::Released));
     assert_eq!(env.lock_agent().kv().session_count(), 0, "reconcile left its session behind");
+}
+
+/// `reconcile --once` without `--ha` against `consul` (through a proxy naming
+/// it `ops` in the request log), the lock looked for on `lock` when given.
+fn once_without_ha(env: &Setup, consul: &str, lock: Option<&str>, data: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = s(&["reconcile", "--once", "--marathon", env.marathon.url().as_str(), "--consul", consul]);
+    if let Some(lock) = lock {
+        args.extend(s(&["--ha-consul", lock]));
+    }
+    args.extend(s(&["--data-dir", data]));
+    args.extend(s(extra));
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_once_without_ha_writes_nothing_while_a_daemon_leads_unless_forced() {
+    let env = Setup::new(true).await;
+    // The daemon leads (lock on --ha-consul) but routes only to Vulcand: every
+    // Consul write below is reconcile's.
+    let vulcand = VulcandSim::start(VulcandSimOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lock = env.lock_agent().url();
+    let args = s(&[
+        "--marathon",
+        env.marathon.url().as_str(),
+        "--vulcand",
+        vulcand.url().as_str(),
+        "--ha",
+        "--ha-consul",
+        &lock,
+        "--replica-name",
+        "a",
+    ]);
+    let _a = Daemon::start(&dir.path().join("data"), &args);
+    env.leader_is("a").await;
+    env.marathon.emit(&env.marathon.model().deploy(web_app("/shop/web"), 2));
+    let proxy = tagging_proxy("ops", env.consul.url(), env.writes.clone()).await;
+    let data = dir.path().join("once").to_string_lossy().into_owned();
+
+    let out = run_cli(once_without_ha(&env, &proxy, Some(&lock), &data, &[])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("replica a") && err.contains(KEY) && err.contains("--force"), "{err}");
+    assert!(env.writes.of("ops").is_empty(), "reconcile wrote beside the leader: {:?}", env.writes.of("ops"));
+    assert_eq!(env.consul.service_count(), 0);
+
+    // A dry run still plans.
+    let out = run_cli(once_without_ha(&env, &proxy, Some(&lock), &data, &["--dry-run"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.matches("planned").count(), 2, "{stdout}");
+    assert!(env.writes.of("ops").is_empty());
+
+    // Forced, it writes.
+    let out = run_cli(once_without_ha(&env, &proxy, Some(&lock), &data, &["--force"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    converged(&env.marathon, &env.consul, "the forced reconcile registered").await;
+    assert!(!env.writes.of("ops").is_empty());
+    assert!(env.lock_agent().kv().holder(KEY).is_some_and(|(_, n)| n == "a"), "the daemon still leads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_refused_sent_to_a_standby_answers_409_naming_the_leader() {
+    let mut env = Setup::new(false).await;
+    let a = env.replica("a", &[]).await;
+    env.leader_is("a").await;
+    let b = env.replica("b", &[]).await;
+    eventually_async("b is a standby", WAIT, || async { role_of(&b).await.as_deref() == Some("standby") }).await;
+    let client = reqwest::Client::new();
+
+    let resp = client.post(format!("{}/api/retry-refused", b.status_url().await)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["leader"]["replica"], "a", "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("standby")), "{body}");
+    let resp = client.post(format!("{}/api/retry-refused", a.status_url().await)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the leader lifts its refusals");
+
+    // reconcile --once --retry-refused asks the daemon on --listen: the standby's 409, said plainly.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("once").to_string_lossy().into_owned();
+    let standby = b.status_url().await.trim_start_matches("http://").to_owned();
+    let consul = env.consul.url();
+    let out = run_cli(once_without_ha(&env, &consul, None, &data, &["--retry-refused", "--listen", &standby])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("HA standby") && err.contains("409") && err.contains("replica a"), "{err}");
+
+    // The lock on --consul (no --ha-consul): reconcile --once without --ha stands back too.
+    let out = run_cli(once_without_ha(&env, &consul, None, &data, &[])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("replica a"), "{err}");
 }
 
 #[tokio::test]

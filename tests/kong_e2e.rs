@@ -690,3 +690,69 @@ async fn a_schema_refusal_is_tried_once_until_its_input_changes_even_across_a_re
     assert_eq!(writes_to(&w, "1.2.3.4"), 1, "the old input was tried again");
     assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(1.0), "the old refusal went");
 }
+
+// ---------------------------------------------------------------- 13. names taken over after ours went
+
+/// Switchboard publishes /web; then another team replaces `web.default` by
+/// hand (route, service, upstream, and a target at our instance's very
+/// address, all tagged theirs). When /web is destroyed, the last instance's
+/// deregistration finds every name held by someone else: it deletes none of
+/// them, logs each with its tags, and lets go of the registration (nothing
+/// left in the ledger or the queue, no refusal), so it is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_recreated_by_someone_else_survives_the_last_deregistration() {
+    use reqwest::Method as M;
+    let w = world("3.4.2").await;
+    let d = w.kong_daemon("0").await;
+    let app = "/web";
+    let name = entity(app);
+    w.emit(&w.marathon.model().deploy(kong_app(app, "web.example.com", "", false), 1));
+    w.converge(app, &publish(app, &["web.example.com"], &[], true), "published").await;
+    let ours = w.targets(app);
+    assert_eq!(ours.len(), 1);
+
+    // Another team takes the names over.
+    for kind in ["routes", "services", "upstreams"] {
+        assert!(w.admin(M::DELETE, &format!("/{kind}/{name}"), None).await < 300);
+    }
+    let team = json!(["team-b"]);
+    assert!(w.admin(M::PUT, &format!("/upstreams/{name}"), Some(json!({"tags": team}))).await < 300);
+    for t in &ours {
+        let target = json!({"target": t, "tags": team});
+        assert_eq!(w.admin(M::POST, &format!("/upstreams/{name}/targets"), Some(target)).await, 201);
+    }
+    let svc = json!({"host": "10.9.9.9", "port": 8080, "tags": team});
+    assert!(w.admin(M::PUT, &format!("/services/{name}"), Some(svc)).await < 300);
+    let route = json!({"name": name, "hosts": ["team-b.example.com"], "tags": team});
+    assert_eq!(w.admin(M::POST, &format!("/services/{name}/routes"), Some(route)).await, 201);
+    let theirs = |w: &World| -> Value {
+        json!({
+            "upstream": named(&w.kong().upstreams(), &name).cloned(),
+            "service": named(&w.kong().services(), &name).cloned(),
+            "route": named(&w.kong().routes(), &name).cloned(),
+            "targets": w.kong().targets(&name),
+        })
+    };
+    let before = theirs(&w);
+    let writes = |w: &World| writes_to(w, &name);
+    let setup_writes = writes(&w);
+
+    w.emit(&w.marathon.model().destroy(app));
+    let left_alone = |d: &Daemon| {
+        let log = d.log();
+        ["target", "route", "service", "upstream"].iter().all(|kind| {
+            log.lines().any(|l| {
+                l.contains("held by someone else now") && l.contains(&format!("entity={kind}")) && l.contains("team-b")
+            })
+        })
+    };
+    eventually("each of their entities left alone and logged", WAIT, || left_alone(&d)).await;
+    eventually_async("the deregistration counts as done", WAIT, || async {
+        d.sample("switchboard_registrations{backend=\"kong\"}").await == Some(0.0)
+            && d.sample("switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
+    })
+    .await;
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(0.0));
+    assert_eq!(theirs(&w), before, "another team's entities changed");
+    assert_eq!(writes(&w), setup_writes, "switchboard wrote to names it no longer holds: {:?}", w.kong().requests());
+}

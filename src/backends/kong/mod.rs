@@ -46,7 +46,7 @@ mod tests;
 
 use async_trait::async_trait;
 use reqwest::Method;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use config::{KongConfig, KongConfigError};
 
@@ -238,26 +238,99 @@ impl KongBackend {
         Ok(())
     }
 
+    /// Whose the entity at `path` is now (Kong 1.1+, tags).
+    async fn holder(&self, path: &str) -> Result<Holder, BackendError> {
+        Ok(match self.client.get(path).await? {
+            None => Holder::Absent,
+            Some(entity) => match map::check_owner(&entity, &self.cluster) {
+                Ok(()) => Holder::Ours,
+                Err(tags) => Holder::Foreign(tags),
+            },
+        })
+    }
+
+    /// Deletes the entity at `path` if it is still ours. On a Kong with tags
+    /// its owner is read first: absent means nothing to delete, and a name
+    /// someone else holds now (another team recreated it after ours went) is
+    /// left alone and logged; either way the deregistration is done, so the
+    /// ledger lets go of it and it is not retried. `known`: what an earlier
+    /// read of the same path found.
+    async fn delete_own(
+        &self,
+        caps: Caps,
+        r: &Registration,
+        kind: &'static str,
+        path: &str,
+        known: Option<Holder>,
+    ) -> Result<bool, BackendError> {
+        if caps.tags {
+            let holder = match known {
+                Some(h) => h,
+                None => self.holder(path).await?,
+            };
+            match holder {
+                Holder::Absent => return Ok(false),
+                Holder::Foreign(tags) => {
+                    warn!(
+                        service = %r.service,
+                        entity = %kind,
+                        path = %path,
+                        holder = %tags,
+                        "left alone on deregistration: the name is held by someone else now"
+                    );
+                    return Ok(false);
+                }
+                Holder::Ours => {}
+            }
+        }
+        self.client.expect(Method::DELETE, path, None, &[200, 204, 404]).await?;
+        Ok(true)
+    }
+
     async fn deregister(&self, caps: Caps, r: &Registration, service_empty: bool) -> Result<(), BackendError> {
         let name = map::entity_name(&r.service, &self.cluster);
+        let upstream_path = format!("/upstreams/{name}");
+        // On a Kong with tags, the upstream's owner decides about its targets
+        // (and, read once, about the upstream itself below).
+        let mut upstream = None;
         if self.forward_to.is_none() && !map::is_skeleton(r) {
             let target = map::target_of(&r.address, r.port);
-            self.client
-                .expect(Method::DELETE, &format!("/upstreams/{name}/targets/{target}"), None, &[200, 204, 404])
-                .await?;
-            info!(service = %r.service, target = %target, "deregistered target");
+            let path = format!("{upstream_path}/targets/{target}");
+            // A target is judged by its upstream: in ours it is ours (a stray
+            // one added by hand is repaired, as `list_owned` reports it), in
+            // an upstream someone else holds now it is theirs.
+            let known = if caps.tags { Some(self.holder(&upstream_path).await?) } else { None };
+            upstream.clone_from(&known);
+            let deleted = self.delete_own(caps, r, "target", &path, known).await?;
+            if deleted {
+                info!(service = %r.service, target = %target, "deregistered target");
+            }
         }
         if service_empty {
             self.published_lock().remove(&name);
-            let app_level: &[&str] =
-                if caps.legacy { &["/apis", "/upstreams"] } else { &["/routes", "/services", "/upstreams"] };
-            for collection in app_level {
-                self.client.expect(Method::DELETE, &format!("{collection}/{name}"), None, &[200, 204, 404]).await?;
+            let app_level: &[(&'static str, &str)] = if caps.legacy {
+                &[("api", "/apis"), ("upstream", "/upstreams")]
+            } else {
+                &[("route", "/routes"), ("service", "/services"), ("upstream", "/upstreams")]
+            };
+            for (kind, collection) in app_level {
+                let path = format!("{collection}/{name}");
+                let known = if *kind == "upstream" { upstream.take() } else { None };
+                self.delete_own(caps, r, kind, &path, known).await?;
             }
             info!(service = %r.service, name = %name, "unpublished app");
         }
         Ok(())
     }
+}
+
+/// Whose an entity named like ours is, as its tags say (Kong 1.1+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    Absent,
+    Ours,
+    /// Someone else's: its tags (or `untagged`).
+    Foreign(String),
 }
 
 /// Kong among the kinds of backend (`backends::KINDS`).
