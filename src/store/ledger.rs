@@ -1,20 +1,23 @@
-//! Trees `ledger` (what Switchboard registered, per backend) and `queue`
-//! (operations not yet applied, at most one per backend and registration).
+//! Trees `ledger@2` (what Switchboard registered, per backend), its index
+//! `services@2`, and `queue@2` (operations not yet applied, at most one per
+//! backend and registration). Keys are `backend \0 app \0 registration id`,
+//! so one app's entries on one backend are one prefix scan.
 //!
-//! Invariant: an op leaves the queue only in the same transaction that
-//! records its effect in the ledger, so a crash never loses an op nor leaves
-//! the ledger claiming something that was not done.
+//! Invariants:
+//! - An op leaves the queue only in the same transaction that records its
+//!   effect in the ledger, so a crash never loses an op nor leaves the
+//!   ledger claiming something that was not done.
+//! - `services@2` holds `backend \0 service \0 app \0 id` exactly for the
+//!   ledger's entries: every ledger write updates it in the same transaction.
+//! - A write that would leave a record as it was is not made.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::{Error, Store, decode, encode, key2, prefix};
-
-/// The ledger and queue group of `app` on `backend`.
-fn group(backend: &str, app: &str) -> Vec<u8> {
-    key2(backend, app)
-}
+use super::{Error, Store, decode, encode, key, part, prefix};
 use crate::model::Registration;
 use crate::plan::Op;
 
@@ -29,100 +32,185 @@ pub struct QueuedOp {
     pub last_error: Option<String>,
 }
 
+/// The ledger and queue key of `reg` on `backend`.
+fn entry_key(backend: &str, reg: &Registration) -> Vec<u8> {
+    key(&[backend, &reg.app_id, &reg.id])
+}
+
+/// The `services@2` key of `reg` on `backend`.
+fn service_key(backend: &str, reg: &Registration) -> Vec<u8> {
+    key(&[backend, &reg.service, &reg.app_id, &reg.id])
+}
+
+fn abort(e: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Sets (`Some`) or removes (`None`) the ledger entry under `key`, and its
+/// service index entry, inside a transaction; writes nothing when the entry
+/// is already so.
+fn set_entry(
+    ledger: &TransactionalTree,
+    services: &TransactionalTree,
+    backend: &str,
+    key: &[u8],
+    reg: Option<&Registration>,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let old: Option<Registration> = ledger.get(key)?.map(|v| decode("ledger", &v)).transpose().map_err(abort)?;
+    if old.as_ref() == reg {
+        return Ok(());
+    }
+    if let Some(old) = &old
+        && reg.is_none_or(|r| r.service != old.service)
+    {
+        services.remove(service_key(backend, old))?;
+    }
+    match reg {
+        Some(r) => {
+            ledger.insert(key, encode(r).map_err(abort)?)?;
+            if old.as_ref().is_none_or(|o| o.service != r.service) {
+                services.insert(service_key(backend, r), &[])?;
+            }
+        }
+        None => {
+            ledger.remove(key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The distinct apps that keys `backend \0 app \0 ...` of `tree` name: one
+/// seek per app, nothing decoded.
+fn apps_of(tree: &sled::Tree, backend: &str, out: &mut BTreeSet<String>) -> Result<(), Error> {
+    let p = prefix(&[backend]);
+    let mut from = p.clone();
+    while let Some(kv) = tree.range(from.clone()..).next() {
+        let (k, _) = kv?;
+        if !k.starts_with(&p) {
+            break;
+        }
+        let app = part(&k, 1);
+        out.insert(String::from_utf8_lossy(app).into_owned());
+        // The first key past every `backend \0 app \0 ...`.
+        from = key(&[backend]);
+        from.push(0);
+        from.extend_from_slice(app);
+        from.push(1);
+    }
+    Ok(())
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(tree: &'static str, iter: sled::Iter) -> Result<Vec<T>, Error> {
+    iter.values().map(|v| decode(tree, &v?)).collect()
+}
+
 impl Store {
-    /// What Switchboard registered on `backend`.
+    /// What Switchboard registered on `backend`, by app then registration id.
     pub fn ledger(&self, backend: &str) -> Result<Vec<Registration>, Error> {
-        self.ledger_cache.read(&self.ledger, &prefix(backend))
+        decode_all("ledger", self.ledger.scan_prefix(prefix(&[backend])))
     }
 
     /// Whether the ledger of `backend` holds a registration of `service`
-    /// (of any app).
+    /// (of any app): one seek in the service index.
     pub fn ledger_holds_service(&self, backend: &str, service: &str) -> Result<bool, Error> {
-        self.ledger_cache.any(&self.ledger, &prefix(backend), |r| r.service == service)
+        Ok(self.services.scan_prefix(prefix(&[backend, service])).next().transpose()?.is_some())
     }
 
-    /// How many registrations the ledger of `backend` holds.
+    /// How many registrations the ledger of `backend` holds (counts keys:
+    /// nothing is decoded).
     pub fn ledger_len(&self, backend: &str) -> usize {
-        self.ledger_cache.count(&self.ledger, &prefix(backend)).unwrap_or(0)
+        self.ledger.scan_prefix(prefix(&[backend])).keys().count()
     }
 
-    /// What Switchboard registered on `backend` for one app.
+    /// What Switchboard registered on `backend` for one app (one prefix scan).
     pub fn ledger_of(&self, backend: &str, app: &str) -> Result<Vec<Registration>, Error> {
-        self.ledger_cache.read_group(&self.ledger, &group(backend, app))
+        decode_all("ledger", self.ledger.scan_prefix(prefix(&[backend, app])))
     }
 
     /// The apps (as in `Registration::app_id`) with a registration in the
-    /// ledger of `backend` or an op in its queue.
-    pub fn planned_apps(&self, backend: &str) -> Result<std::collections::BTreeSet<String>, Error> {
-        let p = prefix(backend);
-        let mut apps = std::collections::BTreeSet::new();
-        for g in
-            self.ledger_cache.groups(&self.ledger, &p)?.into_iter().chain(self.queue_cache.groups(&self.queue, &p)?)
-        {
-            apps.insert(String::from_utf8_lossy(&g[p.len()..]).into_owned());
-        }
+    /// ledger of `backend` or an op in its queue (from the keys: nothing decoded).
+    pub fn planned_apps(&self, backend: &str) -> Result<BTreeSet<String>, Error> {
+        let mut apps = BTreeSet::new();
+        apps_of(&self.ledger, backend, &mut apps)?;
+        apps_of(&self.queue, backend, &mut apps)?;
         Ok(apps)
     }
 
-    fn refresh_ledger_cache(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
-        self.ledger_cache.refresh(&self.ledger, keys)
-    }
-
-    fn refresh_queue_cache(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
-        self.queue_cache.refresh(&self.queue, keys)
-    }
-
-    /// Copies ledger entries in (for a scratch store seeded from the real one).
+    /// Copies ledger entries in (for a scratch store seeded from the real
+    /// one, or a ledger shared under `--ha`). Entries already so are not written.
     pub fn import_ledger(&self, backend: &str, regs: &[Registration]) -> Result<(), Error> {
-        let mut keys = Vec::with_capacity(regs.len());
-        for r in regs {
-            let key = key2(backend, &r.id);
-            self.ledger.insert(key.as_slice(), encode(r)?)?;
-            keys.push(key);
+        if regs.is_empty() {
+            return Ok(());
         }
-        self.refresh_ledger_cache(&keys)
+        let keys: Vec<Vec<u8>> = regs.iter().map(|r| entry_key(backend, r)).collect();
+        (&self.ledger, &self.services).transaction(|(ledger, services)| {
+            for (r, key) in regs.iter().zip(&keys) {
+                set_entry(ledger, services, backend, key, Some(r))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
-    /// Drops ledger entries of `backend` that are in none of `keep` (used by
-    /// a resync for entries that are neither desired nor present).
+    /// Drops the ledger entries of `backend` with these registration ids
+    /// (used by a resync for entries that are neither desired nor present).
+    /// Finds their keys by one scan of the backend's keys.
     pub fn forget(&self, backend: &str, ids: &[String]) -> Result<(), Error> {
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key2(backend, id)).collect();
-        for key in &keys {
-            self.ledger.remove(key.as_slice())?;
+        if ids.is_empty() {
+            return Ok(());
         }
-        self.refresh_ledger_cache(&keys)
+        let wanted: BTreeSet<&[u8]> = ids.iter().map(|id| id.as_bytes()).collect();
+        let mut keys = Vec::new();
+        for k in self.ledger.scan_prefix(prefix(&[backend])).keys() {
+            let k = k?;
+            if wanted.contains(super::part_after(&k, 2)) {
+                keys.push(k);
+            }
+        }
+        (&self.ledger, &self.services).transaction(|(ledger, services)| {
+            for key in &keys {
+                set_entry(ledger, services, backend, key, None)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Queues ops for `backend`, replacing any queued op for the same key.
-    /// All ops of one call commit together.
+    /// All ops of one call commit together; an op queued exactly so already
+    /// is not written again.
     pub fn enqueue(&self, backend: &str, ops: &[Op]) -> Result<(), Error> {
-        if ops.is_empty() {
-            return Ok(());
-        }
         let mut batch = sled::Batch::default();
-        let mut keys = Vec::with_capacity(ops.len());
+        let mut writes = 0;
         for op in ops {
             let q = QueuedOp { op: op.clone(), attempts: 0, not_before_ms: 0, last_error: None };
-            let key = key2(backend, op.key());
-            batch.insert(key.as_slice(), encode(&q)?);
-            keys.push(key);
+            let key = entry_key(backend, op.registration());
+            let value = encode(&q)?;
+            if self.queue.get(&key)?.is_some_and(|old| *old == value[..]) {
+                continue;
+            }
+            batch.insert(key, value);
+            writes += 1;
         }
-        self.queue.apply_batch(batch)?;
-        self.refresh_queue_cache(&keys)
+        if writes > 0 {
+            self.queue.apply_batch(batch)?;
+        }
+        Ok(())
     }
 
-    /// Every queued op of `backend`, in key order.
+    /// Every queued op of `backend`, by app then registration id.
     pub fn queued(&self, backend: &str) -> Result<Vec<QueuedOp>, Error> {
-        self.queue_cache.read(&self.queue, &prefix(backend))
+        decode_all("queue", self.queue.scan_prefix(prefix(&[backend])))
     }
 
-    /// The queued ops of one app on `backend`, in key order.
+    /// The queued ops of one app on `backend`, by registration id (one prefix scan).
     pub fn queued_of(&self, backend: &str, app: &str) -> Result<Vec<QueuedOp>, Error> {
-        self.queue_cache.read_group(&self.queue, &group(backend, app))
+        decode_all("queue", self.queue.scan_prefix(prefix(&[backend, app])))
     }
 
+    /// How many ops are queued for `backend` (counts keys: nothing is decoded).
     pub fn queue_len(&self, backend: &str) -> usize {
-        self.queue_cache.count(&self.queue, &prefix(backend)).unwrap_or(0)
+        self.queue.scan_prefix(prefix(&[backend])).keys().count()
     }
 
     /// Records that `op` was applied: the ledger takes its effect and the
@@ -138,37 +226,33 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Vec<u8>> = ops.iter().map(|op| key2(backend, op.key())).collect();
-        (&self.queue, &self.ledger).transaction(|(queue, ledger)| {
+        let keys: Vec<Vec<u8>> = ops.iter().map(|op| entry_key(backend, op.registration())).collect();
+        (&self.queue, &self.ledger, &self.services).transaction(|(queue, ledger, services)| {
             for (op, key) in ops.iter().zip(&keys) {
                 if let Some(cur) = queue.get(key)? {
-                    let cur: QueuedOp = decode("queue", &cur).map_err(ConflictableTransactionError::Abort)?;
+                    let cur: QueuedOp = decode("queue", &cur).map_err(abort)?;
                     if cur.op == *op {
                         queue.remove(key.as_slice())?;
                     }
                 }
-                match op {
-                    Op::Register(r) => {
-                        ledger.insert(key.as_slice(), encode(r).map_err(ConflictableTransactionError::Abort)?)?;
-                    }
-                    Op::Deregister { .. } => {
-                        ledger.remove(key.as_slice())?;
-                    }
-                }
+                let effect = match op {
+                    Op::Register(r) => Some(r),
+                    Op::Deregister { .. } => None,
+                };
+                set_entry(ledger, services, backend, key, effect)?;
             }
             Ok(())
         })?;
-        self.refresh_queue_cache(&keys)?;
-        self.refresh_ledger_cache(&keys)
+        Ok(())
     }
 
     /// Records a failed attempt of `op`: retried not before `not_before_ms`.
     pub fn retry_later(&self, backend: &str, op: &Op, not_before_ms: u64, error: &str) -> Result<u32, Error> {
-        let key = key2(backend, op.key());
+        let key = entry_key(backend, op.registration());
         let mut attempts = 0;
         self.queue.fetch_and_update(&key, |cur| {
             let cur = cur?;
-            let mut q: QueuedOp = serde_json::from_slice(cur).ok()?;
+            let mut q: QueuedOp = postcard::from_bytes(cur).ok()?;
             if q.op != *op {
                 return Some(cur.to_vec());
             }
@@ -176,22 +260,19 @@ impl Store {
             attempts = q.attempts;
             q.not_before_ms = not_before_ms;
             q.last_error = Some(error.to_owned());
-            serde_json::to_vec(&q).ok()
+            postcard::to_allocvec(&q).ok()
         })?;
-        self.refresh_queue_cache(std::slice::from_ref(&key))?;
         Ok(attempts)
     }
 
     /// Drops a queued op that can never succeed as it is (permanent error).
     pub fn drop_queued(&self, backend: &str, op: &Op) -> Result<(), Error> {
-        let key = key2(backend, op.key());
-        self.queue
-            .compare_and_swap(
-                &key,
-                self.queue.get(&key)?.filter(|cur| decode::<QueuedOp>("queue", cur).is_ok_and(|q| q.op == *op)),
-                None as Option<&[u8]>,
-            )?
-            .ok();
-        self.refresh_queue_cache(std::slice::from_ref(&key))
+        let key = entry_key(backend, op.registration());
+        let Some(cur) = self.queue.get(&key)? else { return Ok(()) };
+        if decode::<QueuedOp>("queue", &cur).is_ok_and(|q| q.op == *op) {
+            // Lost a race with a newer op: that one stays.
+            let _ = self.queue.compare_and_swap(&key, Some(cur), None as Option<&[u8]>)?;
+        }
+        Ok(())
     }
 }
