@@ -68,8 +68,11 @@ fn spec(app: usize) -> AppSpec {
     AppSpec {
         id: app_id(app),
         version: "2026-12-01T10:00:00.000Z".into(),
-        labels: [("consul".to_string(), format!("service-{app}")), ("kong.hosts".into(), format!("s{app}.example.com"))]
-            .into(),
+        labels: [
+            ("consul".to_string(), format!("service-{app}")),
+            ("kong.hosts".into(), format!("s{app}.example.com")),
+        ]
+        .into(),
         ports: vec![PortSpec::default()],
         health_checks: vec![],
         ip_per_task: false,
