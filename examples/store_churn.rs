@@ -18,7 +18,7 @@ use std::path::Path;
 use switchboard::assemble::{HealthFact, InstanceRecord, Touch};
 use switchboard::model::{AppId, AppSpec, PortSpec, Registration, Routes, TaskFacts, TaskId, TaskState, Timestamp};
 use switchboard::plan::Op;
-use switchboard::store::Store;
+use switchboard::store::{Store, StoreOptions};
 
 const PER_APP: usize = 10;
 const BACKENDS: [&str; 3] = ["consul", "kong", "vulcand"];
@@ -149,12 +149,13 @@ fn main() {
     let instances: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let restarts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("open");
+    let cache_bytes = args.next().and_then(|a| a.parse().ok()).unwrap_or(StoreOptions::DEFAULT_CACHE_BYTES);
+    let store = Store::open_with(tmp.path(), &StoreOptions { cache_bytes }).expect("open");
     let mut world = World { store, clock: 1_000 };
     let apps = instances.div_ceil(PER_APP);
 
     let started = std::time::Instant::now();
-    let (w0, c0) = (io("write_bytes"), io("wchar"));
+    let (w0, c0, s0) = (io("write_bytes"), io("wchar"), io("syscw"));
     for app in 0..apps {
         world.event(&[Touch::Spec(spec(app))], app);
         for slot in 0..PER_APP {
@@ -163,7 +164,7 @@ fn main() {
         world.store.flush_blocking().expect("flush");
     }
     world.store.flush_blocking().expect("flush");
-    let (w1, c1) = (io("write_bytes"), io("wchar"));
+    let (w1, c1, s1) = (io("write_bytes"), io("wchar"), io("syscw"));
     let fold_s = started.elapsed().as_secs_f64();
     let disk_after_fold = dir_size(tmp.path());
 
@@ -179,13 +180,14 @@ fn main() {
         world.store.flush_blocking().expect("flush");
     }
     world.store.flush_blocking().expect("flush");
-    let (w2, c2) = (io("write_bytes"), io("wchar"));
+    let (w2, c2, s2) = (io("write_bytes"), io("wchar"), io("syscw"));
     let disk_after_churn = dir_size(tmp.path());
     let per = |a: u64, n: usize| if n == 0 { 0 } else { a / n as u64 };
     println!(
         "{}",
         serde_json::json!({
             "instances": instances,
+            "cache_bytes": cache_bytes,
             "restarts": restarts,
             "disk_per_instance_after_fold": per(disk_after_fold, instances),
             "disk_per_instance_after_churn": per(disk_after_churn, instances),
@@ -193,6 +195,8 @@ fn main() {
             "fold_wchar_per_instance": per(c1 - c0, instances),
             "churn_write_bytes_per_restart": per(w2 - w1, restarts),
             "churn_wchar_per_restart": per(c2 - c1, restarts),
+            "fold_writes_per_instance": (s1 - s0) as f64 / instances as f64,
+            "churn_writes_per_restart": (s2 - s1) as f64 / restarts.max(1) as f64,
             "total_write_bytes": w2 - w0,
             "total_wchar": c2 - c0,
             "rss_kib": status_kib("VmRSS"),

@@ -41,68 +41,125 @@ fn app_of_key(k: &[u8]) -> Option<AppId> {
     AppId::parse(std::str::from_utf8(part(k, 0)).ok()?).ok()
 }
 
+/// The tree a fact is stored in.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Instances,
+    Apps,
+    Specs,
+}
+
+/// Where a touch's fact is stored (`None` for a hint).
+fn located(touch: &Touch) -> Option<(Which, Vec<u8>)> {
+    match touch {
+        Touch::Instance(rec) => Some((Which::Instances, instance_key(rec))),
+        Touch::App(app_id, _) => Some((Which::Apps, app_id.as_str().as_bytes().to_vec())),
+        Touch::Spec(spec) => Some((Which::Specs, key2(spec.id.as_str(), &spec.version))),
+        Touch::Hint(_) => None,
+    }
+}
+
+/// The record a touch makes of `old` (what its key holds), or `None` when
+/// it leaves it as it is.
+fn merged(touch: &Touch, old: Option<&[u8]>, seq: u64) -> Result<Option<Vec<u8>>, Error> {
+    match touch {
+        Touch::Instance(rec) => {
+            let merged = match old {
+                Some(old) => {
+                    let old: Stored = decode("instances", old)?;
+                    let record = old.record.merge(rec);
+                    if record == old.record {
+                        return Ok(None);
+                    }
+                    Stored { record, seq: old.seq.max(seq) }
+                }
+                None => Stored { record: rec.clone(), seq },
+            };
+            encode(&merged).map(Some)
+        }
+        Touch::App(_, rec) => {
+            let merged = match old {
+                Some(old) => {
+                    let old: AppRecord = decode("apps", old)?;
+                    let merged = old.merge(rec);
+                    if merged == old {
+                        return Ok(None);
+                    }
+                    merged
+                }
+                None => rec.clone(),
+            };
+            encode(&merged).map(Some)
+        }
+        Touch::Spec(spec) => {
+            let value = encode(spec)?;
+            Ok(old.is_none_or(|old| *old != value[..]).then_some(value))
+        }
+        Touch::Hint(_) => Ok(None),
+    }
+}
+
 fn abort(e: Error) -> ConflictableTransactionError<Error> {
     ConflictableTransactionError::Abort(e)
 }
 
 impl Store {
-    /// Merges the facts of one event in one transaction. Returns the apps
-    /// named by hints (whose spec may need fetching).
+    /// Merges the facts of one event: one fact (most events) as a single
+    /// compare-and-swap, several in one transaction. A fact that changes
+    /// nothing writes nothing. Returns the apps named by hints (whose spec
+    /// may need fetching).
     pub fn apply_touches(&self, touches: &[Touch], seq: u64) -> Result<Vec<AppId>, Error> {
         let hints: Vec<AppId> =
             touches.iter().filter_map(|t| if let Touch::Hint(a) = t { Some(a.clone()) } else { None }).collect();
-        let written_specs = (&self.instances, &self.apps, &self.specs).transaction(|(instances, apps, specs)| {
-            let mut written_specs = Vec::new();
-            for touch in touches {
-                match touch {
-                    Touch::Instance(rec) => {
-                        let key = instance_key(rec);
-                        let merged = match instances.get(&key)? {
-                            Some(old) => {
-                                let old: Stored = decode("instances", &old).map_err(abort)?;
-                                let record = old.record.merge(rec);
-                                if record == old.record {
-                                    continue;
-                                }
-                                Stored { record, seq: old.seq.max(seq) }
-                            }
-                            None => Stored { record: rec.clone(), seq },
-                        };
-                        instances.insert(key, encode(&merged).map_err(abort)?)?;
-                    }
-                    Touch::App(app_id, rec) => {
-                        let key = app_id.as_str().as_bytes();
-                        let merged = match apps.get(key)? {
-                            Some(old) => {
-                                let old = decode::<AppRecord>("apps", &old).map_err(abort)?;
-                                let merged = old.merge(rec);
-                                if merged == old {
-                                    continue;
-                                }
-                                merged
-                            }
-                            None => rec.clone(),
-                        };
-                        apps.insert(key, encode(&merged).map_err(abort)?)?;
-                    }
-                    Touch::Spec(spec) => {
-                        let key = key2(spec.id.as_str(), &spec.version);
-                        let value = encode(spec).map_err(abort)?;
-                        if specs.get(&key)?.is_some_and(|old| *old == value[..]) {
-                            continue;
-                        }
-                        specs.insert(key, value)?;
+        let facts: Vec<(&Touch, Which, Vec<u8>)> =
+            touches.iter().filter_map(|t| located(t).map(|(which, key)| (t, which, key))).collect();
+        let mut written_specs = Vec::new();
+        if let [(touch, which, key)] = &facts[..] {
+            // One key: sled writes it atomically as it is (a transaction
+            // would also write and sync sled's log buffer at once).
+            let tree = self.tree(*which);
+            loop {
+                let old = tree.get(key)?;
+                let Some(new) = merged(touch, old.as_deref(), seq)? else { break };
+                if tree.compare_and_swap(key, old, Some(new))?.is_ok() {
+                    if let Touch::Spec(spec) = touch {
                         written_specs.push(spec.id.clone());
                     }
-                    Touch::Hint(_) => {}
+                    break;
                 }
             }
-            Ok(written_specs)
-        })?;
+        } else if !facts.is_empty() {
+            written_specs = (&self.instances, &self.apps, &self.specs).transaction(|(instances, apps, specs)| {
+                let mut written_specs = Vec::new();
+                for (touch, which, key) in &facts {
+                    let tree = match which {
+                        Which::Instances => instances,
+                        Which::Apps => apps,
+                        Which::Specs => specs,
+                    };
+                    let old = tree.get(key)?;
+                    if let Some(new) = merged(touch, old.as_deref(), seq).map_err(abort)? {
+                        tree.insert(key.as_slice(), new)?;
+                        if let Touch::Spec(spec) = touch {
+                            written_specs.push(spec.id.clone());
+                        }
+                    }
+                }
+                Ok(written_specs)
+            })?;
+        }
         for app in written_specs {
             self.prune_spec_versions(&app)?;
         }
         Ok(hints)
+    }
+
+    fn tree(&self, which: Which) -> &sled::Tree {
+        match which {
+            Which::Instances => &self.instances,
+            Which::Apps => &self.apps,
+            Which::Specs => &self.specs,
+        }
     }
 
     fn prune_spec_versions(&self, app: &AppId) -> Result<(), Error> {

@@ -4,11 +4,14 @@
 //! so one app's entries on one backend are one prefix scan.
 //!
 //! Invariants:
-//! - An op leaves the queue only in the same transaction that records its
-//!   effect in the ledger, so a crash never loses an op nor leaves the
-//!   ledger claiming something that was not done.
-//! - `services@2` holds `backend \0 service \0 app \0 id` exactly for the
-//!   ledger's entries: every ledger write updates it in the same transaction.
+//! - An op leaves the queue only after its effect is in the ledger, so a
+//!   crash never loses an op nor leaves the ledger claiming something that
+//!   was not done (see `complete_many` for why that is an order of writes,
+//!   not a transaction).
+//! - `services@2` holds `backend \0 service \0 app \0 id` for the ledger's
+//!   entries, and never one the ledger lacks: every ledger write updates it
+//!   (imports and forgets in one transaction, completions in a safe order),
+//!   and open repairs what a crash left out.
 //! - A write that would leave a record as it was is not made.
 
 use std::collections::BTreeSet;
@@ -180,8 +183,7 @@ impl Store {
     /// All ops of one call commit together; an op queued exactly so already
     /// is not written again.
     pub fn enqueue(&self, backend: &str, ops: &[Op]) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
-        let mut writes = 0;
+        let mut writes = Vec::new();
         for op in ops {
             let q = QueuedOp { op: op.clone(), attempts: 0, not_before_ms: 0, last_error: None };
             let key = entry_key(backend, op.registration());
@@ -189,13 +191,9 @@ impl Store {
             if self.queue.get(&key)?.is_some_and(|old| *old == value[..]) {
                 continue;
             }
-            batch.insert(key, value);
-            writes += 1;
+            writes.push((key, Some(value)));
         }
-        if writes > 0 {
-            self.queue.apply_batch(batch)?;
-        }
-        Ok(())
+        super::write_together(&self.queue, writes)
     }
 
     /// Every queued op of `backend`, by app then registration id.
@@ -220,29 +218,79 @@ impl Store {
         self.complete_many(backend, std::slice::from_ref(op))
     }
 
-    /// `complete` for several applied ops, in one transaction (a group of
-    /// ledger updates costs one commit).
+    /// `complete` for several applied ops. Each op's writes are single-key
+    /// writes in a safe order, not a transaction: every sled transaction
+    /// and batch writes and syncs sled's log buffer at once, which made
+    /// completions the largest part of the bytes the store wrote. sled
+    /// recovers its log in order, so after a crash:
+    /// - the ledger is written before the queue entry goes: at worst the op
+    ///   is still queued and applied again (ops are idempotent);
+    /// - the service index never names a service the ledger does not hold
+    ///   (an index entry is added after its ledger entry and removed before
+    ///   it), so ownership is never over-claimed; what it lacks is added
+    ///   back on open (`repair_service_index`).
     pub fn complete_many(&self, backend: &str, ops: &[Op]) -> Result<(), Error> {
-        if ops.is_empty() {
+        for op in ops {
+            let key = entry_key(backend, op.registration());
+            let effect = match op {
+                Op::Register(r) => Some(r),
+                Op::Deregister { .. } => None,
+            };
+            self.set_entry_ordered(backend, &key, effect)?;
+            if let Some(cur) = self.queue.get(&key)?
+                && decode::<QueuedOp>("queue", &cur)?.op == *op
+            {
+                // A newer op that replaced it meanwhile stays.
+                let _ = self.queue.compare_and_swap(&key, Some(cur), None as Option<&[u8]>)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `set_entry` without a transaction, in the order `complete_many` needs.
+    fn set_entry_ordered(&self, backend: &str, key: &[u8], reg: Option<&Registration>) -> Result<(), Error> {
+        let old: Option<Registration> = self.ledger.get(key)?.map(|v| decode("ledger", &v)).transpose()?;
+        if old.as_ref() == reg {
             return Ok(());
         }
-        let keys: Vec<Vec<u8>> = ops.iter().map(|op| entry_key(backend, op.registration())).collect();
-        (&self.queue, &self.ledger, &self.services).transaction(|(queue, ledger, services)| {
-            for (op, key) in ops.iter().zip(&keys) {
-                if let Some(cur) = queue.get(key)? {
-                    let cur: QueuedOp = decode("queue", &cur).map_err(abort)?;
-                    if cur.op == *op {
-                        queue.remove(key.as_slice())?;
-                    }
+        if let Some(old) = &old
+            && reg.is_none_or(|r| r.service != old.service)
+        {
+            self.services.remove(service_key(backend, old))?;
+        }
+        match reg {
+            Some(r) => {
+                self.ledger.insert(key, encode(r)?)?;
+                if old.as_ref().is_none_or(|o| o.service != r.service) {
+                    self.services.insert(service_key(backend, r), &[])?;
                 }
-                let effect = match op {
-                    Op::Register(r) => Some(r),
-                    Op::Deregister { .. } => None,
-                };
-                set_entry(ledger, services, backend, key, effect)?;
             }
-            Ok(())
-        })?;
+            None => {
+                self.ledger.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `services@2` name exactly the ledger's services (after a crash
+    /// between a ledger write and its index write). One scan of each.
+    pub(super) fn repair_service_index(&self) -> Result<(), Error> {
+        let mut want = BTreeSet::new();
+        for kv in self.ledger.iter() {
+            let (k, v) = kv?;
+            let r: Registration = decode("ledger", &v)?;
+            want.insert(service_key(std::str::from_utf8(part(&k, 0)).unwrap_or_default(), &r));
+        }
+        let mut have = BTreeSet::new();
+        for k in self.services.iter().keys() {
+            have.insert(k?.to_vec());
+        }
+        for extra in have.difference(&want) {
+            self.services.remove(extra.as_slice())?;
+        }
+        for missing in want.difference(&have) {
+            self.services.insert(missing.as_slice(), &[])?;
+        }
         Ok(())
     }
 

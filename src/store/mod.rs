@@ -193,6 +193,35 @@ pub(crate) fn put_if_changed(tree: &sled::Tree, key: &[u8], value: Vec<u8>) -> R
     Ok(true)
 }
 
+/// Writes (`Some`) and removes (`None`) keys of `tree` so that they all
+/// take effect or none does: one write alone is atomic as it is; more go in
+/// one batch. (Every sled batch and transaction writes and syncs sled's log
+/// buffer at once: the store avoids them where one key does.)
+pub(crate) fn write_together(tree: &sled::Tree, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), Error> {
+    match writes.len() {
+        0 => {}
+        1 => {
+            for (k, v) in writes {
+                match v {
+                    Some(v) => tree.insert(k, v)?,
+                    None => tree.remove(k)?,
+                };
+            }
+        }
+        _ => {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+    Ok(())
+}
+
 /// The names of the record trees of format 2 (`meta` and `intents` keep
 /// their format-1 names: their encoding did not change or is migrated in
 /// place).
@@ -238,7 +267,7 @@ impl Store {
         }
         migrate::drop_format1_trees(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
-        Ok(Store {
+        let store = Store {
             flushing: Default::default(),
             specs: tree(trees::SPECS)?,
             apps: tree(trees::APPS)?,
@@ -252,7 +281,9 @@ impl Store {
             intents: tree("intents")?,
             meta,
             db,
-        })
+        };
+        store.repair_service_index()?;
+        Ok(store)
     }
 
     /// The format stamped on this store.

@@ -63,8 +63,7 @@ impl Store {
         now_pending: &[(InstanceId, AppId, Lack)],
         now_ms: u64,
     ) -> Result<(), Error> {
-        let mut writes = 0;
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::new();
         let mut keep = std::collections::BTreeSet::new();
         for (instance, app_id, lack) in now_pending {
             keep.insert(instance.clone());
@@ -75,25 +74,16 @@ impl Store {
                 Some(was) => {
                     // The same instance under another app: its old key goes.
                     if was.app_id != entry.app_id {
-                        batch.remove(entry_key(&was.app_id, instance));
+                        writes.push((entry_key(&was.app_id, instance), None));
                     }
-                    batch.insert(entry_key(app_id, instance), encode(&entry)?);
-                    writes += 1;
+                    writes.push((entry_key(app_id, instance), Some(encode(&entry)?)));
                 }
-                None => {
-                    batch.insert(entry_key(app_id, instance), encode(&entry)?);
-                    writes += 1;
-                }
+                None => writes.push((entry_key(app_id, instance), Some(encode(&entry)?))),
             }
         }
         for (id, was) in old.iter().filter(|(id, _)| !keep.contains(*id)) {
-            batch.remove(entry_key(&was.app_id, id));
-            writes += 1;
+            writes.push((entry_key(&was.app_id, id), None));
         }
-        if writes == 0 {
-            return Ok(());
-        }
-        self.pending.apply_batch(batch)?;
-        Ok(())
+        super::write_together(&self.pending, writes)
     }
 }

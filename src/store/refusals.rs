@@ -46,19 +46,14 @@ impl Store {
         if entities.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        let mut writes = 0;
+        let mut writes = Vec::new();
         for e in entities {
             let key = key2(backend, e);
             if self.refusals.contains_key(&key)? {
-                batch.remove(key);
-                writes += 1;
+                writes.push((key, None));
             }
         }
-        if writes > 0 {
-            self.refusals.apply_batch(batch)?;
-        }
-        Ok(())
+        super::write_together(&self.refusals, writes)
     }
 
     /// Services of `backend` whose first write has started.
@@ -130,26 +125,20 @@ impl Store {
             apps.insert(r.app_id.clone());
             by_app.entry(r.app_id.as_str()).or_default().push(r);
         }
-        let mut batch = sled::Batch::default();
-        let mut writes = 0;
+        let mut writes = Vec::new();
         for app in &apps {
             let old = self.rejections.get(app.as_bytes())?;
             match by_app.get(app.as_str()) {
                 Some(rs) => {
                     let value = encode(rs)?;
-                    if old.is_some_and(|o| *o == value[..]) {
-                        continue;
+                    if old.is_none_or(|o| *o != value[..]) {
+                        writes.push((app.as_bytes().to_vec(), Some(value)));
                     }
-                    batch.insert(app.as_bytes(), value);
                 }
-                None if old.is_some() => batch.remove(app.as_bytes()),
-                None => continue,
+                None if old.is_some() => writes.push((app.as_bytes().to_vec(), None)),
+                None => {}
             }
-            writes += 1;
         }
-        if writes > 0 {
-            self.rejections.apply_batch(batch)?;
-        }
-        Ok(())
+        super::write_together(&self.rejections, writes)
     }
 }
