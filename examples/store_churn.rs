@@ -11,7 +11,8 @@
 //! Run: `cargo run --release --example store_churn -- INSTANCES RESTARTS [CACHE_BYTES]`.
 //! Prints one JSON line: store size on disk per instance, bytes written
 //! (`/proc/self/io`: `write_bytes` reached the disk, `wchar` passed to
-//! `write`) per instance for the fold and per restart for the churn, and RSS.
+//! `write`) per instance for the fold and per restart for the churn, RSS,
+//! and what each tree holds (`Store::footprint`: records, key and value bytes).
 
 use std::path::Path;
 
@@ -182,6 +183,8 @@ fn main() {
     world.store.flush_blocking().expect("flush");
     let (w2, c2, s2) = (io("write_bytes"), io("wchar"), io("syscw"));
     let disk_after_churn = dir_size(tmp.path());
+    let footprint = world.store.footprint().expect("footprint");
+    let live: u64 = footprint.iter().map(|f| f.key_bytes + f.value_bytes).sum();
     let per = |a: u64, n: usize| if n == 0 { 0 } else { a / n as u64 };
     println!(
         "{}",
@@ -191,6 +194,8 @@ fn main() {
             "restarts": restarts,
             "disk_per_instance_after_fold": per(disk_after_fold, instances),
             "disk_per_instance_after_churn": per(disk_after_churn, instances),
+            "live_bytes_per_instance": per(live, instances),
+            "footprint": footprint,
             "fold_write_bytes_per_instance": per(w1 - w0, instances),
             "fold_wchar_per_instance": per(c1 - c0, instances),
             "churn_write_bytes_per_restart": per(w2 - w1, restarts),

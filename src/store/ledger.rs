@@ -8,11 +8,12 @@
 //!   crash never loses an op nor leaves the ledger claiming something that
 //!   was not done (see `complete_many` for why that is an order of writes,
 //!   not a transaction).
-//! - `services@2` holds `backend \0 service \0 app \0 id` for the ledger's
-//!   entries, and never one the ledger lacks: every ledger write updates it
+//! - `services@2` counts, under `backend \0 service \0 app`, the ledger's
+//!   entries of that service and app, and never counts one the ledger lacks: every ledger write updates it
 //!   (imports and forgets in one transaction, completions in a safe order),
 //!   and open repairs what a crash left out.
 //! - A write that would leave a record as it was is not made.
+//! - A ledger value leaves out what its key holds (app and registration id).
 
 use std::collections::BTreeSet;
 
@@ -40,9 +41,56 @@ fn entry_key(backend: &str, reg: &Registration) -> Vec<u8> {
     key(&[backend, &reg.app_id, &reg.id])
 }
 
-/// The `services@2` key of `reg` on `backend`.
-fn service_key(backend: &str, reg: &Registration) -> Vec<u8> {
-    key(&[backend, &reg.service, &reg.app_id, &reg.id])
+/// The `services@2` key of `reg` on `backend`: `backend \0 service \0 app`.
+/// Its value counts the app's ledger entries of that service (u64, big-endian).
+pub(super) fn service_key(backend: &str, reg: &Registration) -> Vec<u8> {
+    key(&[backend, &reg.service, &reg.app_id])
+}
+
+fn count(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn counted(n: u64) -> Option<Vec<u8>> {
+    (n > 0).then(|| n.to_be_bytes().to_vec())
+}
+
+/// The ledger's value for `reg`: the registration without what its key
+/// holds (app and id), which `ledger_record` puts back.
+pub(super) fn ledger_value(reg: &Registration) -> Result<Vec<u8>, Error> {
+    encode(&Registration { id: String::new(), app_id: String::new(), ..reg.clone() })
+}
+
+/// The registration stored under `key` (`backend \0 app \0 id`).
+pub(super) fn ledger_record(key: &[u8], value: &[u8]) -> Result<Registration, Error> {
+    let mut r: Registration = decode("ledger", value)?;
+    r.app_id = String::from_utf8_lossy(part(key, 1)).into_owned();
+    r.id = String::from_utf8_lossy(super::part_after(key, 2)).into_owned();
+    Ok(r)
+}
+
+fn ledger_all(iter: sled::Iter) -> Result<Vec<Registration>, Error> {
+    iter.map(|kv| {
+        let (k, v) = kv?;
+        ledger_record(&k, &v)
+    })
+    .collect()
+}
+
+/// Counts `reg`'s service up or down in the index, inside a transaction.
+fn bump(
+    services: &TransactionalTree,
+    backend: &str,
+    reg: &Registration,
+    up: bool,
+) -> Result<(), ConflictableTransactionError<Error>> {
+    let key = service_key(backend, reg);
+    let n = count(services.get(&key)?.as_deref());
+    match counted(if up { n + 1 } else { n.saturating_sub(1) }) {
+        Some(v) => services.insert(key, v)?,
+        None => services.remove(key)?,
+    };
+    Ok(())
 }
 
 fn abort(e: Error) -> ConflictableTransactionError<Error> {
@@ -59,20 +107,20 @@ fn set_entry(
     key: &[u8],
     reg: Option<&Registration>,
 ) -> Result<(), ConflictableTransactionError<Error>> {
-    let old: Option<Registration> = ledger.get(key)?.map(|v| decode("ledger", &v)).transpose().map_err(abort)?;
+    let old: Option<Registration> = ledger.get(key)?.map(|v| ledger_record(key, &v)).transpose().map_err(abort)?;
     if old.as_ref() == reg {
         return Ok(());
     }
     if let Some(old) = &old
         && reg.is_none_or(|r| r.service != old.service)
     {
-        services.remove(service_key(backend, old))?;
+        bump(services, backend, old, false)?;
     }
     match reg {
         Some(r) => {
-            ledger.insert(key, encode(r).map_err(abort)?)?;
+            ledger.insert(key, ledger_value(r).map_err(abort)?)?;
             if old.as_ref().is_none_or(|o| o.service != r.service) {
-                services.insert(service_key(backend, r), &[])?;
+                bump(services, backend, r, true)?;
             }
         }
         None => {
@@ -110,7 +158,7 @@ fn decode_all<T: serde::de::DeserializeOwned>(tree: &'static str, iter: sled::It
 impl Store {
     /// What Switchboard registered on `backend`, by app then registration id.
     pub fn ledger(&self, backend: &str) -> Result<Vec<Registration>, Error> {
-        decode_all("ledger", self.ledger.scan_prefix(prefix(&[backend])))
+        ledger_all(self.ledger.scan_prefix(prefix(&[backend])))
     }
 
     /// Whether the ledger of `backend` holds a registration of `service`
@@ -127,7 +175,7 @@ impl Store {
 
     /// What Switchboard registered on `backend` for one app (one prefix scan).
     pub fn ledger_of(&self, backend: &str, app: &str) -> Result<Vec<Registration>, Error> {
-        decode_all("ledger", self.ledger.scan_prefix(prefix(&[backend, app])))
+        ledger_all(self.ledger.scan_prefix(prefix(&[backend, app])))
     }
 
     /// The apps (as in `Registration::app_id`) with a registration in the
@@ -249,20 +297,27 @@ impl Store {
 
     /// `set_entry` without a transaction, in the order `complete_many` needs.
     fn set_entry_ordered(&self, backend: &str, key: &[u8], reg: Option<&Registration>) -> Result<(), Error> {
-        let old: Option<Registration> = self.ledger.get(key)?.map(|v| decode("ledger", &v)).transpose()?;
+        let old: Option<Registration> = self.ledger.get(key)?.map(|v| ledger_record(key, &v)).transpose()?;
         if old.as_ref() == reg {
             return Ok(());
         }
+        let bump = |r: &Registration, up: bool| -> Result<(), Error> {
+            self.services.update_and_fetch(service_key(backend, r), |v| {
+                let n = count(v);
+                counted(if up { n + 1 } else { n.saturating_sub(1) })
+            })?;
+            Ok(())
+        };
         if let Some(old) = &old
             && reg.is_none_or(|r| r.service != old.service)
         {
-            self.services.remove(service_key(backend, old))?;
+            bump(old, false)?;
         }
         match reg {
             Some(r) => {
-                self.ledger.insert(key, encode(r)?)?;
+                self.ledger.insert(key, ledger_value(r)?)?;
                 if old.as_ref().is_none_or(|o| o.service != r.service) {
-                    self.services.insert(service_key(backend, r), &[])?;
+                    bump(r, true)?;
                 }
             }
             None => {
@@ -275,21 +330,22 @@ impl Store {
     /// Makes `services@2` name exactly the ledger's services (after a crash
     /// between a ledger write and its index write). One scan of each.
     pub(super) fn repair_service_index(&self) -> Result<(), Error> {
-        let mut want = BTreeSet::new();
-        for kv in self.ledger.iter() {
+        let want = service_counts(&self.ledger)?;
+        let mut have = std::collections::BTreeMap::new();
+        for kv in self.services.iter() {
             let (k, v) = kv?;
-            let r: Registration = decode("ledger", &v)?;
-            want.insert(service_key(std::str::from_utf8(part(&k, 0)).unwrap_or_default(), &r));
+            have.insert(k.to_vec(), count(Some(&v)));
         }
-        let mut have = BTreeSet::new();
-        for k in self.services.iter().keys() {
-            have.insert(k?.to_vec());
+        for (k, n) in &have {
+            if want.get(k) != Some(n) {
+                match want.get(k) {
+                    Some(n) => self.services.insert(k.as_slice(), &n.to_be_bytes())?,
+                    None => self.services.remove(k.as_slice())?,
+                };
+            }
         }
-        for extra in have.difference(&want) {
-            self.services.remove(extra.as_slice())?;
-        }
-        for missing in want.difference(&have) {
-            self.services.insert(missing.as_slice(), &[])?;
+        for (k, n) in want.iter().filter(|(k, _)| !have.contains_key(*k)) {
+            self.services.insert(k.as_slice(), &n.to_be_bytes())?;
         }
         Ok(())
     }
@@ -323,4 +379,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// What `services@2` should hold for `ledger`: each key and its count.
+pub(super) fn service_counts(ledger: &sled::Tree) -> Result<std::collections::BTreeMap<Vec<u8>, u64>, Error> {
+    let mut want = std::collections::BTreeMap::new();
+    for kv in ledger.iter() {
+        let (k, v) = kv?;
+        let r = ledger_record(&k, &v)?;
+        *want.entry(service_key(std::str::from_utf8(part(&k, 0)).unwrap_or_default(), &r)).or_insert(0) += 1;
+    }
+    Ok(want)
 }

@@ -77,7 +77,15 @@ pub(super) fn to_current(db: &sled::Db, meta: &sled::Tree) -> Result<(), Error> 
     recode::<super::PendingEntry>(db, "pending", &tree(trees::PENDING)?, |_, p| {
         key(&[p.app_id.as_str(), p.instance.as_str()])
     })?;
-    recode::<Registration>(db, "ledger", &tree(trees::LEDGER)?, |k, r| key(&[backend_of(k), &r.app_id, &r.id]))?;
+    if db.tree_names().iter().any(|n| n == b"ledger".as_slice()) {
+        let mut batch = sled::Batch::default();
+        for kv in db.open_tree("ledger")?.iter() {
+            let (k, v) = kv?;
+            let r: Registration = json("ledger", &v)?;
+            batch.insert(key(&[backend_of(&k), &r.app_id, &r.id]), super::ledger::ledger_value(&r)?);
+        }
+        tree(trees::LEDGER)?.apply_batch(batch)?;
+    }
     recode::<super::QueuedOp>(db, "queue", &tree(trees::QUEUE)?, |k, q| {
         let r = q.op.registration();
         key(&[backend_of(k), &r.app_id, &r.id])
@@ -85,10 +93,8 @@ pub(super) fn to_current(db: &sled::Db, meta: &sled::Tree) -> Result<(), Error> 
     recode::<Refusal>(db, "refusals", &tree(trees::REFUSALS)?, |k, _| k.to_vec())?;
     // The ledger's service index, from the migrated ledger.
     let mut index = sled::Batch::default();
-    for kv in tree(trees::LEDGER)?.iter() {
-        let (k, v) = kv?;
-        let r: Registration = super::decode("ledger", &v)?;
-        index.insert(key(&[backend_of(&k), &r.service, &r.app_id, &r.id]), &[]);
+    for (k, n) in super::ledger::service_counts(&tree(trees::LEDGER)?)? {
+        index.insert(k, &n.to_be_bytes());
     }
     tree(trees::SERVICES)?.apply_batch(index)?;
     // Rejections: one list in `meta` before, one per app now.

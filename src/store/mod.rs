@@ -10,8 +10,8 @@
 //!   `app id \0 instance id`;
 //! - `ledger@2`: what Switchboard registered, by `backend \0 app \0
 //!   registration id`;
-//! - `services@2`: index of the ledger by `backend \0 service \0 app \0
-//!   registration id` (empty values), written in the ledger's transactions;
+//! - `services@2`: index of the ledger: how many entries of one service and
+//!   app it holds, by `backend \0 service \0 app`;
 //! - `queue@2`: operations not yet applied, by `backend \0 app \0
 //!   registration id`;
 //! - `refusals@2`: permanent refusals in force, by `backend \0 registration id`;
@@ -113,6 +113,15 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
             sled::transaction::TransactionError::Storage(e) => Error::Sled(e),
         }
     }
+}
+
+/// The live data of one tree (`Store::footprint`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TreeFootprint {
+    pub tree: &'static str,
+    pub records: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
 }
 
 /// A cloneable handle to the store; every clone shares the same trees.
@@ -312,6 +321,37 @@ impl Store {
     pub fn flush_blocking(&self) -> Result<(), Error> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// What each tree holds: its name, how many records, and the bytes of
+    /// their keys and values (the live data; sled's files hold more: see
+    /// ARCHITECTURE.md). One scan of every tree.
+    pub fn footprint(&self) -> Result<Vec<TreeFootprint>, Error> {
+        let trees = [
+            (trees::SPECS, &self.specs),
+            (trees::APPS, &self.apps),
+            (trees::INSTANCES, &self.instances),
+            (trees::PENDING, &self.pending),
+            (trees::LEDGER, &self.ledger),
+            (trees::SERVICES, &self.services),
+            (trees::QUEUE, &self.queue),
+            (trees::REFUSALS, &self.refusals),
+            (trees::REJECTIONS, &self.rejections),
+            ("intents", &self.intents),
+            ("meta", &self.meta),
+        ];
+        let mut out = Vec::with_capacity(trees.len());
+        for (tree, t) in trees {
+            let mut f = TreeFootprint { tree, records: 0, key_bytes: 0, value_bytes: 0 };
+            for kv in t.iter() {
+                let (k, v) = kv?;
+                f.records += 1;
+                f.key_bytes += k.len() as u64;
+                f.value_bytes += v.len() as u64;
+            }
+            out.push(f);
+        }
+        Ok(out)
     }
 
     fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {

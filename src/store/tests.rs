@@ -474,3 +474,24 @@ fn a_stamped_store_with_format1_trees_left_drops_them() {
     assert_migrated(&s);
     assert!(!s.db.tree_names().iter().any(|n| n == b"ledger".as_slice()));
 }
+
+#[test]
+fn open_repairs_a_service_index_a_crash_left_behind_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.complete_many("kong", &[Op::Register(reg("t:1")), Op::Register(reg("t:2"))]).unwrap();
+        // What a crash between a ledger write and its index write leaves:
+        // the count behind, and an entry for a service the ledger lacks.
+        s.services.insert(ledger::service_key("kong", &reg("t:1")), &1u64.to_be_bytes()).unwrap();
+        let gone = Registration { service: "gone".into(), ..reg("t:3") };
+        s.services.insert(ledger::service_key("kong", &gone), &1u64.to_be_bytes()).unwrap();
+        s.flush_blocking().unwrap();
+    }
+    let s = reopen(dir.path());
+    assert!(!s.ledger_holds_service("kong", "gone").unwrap());
+    s.complete("kong", &Op::Deregister { registration: reg("t:1"), service_empty: false }).unwrap();
+    assert!(s.ledger_holds_service("kong", "web").unwrap(), "t:2 still holds it");
+    s.complete("kong", &Op::Deregister { registration: reg("t:2"), service_empty: true }).unwrap();
+    assert!(!s.ledger_holds_service("kong", "web").unwrap());
+}
