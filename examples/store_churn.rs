@@ -6,7 +6,7 @@
 //! one `apply_touches` (and the planner's `set_pending_of`), every op goes
 //! through `enqueue` and `complete_many`, as the daemon does. The store is
 //! flushed after each app's fold and after each restart (one group commit
-//! per burst, as the daemon's store thread does).
+//! per burst, as the daemon's store thread is to do).
 //!
 //! Run: `cargo run --release --example store_churn -- INSTANCES RESTARTS [CACHE_BYTES]`.
 //! Prints one JSON line: store size on disk per instance, bytes written

@@ -65,6 +65,10 @@ fn backend_of(k: &[u8]) -> &str {
 
 /// Migrates whatever format-1 records the store holds to format 2 and stamps it.
 pub(super) fn to_current(db: &sled::Db, meta: &sled::Tree) -> Result<(), Error> {
+    // A new data dir has nothing to migrate: it is only stamped (and says nothing).
+    let names = db.tree_names();
+    let had_records = FORMAT1_TREES.iter().any(|t| names.iter().any(|n| n == t.as_bytes()))
+        || meta.iter().next().transpose()?.is_some();
     let tree = |name: &str| db.open_tree(name);
     for name in trees::ALL {
         tree(name)?.clear()?;
@@ -127,7 +131,9 @@ pub(super) fn to_current(db: &sled::Db, meta: &sled::Tree) -> Result<(), Error> 
         Ok::<_, sled::transaction::ConflictableTransactionError<Error>>(())
     })?;
     db.flush()?;
-    tracing::info!(format = FORMAT, "store migrated");
+    if had_records {
+        tracing::info!(format = FORMAT, "store migrated");
+    }
     Ok(())
 }
 
