@@ -104,31 +104,32 @@ fn abort(e: Error) -> ConflictableTransactionError<Error> {
 }
 
 impl Store {
-    /// Merges the facts of one event: one fact (most events) as a single
-    /// compare-and-swap, several in one transaction. A fact that changes
-    /// nothing writes nothing. Returns the apps named by hints (whose spec
-    /// may need fetching).
+    /// Merges the facts of one event in one transaction; an event whose
+    /// facts change nothing writes nothing. Returns the apps named by hints
+    /// (whose spec may need fetching).
+    ///
+    /// A transaction, even for one fact: sled writes a transaction's log
+    /// buffer at once, so a folded event survives a `kill -9` without a
+    /// flush, which the consumer (and `tests/order_independence.rs`) rely
+    /// on today. A single key's write would wait for the next flush; once
+    /// the store thread flushes every burst (group commit), one fact can be
+    /// one compare-and-swap (measured in BENCHMARKS.md, issue 18).
     pub fn apply_touches(&self, touches: &[Touch], seq: u64) -> Result<Vec<AppId>, Error> {
         let hints: Vec<AppId> =
             touches.iter().filter_map(|t| if let Touch::Hint(a) = t { Some(a.clone()) } else { None }).collect();
         let facts: Vec<(&Touch, Which, Vec<u8>)> =
             touches.iter().filter_map(|t| located(t).map(|(which, key)| (t, which, key))).collect();
-        let mut written_specs = Vec::new();
-        if let [(touch, which, key)] = &facts[..] {
-            // One key: sled writes it atomically as it is (a transaction
-            // would also write and sync sled's log buffer at once).
-            let tree = self.tree(*which);
-            loop {
-                let old = tree.get(key)?;
-                let Some(new) = merged(touch, old.as_deref(), seq)? else { break };
-                if tree.compare_and_swap(key, old, Some(new))?.is_ok() {
-                    if let Touch::Spec(spec) = touch {
-                        written_specs.push(spec.id.clone());
-                    }
-                    break;
-                }
+        // A fact that changes nothing writes nothing: not even the
+        // transaction, which would write and sync sled's log buffer.
+        let mut changes = false;
+        for (touch, which, key) in &facts {
+            if merged(touch, self.tree(*which).get(key)?.as_deref(), seq)?.is_some() {
+                changes = true;
+                break;
             }
-        } else if !facts.is_empty() {
+        }
+        let mut written_specs = Vec::new();
+        if changes {
             written_specs = (&self.instances, &self.apps, &self.specs).transaction(|(instances, apps, specs)| {
                 let mut written_specs = Vec::new();
                 for (touch, which, key) in &facts {
