@@ -259,9 +259,9 @@ impl Store {
         self.queue.scan_prefix(prefix(&[backend])).keys().count()
     }
 
-    /// Records that `op` was applied: the ledger takes its effect and the
-    /// queue entry goes, in one transaction. If a newer op replaced it in the
-    /// meantime, the newer one stays queued.
+    /// Records that `op` was applied: the ledger takes its effect, then the
+    /// queue entry goes (see `complete_many`). If a newer op replaced it in
+    /// the meantime, the newer one stays queued.
     pub fn complete(&self, backend: &str, op: &Op) -> Result<(), Error> {
         self.complete_many(backend, std::slice::from_ref(op))
     }

@@ -23,9 +23,11 @@
 //!   than `FORMAT`).
 //!
 //! Invariants:
-//! - Writes that belong together commit in one sled transaction: the facts
-//!   of one event; a queue entry's completion together with its ledger
-//!   update and the ledger's service index.
+//! - Writes that belong together commit together: the facts of one event in
+//!   one sled transaction; a completion as ledger, service count, then queue
+//!   removal, an order a crash cannot break harmfully (see `ledger.rs`).
+//!   Transactions and batches are kept to that: each one writes and syncs
+//!   sled's log buffer at once.
 //! - Only changed keys are written: a merge, an import or a replacement that
 //!   leaves a record as it was writes nothing.
 //! - Nothing keeps a decoded copy of a tree: every read decodes what it
