@@ -183,6 +183,13 @@ fn main() {
     world.store.flush_blocking().expect("flush");
     let (w2, c2, s2) = (io("write_bytes"), io("wchar"), io("syscw"));
     let disk_after_churn = dir_size(tmp.path());
+    // What a metrics refresh costs: counting one backend's ledger keys.
+    let counted = std::time::Instant::now();
+    let held = world.store.ledger_len("consul");
+    let ledger_len_us = counted.elapsed().as_micros();
+    let read = std::time::Instant::now();
+    let one_app = world.store.ledger_of("consul", app_id(0).as_str()).expect("ledger of").len();
+    let ledger_of_us = read.elapsed().as_micros();
     let footprint = world.store.footprint().expect("footprint");
     let live: u64 = footprint.iter().map(|f| f.key_bytes + f.value_bytes).sum();
     let per = |a: u64, n: usize| if n == 0 { 0 } else { a / n as u64 };
@@ -195,6 +202,10 @@ fn main() {
             "disk_per_instance_after_fold": per(disk_after_fold, instances),
             "disk_per_instance_after_churn": per(disk_after_churn, instances),
             "live_bytes_per_instance": per(live, instances),
+            "ledger_len": held,
+            "ledger_len_us": ledger_len_us,
+            "ledger_of_one_app": one_app,
+            "ledger_of_one_app_us": ledger_of_us,
             "footprint": footprint,
             "fold_write_bytes_per_instance": per(w1 - w0, instances),
             "fold_wchar_per_instance": per(c1 - c0, instances),

@@ -106,10 +106,10 @@ fn set_entry(
     backend: &str,
     key: &[u8],
     reg: Option<&Registration>,
-) -> Result<(), ConflictableTransactionError<Error>> {
+) -> Result<isize, ConflictableTransactionError<Error>> {
     let old: Option<Registration> = ledger.get(key)?.map(|v| ledger_record(key, &v)).transpose().map_err(abort)?;
     if old.as_ref() == reg {
-        return Ok(());
+        return Ok(0);
     }
     if let Some(old) = &old
         && reg.is_none_or(|r| r.service != old.service)
@@ -127,7 +127,32 @@ fn set_entry(
             ledger.remove(key)?;
         }
     }
-    Ok(())
+    Ok(delta(old.is_some(), reg.is_some()))
+}
+
+/// How a write changes a count: an entry that appears (+1) or goes (-1).
+fn delta(had: bool, has: bool) -> isize {
+    isize::from(has) - isize::from(had)
+}
+
+/// How many ledger entries and queued ops each backend has, kept so the
+/// gauges (and the drain's "anything queued?") need no scan. A backend's
+/// count is taken by one scan on first use and then moved by every write,
+/// under this lock, which every ledger and queue writer holds.
+#[derive(Default)]
+pub(super) struct Counts {
+    ledger: std::collections::HashMap<String, usize>,
+    queue: std::collections::HashMap<String, usize>,
+}
+
+fn adjust(map: &mut std::collections::HashMap<String, usize>, backend: &str, by: isize) {
+    if let Some(n) = map.get_mut(backend) {
+        *n = n.saturating_add_signed(by);
+    }
+}
+
+fn counted_keys(map: &mut std::collections::HashMap<String, usize>, tree: &sled::Tree, backend: &str) -> usize {
+    *map.entry(backend.to_owned()).or_insert_with(|| tree.scan_prefix(prefix(&[backend])).keys().count())
 }
 
 /// The distinct apps that keys `backend \0 app \0 ...` of `tree` name: one
@@ -170,7 +195,11 @@ impl Store {
     /// How many registrations the ledger of `backend` holds (counts keys:
     /// nothing is decoded).
     pub fn ledger_len(&self, backend: &str) -> usize {
-        self.ledger.scan_prefix(prefix(&[backend])).keys().count()
+        counted_keys(&mut self.counts().ledger, &self.ledger, backend)
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What Switchboard registered on `backend` for one app (one prefix scan).
@@ -194,12 +223,15 @@ impl Store {
             return Ok(());
         }
         let keys: Vec<Vec<u8>> = regs.iter().map(|r| entry_key(backend, r)).collect();
-        (&self.ledger, &self.services).transaction(|(ledger, services)| {
+        let mut counts = self.counts();
+        let by = (&self.ledger, &self.services).transaction(|(ledger, services)| {
+            let mut by = 0;
             for (r, key) in regs.iter().zip(&keys) {
-                set_entry(ledger, services, backend, key, Some(r))?;
+                by += set_entry(ledger, services, backend, key, Some(r))?;
             }
-            Ok(())
+            Ok(by)
         })?;
+        adjust(&mut counts.ledger, backend, by);
         Ok(())
     }
 
@@ -218,12 +250,15 @@ impl Store {
                 keys.push(k);
             }
         }
-        (&self.ledger, &self.services).transaction(|(ledger, services)| {
+        let mut counts = self.counts();
+        let by = (&self.ledger, &self.services).transaction(|(ledger, services)| {
+            let mut by = 0;
             for key in &keys {
-                set_entry(ledger, services, backend, key, None)?;
+                by += set_entry(ledger, services, backend, key, None)?;
             }
-            Ok(())
+            Ok(by)
         })?;
+        adjust(&mut counts.ledger, backend, by);
         Ok(())
     }
 
@@ -231,17 +266,23 @@ impl Store {
     /// All ops of one call commit together; an op queued exactly so already
     /// is not written again.
     pub fn enqueue(&self, backend: &str, ops: &[Op]) -> Result<(), Error> {
+        let mut counts = self.counts();
         let mut writes = Vec::new();
+        let mut by = 0;
         for op in ops {
             let q = QueuedOp { op: op.clone(), attempts: 0, not_before_ms: 0, last_error: None };
             let key = entry_key(backend, op.registration());
             let value = encode(&q)?;
-            if self.queue.get(&key)?.is_some_and(|old| *old == value[..]) {
-                continue;
+            match self.queue.get(&key)? {
+                Some(old) if *old == value[..] => continue,
+                Some(_) => {}
+                None => by += 1,
             }
             writes.push((key, Some(value)));
         }
-        super::write_together(&self.queue, writes)
+        super::write_together(&self.queue, writes)?;
+        adjust(&mut counts.queue, backend, by);
+        Ok(())
     }
 
     /// Every queued op of `backend`, by app then registration id.
@@ -256,7 +297,7 @@ impl Store {
 
     /// How many ops are queued for `backend` (counts keys: nothing is decoded).
     pub fn queue_len(&self, backend: &str) -> usize {
-        self.queue.scan_prefix(prefix(&[backend])).keys().count()
+        counted_keys(&mut self.counts().queue, &self.queue, backend)
     }
 
     /// Records that `op` was applied: the ledger takes its effect, then the
@@ -278,28 +319,31 @@ impl Store {
     ///   it), so ownership is never over-claimed; what it lacks is added
     ///   back on open (`repair_service_index`).
     pub fn complete_many(&self, backend: &str, ops: &[Op]) -> Result<(), Error> {
+        let mut counts = self.counts();
         for op in ops {
             let key = entry_key(backend, op.registration());
             let effect = match op {
                 Op::Register(r) => Some(r),
                 Op::Deregister { .. } => None,
             };
-            self.set_entry_ordered(backend, &key, effect)?;
+            let by = self.set_entry_ordered(backend, &key, effect)?;
+            adjust(&mut counts.ledger, backend, by);
             if let Some(cur) = self.queue.get(&key)?
                 && decode::<QueuedOp>("queue", &cur)?.op == *op
-            {
                 // A newer op that replaced it meanwhile stays.
-                let _ = self.queue.compare_and_swap(&key, Some(cur), None as Option<&[u8]>)?;
+                && self.queue.compare_and_swap(&key, Some(cur), None as Option<&[u8]>)?.is_ok()
+            {
+                adjust(&mut counts.queue, backend, -1);
             }
         }
         Ok(())
     }
 
     /// `set_entry` without a transaction, in the order `complete_many` needs.
-    fn set_entry_ordered(&self, backend: &str, key: &[u8], reg: Option<&Registration>) -> Result<(), Error> {
+    fn set_entry_ordered(&self, backend: &str, key: &[u8], reg: Option<&Registration>) -> Result<isize, Error> {
         let old: Option<Registration> = self.ledger.get(key)?.map(|v| ledger_record(key, &v)).transpose()?;
         if old.as_ref() == reg {
-            return Ok(());
+            return Ok(0);
         }
         let bump = |r: &Registration, up: bool| -> Result<(), Error> {
             self.services.update_and_fetch(service_key(backend, r), |v| {
@@ -324,7 +368,7 @@ impl Store {
                 self.ledger.remove(key)?;
             }
         }
-        Ok(())
+        Ok(delta(old.is_some(), reg.is_some()))
     }
 
     /// Makes `services@2` name exactly the ledger's services (after a crash
@@ -372,10 +416,13 @@ impl Store {
     /// Drops a queued op that can never succeed as it is (permanent error).
     pub fn drop_queued(&self, backend: &str, op: &Op) -> Result<(), Error> {
         let key = entry_key(backend, op.registration());
+        let mut counts = self.counts();
         let Some(cur) = self.queue.get(&key)? else { return Ok(()) };
-        if decode::<QueuedOp>("queue", &cur).is_ok_and(|q| q.op == *op) {
+        if decode::<QueuedOp>("queue", &cur).is_ok_and(|q| q.op == *op)
             // Lost a race with a newer op: that one stays.
-            let _ = self.queue.compare_and_swap(&key, Some(cur), None as Option<&[u8]>)?;
+            && self.queue.compare_and_swap(&key, Some(cur), None as Option<&[u8]>)?.is_ok()
+        {
+            adjust(&mut counts.queue, backend, -1);
         }
         Ok(())
     }

@@ -136,6 +136,10 @@ pub struct Store {
     db: sled::Db,
     /// Held while a flush is in flight (see `flush`).
     flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Ledger and queue sizes per backend (see `ledger::Counts`): a std
+    /// Mutex, held by each ledger or queue write for its sled calls, never
+    /// across `.await`.
+    counts: std::sync::Arc<std::sync::Mutex<ledger::Counts>>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
@@ -284,6 +288,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         let store = Store {
             flushing: Default::default(),
+            counts: Default::default(),
             specs: tree(trees::SPECS)?,
             apps: tree(trees::APPS)?,
             instances: tree(trees::INSTANCES)?,

@@ -357,6 +357,11 @@ fn per_app_reads_see_only_that_app_and_survive_other_apps_writes() {
     s.complete("consul", &Op::Deregister { registration: reg("t:1"), service_empty: true }).unwrap();
     assert!(!s.ledger_holds_service("consul", "web").unwrap());
     assert!(s.ledger("consul").unwrap().is_empty());
+    // The counts moved with every write since they were first taken.
+    assert_eq!((s.ledger_len("consul"), s.queue_len("consul")), (0, 1));
+    s.drop_queued("consul", &Op::Register(reg("t:2"))).unwrap();
+    s.import_ledger("kong", &[web2.clone(), web2.clone()]).unwrap();
+    assert_eq!((s.queue_len("consul"), s.ledger_len("kong"), s.queue_len("kong")), (0, 1, 1));
 
     // Pending and rejections per app: another app's replacement leaves them be.
     let lack = crate::assemble::Lack::Spec;
