@@ -55,7 +55,7 @@ pub struct CommonArgs {
     /// Directory of the sled store (default ./switchboard-data).
     #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Memory the store may use for its page cache, e.g. 16MiB (default 16MiB).
+    /// Memory the store may use for its page cache, e.g. 16MiB (default 4MiB).
     #[arg(long, value_name = "SIZE", env = "SWITCHBOARD_STORE_CACHE")]
     pub store_cache: Option<String>,
     /// Full resync period, e.g. 5m; 0 disables (default 5m).

@@ -1,7 +1,8 @@
 //! The store's format: a data dir written before formats were stamped
-//! (`tests/fixtures/store-unversioned`, made by the release before this one)
-//! is read and stamped in place; a newer format is refused with a clear error,
-//! through the library and through the binary.
+//! (`tests/fixtures/store-unversioned`) and one written by the format-1 store
+//! (`tests/fixtures/store-format1`, with what that store read back from it)
+//! are migrated in place with every record kept; a newer format is refused
+//! with a clear error, through the library and through the binary.
 
 mod common;
 
@@ -11,7 +12,11 @@ use common::s;
 use switchboard::store::{FORMAT, Store};
 
 fn copy_fixture(to: &Path) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-unversioned");
+    copy_dir("tests/fixtures/store-unversioned", to)
+}
+
+fn copy_dir(fixture: &str, to: &Path) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture);
     let dir = to.join("data");
     std::fs::create_dir_all(&dir).expect("data dir");
     for entry in std::fs::read_dir(&from).expect("fixture") {
@@ -53,6 +58,70 @@ fn an_unversioned_store_is_read_and_stamped_in_place() {
     }
     let store = open_when_free(&dir).expect("reopen");
     assert_eq!(store.format().expect("format"), Some(FORMAT), "the stamp is durable");
+}
+
+/// `v` with each array sorted by its elements' JSON text (format 2 keys
+/// records by app first, so listings come in another order).
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(items) => {
+            let mut items: Vec<serde_json::Value> = items.into_iter().map(sorted).collect();
+            items.sort_by_key(|i| i.to_string());
+            serde_json::Value::Array(items)
+        }
+        serde_json::Value::Object(map) => map.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+        other => other,
+    }
+}
+
+fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).expect("json")
+}
+
+/// Everything `expected.json` lists, read through today's store.
+fn read_all(store: &Store) -> serde_json::Value {
+    let backends = ["consul", "kong", "vulcand"];
+    let per = |f: &dyn Fn(&str) -> serde_json::Value| -> serde_json::Value {
+        backends.iter().map(|b| (b.to_string(), f(b))).collect::<serde_json::Map<_, _>>().into()
+    };
+    let specs: Vec<_> = store.newest_specs().expect("specs").into_values().collect();
+    serde_json::json!({
+        "instances": json(store.instances().expect("instances")),
+        "apps": json(store.apps().expect("apps")),
+        "specs": json(specs),
+        "ledger": per(&|b| json(store.ledger(b).expect("ledger"))),
+        "queue": per(&|b| json(store.queued(b).expect("queue"))),
+        "refusals": json(store.all_refusals().expect("refusals")),
+        "intents": per(&|b| json(store.intents(b).expect("intents"))),
+        "pending": json(store.pending().expect("pending")),
+        "rejections": json(store.rejections().expect("rejections")),
+        "high_water": json(store.high_water().expect("high water")),
+        "last_resync": json(store.last_resync().expect("last resync")),
+    })
+}
+
+#[test]
+fn a_format1_store_is_migrated_in_place_and_keeps_every_record() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = copy_dir("tests/fixtures/store-format1/data", tmp.path());
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format1/expected.json"),
+    )
+    .expect("expected.json");
+    let mut expected: serde_json::Value = serde_json::from_str(&text).expect("expected.json is JSON");
+    let seq_before = expected["seq_at_least"].as_u64().expect("seq_at_least");
+    expected.as_object_mut().expect("object").remove("seq_at_least");
+    assert!(expected["ledger"]["vulcand"].as_array().is_some_and(|l| l.len() == 2), "the fixture has data");
+    {
+        let store = Store::open(&dir).expect("format 1 is migrated");
+        assert_eq!(store.format().expect("format"), Some(FORMAT));
+        assert_eq!(sorted(read_all(&store)), sorted(expected.clone()));
+        assert!(store.ledger_holds_service("vulcand", "api-v2").expect("index"), "the service index is built");
+        assert!(store.next_seq().expect("seq") > seq_before, "the sequence carries on");
+    }
+    let store = open_when_free(&dir).expect("reopen");
+    assert_eq!(store.format().expect("format"), Some(FORMAT), "the stamp is durable");
+    assert_eq!(sorted(read_all(&store)), sorted(expected), "and so is every record");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

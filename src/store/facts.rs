@@ -1,4 +1,7 @@
-//! Trees `specs`, `apps` and `instances`: merging folded facts durably.
+//! Trees `specs@2`, `apps@2` and `instances@2`: merging folded facts
+//! durably. An instance is keyed `app id \0 instance id`, so one app's
+//! instances are one prefix scan; a merge that changes nothing writes
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -6,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use super::{Error, Store, decode, encode, key2, prefix};
+use super::{Error, Store, decode, encode, key, key2, part, prefix};
 use crate::assemble::{AppRecord, InstanceRecord, StateFact, Touch};
 use crate::model::{AppId, AppSpec, InstanceId, TaskFacts, TaskState, Timestamp};
 
@@ -16,8 +19,8 @@ const SPEC_VERSIONS_KEPT: usize = 3;
 /// An instance record plus the local receive sequence of its last fact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Stored {
-    record: InstanceRecord,
-    seq: u64,
+    pub(super) record: InstanceRecord,
+    pub(super) seq: u64,
 }
 
 /// One app of a REST snapshot (or a single-app fetch), in domain types.
@@ -28,9 +31,72 @@ pub struct SnapshotApp {
     pub tasks: Vec<(TaskFacts, Option<bool>)>,
 }
 
-/// The cache group of an instance: its app.
-pub(super) fn app_group(s: &Stored) -> Vec<u8> {
-    s.record.app_id.as_str().as_bytes().to_vec()
+/// The key of an instance: `app id \0 instance id`.
+fn instance_key(rec: &InstanceRecord) -> Vec<u8> {
+    key(&[rec.app_id.as_str(), rec.instance.as_str()])
+}
+
+/// The app id a key of `specs@2` or `instances@2` starts with.
+fn app_of_key(k: &[u8]) -> Option<AppId> {
+    AppId::parse(std::str::from_utf8(part(k, 0)).ok()?).ok()
+}
+
+/// The tree a fact is stored in.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Instances,
+    Apps,
+    Specs,
+}
+
+/// Where a touch's fact is stored (`None` for a hint).
+fn located(touch: &Touch) -> Option<(Which, Vec<u8>)> {
+    match touch {
+        Touch::Instance(rec) => Some((Which::Instances, instance_key(rec))),
+        Touch::App(app_id, _) => Some((Which::Apps, app_id.as_str().as_bytes().to_vec())),
+        Touch::Spec(spec) => Some((Which::Specs, key2(spec.id.as_str(), &spec.version))),
+        Touch::Hint(_) => None,
+    }
+}
+
+/// The record a touch makes of `old` (what its key holds), or `None` when
+/// it leaves it as it is.
+fn merged(touch: &Touch, old: Option<&[u8]>, seq: u64) -> Result<Option<Vec<u8>>, Error> {
+    match touch {
+        Touch::Instance(rec) => {
+            let merged = match old {
+                Some(old) => {
+                    let old: Stored = decode("instances", old)?;
+                    let record = old.record.merge(rec);
+                    if record == old.record {
+                        return Ok(None);
+                    }
+                    Stored { record, seq: old.seq.max(seq) }
+                }
+                None => Stored { record: rec.clone(), seq },
+            };
+            encode(&merged).map(Some)
+        }
+        Touch::App(_, rec) => {
+            let merged = match old {
+                Some(old) => {
+                    let old: AppRecord = decode("apps", old)?;
+                    let merged = old.merge(rec);
+                    if merged == old {
+                        return Ok(None);
+                    }
+                    merged
+                }
+                None => rec.clone(),
+            };
+            encode(&merged).map(Some)
+        }
+        Touch::Spec(spec) => {
+            let value = encode(spec)?;
+            Ok(old.is_none_or(|old| *old != value[..]).then_some(value))
+        }
+        Touch::Hint(_) => Ok(None),
+    }
 }
 
 fn abort(e: Error) -> ConflictableTransactionError<Error> {
@@ -38,56 +104,67 @@ fn abort(e: Error) -> ConflictableTransactionError<Error> {
 }
 
 impl Store {
-    /// Merges the facts of one event in one transaction. Returns the apps
-    /// named by hints (whose spec may need fetching).
+    /// Merges the facts of one event in one transaction; an event whose
+    /// facts change nothing writes nothing. Returns the apps named by hints
+    /// (whose spec may need fetching).
+    ///
+    /// A transaction, even for one fact: sled writes a transaction's log
+    /// buffer at once, so a folded event survives a `kill -9` without a
+    /// flush, which the consumer (and `tests/order_independence.rs`) rely
+    /// on today. A single key's write would wait for the next flush; once
+    /// the store thread flushes every burst (group commit), one fact can be
+    /// one compare-and-swap (measured in BENCHMARKS.md, issue 18).
     pub fn apply_touches(&self, touches: &[Touch], seq: u64) -> Result<Vec<AppId>, Error> {
         let hints: Vec<AppId> =
             touches.iter().filter_map(|t| if let Touch::Hint(a) = t { Some(a.clone()) } else { None }).collect();
-        (&self.instances, &self.apps, &self.specs).transaction(|(instances, apps, specs)| {
-            for touch in touches {
-                match touch {
-                    Touch::Instance(rec) => {
-                        let key = rec.instance.as_str().as_bytes();
-                        let merged = match instances.get(key)? {
-                            Some(old) => {
-                                let old: Stored = decode("instances", &old).map_err(abort)?;
-                                Stored { record: old.record.merge(rec), seq: old.seq.max(seq) }
-                            }
-                            None => Stored { record: rec.clone(), seq },
-                        };
-                        instances.insert(key, encode(&merged).map_err(abort)?)?;
+        let facts: Vec<(&Touch, Which, Vec<u8>)> =
+            touches.iter().filter_map(|t| located(t).map(|(which, key)| (t, which, key))).collect();
+        // A fact that changes nothing writes nothing: not even the
+        // transaction, which would write and sync sled's log buffer.
+        let mut changes = false;
+        for (touch, which, key) in &facts {
+            if merged(touch, self.tree(*which).get(key)?.as_deref(), seq)?.is_some() {
+                changes = true;
+                break;
+            }
+        }
+        let mut written_specs = Vec::new();
+        if changes {
+            written_specs = (&self.instances, &self.apps, &self.specs).transaction(|(instances, apps, specs)| {
+                let mut written_specs = Vec::new();
+                for (touch, which, key) in &facts {
+                    let tree = match which {
+                        Which::Instances => instances,
+                        Which::Apps => apps,
+                        Which::Specs => specs,
+                    };
+                    let old = tree.get(key)?;
+                    if let Some(new) = merged(touch, old.as_deref(), seq).map_err(abort)? {
+                        tree.insert(key.as_slice(), new)?;
+                        if let Touch::Spec(spec) = touch {
+                            written_specs.push(spec.id.clone());
+                        }
                     }
-                    Touch::App(app_id, rec) => {
-                        let key = app_id.as_str().as_bytes();
-                        let merged = match apps.get(key)? {
-                            Some(old) => decode::<AppRecord>("apps", &old).map_err(abort)?.merge(rec),
-                            None => rec.clone(),
-                        };
-                        apps.insert(key, encode(&merged).map_err(abort)?)?;
-                    }
-                    Touch::Spec(spec) => {
-                        specs.insert(key2(spec.id.as_str(), &spec.version), encode(spec).map_err(abort)?)?;
-                    }
-                    Touch::Hint(_) => {}
                 }
-            }
-            Ok(())
-        })?;
-        let keys: Vec<&[u8]> = touches
-            .iter()
-            .filter_map(|t| if let Touch::Instance(r) = t { Some(r.instance.as_str().as_bytes()) } else { None })
-            .collect();
-        self.refresh_cache(&keys)?;
-        for touch in touches {
-            if let Touch::Spec(spec) = touch {
-                self.prune_spec_versions(&spec.id)?;
-            }
+                Ok(written_specs)
+            })?;
+        }
+        for app in written_specs {
+            self.prune_spec_versions(&app)?;
         }
         Ok(hints)
     }
 
+    fn tree(&self, which: Which) -> &sled::Tree {
+        match which {
+            Which::Instances => &self.instances,
+            Which::Apps => &self.apps,
+            Which::Specs => &self.specs,
+        }
+    }
+
     fn prune_spec_versions(&self, app: &AppId) -> Result<(), Error> {
-        let keys: Vec<sled::IVec> = self.specs.scan_prefix(prefix(app.as_str())).keys().collect::<Result<_, _>>()?;
+        let keys: Vec<sled::IVec> = self.specs.scan_prefix(prefix(&[app.as_str()])).keys().collect::<Result<_, _>>()?;
         if keys.len() > SPEC_VERSIONS_KEPT {
             for k in &keys[..keys.len() - SPEC_VERSIONS_KEPT] {
                 self.specs.remove(k)?;
@@ -120,7 +197,9 @@ impl Store {
             }));
             self.apply_touches(&touches, seq)?;
         }
-        for (id, stored) in self.stored_instances()? {
+        for v in self.instances.iter().values() {
+            let stored: Stored = decode("instances", &v?)?;
+            let id = stored.record.instance.clone();
             if present_instances.contains(&id)
                 || stored.seq > seq_at_request
                 || stored.record.is_tombstone()
@@ -166,32 +245,28 @@ impl Store {
         Ok(())
     }
 
-    fn refresh_cache(&self, keys: &[&[u8]]) -> Result<(), Error> {
-        self.instance_cache.refresh(&self.instances, keys)
+    /// Every stored instance, decoded as read (no copy is kept).
+    fn stored_instances(&self) -> Result<Vec<Stored>, Error> {
+        self.instances.iter().values().map(|v| decode("instances", &v?)).collect()
     }
 
-    fn stored_instances(&self) -> Result<Vec<(InstanceId, Stored)>, Error> {
-        Ok(self
-            .instance_cache
-            .read(&self.instances, &[])?
-            .into_iter()
-            .map(|s| (s.record.instance.clone(), s))
-            .collect())
-    }
-
-    /// Every instance record, tombstones included.
+    /// Every instance record, tombstones included, by app then instance id.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, Error> {
-        Ok(self.stored_instances()?.into_iter().map(|(_, s)| s.record).collect())
+        Ok(self.stored_instances()?.into_iter().map(|s| s.record).collect())
     }
 
-    /// The instance records of one app, tombstones included.
+    /// The instance records of one app, tombstones included (one prefix scan).
     pub fn instances_of(&self, app: &AppId) -> Result<Vec<InstanceRecord>, Error> {
-        Ok(self
-            .instance_cache
-            .read_group(&self.instances, app.as_str().as_bytes())?
-            .into_iter()
-            .map(|s| s.record)
-            .collect())
+        self.instances
+            .scan_prefix(prefix(&[app.as_str()]))
+            .values()
+            .map(|v| Ok(decode::<Stored>("instances", &v?)?.record))
+            .collect()
+    }
+
+    /// The apps with an instance record (from the keys: nothing decoded).
+    fn instance_app_ids(&self) -> Result<BTreeSet<AppId>, Error> {
+        app_ids_of_keys(&self.instances)
     }
 
     /// The app-level facts of one app.
@@ -202,7 +277,7 @@ impl Store {
     /// The newest known spec of one app.
     pub fn newest_spec(&self, app: &AppId) -> Result<Option<AppSpec>, Error> {
         let mut newest: Option<AppSpec> = None;
-        for v in self.specs.scan_prefix(prefix(app.as_str())).values() {
+        for v in self.specs.scan_prefix(prefix(&[app.as_str()])).values() {
             let spec: AppSpec = decode("specs", &v?)?;
             if newest.as_ref().is_none_or(|have| have.version < spec.version) {
                 newest = Some(spec);
@@ -215,7 +290,7 @@ impl Store {
     pub fn app_ids(&self) -> Result<BTreeSet<AppId>, Error> {
         let mut ids: BTreeSet<AppId> = self.apps()?.into_keys().collect();
         ids.extend(self.spec_app_ids()?);
-        ids.extend(self.stored_instances()?.into_iter().map(|(_, s)| s.record.app_id));
+        ids.extend(self.instance_app_ids()?);
         Ok(ids)
     }
 
@@ -231,8 +306,9 @@ impl Store {
         Ok(out)
     }
 
+    /// The apps with a spec (from the keys: nothing decoded).
     fn spec_app_ids(&self) -> Result<BTreeSet<AppId>, Error> {
-        Ok(self.newest_specs()?.into_keys().collect())
+        app_ids_of_keys(&self.specs)
     }
 
     /// The newest known spec of every app.
@@ -258,12 +334,13 @@ impl Store {
     pub fn prune(&self, before: Timestamp) -> Result<usize, Error> {
         let apps = self.apps()?;
         let mut removed = 0;
-        for (id, stored) in self.stored_instances()? {
+        for kv in self.instances.iter() {
+            let (key, v) = kv?;
+            let stored: Stored = decode("instances", &v)?;
             let rec = &stored.record;
             let app_stopped = apps.get(&rec.app_id).and_then(|a| a.stopped_at).is_some_and(|s| rec.last_at() <= s);
             if (rec.is_tombstone() || app_stopped) && rec.last_at() < before {
-                self.instances.remove(id.as_str().as_bytes())?;
-                self.refresh_cache(&[id.as_str().as_bytes()])?;
+                self.instances.remove(key)?;
                 removed += 1;
             }
         }
@@ -271,17 +348,20 @@ impl Store {
         // spec newer than their stop: forget the app and its specs, so a
         // cluster that keeps creating and destroying apps does not grow the
         // store without end.
-        let with_instances: BTreeSet<AppId> =
-            self.stored_instances()?.into_iter().map(|(_, s)| s.record.app_id).collect();
-        let specs = self.newest_specs()?;
+        let with_instances = self.instance_app_ids()?;
         for (app_id, rec) in apps {
             let Some(stopped) = rec.stopped_at else { continue };
-            let respawned =
-                specs.get(&app_id).and_then(|spec| Timestamp::parse(&spec.version).ok()).is_some_and(|v| v > stopped);
-            if stopped < before && !respawned && !with_instances.contains(&app_id) {
+            if stopped >= before || with_instances.contains(&app_id) {
+                continue;
+            }
+            let respawned = self
+                .newest_spec(&app_id)?
+                .and_then(|spec| Timestamp::parse(&spec.version).ok())
+                .is_some_and(|v| v > stopped);
+            if !respawned {
                 self.apps.remove(app_id.as_str().as_bytes())?;
                 let keys: Vec<sled::IVec> =
-                    self.specs.scan_prefix(prefix(app_id.as_str())).keys().collect::<Result<_, _>>()?;
+                    self.specs.scan_prefix(prefix(&[app_id.as_str()])).keys().collect::<Result<_, _>>()?;
                 for k in keys {
                     self.specs.remove(k)?;
                 }
@@ -290,4 +370,22 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// The distinct app ids that keys of `tree` (`app id \0 ...`) start with,
+/// skipping from one app to the next: one seek per app, nothing decoded.
+fn app_ids_of_keys(tree: &sled::Tree) -> Result<BTreeSet<AppId>, Error> {
+    let mut out = BTreeSet::new();
+    let mut from: Vec<u8> = Vec::new();
+    while let Some(kv) = tree.range(from.clone()..).next() {
+        let (k, _) = kv?;
+        let app = part(&k, 0);
+        if let Some(id) = app_of_key(&k) {
+            out.insert(id);
+        }
+        // The first key past every `app \0 ...`.
+        from = app.to_vec();
+        from.push(1);
+    }
+    Ok(out)
 }

@@ -1,28 +1,45 @@
-//! The durable store: sled trees, each with one job.
+//! The durable store: sled trees, each with one job, records encoded with
+//! postcard (format 2). Keys group records by app, so what one app needs is
+//! one prefix scan:
 //!
-//! - `specs`: app specs by `app id \0 version` (newest versions kept);
-//! - `apps`: app-level facts (stop time) by app id;
-//! - `instances`: folded instance records by instance id, with the local
-//!   receive sequence of the last fact that touched them;
-//! - `pending`: instances that are serving but incomplete, since when;
-//! - `ledger`: what Switchboard registered, by `backend \0 registration id`;
-//! - `queue`: operations not yet applied, by `backend \0 registration id`;
-//! - `refusals`: permanent refusals in force, by `backend \0 registration id`;
+//! - `specs@2`: app specs by `app id \0 version` (newest versions kept);
+//! - `apps@2`: app-level facts (stop time) by app id;
+//! - `instances@2`: folded instance records by `app id \0 instance id`, with
+//!   the local receive sequence of the last fact that changed them;
+//! - `pending@2`: instances that are serving but incomplete, since when, by
+//!   `app id \0 instance id`;
+//! - `ledger@2`: what Switchboard registered, by `backend \0 app \0
+//!   registration id`;
+//! - `services@2`: index of the ledger: how many entries of one service and
+//!   app it holds, by `backend \0 service \0 app`;
+//! - `queue@2`: operations not yet applied, by `backend \0 app \0
+//!   registration id`;
+//! - `refusals@2`: permanent refusals in force, by `backend \0 registration id`;
+//! - `rejections@2`: the rejections named after one app, by app id;
 //! - `intents`: services whose first write started on a backend without tags,
-//!   by `backend \0 service`;
-//! - `meta`: sequence counter, Marathon high-water time, last resync, rejections,
-//!   the store's `format` (refused when newer than `FORMAT`).
+//!   by `backend \0 service` (empty values: unchanged since format 1);
+//! - `meta`: sequence counter (big-endian u64), Marathon high-water time, last
+//!   resync, and the store's `format` as decimal text (refused when newer
+//!   than `FORMAT`).
 //!
 //! Invariants:
-//! - Writes that belong together commit in one sled transaction: the facts
-//!   of one event; a queue entry's completion together with its ledger update.
+//! - Writes that belong together commit together: the facts of one event in
+//!   one sled transaction; a completion as ledger, service count, then queue
+//!   removal, an order a crash cannot break harmfully (see `ledger.rs`).
+//!   Transactions and batches are kept to that: each one writes and syncs
+//!   sled's log buffer at once.
+//! - Only changed keys are written: a merge, an import or a replacement that
+//!   leaves a record as it was writes nothing.
+//! - Nothing keeps a decoded copy of a tree: every read decodes what it
+//!   scans, and sled's page cache (`StoreOptions::cache_bytes`) is the only
+//!   cache.
 //! - The store decides nothing: folding rules live in `assemble`, diffing in
-//!   `plan`. Records are encoded as JSON for `switchboard state` readability.
+//!   `plan`.
 
 mod actor;
-mod cache;
 mod facts;
 mod ledger;
+mod migrate;
 mod pending;
 mod refusals;
 
@@ -50,10 +67,18 @@ pub enum Error {
     Decode {
         tree: &'static str,
         #[source]
+        source: postcard::Error,
+    },
+    #[error("store: corrupt format-1 record in tree {tree} (migrating to format {FORMAT}): {source}")]
+    DecodeFormat1 {
+        tree: &'static str,
+        #[source]
         source: serde_json::Error,
     },
+    #[error("store: corrupt format stamp {found:?} in {dir}")]
+    BadFormat { dir: String, found: String },
     #[error("store: cannot encode record: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] postcard::Error),
     #[error(
         "the store in {dir} has format {found}, newer than this switchboard reads ({supported}): run the release that wrote it, or point --data-dir elsewhere"
     )]
@@ -64,10 +89,34 @@ pub enum Error {
     Flush(String),
 }
 
-/// The store's format. 1: the trees listed above, records as JSON. A data
-/// dir without a format (written before formats were stamped) holds format
-/// 1's records already and is stamped in place on open.
-pub const FORMAT: u64 = 1;
+/// The store's format. 1: records as JSON, keyed by instance or
+/// registration id alone. 2: the trees listed above, records as postcard.
+/// A data dir without a format (written before formats were stamped) holds
+/// format 1; format 1 is migrated in place on open (see `migrate`).
+pub const FORMAT: u64 = 2;
+
+/// How the store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes of sled's page cache (decoded pages kept in memory).
+    pub cache_bytes: u64,
+}
+
+/// sled's page cache by default: 4 MiB. Measured with
+/// `examples/store_churn.rs` at 10,000 instances: 1 MiB to 64 MiB change
+/// neither RSS nor bytes written; sled's own default (1 GiB) costs 15 MiB
+/// more RSS (see ARCHITECTURE.md, `store/`).
+pub const DEFAULT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+impl StoreOptions {
+    pub const DEFAULT_CACHE_BYTES: u64 = DEFAULT_CACHE_BYTES;
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_bytes: Self::DEFAULT_CACHE_BYTES }
+    }
+}
 
 impl From<sled::transaction::TransactionError<Error>> for Error {
     fn from(e: sled::transaction::TransactionError<Error>) -> Error {
@@ -78,133 +127,200 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
     }
 }
 
+/// The live data of one tree (`Store::footprint`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TreeFootprint {
+    pub tree: &'static str,
+    pub records: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
+
 /// A cloneable handle to the store; every clone shares the same trees.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// Decoded copies of the trees every planning pass reads (see `cache`).
-    instance_cache: cache::Cache<facts::Stored>,
-    ledger_cache: cache::Cache<crate::model::Registration>,
-    queue_cache: cache::Cache<ledger::QueuedOp>,
     /// Held while a flush is in flight (see `flush`).
     flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
-    pending_cache: cache::Cache<PendingEntry>,
+    /// Ledger and queue sizes per backend (see `ledger::Counts`): a std
+    /// Mutex, held by each ledger or queue write for its sled calls, never
+    /// across `.await`.
+    counts: std::sync::Arc<std::sync::Mutex<ledger::Counts>>,
     specs: sled::Tree,
     apps: sled::Tree,
     instances: sled::Tree,
     pending: sled::Tree,
     ledger: sled::Tree,
+    services: sled::Tree,
     queue: sled::Tree,
     refusals: sled::Tree,
+    rejections: sled::Tree,
     intents: sled::Tree,
     meta: sled::Tree,
 }
 
-pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(v).map_err(Error::Encode)
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_allocvec(v).map_err(Error::Encode)
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Decode { tree, source })
+    postcard::from_bytes(bytes).map_err(|source| Error::Decode { tree, source })
+}
+
+/// `a \0 b \0 ...`: a key of several parts.
+pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
 }
 
 pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k.extend_from_slice(b.as_bytes());
-    k
+    key(&[a, b])
 }
 
-/// `backend \0 app`: the group of a ledger or queue key (`backend \0 id`)
-/// whose registration belongs to `app`.
-pub(crate) fn backend_app(key: &[u8], app: &str) -> Vec<u8> {
-    let backend = key.split(|b| *b == 0).next().unwrap_or_default();
-    key2(&String::from_utf8_lossy(backend), app)
-}
-
-pub(crate) fn prefix(a: &str) -> Vec<u8> {
-    let mut k = a.as_bytes().to_vec();
+/// `a \0 b \0 ... \0`: the prefix of every key under those parts.
+pub(crate) fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut k = key(parts);
     k.push(0);
     k
 }
 
-/// sled's page cache unless `--store-cache` says otherwise.
-pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// How the store is opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// sled's page cache, in bytes (`--store-cache`).
-    pub cache_bytes: u64,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions { cache_bytes: DEFAULT_CACHE_BYTES }
+/// The part of `key` after its first `skip` parts.
+pub(crate) fn part_after(key: &[u8], skip: usize) -> &[u8] {
+    let mut rest = key;
+    for _ in 0..skip {
+        rest = match rest.iter().position(|b| *b == 0) {
+            Some(i) => &rest[i + 1..],
+            None => &[],
+        };
     }
+    rest
+}
+
+/// The `n`th part (from 0) of `key`.
+pub(crate) fn part(key: &[u8], n: usize) -> &[u8] {
+    let rest = part_after(key, n);
+    rest.split(|b| *b == 0).next().unwrap_or_default()
+}
+
+/// Inserts `value` under `key` unless the tree holds exactly that already.
+/// Returns whether it wrote.
+pub(crate) fn put_if_changed(tree: &sled::Tree, key: &[u8], value: Vec<u8>) -> Result<bool, Error> {
+    if tree.get(key)?.is_some_and(|old| *old == value[..]) {
+        return Ok(false);
+    }
+    tree.insert(key, value)?;
+    Ok(true)
+}
+
+/// Writes (`Some`) and removes (`None`) keys of `tree` so that they all
+/// take effect or none does: one write alone is atomic as it is; more go in
+/// one batch. (Every sled batch and transaction writes and syncs sled's log
+/// buffer at once: the store avoids them where one key does.)
+pub(crate) fn write_together(tree: &sled::Tree, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), Error> {
+    match writes.len() {
+        0 => {}
+        1 => {
+            for (k, v) in writes {
+                match v {
+                    Some(v) => tree.insert(k, v)?,
+                    None => tree.remove(k)?,
+                };
+            }
+        }
+        _ => {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+    Ok(())
+}
+
+/// The names of the record trees of format 2 (`meta` and `intents` keep
+/// their format-1 names: their encoding did not change or is migrated in
+/// place).
+pub(crate) mod trees {
+    pub const SPECS: &str = "specs@2";
+    pub const APPS: &str = "apps@2";
+    pub const INSTANCES: &str = "instances@2";
+    pub const PENDING: &str = "pending@2";
+    pub const LEDGER: &str = "ledger@2";
+    pub const SERVICES: &str = "services@2";
+    pub const QUEUE: &str = "queue@2";
+    pub const REFUSALS: &str = "refusals@2";
+    pub const REJECTIONS: &str = "rejections@2";
+    pub const ALL: [&str; 9] = [SPECS, APPS, INSTANCES, PENDING, LEDGER, SERVICES, QUEUE, REFUSALS, REJECTIONS];
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. Fails if another process holds it.
+    /// Opens (or creates) the store in `dir` with default options. Fails if
+    /// another process holds it.
     pub fn open(dir: &Path) -> Result<Store, Error> {
         Store::open_with(dir, &StoreOptions::default())
     }
 
-    /// `open` with options.
-    pub fn open_with(dir: &Path, opts: &StoreOptions) -> Result<Store, Error> {
+    /// Opens (or creates) the store in `dir`, migrating an older format in
+    /// place. Fails if another process holds it or its format is newer.
+    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, Error> {
         let open_err = |source| Error::Open { dir: dir.display().to_string(), source };
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(opts.cache_bytes)
-            .flush_every_ms(Some(200))
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()
             .map_err(open_err)?;
+        let meta = db.open_tree("meta").map_err(open_err)?;
+        let found = migrate::format_of(dir, &meta)?;
+        if let Some(found) = found
+            && found > FORMAT
+        {
+            return Err(Error::FutureFormat { dir: dir.display().to_string(), found, supported: FORMAT });
+        }
+        if found != Some(FORMAT) {
+            migrate::to_current(&db, &meta)?;
+        }
+        migrate::drop_format1_trees(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
-        Store {
-            instance_cache: cache::Cache::new("instances", |_, s| facts::app_group(s)),
-            ledger_cache: cache::Cache::new("ledger", |k, r| backend_app(k, &r.app_id)),
-            queue_cache: cache::Cache::new("queue", |k, q| backend_app(k, &q.op.registration().app_id)),
-            pending_cache: cache::Cache::new("pending", |_, p| p.app_id.as_str().as_bytes().to_vec()),
+        let store = Store {
             flushing: Default::default(),
-            specs: tree("specs")?,
-            apps: tree("apps")?,
-            instances: tree("instances")?,
-            pending: tree("pending")?,
-            ledger: tree("ledger")?,
-            queue: tree("queue")?,
-            refusals: tree("refusals")?,
+            counts: Default::default(),
+            specs: tree(trees::SPECS)?,
+            apps: tree(trees::APPS)?,
+            instances: tree(trees::INSTANCES)?,
+            pending: tree(trees::PENDING)?,
+            ledger: tree(trees::LEDGER)?,
+            services: tree(trees::SERVICES)?,
+            queue: tree(trees::QUEUE)?,
+            refusals: tree(trees::REFUSALS)?,
+            rejections: tree(trees::REJECTIONS)?,
             intents: tree("intents")?,
-            meta: tree("meta")?,
+            meta,
             db,
-        }
-        .checked_format(dir)
-    }
-
-    /// Refuses a format this build cannot read; stamps an unversioned store.
-    fn checked_format(self, dir: &Path) -> Result<Store, Error> {
-        match self.meta_get::<u64>("format")? {
-            Some(found) if found > FORMAT => {
-                Err(Error::FutureFormat { dir: dir.display().to_string(), found, supported: FORMAT })
-            }
-            Some(_) => Ok(self),
-            None => {
-                self.meta_put("format", &FORMAT)?;
-                self.flush_blocking()?;
-                Ok(self)
-            }
-        }
+        };
+        store.repair_service_index()?;
+        Ok(store)
     }
 
     /// The format stamped on this store.
     pub fn format(&self) -> Result<Option<u64>, Error> {
-        self.meta_get("format")
+        migrate::format_of(Path::new(""), &self.meta)
     }
 
     /// Stamps a format (tests of what a future release would leave).
     #[doc(hidden)]
     pub fn stamp_format(&self, format: u64) -> Result<(), Error> {
-        self.meta_put("format", &format)?;
+        self.meta.insert("format", format.to_string().as_bytes())?;
         self.flush_blocking()
     }
 
@@ -224,12 +340,43 @@ impl Store {
         Ok(())
     }
 
+    /// What each tree holds: its name, how many records, and the bytes of
+    /// their keys and values (the live data; sled's files hold more: see
+    /// ARCHITECTURE.md). One scan of every tree.
+    pub fn footprint(&self) -> Result<Vec<TreeFootprint>, Error> {
+        let trees = [
+            (trees::SPECS, &self.specs),
+            (trees::APPS, &self.apps),
+            (trees::INSTANCES, &self.instances),
+            (trees::PENDING, &self.pending),
+            (trees::LEDGER, &self.ledger),
+            (trees::SERVICES, &self.services),
+            (trees::QUEUE, &self.queue),
+            (trees::REFUSALS, &self.refusals),
+            (trees::REJECTIONS, &self.rejections),
+            ("intents", &self.intents),
+            ("meta", &self.meta),
+        ];
+        let mut out = Vec::with_capacity(trees.len());
+        for (tree, t) in trees {
+            let mut f = TreeFootprint { tree, records: 0, key_bytes: 0, value_bytes: 0 };
+            for kv in t.iter() {
+                let (k, v) = kv?;
+                f.records += 1;
+                f.key_bytes += k.len() as u64;
+                f.value_bytes += v.len() as u64;
+            }
+            out.push(f);
+        }
+        Ok(out)
+    }
+
     fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         self.meta.get(key)?.map(|v| decode("meta", &v)).transpose()
     }
 
     fn meta_put<T: Serialize>(&self, key: &str, v: &T) -> Result<(), Error> {
-        self.meta.insert(key, encode(v)?)?;
+        put_if_changed(&self.meta, key.as_bytes(), encode(v)?)?;
         Ok(())
     }
 
@@ -261,31 +408,11 @@ impl Store {
     pub fn set_last_resync(&self, when: &str) -> Result<(), Error> {
         self.meta_put("last_resync", &when)
     }
-
-    /// Registrations the backends refused, and apps whose labels are bad,
-    /// as last computed: shown by `switchboard state`.
-    pub fn rejections(&self) -> Result<Vec<crate::plan::Rejection>, Error> {
-        Ok(self.meta_get("rejections")?.unwrap_or_default())
-    }
-
-    /// Replaces the rejections of `apps` (those named after them) with
-    /// `rejections`; other apps' rejections stay.
-    pub fn set_rejections_of(&self, apps: &[String], rejections: &[crate::plan::Rejection]) -> Result<(), Error> {
-        let apps: std::collections::BTreeSet<&str> = apps.iter().map(String::as_str).collect();
-        let mut all = self.rejections()?;
-        all.retain(|r| !apps.contains(r.app_id.as_str()));
-        all.extend(rejections.iter().cloned());
-        all.sort_by(|a, b| (&a.app_id, &a.backend, &a.label).cmp(&(&b.app_id, &b.backend, &b.label)));
-        self.set_rejections(&all)
-    }
-
-    pub fn set_rejections(&self, r: &[crate::plan::Rejection]) -> Result<(), Error> {
-        if self.rejections()?.as_slice() != r {
-            self.meta_put("rejections", &r)?;
-        }
-        Ok(())
-    }
 }
+
+/// sled's own background flush, in ms: a bound on what a crash loses
+/// between the store's explicit flushes (every burst flushes anyway).
+const FLUSH_EVERY_MS: u64 = 1_000;
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,13 @@
-//! Tree `pending`: instances that serve but cannot be registered yet, and
+//! Tree `pending@2`: instances that serve but cannot be registered yet, and
 //! since when (local wall clock), so the grace period and `switchboard state`
-//! can see them.
+//! can see them. Keyed `app id \0 instance id`: one app's entries are one
+//! prefix scan; an entry that stays as it was is not written.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Store, encode};
+use super::{Error, Store, decode, encode, key, prefix};
 use crate::assemble::Lack;
 use crate::model::{AppId, InstanceId};
 
@@ -19,9 +20,14 @@ pub struct PendingEntry {
     pub since_ms: u64,
 }
 
+fn entry_key(app: &AppId, instance: &InstanceId) -> Vec<u8> {
+    key(&[app.as_str(), instance.as_str()])
+}
+
 impl Store {
+    /// Every pending entry, by app then instance id.
     pub fn pending(&self) -> Result<Vec<PendingEntry>, Error> {
-        self.pending_cache.read(&self.pending, &[])
+        self.pending.iter().values().map(|v| decode("pending", &v?)).collect()
     }
 
     /// Replaces the pending entries of `apps` with `now_pending` (which holds
@@ -35,7 +41,8 @@ impl Store {
     ) -> Result<(), Error> {
         let mut old = BTreeMap::new();
         for app in apps {
-            for p in self.pending_cache.read_group(&self.pending, app.as_str().as_bytes())? {
+            for v in self.pending.scan_prefix(prefix(&[app.as_str()])).values() {
+                let p: PendingEntry = decode("pending", &v?)?;
                 old.insert(p.instance.clone(), p);
             }
         }
@@ -56,26 +63,27 @@ impl Store {
         now_pending: &[(InstanceId, AppId, Lack)],
         now_ms: u64,
     ) -> Result<(), Error> {
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::new();
         let mut keep = std::collections::BTreeSet::new();
         for (instance, app_id, lack) in now_pending {
             keep.insert(instance.clone());
             let since_ms = old.get(instance).map(|p| p.since_ms).unwrap_or(now_ms);
             let entry = PendingEntry { instance: instance.clone(), app_id: app_id.clone(), lack: *lack, since_ms };
-            if old.get(instance) != Some(&entry) {
-                batch.insert(instance.as_str().as_bytes(), encode(&entry)?);
-                keys.push(instance.as_str().as_bytes().to_vec());
+            match old.get(instance) {
+                Some(was) if *was == entry => {}
+                Some(was) => {
+                    // The same instance under another app: its old key goes.
+                    if was.app_id != entry.app_id {
+                        writes.push((entry_key(&was.app_id, instance), None));
+                    }
+                    writes.push((entry_key(app_id, instance), Some(encode(&entry)?)));
+                }
+                None => writes.push((entry_key(app_id, instance), Some(encode(&entry)?))),
             }
         }
-        for id in old.keys().filter(|id| !keep.contains(*id)) {
-            batch.remove(id.as_str().as_bytes());
-            keys.push(id.as_str().as_bytes().to_vec());
+        for (id, was) in old.iter().filter(|(id, _)| !keep.contains(*id)) {
+            writes.push((entry_key(&was.app_id, id), None));
         }
-        if keys.is_empty() {
-            return Ok(());
-        }
-        self.pending.apply_batch(batch)?;
-        self.pending_cache.refresh(&self.pending, &keys)
+        super::write_together(&self.pending, writes)
     }
 }

@@ -1,6 +1,7 @@
-//! Trees `refusals` (permanent refusals in force, by `backend \0
-//! registration id`) and `intents` (services whose first write started, by
-//! `backend \0 service`), the ownership records beside the ledger.
+//! Trees `refusals@2` (permanent refusals in force, by `backend \0
+//! registration id`), `intents` (services whose first write started, by
+//! `backend \0 service`), the ownership records beside the ledger, and
+//! `rejections@2` (what the planner would not register, and why, by app).
 //!
 //! Invariants:
 //! - At most one refusal per backend and registration; it is written when a
@@ -9,14 +10,18 @@
 //! - An intent is durable before the first write of its service on a
 //!   backend whose ledger is the only ownership record, so a retry after a
 //!   kill -9 knows the names it finds as its own.
+//! - A rejection lives under the app it names; replacing rejections writes
+//!   only the apps whose list changed.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Error, Store, decode, encode, key2, prefix};
-use crate::plan::Refusal;
+use crate::plan::{Refusal, Rejection};
 
 impl Store {
     /// The refusals in force on `backend`, in key order.
     pub fn refusals(&self, backend: &str) -> Result<Vec<Refusal>, Error> {
-        self.refusals.scan_prefix(prefix(backend)).values().map(|v| decode("refusals", &v?)).collect()
+        self.refusals.scan_prefix(prefix(&[backend])).values().map(|v| decode("refusals", &v?)).collect()
     }
 
     /// Every refusal in force, on every backend.
@@ -41,19 +46,21 @@ impl Store {
         if entities.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::new();
         for e in entities {
-            batch.remove(key2(backend, e));
+            let key = key2(backend, e);
+            if self.refusals.contains_key(&key)? {
+                writes.push((key, None));
+            }
         }
-        self.refusals.apply_batch(batch)?;
-        Ok(())
+        super::write_together(&self.refusals, writes)
     }
 
     /// Services of `backend` whose first write has started.
     pub fn intents(&self, backend: &str) -> Result<std::collections::BTreeSet<String>, Error> {
-        let skip = prefix(backend).len();
+        let skip = prefix(&[backend]).len();
         self.intents
-            .scan_prefix(prefix(backend))
+            .scan_prefix(prefix(&[backend]))
             .keys()
             .map(|k| Ok(String::from_utf8_lossy(&k?[skip..]).into_owned()))
             .collect()
@@ -62,13 +69,19 @@ impl Store {
     /// Records that the first write of `service` on `backend` is about to
     /// start (the caller flushes before writing).
     pub fn intend(&self, backend: &str, service: &str) -> Result<(), Error> {
-        self.intents.insert(key2(backend, service), &[])?;
+        let key = key2(backend, service);
+        if !self.intents.contains_key(&key)? {
+            self.intents.insert(key, &[])?;
+        }
         Ok(())
     }
 
     /// Forgets an intent: the ledger holds the service now, or it is gone.
     pub fn drop_intent(&self, backend: &str, service: &str) -> Result<(), Error> {
-        self.intents.remove(key2(backend, service))?;
+        let key = key2(backend, service);
+        if self.intents.contains_key(&key)? {
+            self.intents.remove(key)?;
+        }
         Ok(())
     }
 
@@ -77,5 +90,55 @@ impl Store {
         let n = self.refusals.len();
         self.refusals.clear()?;
         Ok(n)
+    }
+
+    /// Registrations the backends refused, and apps whose labels are bad,
+    /// as last computed: shown by `switchboard state`. By app, then in the
+    /// order they were given.
+    pub fn rejections(&self) -> Result<Vec<Rejection>, Error> {
+        let mut out = Vec::new();
+        for v in self.rejections.iter().values() {
+            out.extend(decode::<Vec<Rejection>>("rejections", &v?)?);
+        }
+        Ok(out)
+    }
+
+    /// Replaces every rejection with `rejections`.
+    pub fn set_rejections(&self, rejections: &[Rejection]) -> Result<(), Error> {
+        let mut apps: BTreeSet<String> = BTreeSet::new();
+        for k in self.rejections.iter().keys() {
+            apps.insert(String::from_utf8_lossy(&k?).into_owned());
+        }
+        self.replace_rejections(apps, rejections)
+    }
+
+    /// Replaces the rejections of `apps` (and of the apps `rejections` name)
+    /// with `rejections`; other apps' rejections are left as they are. Only
+    /// the apps whose list changed are written.
+    pub fn set_rejections_of(&self, apps: &[String], rejections: &[Rejection]) -> Result<(), Error> {
+        self.replace_rejections(apps.iter().cloned().collect(), rejections)
+    }
+
+    fn replace_rejections(&self, mut apps: BTreeSet<String>, rejections: &[Rejection]) -> Result<(), Error> {
+        let mut by_app: BTreeMap<&str, Vec<&Rejection>> = BTreeMap::new();
+        for r in rejections {
+            apps.insert(r.app_id.clone());
+            by_app.entry(r.app_id.as_str()).or_default().push(r);
+        }
+        let mut writes = Vec::new();
+        for app in &apps {
+            let old = self.rejections.get(app.as_bytes())?;
+            match by_app.get(app.as_str()) {
+                Some(rs) => {
+                    let value = encode(rs)?;
+                    if old.is_none_or(|o| *o != value[..]) {
+                        writes.push((app.as_bytes().to_vec(), Some(value)));
+                    }
+                }
+                None if old.is_some() => writes.push((app.as_bytes().to_vec(), None)),
+                None => {}
+            }
+        }
+        super::write_together(&self.rejections, writes)
     }
 }
