@@ -6,7 +6,8 @@
 #   2. the Dockerfile's runtime stage (everything from `FROM ... AS runtime`, unchanged but for its base
 #      and the binary's source) is built on it with the release binary cargo just built;
 #   3. `switchboard --version`, `switchboard probe` and `switchboard demo` run inside the image, as the
-#      image's user, and the image's configuration (user, volume, port, labels, health check) is checked.
+#      image's user, and the image's configuration (user, volume, port, labels, health check) is checked;
+#   4. the Debian package, when .ci/run built one, is installed on the same base.
 # Exit 0 when the image was built and the demo converged in it, or when this machine cannot run buildah
 # (then it says why, "SKIPPED: ..."); non-zero when the image or the demo is wrong.
 set -euo pipefail
@@ -96,3 +97,17 @@ timeout 300 buildah run --user 10001:10001 "$ctr" -- /usr/local/bin/switchboard 
   || { tail -n 40 "$work/demo.log" >&2; echo "switchboard demo failed inside the image" >&2; exit 1; }
 tail -n 3 "$work/demo.log"
 echo "image: localhost/switchboard:ci built; the demo converged inside it"
+
+# The Debian package (when .ci/run built one) installs on plain Debian bookworm: the binary, the unit and
+# the `switchboard` system user.
+deb=$(ls target/debian/switchboard_*.deb 2>/dev/null | head -n 1 || true)
+if [ -n "$deb" ]; then
+  buildah rm "$ctr" >/dev/null
+  ctr=$(buildah from "$base")
+  buildah copy "$ctr" "$deb" /tmp/switchboard.deb >/dev/null
+  buildah run "$ctr" -- sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/switchboard.deb' \
+    >"$work/deb.log" 2>&1 || { tail -n 20 "$work/deb.log" >&2; echo "$deb does not install on Debian bookworm" >&2; exit 1; }
+  buildah run "$ctr" -- sh -c 'getent passwd switchboard >/dev/null && test -f /usr/lib/systemd/system/switchboard.service && switchboard --version' \
+    || { echo "$deb installed without its user, unit or binary" >&2; exit 1; }
+  echo "debian package: $deb installs on Debian bookworm (binary, unit, switchboard user)"
+fi
