@@ -61,6 +61,7 @@ grep -q "^FROM $base AS runtime\$" "$ctx/Dockerfile" && grep -q '^COPY switchboa
   || { echo "Dockerfile: no runtime stage or binary COPY to build from" >&2; exit 1; }
 commit=$(./target/release/switchboard --version | sed -n 's/.*(commit \(.*\))$/\1/p')
 echo "image: building the runtime stage on $base"
+buildah rmi localhost/switchboard:ci >/dev/null 2>&1 || true  # the previous run's, so none piles up
 buildah bud --quiet --layers=false --format docker -f "$ctx/Dockerfile" \
   --build-arg SWITCHBOARD_GIT_COMMIT="$commit" -t localhost/switchboard:ci "$ctx" >/dev/null
 
@@ -92,6 +93,7 @@ if buildah run --user 10001:10001 "$ctr" -- /usr/local/bin/switchboard probe --t
   echo "switchboard probe succeeded against a closed port" >&2
   exit 1
 fi
+echo "image: switchboard probe failed against a closed port, with its reason, as it must"
 echo "image: switchboard demo inside the image, as user 10001"
 timeout 300 buildah run --user 10001:10001 "$ctr" -- /usr/local/bin/switchboard demo >"$work/demo.log" 2>&1 \
   || { tail -n 40 "$work/demo.log" >&2; echo "switchboard demo failed inside the image" >&2; exit 1; }
