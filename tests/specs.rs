@@ -8,9 +8,9 @@
 //!   after `<!-- registrations`); this file holds no second copy.
 //! - The sample task is the one `specs/README.md` describes: agent
 //!   10.0.12.21, host ports 31000.., task IP 172.17.0.5 for IP-per-task apps.
-//!
-//! Pending: rename to `tests/specs.rs` once `config::FileConfig`,
-//! `marathon::event::parse_app` and `labels::registrations` exist.
+//! - `specs/switchboard.json` (Switchboard itself on Marathon) is checked
+//!   against README's "Run Switchboard on Marathon" and the Dockerfile, and
+//!   the packaged config example (`dist/`) is accepted by the config loader.
 
 mod common;
 
