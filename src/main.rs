@@ -22,8 +22,12 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{CommonArgs, Config, ConfigError};
 use tokio_util::sync::CancellationToken;
 
+/// `switchboard --version`: the crate version and the git commit it was
+/// built from (build.rs; "unknown" outside a git checkout).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SWITCHBOARD_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Keeps Consul, Kong and Vulcand in step with Apache Marathon")]
+#[command(name = "switchboard", version = VERSION, about = "Keeps Consul, Kong and Vulcand in step with Apache Marathon")]
 struct Cli {
     /// Log format on stderr: `text` (human; colours on a terminal) or `json`
     /// (one object per line, fields as keys).
@@ -79,6 +83,52 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// GET a URL (e.g. http://127.0.0.1:9102/health) and exit 0 on a 2xx
+    /// answer, 1 otherwise with one line saying why: a health check for
+    /// orchestrators and container images without curl.
+    Probe {
+        /// The URL to GET (http or https).
+        url: url::Url,
+        /// Give up after this long (connect and answer together).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// `switchboard probe`: `Ok(())` on a 2xx answer, else the one-line reason.
+/// Redirects are not followed: a health endpoint answers itself.
+async fn probe(url: &url::Url, timeout: std::time::Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let resp = client.get(url.clone()).send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("{url}: no answer within {}", humantime::format_duration(timeout))
+        } else if e.is_connect() {
+            format!("{url}: cannot connect ({})", innermost(&e))
+        } else {
+            format!("{url}: {}", innermost(&e))
+        }
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    // The body of /ready says what is missing: its first line, kept short.
+    let body = tokio::time::timeout(timeout, resp.text()).await.ok().and_then(Result::ok).unwrap_or_default();
+    let first: String = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").chars().take(200).collect();
+    if first.is_empty() { Err(format!("{url}: HTTP {status}")) } else { Err(format!("{url}: HTTP {status}: {first}")) }
+}
+
+/// The deepest cause of an error (reqwest's own text is "error sending request").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 #[derive(clap::Args)]
@@ -509,6 +559,13 @@ fn main() -> ExitCode {
                 init_tracing(format, "warn");
                 run_sim(args).await
             }
+            Command::Probe { url, timeout } => match probe(&url, timeout).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("switchboard probe: {why}");
+                    ExitCode::from(1)
+                }
+            },
             Command::Demo { keep_running } => {
                 init_tracing(format, "warn");
                 match switchboard::demo::run(keep_running).await {

@@ -6,7 +6,7 @@
 #   private .11..      Consul servers
 #   private .21..      Mesos agents with Docker
 #   private .30        Vulcand + etcd (Docker)
-#   private .40..      Switchboard replicas (systemd, --ha: one leader, the rest standbys)
+#   private .40..      Switchboard replicas (Debian package + systemd, --ha: one leader, the rest standbys)
 #
 # Every host runs a Consul agent (HTTPS with mutual TLS, see tls.tf) and
 # forwards *.consul DNS to it, for itself and for its containers
@@ -74,8 +74,15 @@ resource "aws_instance" "kong" {
   key_name                    = aws_key_pair.admin.key_name
   associate_public_ip_address = true
 
+  iam_instance_profile = aws_iam_instance_profile.host.name
+  monitoring           = true
+  ebs_optimized        = true
+
+  # IMDSv2 only, one hop: containers on the host cannot reach the metadata service.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -122,8 +129,15 @@ resource "aws_instance" "consul" {
   vpc_security_group_ids = [aws_security_group.private.id]
   key_name               = aws_key_pair.admin.key_name
 
+  iam_instance_profile = aws_iam_instance_profile.host.name
+  monitoring           = true
+  ebs_optimized        = true
+
+  # IMDSv2 only, one hop: containers on the host cannot reach the metadata service.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -155,8 +169,15 @@ resource "aws_instance" "master" {
   vpc_security_group_ids = [aws_security_group.private.id]
   key_name               = aws_key_pair.admin.key_name
 
+  iam_instance_profile = aws_iam_instance_profile.host.name
+  monitoring           = true
+  ebs_optimized        = true
+
+  # IMDSv2 only, one hop: containers on the host cannot reach the metadata service.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -194,8 +215,15 @@ resource "aws_instance" "agent" {
   vpc_security_group_ids = [aws_security_group.private.id]
   key_name               = aws_key_pair.admin.key_name
 
+  iam_instance_profile = aws_iam_instance_profile.host.name
+  monitoring           = true
+  ebs_optimized        = true
+
+  # IMDSv2 only, one hop: containers on the host cannot reach the metadata service.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -230,8 +258,15 @@ resource "aws_instance" "vulcand" {
   vpc_security_group_ids = [aws_security_group.private.id]
   key_name               = aws_key_pair.admin.key_name
 
+  iam_instance_profile = aws_iam_instance_profile.host.name
+  monitoring           = true
+  ebs_optimized        = true
+
+  # IMDSv2 only, one hop: containers on the host cannot reach the metadata service.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -268,8 +303,15 @@ resource "aws_instance" "switchboard" {
   vpc_security_group_ids = [aws_security_group.private.id]
   key_name               = aws_key_pair.admin.key_name
 
+  iam_instance_profile = aws_iam_instance_profile.host.name
+  monitoring           = true
+  ebs_optimized        = true
+
+  # IMDSv2 only, one hop: containers on the host cannot reach the metadata service.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -286,8 +328,8 @@ resource "aws_instance" "switchboard" {
       tls_key_pem   = tls_private_key.consul_agent["switchboard-${count.index + 1}"].private_key_pem
     }))
     replica_name             = "switchboard-${count.index + 1}"
-    switchboard_download_url = var.switchboard_download_url
-    switchboard_sha256       = var.switchboard_sha256
+    switchboard_deb_url      = var.switchboard_deb_url
+    switchboard_deb_sha256   = var.switchboard_deb_sha256
     switchboard_toml         = local.switchboard_toml
     switchboard_env          = local.switchboard_env
     tls_ca_pem               = tls_self_signed_cert.ca.cert_pem

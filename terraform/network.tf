@@ -81,3 +81,12 @@ resource "aws_route_table_association" "private" {
   subnet_id      = aws_subnet.private.id
   route_table_id = aws_route_table.private.id
 }
+
+# The VPC's default security group: no rules, so nothing that falls back to
+# it (a host created by hand, an ENI without a group) can talk to anything.
+# Every host here names its own group (security.tf).
+resource "aws_default_security_group" "default" {
+  vpc_id = aws_vpc.main.id
+
+  tags = { Name = "switchboard-default-closed" }
+}

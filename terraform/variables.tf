@@ -1,5 +1,5 @@
 # Inputs of the showcase. Everything has a type and a description; only what
-# cannot have a safe default (who may SSH in, which Switchboard build to run)
+# cannot have a safe default (who may SSH in, which Switchboard package to install)
 # must be given on the command line or in terraform.tfvars.
 
 variable "region" {
@@ -146,23 +146,23 @@ variable "cluster_name" {
   default     = "showcase"
 }
 
-variable "switchboard_download_url" {
+variable "switchboard_deb_url" {
   type        = string
-  description = "HTTPS URL of a Linux x86_64 `switchboard` binary: the operator's own build of this repository (e.g. a release asset or an object in your bucket). Nothing is compiled on the hosts."
+  description = "HTTPS URL of the Debian package `cargo deb` builds from this repository (target/debian/switchboard_<version>-1_amd64.deb): the binary, the hardened systemd unit dist/switchboard.service and the `switchboard` system user. Nothing is compiled on the hosts."
 
   validation {
-    condition     = startswith(var.switchboard_download_url, "https://")
-    error_message = "switchboard_download_url must be an https:// URL."
+    condition     = startswith(var.switchboard_deb_url, "https://")
+    error_message = "switchboard_deb_url must be an https:// URL."
   }
 }
 
-variable "switchboard_sha256" {
+variable "switchboard_deb_sha256" {
   type        = string
-  description = "SHA-256 of the binary at switchboard_download_url (`sha256sum target/release/switchboard`); cloud-init refuses to install a binary that does not match."
+  description = "SHA-256 of the package at switchboard_deb_url (`sha256sum target/debian/switchboard_*.deb`); cloud-init refuses to install a package that does not match."
 
   validation {
-    condition     = can(regex("^[0-9a-f]{64}$", var.switchboard_sha256))
-    error_message = "switchboard_sha256 must be 64 lower-case hex digits."
+    condition     = can(regex("^[0-9a-f]{64}$", var.switchboard_deb_sha256))
+    error_message = "switchboard_deb_sha256 must be 64 lower-case hex digits."
   }
 }
 

@@ -322,7 +322,7 @@ fn documented_defaults_are_the_defaults() {
     assert_eq!(default("private_subnet_cidr").as_deref(), Some("10.0.12.0/24"));
     // SSH must be given a CIDR explicitly: no default that could be the world.
     assert!(!scope.var_defaults.contains_key("admin_cidr"), "admin_cidr must not have a default");
-    for name in ["switchboard_download_url", "availability_zone", "key_name", "public_key_path"] {
+    for name in ["switchboard_deb_url", "availability_zone", "key_name", "public_key_path"] {
         assert!(blocks(&body, "variable").any(|v| label(v, 0) == name), "variable {name:?} missing");
     }
 }
@@ -706,25 +706,75 @@ fn rendered_switchboard_config_has_the_forwarding_topology_and_static_uis() {
 }
 
 #[test]
-fn switchboard_is_a_systemd_unit_with_root_only_secrets() {
+fn switchboard_is_installed_from_its_debian_package_with_the_repository_unit() {
     let text =
         std::fs::read_to_string(tf_dir().join("templates/switchboard.yaml.tftpl")).expect("switchboard host template");
     for want in [
-        "ExecStart=/usr/local/bin/switchboard run --config /etc/switchboard/switchboard.toml",
-        "Restart=on-failure",
-        "EnvironmentFile=/etc/switchboard/switchboard.env",
-        "StateDirectory=switchboard",
+        "${switchboard_deb_url}",
         "sha256sum -c",
-        "${switchboard_download_url}",
+        "apt-get install -y \"$tmp/switchboard.deb\"",
+        "systemctl enable --now switchboard",
+        // A drop-in on the package's unit, not a unit of its own.
+        "- path: /etc/systemd/system/switchboard.service.d/showcase.conf",
+        "ExecStart=\n",
+        "ExecStart=/usr/bin/switchboard run --config /etc/switchboard/switchboard.toml",
     ] {
         assert!(text.contains(want), "switchboard.yaml.tftpl lacks {want:?}");
     }
+    assert!(!text.contains("/etc/systemd/system/switchboard.service\n"), "the showcase must not ship a second unit");
+    assert!(
+        !text.contains("[Install]") && !text.contains("Type="),
+        "the unit's settings come from dist/switchboard.service"
+    );
+    // The unit the package installs (Cargo.toml [package.metadata.deb]).
+    let unit = std::fs::read_to_string(tf_dir().join("../dist/switchboard.service")).expect("dist/switchboard.service");
+    for want in [
+        "Type=notify",
+        "ExecStart=/usr/bin/switchboard run --config /etc/switchboard/switchboard.toml",
+        "Restart=on-failure",
+        "EnvironmentFile=-/etc/switchboard/switchboard.env",
+        "StateDirectory=switchboard",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.contains(want), "dist/switchboard.service lacks {want:?}");
+    }
+    let cargo = std::fs::read_to_string(tf_dir().join("../Cargo.toml")).expect("Cargo.toml");
+    assert!(cargo.contains("unit-scripts = \"dist\""), "the Debian package installs dist/switchboard.service");
     // The env file entry is root:root 0600.
     let entry =
         text.split("- path: ").find(|e| e.starts_with("/etc/switchboard/switchboard.env")).expect("env file entry");
     assert!(entry.contains("permissions: \"0600\"") && entry.contains("owner: root:root"), "{entry}");
     // No build on the host.
     assert!(!text.contains("cargo "), "Switchboard must not be compiled on the host");
+}
+
+#[test]
+fn only_kongs_host_has_a_public_address() {
+    // checkov's CKV_AWS_88 is skipped for Kong (terraform/.checkov.yaml): keep it to Kong.
+    let body = module();
+    let public: Vec<&str> = resources(&body, "aws_instance")
+        .filter(|r| matches!(attr(&r.body, "associate_public_ip_address"), Some(Expression::Bool(true))))
+        .map(|r| label(r, 1))
+        .collect();
+    assert_eq!(public, ["kong"]);
+    // `aws_instance.kong.id`: the only Elastic IP bound to an instance is Kong's.
+    let eips: Vec<Vec<String>> = resources(&body, "aws_eip")
+        .filter_map(|r| match attr(&r.body, "instance") {
+            Some(Expression::Traversal(t)) => {
+                let mut path = vec![match &t.expr {
+                    Expression::Variable(v) => v.as_str().to_owned(),
+                    _ => String::new(),
+                }];
+                path.extend(t.operators.iter().filter_map(|op| match op {
+                    TraversalOperator::GetAttr(name) => Some(name.as_str().to_owned()),
+                    _ => None,
+                }));
+                Some(path)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(eips, [["aws_instance", "kong", "id"]], "one Elastic IP on an instance, Kong's");
 }
 
 #[test]
@@ -748,7 +798,7 @@ fn two_switchboard_replicas_run_with_ha_on_the_local_agent_over_tls() {
     let dur = |k: &str| humantime::parse_duration(&s(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
     assert!(2 * dur("ha_session_ttl") + dur("ha_lock_delay") <= std::time::Duration::from_secs(40));
 
-    // The unit: each replica named, TLS files and per-host agents as flags.
+    // The drop-in: each replica named, TLS files and per-host agents as flags.
     let unit = std::fs::read_to_string(tf_dir().join("templates/switchboard.yaml.tftpl")).expect("replica template");
     for want in [
         "--replica-name ${replica_name}",
@@ -759,7 +809,6 @@ fn two_switchboard_replicas_run_with_ha_on_the_local_agent_over_tls() {
         "--consul-agent-mode per-host",
         "--consul-agent-scheme https",
         "--consul-agent-port 8501",
-        "KillSignal=SIGTERM",
     ] {
         assert!(unit.contains(want), "switchboard.yaml.tftpl lacks {want:?}");
     }

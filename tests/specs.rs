@@ -8,9 +8,9 @@
 //!   after `<!-- registrations`); this file holds no second copy.
 //! - The sample task is the one `specs/README.md` describes: agent
 //!   10.0.12.21, host ports 31000.., task IP 172.17.0.5 for IP-per-task apps.
-//!
-//! Pending: rename to `tests/specs.rs` once `config::FileConfig`,
-//! `marathon::event::parse_app` and `labels::registrations` exist.
+//! - `specs/switchboard.json` (Switchboard itself on Marathon) is checked
+//!   against README's "Run Switchboard on Marathon" and the Dockerfile, and
+//!   the packaged config example (`dist/`) is accepted by the config loader.
 
 mod common;
 
@@ -191,5 +191,76 @@ fn every_registration_is_owned_by_switchboard_and_consul_opted_in() {
             assert!(r.consul, "{}: every documented registration opted into Consul", path.display());
             assert_eq!(r.task_id, task.task_id.as_str());
         }
+    }
+}
+
+/// `specs/switchboard.json`: Switchboard itself as a Marathon app, as README's
+/// "Run Switchboard on Marathon" describes it.
+#[test]
+fn switchboard_runs_on_marathon_as_two_ha_replicas_of_its_image() {
+    let text = std::fs::read_to_string(root().join("specs/switchboard.json")).expect("specs/switchboard.json");
+    let app: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let spec = parse_app(&text).expect("a Marathon app definition");
+    assert_eq!(spec.id.as_str(), "/switchboard");
+    assert_eq!(app["instances"], 2, "two replicas: one leader, one warm standby");
+
+    let args: Vec<&str> = app["args"].as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
+    assert_eq!(args.first(), Some(&"run"), "the image's entrypoint is `switchboard`: {args:?}");
+    assert!(args.contains(&"--ha"), "{args:?}");
+    let flag = |name: &str| args.iter().position(|a| *a == name).and_then(|i| args.get(i + 1)).copied();
+    assert_eq!(flag("--listen"), Some("0.0.0.0:9102"), "the status port must be reachable from the agent");
+    let data_dir = flag("--data-dir").expect("--data-dir");
+
+    // Marathon and the backends from the environment.
+    let env = app["env"].as_object().expect("env");
+    for key in ["SWITCHBOARD_MARATHON_URL", "SWITCHBOARD_CONSUL_URL", "SWITCHBOARD_KONG_URL", "SWITCHBOARD_VULCAND_URL"]
+    {
+        let v = env.get(key).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("env lacks {key}"));
+        url::Url::parse(v).unwrap_or_else(|e| panic!("{key}={v}: {e}"));
+    }
+    assert!(!env.keys().any(|k| k.contains("TOKEN") || k.contains("AUTH")), "no secrets in the app definition");
+
+    // The status port, and the checks on it.
+    let ports = app["container"]["portMappings"].as_array().expect("portMappings");
+    assert_eq!(ports[0]["containerPort"], 9102);
+    let port_name = ports[0]["name"].as_str().expect("a named port");
+    let health = &app["healthChecks"][0];
+    assert_eq!((health["path"].as_str(), health["portIndex"].as_u64()), (Some("/health"), Some(0)));
+    let ready = &app["readinessChecks"][0];
+    assert_eq!((ready["path"].as_str(), ready["portName"].as_str()), (Some("/ready"), Some(port_name)));
+    assert_eq!(ready["httpStatusCodesForReady"], serde_json::json!([200]));
+
+    // Never more replicas than `instances` (no third campaigner during an
+    // upgrade), and never fewer than one serving.
+    let up = &app["upgradeStrategy"];
+    let n = app["instances"].as_f64().expect("instances");
+    assert_eq!(up["maximumOverCapacity"].as_f64(), Some(0.0), "an upgrade must not start a third replica");
+    let min = up["minimumHealthCapacity"].as_f64().expect("minimumHealthCapacity");
+    assert!((min * n).ceil() >= 1.0 && min < 1.0, "one replica keeps running while the other is replaced: {min}");
+
+    // The data dir outlives the task: a host path, one replica per host.
+    let volumes = app["container"]["volumes"].as_array().expect("volumes");
+    assert!(
+        volumes.iter().any(|v| v["containerPath"] == data_dir && v["mode"] == "RW" && v["hostPath"].is_string()),
+        "the data dir {data_dir} is a host path: {volumes:?}"
+    );
+    assert_eq!(app["constraints"], serde_json::json!([["hostname", "UNIQUE"]]), "two replicas never share a data dir");
+
+    // Resources from BENCHMARKS.md: peak RSS 604 MiB at 10,000 instances, about one core in an event storm.
+    assert!(app["mem"].as_f64().is_some_and(|m| m >= 604.0 * 1.2), "mem leaves headroom over the measured peak");
+    assert!(app["cpus"].as_f64().is_some_and(|c| c >= 1.0));
+
+    // The image is the one the Dockerfile builds (its entrypoint and port).
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/switchboard\"]"), "Dockerfile's entrypoint");
+    assert!(dockerfile.contains(&format!("VOLUME [\"{data_dir}\"]")), "the image's volume is the data dir");
+    assert!(dockerfile.contains("EXPOSE 9102"));
+}
+
+#[test]
+fn the_packaged_config_example_is_accepted_by_switchboard() {
+    let text = std::fs::read_to_string(root().join("dist/switchboard.toml.example")).expect("config example");
+    if let Err(e) = FileConfig::from_toml_str(&text) {
+        panic!("Switchboard rejects dist/switchboard.toml.example: {e}");
     }
 }
