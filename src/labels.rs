@@ -123,6 +123,9 @@ fn validate_service_name(spec: &AppSpec, label: &str, name: &str) -> Result<(), 
 /// order: a port mapping without one (`no_host_port`) takes none, so the
 /// element for `index` is found by counting the ports before it that do.
 fn endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u16), LabelError> {
+    if spec.pod.is_some() {
+        return pod_endpoint(spec, task, index);
+    }
     let port_spec: Option<&PortSpec> = spec.ports.get(index);
     let host_index = spec.ports.iter().take(index).filter(|p| !p.no_host_port).count();
     let host_port = if port_spec.is_some_and(|p| p.no_host_port) { None } else { task.ports.get(host_index).copied() };
@@ -149,6 +152,42 @@ fn endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u
         return Ok((ip.clone(), port));
     }
     Err(err(spec, "ports", format!("task {} has no host port at index {index}", task.task_id)))
+}
+
+/// Where a pod instance serves its endpoint at `index` (of the pod's
+/// flattened endpoints), as Marathon allocates it (PODS.md §2): with a
+/// `hostPort` (host, `container/bridge`, or declared on a container network)
+/// the agent host and the allocated host port; on a container network
+/// without one, the instance's address and the `containerPort`. Anything
+/// missing is a rejection naming the pod and the endpoint, never a guess.
+fn pod_endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u16), LabelError> {
+    let ep = spec.ports.get(index);
+    let name = ep.and_then(|p| p.name.clone()).unwrap_or_else(|| index.to_string());
+    let label = format!("endpoints[{name}]");
+    let reject =
+        |reason: String| err(spec, &label, format!("pod instance {}: endpoint {name:?} {reason}", task.task_id));
+    if ep.is_some_and(|p| !p.no_host_port) {
+        let host_index = spec.ports.iter().take(index).filter(|p| !p.no_host_port).count();
+        let port = task
+            .ports
+            .get(host_index)
+            .copied()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| reject("has no allocated host port".into()))?;
+        if task.host.is_empty() || task.host == "unknown" {
+            return Err(reject("has a host port but the instance has no known agent host".into()));
+        }
+        return Ok((task.host.clone(), port));
+    }
+    let port = ep
+        .and_then(|p| p.container_port)
+        .filter(|p| *p != 0)
+        .ok_or_else(|| reject("has neither a hostPort nor a containerPort".into()))?;
+    let ip = task
+        .ip_addresses
+        .first()
+        .ok_or_else(|| reject("is on a container network but the instance has no address there".into()))?;
+    Ok((ip.clone(), port))
 }
 
 fn checks(spec: &AppSpec, task: &TaskFacts) -> Result<Vec<Check>, LabelError> {
@@ -217,7 +256,12 @@ pub fn registrations(
         } else {
             "vulcand.route"
         };
-        return Err(err(spec, label, "app defines no ports to register"));
+        let what = if spec.pod.is_some() {
+            "pod defines no endpoints to register"
+        } else {
+            "app defines no ports to register"
+        };
+        return Err(err(spec, label, what));
     }
     let selected = if port_labelled.is_empty() { vec![0] } else { port_labelled };
     let checks = checks(spec, task)?;
@@ -278,6 +322,7 @@ pub fn static_registrations(svc: &StaticService, opts: &LabelOptions) -> Result<
         ports: vec![PortSpec::default()],
         health_checks: Vec::new(),
         ip_per_task: false,
+        pod: None,
     };
     let mut out = Vec::new();
     for inst in &svc.instances {
@@ -326,6 +371,7 @@ mod tests {
             ports,
             health_checks: Vec::new(),
             ip_per_task: false,
+            pod: None,
         }
     }
 
