@@ -579,6 +579,8 @@ mod tests {
         let evs = parse("deployment_info", &data).unwrap();
         assert!(matches!(&evs[0], Event::AppStopped { app_id, .. } if app_id.as_str() == "/a"));
         assert!(matches!(&evs[1], Event::AppTouched { app_id, .. } if app_id.as_str() == "/b"));
-        assert_eq!(evs.len(), 2);
+        // A pod is an app to the core: its actions touch it the same way.
+        assert!(matches!(&evs[2], Event::AppTouched { app_id, .. } if app_id.as_str() == "/p"));
+        assert_eq!(evs.len(), 3);
     }
 }
