@@ -93,10 +93,18 @@ impl Model {
     /// instance as Marathon allocates it (PODS.md §2): what a registrator
     /// should register.
     pub fn pod_endpoints(&self, pod_id: &str) -> Vec<(String, String)> {
-        let Some(pod) = self.pod(pod_id) else { return Vec::new() };
+        self.pod_instance_ids(pod_id).iter().flat_map(|i| self.pod_endpoints_of(i)).collect()
+    }
+
+    /// `pod_endpoints` of one instance (nothing unless every container runs).
+    pub fn pod_endpoints_of(&self, instance_id: &str) -> Vec<(String, String)> {
+        let Some(pod) = self.pods.values().find(|p| p.instances.iter().any(|i| i.id == instance_id)) else {
+            return Vec::new();
+        };
         let mode = pod.mode();
         let mut out = Vec::new();
-        for inst in pod.instances.iter().filter(|i| i.containers.iter().all(|c| c.state == TaskState::Running)) {
+        let running = |i: &&SimPodInstance| i.containers.iter().all(|c| c.state == TaskState::Running);
+        for inst in pod.instances.iter().filter(|i| i.id == instance_id).filter(running) {
             for (spec, c) in pod.containers().iter().zip(&inst.containers) {
                 let mut host_ports = c.ports.iter();
                 for e in spec.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
