@@ -98,7 +98,7 @@ fn web_targets(w: &World) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_is_registered_everywhere_then_scaled_down_and_destroyed_leaves_nothing() {
     let w = World::builder().all_backends().start().await;
-    let _d = w.subscribed_daemon(&[]).await;
+    let d = w.subscribed_daemon(&[]).await;
 
     let events = w.marathon.model().deploy_pod(shop_pod(), 2);
     w.emit(&events);
@@ -124,6 +124,11 @@ async fn a_pod_is_registered_everywhere_then_scaled_down_and_destroyed_leaves_no
     eventually("kong balances to both web endpoints", WAIT, || kong_targets(&w) == want_targets).await;
     let want_urls: BTreeSet<String> = want_targets.iter().map(|a| format!("http://{a}")).collect();
     eventually("vulcand routes to both web endpoints", WAIT, || vulcand_urls(&w) == want_urls).await;
+
+    // The status page lists the pod beside apps (a pod is an app to the core).
+    let (code, body) = common::get(&format!("{}/api/status", d.status_url().await)).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("/prod/shop"), "{body}");
 
     // Scale down to one instance.
     let events = w.marathon.model().scale_pod("/prod/shop", 1);
@@ -177,6 +182,12 @@ async fn reconcile_once_registers_pods_from_the_snapshot() {
     let want = expected_consul(&w);
     assert_eq!(want.len(), 3);
     assert_eq!(consul_pod_services(&w), want);
+    // `switchboard state` lists the pod and its instance like an app's.
+    let out = run_cli(s(&["state", "--data-dir", &data])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inst = w.marathon.model().pod_instance_ids("/prod/shop")[0].clone();
+    assert!(text.contains("/prod/shop") && text.contains(&inst), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
