@@ -478,6 +478,79 @@ mod tests {
         );
     }
 
+    /// A pod spec of endpoints (name, containerPort, hostPort?) in one container.
+    fn pod_spec(labels: &[(&str, &str)], endpoints: &[(&str, Option<u16>, bool)], container_net: bool) -> AppSpec {
+        let ports: Vec<PortSpec> = endpoints
+            .iter()
+            .map(|(name, cp, host)| PortSpec {
+                name: Some(name.to_string()),
+                container_port: *cp,
+                no_host_port: container_net && !host,
+                ..port(&[("consul", name)])
+            })
+            .collect();
+        let host_ports = ports.iter().filter(|p| !p.no_host_port).count();
+        let mut s = spec(labels, ports);
+        s.ip_per_task = container_net;
+        s.pod = Some(crate::model::PodSpec {
+            containers: vec![crate::model::PodContainer {
+                name: "main".into(),
+                endpoints: endpoints.len(),
+                host_ports,
+                health_checked: false,
+            }],
+        });
+        s
+    }
+
+    fn pod_instance(ports: &[u16], ips: &[&str]) -> TaskFacts {
+        TaskFacts {
+            task_id: TaskId::parse("shop_web.instance-5c6a4cf0").unwrap(),
+            ip_addresses: ips.iter().map(|s| s.to_string()).collect(),
+            ..task(ports)
+        }
+    }
+
+    #[test]
+    fn pod_endpoints_at_the_addresses_marathon_allocates() {
+        // Host (and bridge) networking: every endpoint on the agent's allocated host port.
+        check(
+            pod_spec(&[], &[("http", None, true), ("admin", Some(9000), true)], false),
+            pod_instance(&[31000, 31001], &[]),
+            '-',
+            &[("http", "10.0.2.148:31000", &["switchboard"]), ("admin", "10.0.2.148:31001", &["switchboard"])],
+        );
+        // Container network: with a hostPort the host pair, without one the instance IP.
+        check(
+            pod_spec(&[], &[("admin", Some(9000), false), ("http", Some(8080), true)], true),
+            pod_instance(&[31500], &["9.0.0.7"]),
+            '-',
+            &[("admin", "9.0.0.7:9000", &["switchboard"]), ("http", "10.0.2.148:31500", &["switchboard"])],
+        );
+        // Registration ids are the instance id and the endpoint's port.
+        let regs = registrations(
+            &pod_spec(&[], &[("http", Some(8080), false)], true),
+            &pod_instance(&[], &["9.0.0.7"]),
+            None,
+            &LabelOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(regs[0].id, "shop_web.instance-5c6a4cf0:8080");
+    }
+
+    #[test]
+    fn unreachable_pod_endpoints_are_rejections_naming_pod_and_endpoint() {
+        let reject = |spec: AppSpec, inst: TaskFacts| {
+            registrations(&spec, &inst, None, &LabelOptions::default()).unwrap_err().to_string()
+        };
+        let e = reject(pod_spec(&[], &[("admin", Some(9000), false)], true), pod_instance(&[], &[]));
+        assert!(e.contains("/shop/web") && e.contains("\"admin\"") && e.contains("no address"), "{e}");
+        let e = reject(pod_spec(&[], &[("admin", None, false)], true), pod_instance(&[], &["9.0.0.7"]));
+        assert!(e.contains("neither a hostPort nor a containerPort"), "{e}");
+        let e = reject(pod_spec(&[], &[("http", None, true)], false), pod_instance(&[], &[]));
+        assert!(e.contains("no allocated host port"), "{e}");
+    }
+
     #[test]
     fn ids_checks_and_routes() {
         let mut s = spec(
