@@ -270,7 +270,7 @@ fn events_fold_to_the_snapshot_records_in_any_order_and_generation() {
                     if spec_at == order.len() {
                         f.apply(&switchboard::assemble::Touch::Spec(spec.clone()));
                     }
-                    let got: Vec<_> = regs(&f).into_iter().map(|(id, a, s, t)| (id, a, s, t)).collect();
+                    let got = regs(&f);
                     assert_eq!(got, want, "{incarnation:?} rot {rot} rev {rev} spec at {spec_at}");
                 }
             }
