@@ -77,6 +77,7 @@ fn spec(app: usize) -> AppSpec {
         ports: vec![PortSpec::default()],
         health_checks: vec![],
         ip_per_task: false,
+        pod: None,
     }
 }
 

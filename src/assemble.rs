@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::{self, LabelError, LabelOptions};
 use crate::marathon::event::Event;
-use crate::model::{AppId, AppSpec, InstanceId, Registration, TaskFacts, TaskId, TaskState, Timestamp};
+use crate::model::{AppId, AppSpec, InstanceId, PodSpec, Registration, TaskFacts, TaskId, TaskState, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateFact {
@@ -126,6 +126,29 @@ pub struct InstanceRecord {
     /// App version the task runs (Marathon version strings sort by time).
     pub version: Option<String>,
     pub health: Option<HealthFact>,
+    /// Pod instances (Marathon 1.4+): the state and location of each
+    /// container task, by container name; empty for app instances. The
+    /// instance-level `state` and `location` above still join every
+    /// container's facts (a dead container kills its whole instance).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, ContainerFact>,
+}
+
+/// What is known about one container task of a pod instance: the same
+/// lattices as an instance's state and location.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerFact {
+    pub state: Option<StateFact>,
+    pub location: Option<Location>,
+}
+
+impl ContainerFact {
+    fn merge(&self, other: &ContainerFact) -> ContainerFact {
+        ContainerFact {
+            state: join(&self.state, &other.state, |y, x| y.key() > x.key()),
+            location: join(&self.location, &other.location, |y, x| y.key() > x.key()),
+        }
+    }
 }
 
 fn join<T: Clone>(a: &Option<T>, b: &Option<T>, greater: impl Fn(&T, &T) -> bool) -> Option<T> {
@@ -138,7 +161,15 @@ fn join<T: Clone>(a: &Option<T>, b: &Option<T>, greater: impl Fn(&T, &T) -> bool
 
 impl InstanceRecord {
     pub fn empty(instance: InstanceId, app_id: AppId) -> InstanceRecord {
-        InstanceRecord { instance, app_id, state: None, location: None, version: None, health: None }
+        InstanceRecord {
+            instance,
+            app_id,
+            state: None,
+            location: None,
+            version: None,
+            health: None,
+            containers: BTreeMap::new(),
+        }
     }
 
     /// Lattice join of two records of the same instance.
@@ -150,6 +181,7 @@ impl InstanceRecord {
             location: join(&self.location, &other.location, |y, x| y.key() > x.key()),
             version: join(&self.version, &other.version, |y, x| y > x),
             health: join(&self.health, &other.health, |y, x| y.key() > x.key()),
+            containers: merge_containers(&self.containers, &other.containers),
         }
     }
 
@@ -170,7 +202,18 @@ impl InstanceRecord {
             location,
             version: (!facts.version.is_empty()).then(|| facts.version.clone()),
             health: None,
+            containers: BTreeMap::new(),
         }
+        .with_container(facts)
+    }
+
+    /// A pod container task's facts also land under its container's name.
+    fn with_container(mut self, facts: &TaskFacts) -> InstanceRecord {
+        if let Some(name) = facts.task_id.pod_container() {
+            let fact = ContainerFact { state: self.state.clone(), location: self.location.clone() };
+            self.containers.insert(name.to_owned(), fact);
+        }
+        self
     }
 
     /// The newest time any fact of this record carries.
@@ -191,6 +234,18 @@ impl InstanceRecord {
     pub fn is_tombstone(&self) -> bool {
         self.state.as_ref().is_some_and(|s| s.state.is_terminal())
     }
+}
+
+fn merge_containers(
+    a: &BTreeMap<String, ContainerFact>,
+    b: &BTreeMap<String, ContainerFact>,
+) -> BTreeMap<String, ContainerFact> {
+    let mut out = a.clone();
+    for (name, fact) in b {
+        let merged = out.get(name).map(|have| have.merge(fact)).unwrap_or_else(|| fact.clone());
+        out.insert(name.clone(), merged);
+    }
+    out
 }
 
 /// App-level facts: when it was stopped (destroyed).
@@ -305,9 +360,15 @@ pub fn status(rec: &InstanceRecord, app: Option<&AppRecord>, newest_spec: Option
     if !state.state.is_serving() {
         return Status::Idle;
     }
-    let has_location = rec.location.as_ref().is_some_and(|l| !l.ports.is_empty() || !l.ip_addresses.is_empty());
-    if !has_location {
-        return Status::Pending(Lack::TaskFacts);
+    if let Some(pod) = newest_spec.and_then(|s| s.pod.as_ref()) {
+        if let Some(not_yet) = pod_containers_status(rec, pod) {
+            return not_yet;
+        }
+    } else {
+        let has_location = rec.location.as_ref().is_some_and(|l| !l.ports.is_empty() || !l.ip_addresses.is_empty());
+        if !has_location {
+            return Status::Pending(Lack::TaskFacts);
+        }
     }
     let spec_ok = match (newest_spec, &rec.version) {
         (Some(spec), Some(v)) => spec.version >= *v,
@@ -318,6 +379,70 @@ pub fn status(rec: &InstanceRecord, app: Option<&AppRecord>, newest_spec: Option
         return Status::Pending(Lack::Spec);
     }
     Status::Ready
+}
+
+/// A pod instance serves once every container of the spec runs in the
+/// instance's current launch, each with its allocated host ports and the
+/// instance with a known agent host. `None` when it does; else why not.
+fn pod_containers_status(rec: &InstanceRecord, pod: &PodSpec) -> Option<Status> {
+    let launch = rec.incarnation();
+    let mut host_known = false;
+    for c in &pod.containers {
+        let fact = rec.containers.get(&c.name);
+        let Some(state) = fact.and_then(|f| f.state.as_ref()).filter(|s| s.incarnation >= launch) else {
+            // No word yet from this container's task of the current launch.
+            return Some(Status::Pending(Lack::TaskFacts));
+        };
+        if !state.state.is_serving() {
+            return Some(Status::Idle);
+        }
+        let loc = fact.and_then(|f| f.location.as_ref()).filter(|l| l.task_id.incarnation() >= launch);
+        if loc.is_some_and(|l| !l.host.is_empty() && l.host != "unknown") {
+            host_known = true;
+        }
+        if c.host_ports > 0 && loc.is_none_or(|l| l.ports.len() < c.host_ports) {
+            return Some(Status::Pending(Lack::TaskFacts));
+        }
+    }
+    (!host_known).then_some(Status::Pending(Lack::TaskFacts))
+}
+
+/// The facts of a complete pod instance as one task: the instance id as
+/// task id (registration ids are `<instance id>:<port>`), the agent host,
+/// the allocated host ports of every container in spec order (the order of
+/// the pod's `hostPort` endpoints in `AppSpec::ports`), and the instance's
+/// network addresses.
+pub fn pod_task_facts(rec: &InstanceRecord, pod: &PodSpec) -> Option<TaskFacts> {
+    let state = rec.state.as_ref()?;
+    let task_id = TaskId::parse(rec.instance.as_str()).ok()?;
+    let mut host = None;
+    let mut ports = Vec::new();
+    let mut ip_addresses: Vec<String> = Vec::new();
+    for c in &pod.containers {
+        let loc = rec.containers.get(&c.name).and_then(|f| f.location.as_ref());
+        if let Some(loc) = loc {
+            if host.is_none() && !loc.host.is_empty() && loc.host != "unknown" {
+                host = Some(loc.host.clone());
+            }
+            for ip in &loc.ip_addresses {
+                if !ip_addresses.contains(ip) {
+                    ip_addresses.push(ip.clone());
+                }
+            }
+        }
+        let own = loc.map(|l| l.ports.as_slice()).unwrap_or_default();
+        ports.extend(own.iter().take(c.host_ports));
+    }
+    Some(TaskFacts {
+        task_id,
+        app_id: rec.app_id.clone(),
+        host: host.unwrap_or_else(|| "unknown".to_owned()),
+        ports,
+        ip_addresses,
+        state: state.state,
+        version: rec.version.clone().unwrap_or_default(),
+        at: state.at,
+    })
 }
 
 /// The task facts a complete record stands for.
@@ -360,7 +485,12 @@ pub fn desired<'a>(
             Status::Dead | Status::Idle => {}
             Status::Pending(lack) => out.pending.push((rec.instance.clone(), rec.app_id.clone(), lack)),
             Status::Ready => {
-                let (Some(spec), Some(facts)) = (spec, task_facts(rec)) else { continue };
+                let Some(spec) = spec else { continue };
+                let facts = match &spec.pod {
+                    Some(pod) => pod_task_facts(rec, pod),
+                    None => task_facts(rec),
+                };
+                let Some(facts) = facts else { continue };
                 // Health only means something for apps that define checks.
                 let healthy =
                     if spec.health_checks.is_empty() { None } else { rec.health.as_ref().and_then(|h| h.healthy) };

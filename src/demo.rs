@@ -1,6 +1,7 @@
 //! `switchboard demo`: the simulators and the daemon in one process. A
-//! scripted deploy / scale / restart / kill / destroy, with events delivered
-//! out of order, each step printed with what Consul, Kong and Vulcand hold.
+//! scripted deploy / scale / restart / kill / destroy of an app, and a pod
+//! of two containers, with events delivered out of order, each step printed
+//! with what Consul, Kong and Vulcand hold.
 //! Exits once every step has converged. The daemon's status page is printed
 //! first and served while the steps run (and after, with `--keep-running`),
 //! so a newcomer can watch convergence in a browser.
@@ -22,6 +23,8 @@ use crate::sim::marathon::{MarathonSim, ModelOptions, SimEvent};
 use crate::sim::vulcand::{VulcandSim, VulcandSimOptions};
 
 const APP: &str = "/shop/web";
+/// A Marathon pod (1.4+) of two containers, registered like an app.
+const POD: &str = "/shop/cart";
 const SERVICE: &str = "web";
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -41,6 +44,23 @@ fn app_definition() -> Value {
     })
 }
 
+/// `web` declares a hostPort (agent host : allocated port); the `metrics`
+/// sidecar's `prom` only a containerPort (instance IP on network `dcos`).
+fn pod_definition() -> Value {
+    json!({
+        "id": POD,
+        "labels": {"consul": "", "public": "tag"},
+        "containers": [
+            {"name": "web", "resources": {"cpus": 0.5, "mem": 128},
+             "endpoints": [{"name": "http", "containerPort": 8080, "hostPort": 0, "labels": {"consul": "cart"}}],
+             "healthCheck": {"http": {"endpoint": "http", "path": "/health"}}},
+            {"name": "metrics", "resources": {"cpus": 0.1, "mem": 32},
+             "endpoints": [{"name": "prom", "containerPort": 9102, "labels": {"consul": "cart-metrics"}}]}
+        ],
+        "networks": [{"name": "dcos", "mode": "container"}]
+    })
+}
+
 struct Sims {
     marathon: MarathonSim,
     consul: ConsulSim,
@@ -52,6 +72,8 @@ struct Sims {
 #[derive(Debug, PartialEq, Eq)]
 struct Held {
     consul: BTreeSet<String>,
+    /// `host:port` of the pod's Consul services.
+    pod: BTreeSet<String>,
     kong: BTreeSet<String>,
     vulcand: BTreeSet<String>,
 }
@@ -93,17 +115,25 @@ impl Sims {
             .flatten()
             .filter_map(|s| s["URL"].as_str().map(|u| u.trim_start_matches("http://").to_owned()))
             .collect();
-        Held { consul, kong, vulcand }
+        let pod = self
+            .consul
+            .services()
+            .values()
+            .filter(|s| s["Meta"]["marathon_app_id"] == POD)
+            .map(|s| format!("{}:{}", s["Address"].as_str().unwrap_or("?"), s["Port"]))
+            .collect();
+        Held { consul, pod, kong, vulcand }
     }
 
     fn print(&self, elapsed: Duration) {
         println!("   converged in {} ms", elapsed.as_millis());
         let consul = self.consul.services();
         let mut any = false;
-        for s in consul.values().filter(|s| s["Meta"]["marathon_app_id"] == APP) {
+        for s in consul.values().filter(|s| s["Meta"]["marathon_app_id"] == APP || s["Meta"]["marathon_app_id"] == POD)
+        {
             any = true;
             println!(
-                "   consul   {:<6} {:<21} tags {}  id {}",
+                "   consul   {:<12} {:<21} tags {}  id {}",
                 s["Service"].as_str().unwrap_or("?"),
                 format!("{}:{}", s["Address"].as_str().unwrap_or("?"), s["Port"]),
                 s["Tags"],
@@ -141,12 +171,16 @@ impl Sims {
         let start = Instant::now();
         loop {
             let want = self.running();
+            let want_pod: BTreeSet<String> =
+                self.marathon.model().pod_endpoints(POD).into_iter().map(|(_, addr)| addr).collect();
             let held = self.held();
-            if held.consul == want && held.kong == want && held.vulcand == want {
+            if held.consul == want && held.kong == want && held.vulcand == want && held.pod == want_pod {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > STEP_DEADLINE {
-                bail!("not converged after {STEP_DEADLINE:?}: Marathon runs {want:?}, registries hold {held:?}");
+                bail!(
+                    "not converged after {STEP_DEADLINE:?}: Marathon runs {want:?} and pod endpoints {want_pod:?}, registries hold {held:?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -224,7 +258,18 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
                 task.map(|t| s.marathon.model().kill_task(&t)).unwrap_or_default()
             }),
         ),
-        ("destroy /shop/web", Box::new(|s: &Sims| s.marathon.model().destroy(APP))),
+        (
+            "deploy pod /shop/cart (containers web + metrics sidecar, 2 instances); events reversed, the pod spec is fetched",
+            Box::new(|s: &Sims| reversed(s.marathon.model().deploy_pod(pod_definition(), 2))),
+        ),
+        (
+            "destroy /shop/web and pod /shop/cart",
+            Box::new(|s: &Sims| {
+                let mut events = s.marathon.model().destroy(APP);
+                events.extend(s.marathon.model().destroy_pod(POD));
+                events
+            }),
+        ),
     ];
     let mut result = Ok(());
     for (n, (title, step)) in steps.iter().enumerate() {

@@ -123,6 +123,9 @@ fn validate_service_name(spec: &AppSpec, label: &str, name: &str) -> Result<(), 
 /// order: a port mapping without one (`no_host_port`) takes none, so the
 /// element for `index` is found by counting the ports before it that do.
 fn endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u16), LabelError> {
+    if spec.pod.is_some() {
+        return pod_endpoint(spec, task, index);
+    }
     let port_spec: Option<&PortSpec> = spec.ports.get(index);
     let host_index = spec.ports.iter().take(index).filter(|p| !p.no_host_port).count();
     let host_port = if port_spec.is_some_and(|p| p.no_host_port) { None } else { task.ports.get(host_index).copied() };
@@ -149,6 +152,42 @@ fn endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u
         return Ok((ip.clone(), port));
     }
     Err(err(spec, "ports", format!("task {} has no host port at index {index}", task.task_id)))
+}
+
+/// Where a pod instance serves its endpoint at `index` (of the pod's
+/// flattened endpoints), as Marathon allocates it (PODS.md §2): with a
+/// `hostPort` (host, `container/bridge`, or declared on a container network)
+/// the agent host and the allocated host port; on a container network
+/// without one, the instance's address and the `containerPort`. Anything
+/// missing is a rejection naming the pod and the endpoint, never a guess.
+fn pod_endpoint(spec: &AppSpec, task: &TaskFacts, index: usize) -> Result<(String, u16), LabelError> {
+    let ep = spec.ports.get(index);
+    let name = ep.and_then(|p| p.name.clone()).unwrap_or_else(|| index.to_string());
+    let label = format!("endpoints[{name}]");
+    let reject =
+        |reason: String| err(spec, &label, format!("pod instance {}: endpoint {name:?} {reason}", task.task_id));
+    if ep.is_some_and(|p| !p.no_host_port) {
+        let host_index = spec.ports.iter().take(index).filter(|p| !p.no_host_port).count();
+        let port = task
+            .ports
+            .get(host_index)
+            .copied()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| reject("has no allocated host port".into()))?;
+        if task.host.is_empty() || task.host == "unknown" {
+            return Err(reject("has a host port but the instance has no known agent host".into()));
+        }
+        return Ok((task.host.clone(), port));
+    }
+    let port = ep
+        .and_then(|p| p.container_port)
+        .filter(|p| *p != 0)
+        .ok_or_else(|| reject("has neither a hostPort nor a containerPort".into()))?;
+    let ip = task
+        .ip_addresses
+        .first()
+        .ok_or_else(|| reject("is on a container network but the instance has no address there".into()))?;
+    Ok((ip.clone(), port))
 }
 
 fn checks(spec: &AppSpec, task: &TaskFacts) -> Result<Vec<Check>, LabelError> {
@@ -217,7 +256,12 @@ pub fn registrations(
         } else {
             "vulcand.route"
         };
-        return Err(err(spec, label, "app defines no ports to register"));
+        let what = if spec.pod.is_some() {
+            "pod defines no endpoints to register"
+        } else {
+            "app defines no ports to register"
+        };
+        return Err(err(spec, label, what));
     }
     let selected = if port_labelled.is_empty() { vec![0] } else { port_labelled };
     let checks = checks(spec, task)?;
@@ -278,6 +322,7 @@ pub fn static_registrations(svc: &StaticService, opts: &LabelOptions) -> Result<
         ports: vec![PortSpec::default()],
         health_checks: Vec::new(),
         ip_per_task: false,
+        pod: None,
     };
     let mut out = Vec::new();
     for inst in &svc.instances {
@@ -326,6 +371,7 @@ mod tests {
             ports,
             health_checks: Vec::new(),
             ip_per_task: false,
+            pod: None,
         }
     }
 
@@ -430,6 +476,79 @@ mod tests {
             '-',
             &[("admin", "172.17.0.5:9000", &["switchboard"]), ("http", "10.0.2.148:31500", &["switchboard"])],
         );
+    }
+
+    /// A pod spec of endpoints (name, containerPort, hostPort?) in one container.
+    fn pod_spec(labels: &[(&str, &str)], endpoints: &[(&str, Option<u16>, bool)], container_net: bool) -> AppSpec {
+        let ports: Vec<PortSpec> = endpoints
+            .iter()
+            .map(|(name, cp, host)| PortSpec {
+                name: Some(name.to_string()),
+                container_port: *cp,
+                no_host_port: container_net && !host,
+                ..port(&[("consul", name)])
+            })
+            .collect();
+        let host_ports = ports.iter().filter(|p| !p.no_host_port).count();
+        let mut s = spec(labels, ports);
+        s.ip_per_task = container_net;
+        s.pod = Some(crate::model::PodSpec {
+            containers: vec![crate::model::PodContainer {
+                name: "main".into(),
+                endpoints: endpoints.len(),
+                host_ports,
+                health_checked: false,
+            }],
+        });
+        s
+    }
+
+    fn pod_instance(ports: &[u16], ips: &[&str]) -> TaskFacts {
+        TaskFacts {
+            task_id: TaskId::parse("shop_web.instance-5c6a4cf0").unwrap(),
+            ip_addresses: ips.iter().map(|s| s.to_string()).collect(),
+            ..task(ports)
+        }
+    }
+
+    #[test]
+    fn pod_endpoints_at_the_addresses_marathon_allocates() {
+        // Host (and bridge) networking: every endpoint on the agent's allocated host port.
+        check(
+            pod_spec(&[], &[("http", None, true), ("admin", Some(9000), true)], false),
+            pod_instance(&[31000, 31001], &[]),
+            '-',
+            &[("http", "10.0.2.148:31000", &["switchboard"]), ("admin", "10.0.2.148:31001", &["switchboard"])],
+        );
+        // Container network: with a hostPort the host pair, without one the instance IP.
+        check(
+            pod_spec(&[], &[("admin", Some(9000), false), ("http", Some(8080), true)], true),
+            pod_instance(&[31500], &["9.0.0.7"]),
+            '-',
+            &[("admin", "9.0.0.7:9000", &["switchboard"]), ("http", "10.0.2.148:31500", &["switchboard"])],
+        );
+        // Registration ids are the instance id and the endpoint's port.
+        let regs = registrations(
+            &pod_spec(&[], &[("http", Some(8080), false)], true),
+            &pod_instance(&[], &["9.0.0.7"]),
+            None,
+            &LabelOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(regs[0].id, "shop_web.instance-5c6a4cf0:8080");
+    }
+
+    #[test]
+    fn unreachable_pod_endpoints_are_rejections_naming_pod_and_endpoint() {
+        let reject = |spec: AppSpec, inst: TaskFacts| {
+            registrations(&spec, &inst, None, &LabelOptions::default()).unwrap_err().to_string()
+        };
+        let e = reject(pod_spec(&[], &[("admin", Some(9000), false)], true), pod_instance(&[], &[]));
+        assert!(e.contains("/shop/web") && e.contains("\"admin\"") && e.contains("no address"), "{e}");
+        let e = reject(pod_spec(&[], &[("admin", None, false)], true), pod_instance(&[], &["9.0.0.7"]));
+        assert!(e.contains("neither a hostPort nor a containerPort"), "{e}");
+        let e = reject(pod_spec(&[], &[("http", None, true)], false), pod_instance(&[], &[]));
+        assert!(e.contains("no allocated host port"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Read top to bottom, the modules retell the data flow:
 //!
 //! - [`model`]: domain words (ids, `AppSpec`, `TaskFacts`, `Registration`).
-//! - [`marathon`]: Marathon's event stream and REST API, parsed into typed events.
+//! - [`marathon`]: Marathon's event stream and REST API (apps, and pods as apps), parsed into typed events.
 //! - [`assemble`]: pure folding of one event into per-instance records.
 //! - [`store`]: sled trees holding specs, facts, pending instances, the ledger, queued ops.
 //! - [`labels`]: pure translation of an app spec + instance into registrations.

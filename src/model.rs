@@ -205,6 +205,18 @@ impl TaskId {
         }
     }
 
+    /// The container of a pod task (`<pod>.instance-<uuid>.<container>[.<n>]`,
+    /// Marathon 1.4+), or `None` for an app task (1.8+ `._app`, ≤1.7 `$anon`)
+    /// and for ids of any other shape. An instance id names no container.
+    pub fn pod_container(&self) -> Option<&str> {
+        let pos = self.0.rfind(".instance-")?;
+        let rest = &self.0[pos + ".instance-".len()..];
+        let (uuid, tail) = rest.split_once('.')?;
+        let container = tail.split('.').next().unwrap_or("");
+        (pos > 0 && uuid_like(uuid) && !container.is_empty() && container != "_app" && container != "$anon")
+            .then_some(container)
+    }
+
     /// Which launch of its instance this task is: `n` of a 1.8+ `._app.<n>`
     /// or a pod's `.<container>.<n>`, the attempt of a resident task, else 0.
     /// A relaunch in the same instance has a greater incarnation.
@@ -217,6 +229,14 @@ impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether a registration's task id is a pod instance id: pod registrations
+/// carry the instance id (`<pod>.instance-<uuid>`, nothing after the uuid),
+/// app registrations always a task id (`._app.<n>` in 1.8+, no `instance-`
+/// before).
+pub fn is_pod_instance_id(task_id: &str) -> bool {
+    task_id.rfind(".instance-").is_some_and(|pos| pos > 0 && uuid_like(&task_id[pos + ".instance-".len()..]))
 }
 
 /// A Marathon instance id (`prod_web.instance-<uuid>`, `prod_web.marathon-<uuid>`).
@@ -401,6 +421,40 @@ pub struct AppSpec {
     /// `ipAddress` field) so the task IP and container port are used when a
     /// task has no host ports.
     pub ip_per_task: bool,
+    /// Set when this spec is a Marathon pod (1.4+): `id` is the pod id,
+    /// `labels` the pod labels, and `ports` the endpoints of all containers,
+    /// flattened in container order (an endpoint's `name`, `labels` and
+    /// `containerPort`; `no_host_port` when it has no `hostPort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSpec>,
+}
+
+impl AppSpec {
+    /// What to call this run spec in messages: `pod` or `app`.
+    pub fn kind(&self) -> &'static str {
+        if self.pod.is_some() { "pod" } else { "app" }
+    }
+}
+
+/// The containers of a pod, in definition order: how the pod's endpoints
+/// (`AppSpec::ports`) and a pod instance's container tasks line up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub containers: Vec<PodContainer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodContainer {
+    /// Container name: the `<container>` of its task ids.
+    pub name: String,
+    /// How many of `AppSpec::ports` (in order, after the previous
+    /// containers') are this container's endpoints.
+    pub endpoints: usize,
+    /// How many of those declare a `hostPort`: the length of this container
+    /// task's allocated `ports`, which pair with them by position.
+    pub host_ports: usize,
+    /// Whether the container has a (Mesos) health check.
+    pub health_checked: bool,
 }
 
 /// What Marathon says about one task, as folded from events or a snapshot.
@@ -535,6 +589,21 @@ mod tests {
         check(&format!("a.b_c.{uuid}"), &format!("a.b_c.marathon-{uuid}"), 0);
         // No known shape: its own instance.
         check("weird", "weird", 0);
+    }
+
+    #[test]
+    fn pod_containers_from_task_ids() {
+        let uuid = "5c6a4cf0-5ec5-11ea-8f4e-0242ac110003";
+        let check = |task: String, want: Option<&str>| {
+            assert_eq!(TaskId::parse(&task).unwrap().pod_container(), want, "{task}");
+        };
+        check(format!("prod_shop.instance-{uuid}.web.1"), Some("web"));
+        check(format!("prod_shop.instance-{uuid}.web"), Some("web"));
+        check(format!("prod_shop.instance-{uuid}"), None);
+        check(format!("prod_web.instance-{uuid}._app.1"), None);
+        check(format!("prod_web.instance-{uuid}.$anon"), None);
+        check(format!("prod_web.{uuid}"), None);
+        check(format!("prod_web.marathon-{uuid}"), None);
     }
 
     #[test]

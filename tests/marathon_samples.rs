@@ -66,8 +66,6 @@ const BOOKKEEPING: &[&str] = &[
     "group_change_success.json",
     "group_change_failed.json",
     "pod_created_event.json",
-    "pod_updated_event.json",
-    "pod_deleted_event.json",
     "scheduler_registered_event.json",
     "scheduler_reregistered_event.json",
     "scheduler_disconnected_event.json",
@@ -107,6 +105,9 @@ const SAMPLES: &[&str] = &[
     "api_post_event.json",
     "api_post_event-scale.json",
     "app_terminated_event.json",
+    // pods (issue 20): a pod is an app to the core
+    "pod_updated_event.json",
+    "pod_deleted_event.json",
     "deployment_info.json",
     "deployment_info-light.json",
     "deployment_info-stop.json",
@@ -439,6 +440,18 @@ fn heavy_and_light_deployment_plans() {
         assert!(matches!(&events(name)[..], [Event::Ignored { .. }]), "{name}");
     }
     assert_eq!(json("deployment_failed.json")["reason"], "Deployment was canceled by a forced deployment");
+}
+
+#[test]
+fn pod_events_touch_or_stop_the_pod_named_in_the_uri() {
+    let cache = AppId::parse("/prod/cache").unwrap();
+    assert_eq!(
+        one("pod_updated_event.json"),
+        Event::AppTouched { app_id: cache.clone(), at: ts("2018-06-14T15:05:00.221Z") }
+    );
+    assert_eq!(one("pod_deleted_event.json"), Event::AppStopped { app_id: cache, at: ts("2018-06-14T15:10:00.330Z") });
+    // POST /v2/pods names no pod: nothing to act on.
+    assert_eq!(json("pod_created_event.json")["uri"], "/v2/pods");
 }
 
 #[test]

@@ -510,7 +510,8 @@ async fn the_demo_prints_its_status_page_and_serves_it_while_the_steps_run() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("status page http://127.0.0.1:"), "{stdout}");
     // After every step the demo reads its own page: it was up all along.
-    assert_eq!(stdout.matches("instances, 0 pending, registered: consul").count(), 5, "{stdout}");
+    // Six steps: the app's five and the pod's (issue 20).
+    assert_eq!(stdout.matches("instances, 0 pending, registered: consul").count(), 6, "{stdout}");
 }
 
 /// Runs `switchboard <args>` with stderr and stdout on a pseudo-terminal

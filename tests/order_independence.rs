@@ -1,7 +1,9 @@
 //! Property: for any permutation and duplication of the events of a
 //! generated scenario (deploys, scale up/down, restarts, kills, destroys,
-//! health changes, lost and unreachable tasks), once the stream is drained the
-//! registrations equal those computed from Marathon's final snapshot.
+//! health changes, lost and unreachable tasks, and a pod of two containers
+//! deployed, scaled, destroyed and health-checked), once the stream is
+//! drained the registrations equal those computed from Marathon's final
+//! snapshot (`/v2/apps` and `/v2/pods/::status`).
 //!
 //! Events go through the real parser (`marathon::event::parse`) and the real
 //! folding (`assemble`); the snapshot goes through the real REST parser. As
@@ -30,14 +32,64 @@ use switchboard::store::Store;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Deploy { app: usize, instances: usize },
-    Scale { app: usize, instances: usize },
-    Restart { app: usize },
-    Kill { app: usize, pick: usize },
-    Destroy { app: usize },
-    Health { app: usize, pick: usize, alive: bool },
-    Lose { app: usize, pick: usize },
-    Unreachable { app: usize, pick: usize },
+    Deploy {
+        app: usize,
+        instances: usize,
+    },
+    Scale {
+        app: usize,
+        instances: usize,
+    },
+    Restart {
+        app: usize,
+    },
+    Kill {
+        app: usize,
+        pick: usize,
+    },
+    Destroy {
+        app: usize,
+    },
+    Health {
+        app: usize,
+        pick: usize,
+        alive: bool,
+    },
+    Lose {
+        app: usize,
+        pick: usize,
+    },
+    Unreachable {
+        app: usize,
+        pick: usize,
+    },
+    /// Pods (Marathon 1.4+; nothing on 1.3): deploy (or replace), scale,
+    /// destroy, and the health Mesos reports for one instance.
+    PodDeploy {
+        instances: usize,
+    },
+    PodScale {
+        instances: usize,
+    },
+    PodDestroy,
+    PodHealth {
+        pick: usize,
+        healthy: bool,
+    },
+}
+
+const POD: &str = "/prod/shop";
+
+/// Two containers, three endpoints: `web` with a hostPort on the container
+/// network, `admin` and `prom` reached at the instance IP.
+fn pod_definition() -> Value {
+    json!({"id": POD, "labels": {"consul": "", "kong.hosts": "shop.example.com"}, "containers": [
+        {"name": "web", "endpoints": [
+            {"name": "web", "containerPort": 8080, "hostPort": 0, "labels": {"consul": "shop-web"}},
+            {"name": "admin", "containerPort": 9090, "labels": {"consul": "shop-admin"}}],
+         "healthCheck": {"http": {"endpoint": "web", "path": "/health"}}},
+        {"name": "metrics", "endpoints": [{"name": "prom", "containerPort": 9102, "labels": {"consul": "shop-metrics"}}]}],
+        "networks": [{"name": "dcos", "mode": "container"}]})
 }
 
 const APPS: usize = 3;
@@ -81,6 +133,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (app.clone(), any::<usize>(), any::<bool>()).prop_map(|(app, pick, alive)| Step::Health { app, pick, alive }),
         1 => (app.clone(), any::<usize>()).prop_map(|(app, pick)| Step::Lose { app, pick }),
         1 => (app, any::<usize>()).prop_map(|(app, pick)| Step::Unreachable { app, pick }),
+        2 => (1..3usize).prop_map(|instances| Step::PodDeploy { instances }),
+        1 => (0..3usize).prop_map(|instances| Step::PodScale { instances }),
+        1 => Just(Step::PodDestroy),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, healthy)| Step::PodHealth { pick, healthy }),
     ]
 }
 
@@ -105,6 +161,13 @@ fn run(model: &mut Model, steps: &[Step]) -> Vec<SimEvent> {
             Step::Unreachable { app, pick } => {
                 pick_task(model, app, pick).map(|t| model.unreachable(&t)).unwrap_or_default()
             }
+            Step::PodDeploy { instances } => model.deploy_pod(pod_definition(), instances),
+            Step::PodScale { instances } => model.scale_pod(POD, instances),
+            Step::PodDestroy => model.destroy_pod(POD),
+            Step::PodHealth { pick, healthy } => {
+                let ids = model.pod_instance_ids(POD);
+                if ids.is_empty() { Vec::new() } else { model.set_pod_health(&ids[pick % ids.len()], healthy) }
+            }
         };
         events.extend(evs);
     }
@@ -114,8 +177,15 @@ fn run(model: &mut Model, steps: &[Step]) -> Vec<SimEvent> {
 fn from_snapshot(model: &Model) -> Vec<Registration> {
     let snap = client::parse_snapshot(&model.apps_json().to_string(), Timestamp(0)).expect("snapshot parses");
     assert!(snap.broken.is_empty(), "{:?}", snap.broken);
+    let mut apps = snap.apps;
+    if let Some(pods) = model.pods_status_json() {
+        let (pods, broken) =
+            switchboard::marathon::pod::parse_pods_status(&pods.to_string(), Timestamp(0)).expect("pod status parses");
+        assert!(broken.is_empty(), "{broken:?}");
+        apps.extend(pods);
+    }
     let mut folded = Folded::default();
-    for app in &snap.apps {
+    for app in &apps {
         let tasks: Vec<_> = app.tasks.iter().map(|t| (t.facts.clone(), t.healthy)).collect();
         for t in assemble::snapshot_touches(&app.spec, &tasks, model.now()) {
             folded.apply(&t);
@@ -145,12 +215,21 @@ fn from_events(model: &Model, events: &[&SimEvent]) -> Vec<Registration> {
         .map(|(_, app, _)| app.to_string())
         .collect();
     for app in waiting {
-        if let Some(body) = model.app_json(&app) {
-            let fetched = client::parse_app_response(&body.to_string(), model.now()).expect("app parses");
-            folded.apply(&assemble::Touch::Spec(fetched.spec));
+        if let Some(spec) = fetch_spec(model, &app) {
+            folded.apply(&assemble::Touch::Spec(spec));
         }
     }
     folded.desired(&LabelOptions::default()).registrations
+}
+
+/// The grace-period fetch as the client does it: `/v2/apps/{id}`, else the
+/// pod's `/v2/pods/{id}::status`.
+fn fetch_spec(model: &Model, id: &str) -> Option<switchboard::model::AppSpec> {
+    if let Some(body) = model.app_json(id) {
+        return Some(client::parse_app_response(&body.to_string(), model.now()).expect("app parses").spec);
+    }
+    let body = model.pod_status_json(id)?;
+    Some(switchboard::marathon::pod::parse_pod_status(&body.to_string(), model.now()).expect("pod parses").spec)
 }
 
 /// Applies a permutation and a set of duplicates (both generated) to `events`.
@@ -195,6 +274,19 @@ proptest! {
 }
 
 #[test]
+fn a_pod_deploy_yields_registrations_at_all() {
+    // Guards the pod steps against passing vacuously.
+    for generation in [Generation::V1_4, Generation::V1_8] {
+        let mut model = Model::new(ModelOptions { generation, ..ModelOptions::default() });
+        let events = run(&mut model, &[Step::PodDeploy { instances: 2 }, Step::PodHealth { pick: 0, healthy: false }]);
+        let regs = from_events(&model, &events.iter().collect::<Vec<_>>());
+        assert_eq!(regs.len(), 6, "2 instances x 3 endpoints");
+        assert_eq!(regs.iter().filter(|r| r.healthy == Some(false)).count(), 3, "one instance unhealthy");
+        assert_eq!(regs, from_snapshot(&model));
+    }
+}
+
+#[test]
 fn a_deploy_yields_registrations_at_all() {
     // Guards the property against passing vacuously.
     let mut model = Model::new(ModelOptions::default());
@@ -227,10 +319,9 @@ fn desired_from_store(model: &Model, store: &Store) -> Vec<Registration> {
         if lack != Lack::Spec {
             continue;
         }
-        if let Some(body) = model.app_json(app.as_str()) {
-            let fetched = client::parse_app_response(&body.to_string(), model.now()).expect("app parses");
+        if let Some(spec) = fetch_spec(model, app.as_str()) {
             let seq = store.next_seq().expect("seq");
-            store.apply_touches(&[assemble::Touch::Spec(fetched.spec)], seq).expect("spec stored");
+            store.apply_touches(&[assemble::Touch::Spec(spec)], seq).expect("spec stored");
         }
     }
     store_desired(store).registrations

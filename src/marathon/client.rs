@@ -1,5 +1,6 @@
-//! Marathon REST client: the full snapshot (`/v2/apps?embed=apps.tasks`) and
-//! single-app fetches, with failover across URLs and leader redirects.
+//! Marathon REST client: the full snapshot (`/v2/apps?embed=apps.tasks`, and
+//! `/v2/pods/::status` where Marathon has pods) and single-app (or pod)
+//! fetches, with failover across URLs and leader redirects.
 //!
 //! Invariants:
 //! - Redirects are followed by hand (at most `MAX_REDIRECTS` hops) so the
@@ -169,7 +170,9 @@ impl MarathonClient {
         Ok(MarathonClient { http, urls: cfg.urls, auth: Auth::new(cfg.auth)? })
     }
 
-    /// `GET /v2/apps?embed=apps.tasks`.
+    /// `GET /v2/apps?embed=apps.tasks`, then `GET /v2/pods/::status`: pods
+    /// are apps to the core, so they join `apps` (a Marathon without pods,
+    /// before 1.4, answers 404 there: no pods).
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         let path = "/v2/apps?embed=apps.tasks";
         let as_of = Timestamp::now();
@@ -178,16 +181,47 @@ impl MarathonClient {
             path: path.into(),
             status: 404,
         })?;
-        parse_snapshot(&body, as_of).map_err(|source| Error::Parse { path: path.into(), source })
+        let mut snap = parse_snapshot(&body, as_of).map_err(|source| Error::Parse { path: path.into(), source })?;
+        let (pods, broken) = self.pods(as_of).await?;
+        snap.apps.extend(pods);
+        snap.broken.extend(broken);
+        Ok(snap)
     }
 
-    /// `GET /v2/apps/{id}`; a missing app is `Ok(None)`.
+    /// `GET /v2/pods/::status`: every pod with its instances; empty on 404.
+    /// The status carries each pod's latest definition (`spec`), so
+    /// `/v2/pods` itself is not read: a second request could only disagree.
+    #[allow(clippy::type_complexity)]
+    pub async fn pods(&self, as_of: Timestamp) -> Result<(Vec<AppSnapshot>, Vec<(String, ParseError)>), Error> {
+        let path = "/v2/pods/::status";
+        match self.get(path).await? {
+            None => Ok((Vec::new(), Vec::new())),
+            Some(body) => {
+                super::pod::parse_pods_status(&body, as_of).map_err(|source| Error::Parse { path: path.into(), source })
+            }
+        }
+    }
+
+    /// `GET /v2/apps/{id}`, or for a pod `GET /v2/pods/{id}::status`; a
+    /// missing app or pod is `Ok(None)`.
     pub async fn app(&self, id: &AppId) -> Result<Option<AppSnapshot>, Error> {
         let path = format!("/v2/apps{}", id.as_str());
         let as_of = Timestamp::now();
         match self.get(&path).await? {
-            None => Ok(None),
+            None => self.pod(id, as_of).await,
             Some(body) => parse_app_response(&body, as_of).map(Some).map_err(|source| Error::Parse { path, source }),
+        }
+    }
+
+    /// `GET /v2/pods/{id}::status`; a missing pod (or a Marathon without
+    /// pods) is `Ok(None)`.
+    pub async fn pod(&self, id: &AppId, as_of: Timestamp) -> Result<Option<AppSnapshot>, Error> {
+        let path = format!("/v2/pods{}::status", id.as_str());
+        match self.get(&path).await? {
+            None => Ok(None),
+            Some(body) => {
+                super::pod::parse_pod_status(&body, as_of).map(Some).map_err(|source| Error::Parse { path, source })
+            }
         }
     }
 

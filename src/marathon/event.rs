@@ -85,8 +85,6 @@ const IGNORED: &[&str] = &[
     "instance_update_event",
     "framework_message_event",
     "pod_created_event",
-    "pod_updated_event",
-    "pod_deleted_event",
     "scheduler_registered_event",
     "scheduler_reregistered_event",
     "scheduler_disconnected_event",
@@ -189,6 +187,19 @@ fn parse_one(ty: &str, value: Value, out: &mut Vec<Event>) -> Result<(), ParseEr
             let spec = app_from_value(&def).map_err(|e| cx.field("appDefinition", e))?;
             out.push(Event::Spec { spec, at: cx.timestamp(w.timestamp)? });
         }
+        "pod_updated_event" | "pod_deleted_event" => {
+            // `uri` is the request path: `/v2/pods/prod/shop`.
+            let w: wire::PodEvent = cx.decode(value)?;
+            let uri = cx.req(w.uri, "uri")?;
+            let app_id =
+                super::pod::pod_id_from_uri(&uri).ok_or_else(|| cx.field("uri", format!("{uri:?} names no pod")))?;
+            let at = cx.timestamp(w.timestamp)?;
+            out.push(if ty == "pod_deleted_event" {
+                Event::AppStopped { app_id, at }
+            } else {
+                Event::AppTouched { app_id, at }
+            });
+        }
         "app_terminated_event" => {
             let w: wire::AppTerminated = cx.decode(value)?;
             out.push(Event::AppStopped { app_id: cx.app_id(w.app_id, "appId")?, at: cx.timestamp(w.timestamp)? });
@@ -207,14 +218,18 @@ fn parse_one(ty: &str, value: Value, out: &mut Vec<Event>) -> Result<(), ParseEr
             }
             if ty == "deployment_info" {
                 for action in w.current_step.map(|s| s.actions).unwrap_or_default() {
-                    // Pod actions name `pod`, not `app`: nothing for us.
-                    let Some(app) = action.app else { continue };
-                    let app_id = cx.app_id(Some(app), "currentStep.actions.app")?;
+                    // App actions name `app`; pod actions (1.4+) name `pod`.
+                    let app_id = match (action.app, action.pod) {
+                        (Some(app), _) => cx.app_id(Some(app), "currentStep.actions.app")?,
+                        (None, Some(pod)) => cx.app_id(Some(pod), "currentStep.actions.pod")?,
+                        (None, None) => continue,
+                    };
                     match action.action.as_deref().or(action.kind.as_deref()) {
-                        Some("StopApplication") => out.push(Event::AppStopped { app_id, at }),
-                        Some("StartApplication" | "ScaleApplication" | "RestartApplication") => {
-                            out.push(Event::AppTouched { app_id, at })
-                        }
+                        Some("StopApplication" | "StopPod") => out.push(Event::AppStopped { app_id, at }),
+                        Some(
+                            "StartApplication" | "ScaleApplication" | "RestartApplication" | "StartPod" | "ScalePod"
+                            | "RestartPod",
+                        ) => out.push(Event::AppTouched { app_id, at }),
                         _ => {}
                     }
                 }
@@ -408,6 +423,7 @@ pub fn app_from_value(v: &Value) -> Result<AppSpec, ParseError> {
         ports,
         health_checks,
         ip_per_task: container_net || legacy_ip,
+        pod: None,
     })
 }
 
@@ -421,7 +437,7 @@ fn port_mappings(w: &wire::App) -> Option<(&'static str, &Vec<wire::PortMapping>
 }
 
 /// Marathon's `*Seconds` fields, with its default when absent.
-fn seconds(v: Option<f64>, default: f64) -> Result<Duration, String> {
+pub(crate) fn seconds(v: Option<f64>, default: f64) -> Result<Duration, String> {
     let s = v.unwrap_or(default);
     Duration::try_from_secs_f64(s).map_err(|_| format!("invalid duration {s}"))
 }
@@ -563,6 +579,8 @@ mod tests {
         let evs = parse("deployment_info", &data).unwrap();
         assert!(matches!(&evs[0], Event::AppStopped { app_id, .. } if app_id.as_str() == "/a"));
         assert!(matches!(&evs[1], Event::AppTouched { app_id, .. } if app_id.as_str() == "/b"));
-        assert_eq!(evs.len(), 2);
+        // A pod is an app to the core: its actions touch it the same way.
+        assert!(matches!(&evs[2], Event::AppTouched { app_id, .. } if app_id.as_str() == "/p"));
+        assert_eq!(evs.len(), 3);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod event;
+pub mod pod;
 pub mod stream;
 pub mod transport;
 mod wire;

@@ -72,6 +72,8 @@ pub(crate) struct HealthCheck {
 #[serde(default)]
 pub(crate) struct Network {
     pub mode: Option<String>,
+    /// Pods: the container network's name.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -166,6 +168,8 @@ pub(crate) struct Action {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub app: Option<String>,
+    /// Pod actions (`StartPod`, `ScalePod`, `RestartPod`, `StopPod`) name `pod`.
+    pub pod: Option<String>,
 }
 
 /// `unhealthy_task_kill_event` (≤ 1.3) / `unhealthy_instance_kill_event`
@@ -209,4 +213,109 @@ pub(crate) struct Task {
 #[serde(default)]
 pub(crate) struct HealthResult {
     pub alive: Option<bool>,
+}
+
+/// A pod definition (`GET /v2/pods`, a pod status's `spec`; PODS.md §1).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Pod {
+    pub id: Option<String>,
+    pub version: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub containers: Option<Vec<PodContainer>>,
+    pub networks: Option<Vec<Network>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct PodContainer {
+    pub name: Option<String>,
+    pub endpoints: Option<Vec<Endpoint>>,
+    pub health_check: Option<PodHealthCheck>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Endpoint {
+    pub name: Option<String>,
+    pub container_port: Option<i64>,
+    pub host_port: Option<i64>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// One of `http`, `tcp` or `exec`, plus timings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct PodHealthCheck {
+    pub http: Option<EndpointCheck>,
+    pub tcp: Option<EndpointCheck>,
+    pub exec: Option<serde_json::Value>,
+    pub interval_seconds: Option<f64>,
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct EndpointCheck {
+    pub endpoint: Option<String>,
+    pub path: Option<String>,
+    pub scheme: Option<String>,
+}
+
+/// `GET /v2/pods/{id}::status` (PODS.md §2); `spec` is decoded as a `Pod`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct PodStatus {
+    pub id: Option<String>,
+    pub spec: Option<serde_json::Value>,
+    pub instances: Option<Vec<PodInstance>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct PodInstance {
+    pub id: Option<String>,
+    pub agent_hostname: Option<String>,
+    pub networks: Option<Vec<PodNetworkStatus>>,
+    pub containers: Option<Vec<ContainerStatus>>,
+    pub spec_reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct PodNetworkStatus {
+    pub name: Option<String>,
+    pub addresses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ContainerStatus {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub container_id: Option<String>,
+    pub endpoints: Option<Vec<EndpointStatus>>,
+    pub conditions: Option<Vec<Condition>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct EndpointStatus {
+    pub name: Option<String>,
+    pub allocated_host_port: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Condition {
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+/// `pod_created_event` / `pod_updated_event` / `pod_deleted_event`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct PodEvent {
+    pub uri: Option<String>,
+    pub timestamp: Option<String>,
 }

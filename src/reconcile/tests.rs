@@ -78,6 +78,7 @@ fn spec(id: &str, labels: &[(&str, &str)]) -> AppSpec {
         ports: vec![PortSpec::default()],
         health_checks: Vec::new(),
         ip_per_task: false,
+        pod: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn spec() -> AppSpec {
         ports: vec![Default::default()],
         health_checks: vec![],
         ip_per_task: false,
+        pod: None,
     }
 }
 

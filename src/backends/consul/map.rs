@@ -20,6 +20,8 @@ use crate::model::{Check, Registration};
 pub(crate) const TAG: &str = "switchboard";
 pub(crate) const META_TASK: &str = "marathon_task_id";
 pub(crate) const META_APP: &str = "marathon_app_id";
+/// Pods only: the pod instance a registration stands for.
+pub(crate) const META_POD_INSTANCE: &str = "marathon_pod_instance_id";
 pub(crate) const META_MANAGED_BY: &str = "managed_by";
 pub(crate) const META_CLUSTER: &str = "switchboard_cluster";
 pub(crate) const META_HASH: &str = "switchboard_hash";
@@ -194,13 +196,16 @@ fn check_body(c: &Check) -> CheckBody {
 }
 
 pub(crate) fn register_body(reg: &Registration, cluster: &str) -> RegisterBody {
-    let meta = BTreeMap::from([
+    let mut meta = BTreeMap::from([
         (META_TASK, reg.task_id.clone()),
         (META_APP, reg.app_id.clone()),
         (META_MANAGED_BY, TAG.to_owned()),
         (META_CLUSTER, cluster.to_owned()),
         (META_HASH, content_hash(reg)),
     ]);
+    if crate::model::is_pod_instance_id(&reg.task_id) {
+        meta.insert(META_POD_INSTANCE, reg.task_id.clone());
+    }
     RegisterBody {
         id: reg.id.clone(),
         name: reg.service.clone(),

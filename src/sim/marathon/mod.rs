@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{AppId, TaskState, Timestamp};
 
 mod model;
+mod pods;
 mod server;
 
 pub use model::{Generation, Model, ModelOptions, SimEvent};

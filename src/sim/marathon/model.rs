@@ -136,12 +136,14 @@ impl SimApp {
 #[derive(Debug, Clone)]
 pub struct Model {
     opts: ModelOptions,
-    clock_ms: i64,
+    pub(super) clock_ms: i64,
     apps: BTreeMap<String, SimApp>,
-    next_uuid: u64,
-    next_port: u16,
-    next_host: usize,
-    next_deployment: u64,
+    /// Pods (1.4+), by id: `pods.rs`.
+    pub(super) pods: BTreeMap<String, super::pods::SimPod>,
+    pub(super) next_uuid: u64,
+    pub(super) next_port: u16,
+    pub(super) next_host: usize,
+    pub(super) next_deployment: u64,
 }
 
 impl Model {
@@ -150,6 +152,7 @@ impl Model {
             opts,
             clock_ms: CLOCK_START_MS,
             apps: BTreeMap::new(),
+            pods: BTreeMap::new(),
             next_uuid: 1,
             next_port: 31000,
             next_host: 0,

@@ -92,6 +92,8 @@ impl MarathonSim {
             .route("/v2/events", get(events))
             .route("/v2/apps", get(apps))
             .route("/v2/apps/{*id}", get(app))
+            .route("/v2/pods", get(pods))
+            .route("/v2/pods/{*rest}", get(pod))
             .route("/v2/info", get(info))
             .route("/v2/leader", get(leader))
             .route_layer(axum::middleware::from_fn_with_state(shared.clone(), standby))
@@ -332,6 +334,37 @@ pub(super) async fn app(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(i
     match body {
         Some(b) => json_ok(&b),
         None => message(StatusCode::NOT_FOUND, &format!("App '{key}' does not exist")),
+    }
+}
+
+/// `GET /v2/pods`: every pod definition; 404 on a Marathon without pods.
+pub(super) async fn pods(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s, &headers) {
+        return r;
+    }
+    let body = lock(&s.model).pods_json();
+    match body {
+        Some(b) => json_ok(&b),
+        None => message(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// `GET /v2/pods/::status`, `/v2/pods/{id}::status` and `/v2/pods/{id}`.
+pub(super) async fn pod(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(rest): Path<String>) -> Response {
+    if let Some(r) = gate(&s, &headers) {
+        return r;
+    }
+    let body = {
+        let m = lock(&s.model);
+        match rest.strip_suffix("::status") {
+            Some("") => m.pods_status_json(),
+            Some(id) => m.pod_status_json(id),
+            None => m.pod_json(&rest),
+        }
+    };
+    match body {
+        Some(b) => json_ok(&b),
+        None => message(StatusCode::NOT_FOUND, &format!("Pod '/{rest}' does not exist")),
     }
 }
 

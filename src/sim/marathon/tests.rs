@@ -134,3 +134,72 @@ fn scale_down_and_unreachable() {
     assert_eq!(evs[0].data["taskStatus"], "TASK_LOST");
     assert_eq!(m.task_ids("/shop/web").len(), 1);
 }
+
+/// Two containers, three endpoints: `web` (hostPort on the container
+/// network), `admin` (container port only), `prom` (container port only).
+fn shop_pod() -> Value {
+    json!({"id": "/prod/shop", "labels": {"consul": ""}, "containers": [
+        {"name": "web", "resources": {"cpus": 0.5, "mem": 256},
+         "endpoints": [{"name": "web", "containerPort": 8080, "hostPort": 0}, {"name": "admin", "containerPort": 9090}],
+         "healthCheck": {"http": {"endpoint": "web", "path": "/health"}}},
+        {"name": "metrics", "resources": {"cpus": 0.25, "mem": 64},
+         "endpoints": [{"name": "prom", "containerPort": 9102}]}],
+        "networks": [{"name": "dcos", "mode": "container"}]})
+}
+
+#[test]
+fn pods_deploy_with_pod_actions_and_parse() {
+    for (generation, suffix) in [(Generation::V1_8, ".web.1"), (Generation::V1_4, ".web")] {
+        let mut m = Model::new(ModelOptions { generation, ..ModelOptions::default() });
+        let evs = m.deploy_pod(shop_pod(), 2);
+        assert_eq!(evs[0].event_type, "pod_created_event");
+        assert_eq!(evs[0].data["uri"], "/v2/pods");
+        let actions: Vec<&str> = evs
+            .iter()
+            .filter(|e| e.event_type == "deployment_info")
+            .map(|e| e.data["currentStep"]["actions"][0]["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["StartPod", "ScalePod"]);
+        let parsed = parse_all(&evs);
+        let web_running: Vec<_> = parsed
+            .iter()
+            .filter_map(|e| match e {
+                Event::Status(f) if f.state == TaskState::Running && f.task_id.pod_container() == Some("web") => {
+                    Some(f.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(web_running.len(), 2);
+        assert!(web_running[0].task_id.as_str().ends_with(suffix), "{}", web_running[0].task_id);
+        assert_eq!(web_running[0].app_id.as_str(), "/prod/shop");
+        assert_eq!(web_running[0].ports.len(), 1, "one hostPort endpoint in `web`");
+        // The status as a registrator reads it.
+        let status = m.pods_status_json().unwrap();
+        let (pods, broken) = crate::marathon::pod::parse_pods_status(&status.to_string(), Timestamp(1)).unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+        assert_eq!(pods[0].tasks.len(), 4, "2 instances × 2 containers");
+        assert!(pods[0].tasks.iter().all(|t| t.healthy == Some(true)));
+        assert_eq!(m.pod_endpoints("/prod/shop").len(), 6);
+        // Scale down, then destroy.
+        let evs = m.scale_pod("/prod/shop", 1);
+        parse_all(&evs);
+        assert_eq!(m.pod_instance_ids("/prod/shop").len(), 1);
+        let evs = m.destroy_pod("/prod/shop");
+        assert_eq!(evs[0].event_type, "pod_deleted_event");
+        assert!(
+            parse_all(&evs)
+                .iter()
+                .any(|e| matches!(e, Event::AppStopped { app_id, .. } if app_id.as_str() == "/prod/shop"))
+        );
+        assert_eq!(m.pods_status_json().unwrap(), json!([]));
+    }
+}
+
+#[test]
+fn marathon_1_3_has_no_pods() {
+    let mut m = Model::new(ModelOptions { generation: Generation::V1_3, ..ModelOptions::default() });
+    assert!(m.deploy_pod(shop_pod(), 1).is_empty());
+    assert_eq!(m.pods_json(), None);
+    assert_eq!(m.pods_status_json(), None);
+}
