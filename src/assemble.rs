@@ -130,7 +130,7 @@ pub struct InstanceRecord {
     /// container task, by container name; empty for app instances. The
     /// instance-level `state` and `location` above still join every
     /// container's facts (a dead container kills its whole instance).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub containers: BTreeMap<String, ContainerFact>,
 }
 

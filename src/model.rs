@@ -425,7 +425,9 @@ pub struct AppSpec {
     /// `labels` the pod labels, and `ports` the endpoints of all containers,
     /// flattened in container order (an endpoint's `name`, `labels` and
     /// `containerPort`; `no_host_port` when it has no `hostPort`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (`default` reads specs stored before pods; never `skip_serializing_if`:
+    /// the store encodes specs with postcard, which needs every field.)
+    #[serde(default)]
     pub pod: Option<PodSpec>,
 }
 
