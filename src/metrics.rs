@@ -7,7 +7,7 @@
 //!
 //! The `TASK_RUNNING` → 2xx latency is measured on Switchboard's own clock:
 //! the consumer notes when it received a task's `TASK_RUNNING` (`saw_event`),
-//! the engine reports each successful register (`applied`). The map of
+//! the applier reports each successful register (`applied`). The map of
 //! receive instants is bounded (`RUNNING_CAPACITY`, oldest dropped first) and
 //! each (task, backend) is observed once.
 

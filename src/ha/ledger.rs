@@ -11,7 +11,7 @@
 //! The first write of a new service is the one a periodic share could miss
 //! (a leader killed right after it): before it, the fence records the
 //! service's intent at `switchboard/<cluster>/intent/<backend>/<service>`
-//! synchronously (`Fence::share_intent`, from `Fenced::claim`), and a new
+//! synchronously (`Fence::share_intent`, from the applier's claim), and a new
 //! leader adopts those too.
 //!
 //! Invariant: adopting only adds ownership records; the resync that follows a
