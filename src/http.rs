@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::reconcile::now_ms;
 use crate::status::model::{self, DEFAULT_PER_PAGE, Query};
 use crate::status::{LiveStatus, StatusModel, html};
 use crate::store::{Store, StoreHandle};
@@ -89,11 +90,6 @@ impl View {
         tracing::info!(lifted = n, "refusals lifted at the operator's request; retrying");
         Ok(n)
     }
-}
-
-/// Local wall-clock milliseconds (pending ages).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What `/state` and `switchboard state` print: the status model.

@@ -390,8 +390,8 @@ async fn run_once(
         .call(move |s| {
             let mut dirty = DirtySet::everything();
             dirty.apps = listed_apps;
-            let apps = Planner::apps_of(s, &inputs, dirty).map_err(into_store)?;
-            Planner::default().pass(s, &inputs, &apps, 1).map_err(into_store)
+            let apps = Planner::apps_of(s, &inputs, dirty).map_err(crate::reconcile::into_store)?;
+            Planner::default().pass(s, &inputs, &apps, 1).map_err(crate::reconcile::into_store)
         })
         .await?;
     for applier in &mut appliers {
@@ -454,13 +454,6 @@ async fn run_once(
         held.publish(&mut sharing).await.context("sharing the ledgers with the next HA leader")?;
     }
     Ok(report)
-}
-
-fn into_store(e: crate::reconcile::Error) -> crate::store::Error {
-    match e {
-        crate::reconcile::Error::Store(e) => e,
-        other => crate::store::Error::Thread(other.to_string()),
-    }
 }
 
 /// Drains `applier` until its queue is empty or its ops are out of attempts.

@@ -465,14 +465,9 @@ impl Applier {
         let mut merging: HashMap<String, Vec<Registration>> = HashMap::new();
         let mut stale = BTreeSet::new();
         {
-            let slot = lock(&self.overlay);
-            if let Some(o) = slot.as_ref() {
-                stale = self.log.written_since(o.mark);
-            }
-        }
-        {
             let mut slot = lock(&self.overlay);
             if let Some(o) = slot.as_mut() {
+                stale = self.log.written_since(o.mark);
                 for w in wants.iter().filter(|w| w.epoch >= o.min_epoch) {
                     let own = o.by_app.remove(&w.app);
                     let mut listed = own.clone().unwrap_or_default();

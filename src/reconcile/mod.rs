@@ -81,6 +81,15 @@ impl Core {
     }
 }
 
+/// The store error behind a core error, for work that runs on the store's
+/// thread (which answers only store errors).
+pub(crate) fn into_store(e: Error) -> crate::store::Error {
+    match e {
+        Error::Store(e) => e,
+        other => crate::store::Error::Thread(other.to_string()),
+    }
+}
+
 /// Local wall-clock milliseconds (for retry schedules and pending ages only;
 /// folding never reads a clock).
 pub fn now_ms() -> u64 {

@@ -488,7 +488,7 @@ pub async fn run(
         let timer = inputs.metrics.plan_seconds.start_timer();
         let retry = set.clone();
         let i = inputs.clone();
-        let apps = match store.call(move |s| Planner::apps_of(s, &i, set).map_err(store_error)).await {
+        let apps = match store.call(move |s| Planner::apps_of(s, &i, set).map_err(super::into_store)).await {
             Ok(apps) => apps,
             Err(e) => {
                 tracing::warn!(error = %e, "planning failed; retrying");
@@ -505,7 +505,7 @@ pub async fn run(
             let (i, mut p) = (inputs.clone(), planner.take().unwrap_or_default());
             let outcome = store
                 .call(move |s| {
-                    let wants = p.pass(s, &i, &chunk, epoch).map_err(store_error);
+                    let wants = p.pass(s, &i, &chunk, epoch).map_err(super::into_store);
                     Ok((p, wants))
                 })
                 .await;
@@ -533,15 +533,6 @@ pub async fn run(
         if failed && wait_then_remark(&dirty, retry, &shutdown).await {
             return;
         }
-    }
-}
-
-/// The store error behind a planning error (the store thread speaks only
-/// store errors).
-fn store_error(e: Error) -> crate::store::Error {
-    match e {
-        Error::Store(e) => e,
-        Error::Marathon(e) => crate::store::Error::Thread(e.to_string()),
     }
 }
 

@@ -140,8 +140,6 @@ pub struct TreeFootprint {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// Held while a flush is in flight (see `flush`).
-    flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Ledger and queue sizes per backend (see `ledger::Counts`): a std
     /// Mutex, held by each ledger or queue write for its sled calls, never
     /// across `.await`.
@@ -293,7 +291,6 @@ impl Store {
         migrate::drop_format1_trees(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         let store = Store {
-            flushing: Default::default(),
             counts: Default::default(),
             specs: tree(trees::SPECS)?,
             apps: tree(trees::APPS)?,
@@ -324,17 +321,8 @@ impl Store {
         self.flush_blocking()
     }
 
-    /// Forces everything written so far to disk. One flush at a time:
-    /// each `flush_async` occupies one of sled's I/O threads until its
-    /// buffer is stable, and the write that makes it stable needs one of
-    /// those threads too, so concurrent flushes (a burst of first writes,
-    /// each recording its intent) could take them all and hang the store.
-    pub async fn flush(&self) -> Result<(), Error> {
-        let _one_at_a_time = self.flushing.lock().await;
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
+    /// Forces everything written so far to disk. Called by the store's
+    /// flusher thread (`StoreHandle::flush`, one at a time) and at open.
     pub fn flush_blocking(&self) -> Result<(), Error> {
         self.db.flush()?;
         Ok(())
