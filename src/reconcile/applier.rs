@@ -29,26 +29,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::planner::{AppWant, Inbox, KeyIndex};
+use super::listing::Overlay;
+pub use super::listing::{AppliedLog, ApplierHandle, Listed, Observation};
+use super::planner::{AppWant, Inbox};
+pub use super::wants::{Merge, ServiceIndex, plan_wants};
 use super::{Error, backoff, now_ms};
-use crate::backends::{Backend, BackendError, Claim, Registry, Routing};
+use crate::backends::{Backend, BackendError, Claim, Registry};
 use crate::ha::Fence;
 use crate::metrics::Metrics;
 use crate::model::{Registration, Timestamp};
-use crate::plan::{Op, Refusal, plan};
-use crate::store::{QueuedOp, Store, StoreHandle};
-
-/// What every app wants on one backend, by service: a deregistration
-/// empties its service only if no other app wants the service there.
-pub type ServiceIndex = KeyIndex;
-
-/// What a resync's observation of one backend came to: the repairs queued,
-/// or why the backend could not be listed.
-pub type Observation = Result<Vec<Op>, String>;
+use crate::plan::{Op, Refusal};
+use crate::store::{QueuedOp, StoreHandle};
 
 /// Outcome of draining one backend's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,173 +51,6 @@ pub enum Drain {
     Idle { next_due_ms: Option<u64> },
     /// A transient failure: the backend is likely down; try again then.
     Backoff { until_ms: u64 },
-}
-
-/// The writes one backend's applier made while listings were in flight: a
-/// listing tells from it which registrations it may show stale.
-#[derive(Clone, Default)]
-pub struct AppliedLog {
-    /// A std Mutex: held for a map update, never across `.await`.
-    inner: Arc<Mutex<WriteLog>>,
-}
-
-#[derive(Default)]
-struct WriteLog {
-    /// Writes so far.
-    writes: u64,
-    /// Listings started and not finished.
-    listings: usize,
-    /// The number of the last write per registration id, kept only while a
-    /// listing is in flight (so the log stays as small as one resync's writes).
-    ids: BTreeMap<String, u64>,
-}
-
-impl AppliedLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WriteLog> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts a listing: call before it is requested; pass the mark to `finish`.
-    pub fn start(&self) -> u64 {
-        let mut log = self.lock();
-        log.listings += 1;
-        log.writes
-    }
-
-    /// Records a write of registration `id` that has landed (or may have).
-    pub fn record(&self, id: &str) {
-        let mut log = self.lock();
-        log.writes += 1;
-        if log.listings > 0 {
-            let n = log.writes;
-            log.ids.insert(id.to_owned(), n);
-        }
-    }
-
-    /// The registration ids written since `mark` (the listing goes on).
-    pub fn written_since(&self, mark: u64) -> BTreeSet<String> {
-        self.lock().ids.iter().filter(|(_, n)| **n > mark).map(|(id, _)| id.clone()).collect()
-    }
-
-    /// Ends the listing started at `mark`: the registration ids written since.
-    pub fn finish(&self, mark: u64) -> BTreeSet<String> {
-        let written = self.written_since(mark);
-        let mut log = self.lock();
-        log.listings = log.listings.saturating_sub(1);
-        if log.listings == 0 {
-            log.ids.clear();
-        }
-        written
-    }
-}
-
-/// A listing of one backend, taken by the resync, before it is merged.
-pub struct Listed {
-    /// What the backend holds of ours, by app.
-    by_app: HashMap<String, Vec<Registration>>,
-    /// The `AppliedLog` mark taken before the listing was requested.
-    mark: u64,
-}
-
-impl Listed {
-    /// The apps the merge covers: every app listed or in the ledger.
-    pub fn apps(&self) -> impl Iterator<Item = &String> {
-        self.by_app.keys()
-    }
-}
-
-/// A listing being merged app by app.
-struct Overlay {
-    /// What the backend showed, by the app its entries name.
-    by_app: HashMap<String, Vec<Registration>>,
-    /// Registration id → the app it is listed under (a backend that lost its
-    /// ledger may name an entry after its service, not its app: the app that
-    /// wants that id takes it).
-    by_id: HashMap<String, String>,
-    mark: u64,
-    /// Wants of an earlier pass may have read facts from before the listing:
-    /// only wants of this epoch or later merge it.
-    min_epoch: u64,
-    ops: Vec<Op>,
-    reply: Option<oneshot::Sender<Observation>>,
-}
-
-/// What the resync (and `reconcile --once`) holds of an applier: it lists the
-/// backend and hands the listing over.
-#[derive(Clone)]
-pub struct ApplierHandle {
-    backend: Backend,
-    store: StoreHandle,
-    log: AppliedLog,
-    overlay: Arc<Mutex<Option<Overlay>>>,
-}
-
-impl ApplierHandle {
-    pub fn name(&self) -> &'static str {
-        self.backend.name()
-    }
-
-    /// Lists what the backend holds of ours (the applier goes on applying
-    /// meanwhile). Reads only.
-    pub async fn list(&self) -> Result<Listed, String> {
-        let name = self.name();
-        let mark = self.log.start();
-        let read = self.store.call(move |s| Ok((s.ledger(name)?, s.planned_apps(name)?))).await;
-        let listed = match read {
-            Ok((ledger, apps)) => {
-                self.backend.registry.list_owned(&ledger).await.map(|l| (l, apps)).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match listed {
-            Ok((owned, apps)) => {
-                let mut by_app: HashMap<String, Vec<Registration>> =
-                    apps.into_iter().map(|a| (a, Vec::new())).collect();
-                for r in owned {
-                    by_app.entry(r.app_id.clone()).or_default().push(r);
-                }
-                Ok(Listed { by_app, mark })
-            }
-            Err(e) => {
-                self.log.finish(mark);
-                warn!(backend = name, error = %e, "cannot list owned entries; will retry");
-                Err(e)
-            }
-        }
-    }
-
-    /// Hands a listing to the applier: each of its apps is merged with the
-    /// first want of epoch `min_epoch` or later. The answer comes once every
-    /// app was merged. A newer listing replaces one not yet merged.
-    pub fn merge(&self, listed: Listed, min_epoch: u64) -> oneshot::Receiver<Observation> {
-        let (reply, answer) = oneshot::channel();
-        let mut slot = self.overlay.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = slot.take() {
-            self.log.finish(old.mark);
-            if let Some(r) = old.reply {
-                let _ = r.send(Err("replaced by a newer listing".into()));
-            }
-        }
-        if listed.by_app.is_empty() {
-            self.log.finish(listed.mark);
-            let _ = reply.send(Ok(Vec::new()));
-        } else {
-            let by_id = listed
-                .by_app
-                .iter()
-                .flat_map(|(app, regs)| regs.iter().map(move |r| (r.id.clone(), app.clone())))
-                .collect();
-            *slot = Some(Overlay {
-                by_id,
-                by_app: listed.by_app,
-                mark: listed.mark,
-                min_epoch,
-                ops: Vec::new(),
-                reply: Some(reply),
-            });
-        }
-        answer
-    }
 }
 
 /// The applier of one backend.
@@ -257,160 +84,6 @@ struct Claims {
 /// A std Mutex held for a set update, never across `.await`.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `ledger` with `queued` ops applied on top (what the backend holds once
-/// they drain), and the queued ops by key.
-fn with_queued(ledger: Vec<Registration>, queued: Vec<QueuedOp>) -> (Vec<Registration>, BTreeMap<String, Op>) {
-    let mut by_id: BTreeMap<String, Registration> = ledger.into_iter().map(|r| (r.id.clone(), r)).collect();
-    let mut ops = BTreeMap::new();
-    for q in queued {
-        match &q.op {
-            Op::Register(r) => {
-                by_id.insert(r.id.clone(), r.clone());
-            }
-            Op::Deregister { registration, .. } => {
-                by_id.remove(&registration.id);
-            }
-        }
-        ops.insert(q.op.key().to_owned(), q.op);
-    }
-    (by_id.into_values().collect(), ops)
-}
-
-/// What one app's listing contributes to its plan: what the backend showed,
-/// and the registrations written while the listing was in flight (for those
-/// the ledger stands for the backend).
-pub struct Merge<'a> {
-    pub listed: &'a [Registration],
-    pub stale: &'a BTreeSet<String>,
-}
-
-/// Plans the apps of `wants` on one backend (on the store's thread), each
-/// against its ledger entries with its queued ops on top, or, for apps in
-/// `merges`, against what a listing showed; queues what differs in one batch.
-/// `services` follows what every app wants on the backend, so a deregistration
-/// empties its service only when no other app wants it. Returns the ops newly
-/// queued.
-pub fn plan_wants(
-    store: &Store,
-    routing: &dyn Routing,
-    wants: &[AppWant],
-    merges: &HashMap<String, Merge<'_>>,
-    services: &mut ServiceIndex,
-) -> Result<Vec<Op>, crate::store::Error> {
-    let name = routing.name();
-    let mut planned = Vec::with_capacity(wants.len());
-    for w in wants {
-        let (expected, queued) = with_queued(store.ledger_of(name, &w.app)?, store.queued_of(name, &w.app)?);
-        let mut want = w.keep.clone();
-        let ids: BTreeSet<String> = want.iter().map(|r| r.id.clone()).collect();
-        want.extend(expected.iter().filter(|r| w.held_tasks.contains(&r.task_id) && !ids.contains(&r.id)).cloned());
-        services.set(&w.app, want.iter().map(|r| r.service.clone()).collect());
-        planned.push((w, want, expected, queued));
-    }
-    let refusals = store.refusals(name)?;
-    let mut fresh_ops = Vec::new();
-    let mut cancel = Vec::new();
-    let mut lifted = Vec::new();
-    for (w, want, expected, queued) in planned {
-        let merge = merges.get(&w.app);
-        let ops = match merge {
-            None => plan(&want, &expected, |d, o| d == o),
-            Some(m) => {
-                let fresh = |r: &Registration| !m.stale.contains(&r.id);
-                // What the backend holds: the listing where it is fresh, the
-                // ledger (with queued ops on top) for the rest.
-                let observed: Vec<Registration> = m
-                    .listed
-                    .iter()
-                    .filter(|r| fresh(r))
-                    .chain(expected.iter().filter(|r| !fresh(r)))
-                    .cloned()
-                    .collect();
-                let ops = plan(&want, &observed, |d, o| if fresh(o) { routing.same(d, o) } else { d == o });
-                absorb(store, routing, name, &w.app, &want, &observed, m)?;
-                // The queue of a fresh registration becomes what this plan
-                // says: an op it no longer calls for is cancelled (a register
-                // of an instance that died while its lane backed off), except
-                // a deregistration that still has app-level objects to remove.
-                let planned_keys: BTreeSet<&str> = ops.iter().map(|o| o.key()).collect();
-                let wanted: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
-                for (key, op) in &queued {
-                    let keep = match op {
-                        Op::Deregister { service_empty: true, .. } => !wanted.contains(key.as_str()),
-                        _ => false,
-                    };
-                    if !m.stale.contains(key) && !planned_keys.contains(key.as_str()) && !keep {
-                        cancel.push(op.clone());
-                    }
-                }
-                ops
-            }
-        };
-        let mut ops = ops;
-        for op in &mut ops {
-            if let Op::Deregister { registration, service_empty } = op
-                && *service_empty
-                && services.shared(&w.app, &registration.service)
-            {
-                *service_empty = false;
-            }
-        }
-        let mine: Vec<Refusal> = refusals.iter().filter(|r| r.app_id == w.app).cloned().collect();
-        let (ops, lift) = crate::plan::hold_refused(ops, &mine);
-        lifted.extend(lift);
-        fresh_ops.extend(ops.into_iter().filter(|op| queued.get(op.key()) != Some(op)));
-    }
-    if !lifted.is_empty() {
-        store.lift_refusals(name, &lifted)?;
-        info!(backend = name, entities = ?lifted, "refusals lifted: their input changed or is no longer wanted");
-    }
-    for op in &cancel {
-        store.drop_queued(name, op)?;
-    }
-    if !cancel.is_empty() {
-        info!(
-            backend = name,
-            ops = cancel.len(),
-            "queued ops cancelled: the listing and the facts no longer call for them"
-        );
-    }
-    store.enqueue(name, &fresh_ops)?;
-    Ok(fresh_ops)
-}
-
-/// What a backend already holds needs no write: wanted entries it shows in
-/// step go into the ledger (it may have been lost, say with the data dir),
-/// and fresh ledger entries of the app that are neither shown nor wanted were
-/// removed by someone else: they are forgotten.
-fn absorb(
-    store: &Store,
-    routing: &dyn Routing,
-    name: &str,
-    app: &str,
-    want: &[Registration],
-    observed: &[Registration],
-    m: &Merge<'_>,
-) -> Result<(), crate::store::Error> {
-    let listed: BTreeMap<&str, &Registration> =
-        m.listed.iter().filter(|r| !m.stale.contains(&r.id)).map(|r| (r.id.as_str(), r)).collect();
-    let ledger: BTreeMap<String, Registration> =
-        store.ledger_of(name, app)?.into_iter().map(|r| (r.id.clone(), r)).collect();
-    let in_place: Vec<Registration> = want
-        .iter()
-        .filter(|w| listed.get(w.id.as_str()).is_some_and(|o| routing.same(w, o)) && ledger.get(&w.id) != Some(*w))
-        .cloned()
-        .collect();
-    store.import_ledger(name, &in_place)?;
-    let observed_ids: BTreeSet<&str> = observed.iter().map(|r| r.id.as_str()).collect();
-    let want_ids: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
-    let gone: Vec<String> = ledger
-        .keys()
-        .filter(|id| !m.stale.contains(*id) && !observed_ids.contains(id.as_str()) && !want_ids.contains(id.as_str()))
-        .cloned()
-        .collect();
-    store.forget(name, &gone)
 }
 
 /// How one op went.
@@ -1029,24 +702,5 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod applied_log_tests {
-    use super::AppliedLog;
-
-    #[test]
-    fn a_listing_sees_the_writes_made_while_it_was_in_flight_and_no_others() {
-        let log = AppliedLog::default();
-        log.record("before");
-        let mark = log.start();
-        log.record("during");
-        let written = log.finish(mark);
-        assert_eq!(written.into_iter().collect::<Vec<_>>(), ["during"]);
-        log.record("after");
-        let mark = log.start();
-        assert!(log.finish(mark).is_empty(), "nothing is kept between listings");
-        assert!(log.lock().ids.is_empty());
     }
 }

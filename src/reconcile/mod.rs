@@ -22,8 +22,10 @@
 
 pub mod applier;
 pub mod consumer;
+pub mod listing;
 pub mod planner;
 pub mod resync;
+pub mod wants;
 
 #[cfg(test)]
 mod tests;
