@@ -117,6 +117,11 @@ pub struct CommonArgs {
     /// Port of the per-host Consul agents (default 8500).
     #[arg(long, value_name = "PORT", env = "SWITCHBOARD_CONSUL_AGENT_PORT")]
     pub consul_agent_port: Option<String>,
+    /// Take over from marathon-consul: `marathon-consul` (its tag `marathon`)
+    /// or `marathon-consul:<its --consul-tag>`. Its registration of a task is
+    /// deregistered once Switchboard's own is in place.
+    #[arg(long, value_name = "TOOL[:TAG]", env = "SWITCHBOARD_REPLACE")]
+    pub replace: Option<String>,
     /// Scheme of the per-host Consul agents: http (default) or https.
     #[arg(long, value_name = "SCHEME", env = "SWITCHBOARD_CONSUL_AGENT_SCHEME")]
     pub consul_agent_scheme: Option<String>,
@@ -261,6 +266,7 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "number_or_string")]
     pub consul_agent_port: Option<String>,
     pub consul_agent_scheme: Option<String>,
+    pub replace: Option<String>,
     /// Per-host mode: Consul agent URL per Marathon host (overrides the
     /// scheme://host:port rule).
     #[serde(default)]
@@ -392,6 +398,8 @@ pub struct Config {
     pub ha_lock_consul: Option<(Url, &'static str)>,
     /// Where Consul registrations go (`--consul-agent-mode`).
     pub consul_agents: ConsulAgents,
+    /// `--replace`: whose Consul registrations are taken over.
+    pub replace: Option<crate::backends::consul::Replace>,
     /// TLS files in force per endpoint (the endpoint's own, else global).
     pub tls: TlsConfig,
 }
@@ -697,6 +705,13 @@ impl Config {
                 "only used with consul_agent_mode = \"per-host\" (--consul-agent-mode per-host)",
             ));
         }
+        let replace = match pick!(replace, "--replace", "SWITCHBOARD_REPLACE") {
+            None => None,
+            Some((_, s)) if consul.is_none() => {
+                return Err(bad(&s, "only used with --consul (it replaces Consul registrations)"));
+            }
+            Some((raw, s)) => Some(crate::backends::consul::Replace::parse(&raw).map_err(|e| bad(&s, e.to_string()))?),
+        };
         let tls = TlsConfig::merge(&args.tls, &file.tls);
 
         let mut statics = Vec::new();
@@ -755,6 +770,7 @@ impl Config {
             ha,
             ha_lock_consul,
             consul_agents,
+            replace,
             tls,
         })
     }
@@ -953,6 +969,24 @@ mod tests {
         assert!(e.to_string().contains("consul_agents.h"), "{e}");
         let e = merge(CommonArgs::default(), "[consul_agents]\nh = \"http://h:8500\"").unwrap_err();
         assert!(e.to_string().contains("per-host"), "{e}");
+    }
+
+    #[test]
+    fn replace_setting() {
+        let consul = || CommonArgs { consul: Some("http://127.0.0.1:8500".into()), ..Default::default() };
+        assert_eq!(merge(consul(), "").unwrap().replace, None);
+        let c = merge(CommonArgs { replace: Some("marathon-consul".into()), ..consul() }, "").unwrap();
+        assert_eq!(c.replace.map(|r| r.tag().to_owned()).as_deref(), Some("marathon"));
+        let c = merge(consul(), "replace = \"marathon-consul:prod\"").unwrap();
+        assert_eq!(c.replace.map(|r| r.tag().to_owned()).as_deref(), Some("prod"));
+
+        let e = merge(CommonArgs { replace: Some("registrator".into()), ..consul() }, "").unwrap_err();
+        assert!(e.to_string().contains("--replace (SWITCHBOARD_REPLACE)"), "{e}");
+        assert!(e.to_string().contains("\"registrator\""), "{e}");
+        let e = merge(consul(), "replace = \"marathon-consul:\"").unwrap_err();
+        assert!(e.to_string().contains("`replace` (config file)"), "{e}");
+        let e = merge(CommonArgs { replace: Some("marathon-consul".into()), ..Default::default() }, "").unwrap_err();
+        assert!(e.to_string().contains("--replace") && e.to_string().contains("--consul"), "{e}");
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
             agents: cfg.consul_agents.clone(),
             tls: cfg.tls.consul.clone(),
         })
-        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
+        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?
+        .with_replace(cfg.replace.clone());
         out.push(Backend::new(b));
     }
     if let Some(url) = &cfg.kong {

@@ -25,6 +25,21 @@ use crate::status::live::{Live, now_string};
 /// Tasks whose `TASK_RUNNING` receive instant is kept for the latency histogram.
 pub const RUNNING_CAPACITY: usize = 65_536;
 
+/// Someone else's registrations deregistered by explicit request
+/// (`--replace marathon-consul`), by backend. Process-wide because the
+/// backend that counts it is built without a `Metrics`; every `Metrics`
+/// registers it.
+pub static REPLACED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "switchboard_replaced_total",
+            "Registrations of another tool (--replace) deregistered once Switchboard's own was in place, by backend",
+        ),
+        &["backend"],
+    )
+    .expect("metric definitions are static and valid")
+});
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -74,6 +89,8 @@ pub struct Metrics {
     pub running_to_registered: HistogramVec,
     /// 1 when `/ready` answers 200.
     pub ready: IntGauge,
+    /// `REPLACED`, as registered here.
+    pub replaced: IntCounterVec,
     /// What `/ready` and the status page show live.
     pub live: Live,
     /// When each task's `TASK_RUNNING` was received, bounded.
@@ -190,6 +207,7 @@ impl Metrics {
                 &["backend"]
             )),
             ready: reg!(IntGauge::new("switchboard_ready", "1 when /ready answers 200")),
+            replaced: reg!(Ok::<_, prometheus::Error>(REPLACED.clone())),
             live: Live::default(),
             running: Arc::default(),
             registry: {

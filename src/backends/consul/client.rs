@@ -137,12 +137,13 @@ impl Client {
         Ok(raw.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
     }
 
-    /// `GET /v1/catalog/service/<name>?tag=switchboard`: the instances of
-    /// one service on every node, with the node's name and address.
-    pub(crate) async fn catalog_service(&self, name: &str) -> Result<Vec<CatalogEntry>, BackendError> {
+    /// `GET /v1/catalog/service/<name>?tag=<tag>`: the instances of one
+    /// service tagged `tag` (`switchboard`, or marathon-consul's tag for
+    /// `--replace`) on every node, with the node's name and address.
+    pub(crate) async fn catalog_service(&self, name: &str, tag: &str) -> Result<Vec<CatalogEntry>, BackendError> {
         let what = format!("list catalog service {name}");
         let mut url = self.url(&["catalog", "service", name]);
-        url.set_query(Some(&format!("tag={}", super::map::TAG)));
+        url.query_pairs_mut().append_pair("tag", tag);
         let (status, text) = self.send(self.http.get().get(url), &what).await?;
         if !(200..=299).contains(&status) {
             return Err(BackendError::from_status(BACKEND, what, status, &text));

@@ -20,10 +20,17 @@
 //! - Registrations carry a `switchboard_hash` of their content, so drift in
 //!   what Consul does not list (checks) is still detected by `same`.
 //! - Never logs the token (it lives in a sensitive default header).
+//! - Someone else's entries are touched only by explicit request:
+//!   `--replace marathon-consul` (`replace.rs`) deregisters marathon-consul's
+//!   registration of a task and port once Switchboard's own registration of
+//!   them has succeeded at the same agent, or with Switchboard's own when the
+//!   task is not wanted; each one is logged and counted
+//!   (`switchboard_replaced_total`).
 
 mod client;
 mod config;
 mod map;
+mod replace;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +40,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 pub use config::{Agents, ConsulConfig, ConsulConfigError};
+pub use replace::{Replace, ReplaceError};
 
 use url::Url;
 
@@ -64,7 +72,23 @@ pub struct ConsulBackend {
     /// until the first listing (the first register lists first). Std mutex:
     /// short sections, never held across an `.await`.
     foreign: Mutex<Option<HashMap<String, String>>>,
+    /// `--replace`: whose registrations are taken over; `None`: nobody's.
+    replace: Option<Replace>,
+    /// With `--replace`: marathon-consul's entries as of the last listing,
+    /// by the ID of Switchboard's registration each stands for, each with
+    /// the host of its agent. `None` until the first listing (the first
+    /// register lists them first). Std mutex: short sections, never held
+    /// across an `.await`.
+    replaceable: Mutex<Option<Replaceable>>,
+    /// With `--replace`: marathon-consul's service IDs deregistered since the
+    /// last listing started. A listing in flight may still show them; they are
+    /// left out of what it records, so none is removed (or counted) twice.
+    /// Std mutex: short sections, never held across an `.await`.
+    replaced: Mutex<HashSet<String>>,
 }
+
+/// marathon-consul's entries by the Switchboard registration they stand for.
+type Replaceable = BTreeMap<String, Vec<(replace::Found, String)>>;
 
 impl std::fmt::Debug for ConsulBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,7 +106,105 @@ impl ConsulBackend {
             observed_hashes: Mutex::new(HashMap::new()),
             observed_agents: Mutex::new(HashMap::new()),
             foreign: Mutex::new(None),
+            replace: None,
+            replaceable: Mutex::new(None),
+            replaced: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Takes over from marathon-consul (`--replace`), or from nobody.
+    pub fn with_replace(mut self, replace: Option<Replace>) -> ConsulBackend {
+        self.replace = replace;
+        self
+    }
+
+    fn replaceable(&self) -> std::sync::MutexGuard<'_, Option<Replaceable>> {
+        self.replaceable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn replaced(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.replaced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// marathon-consul's entries standing for registration `id` at the agent
+    /// `agent` (an `agent_key`), as of the last listing.
+    fn replaceable_at(&self, id: &str, agent: &str) -> Vec<(replace::Found, String)> {
+        let found = self.replaceable().as_ref().and_then(|m| m.get(id).cloned()).unwrap_or_default();
+        found.into_iter().filter(|(_, host)| self.agent_key(host) == agent).collect()
+    }
+
+    /// marathon-consul's entries, read now: in single mode among `listed`
+    /// (the agent's services; read here when `None`), in per-host mode from
+    /// `--consul`'s catalog (services tagged with its tag).
+    async fn list_replaceable(
+        &self,
+        replace: &Replace,
+        listed: Option<&[(String, map::AgentService, String)]>,
+    ) -> Result<Replaceable, BackendError> {
+        let entries = |l: &[(String, map::AgentService, String)]| {
+            replace::by_registration(replace, l.iter().map(|(k, s, h)| (k.as_str(), s, h.as_str())))
+        };
+        let Agents::PerHost { map: hosts, .. } = &self.agents else {
+            return match listed {
+                Some(l) => Ok(entries(l)),
+                None => {
+                    let services = self.client.services().await?;
+                    Ok(replace::by_registration(replace, services.iter().map(|(k, s)| (k.as_str(), s, ""))))
+                }
+            };
+        };
+        let mut out = Vec::new();
+        for (name, tags) in self.client.catalog_services().await? {
+            if name == "consul" || !tags.iter().any(|t| t == replace.tag()) {
+                continue;
+            }
+            for entry in self.client.catalog_service(&name, replace.tag()).await? {
+                // The host its agent stands for, as `listing` tells it.
+                let host = if hosts.contains_key(&entry.node) || entry.address.is_empty() {
+                    entry.node.clone()
+                } else {
+                    entry.address.clone()
+                };
+                out.push((entry.service_id.clone(), entry.service(), host));
+            }
+        }
+        Ok(entries(&out))
+    }
+
+    /// `--replace`: deregisters marathon-consul's entries that stand for
+    /// `reg` at `reg`'s agent, now that Switchboard's own registration of the
+    /// same task and port is in place there (`why` = `registered`) or the
+    /// task is not wanted (`not wanted`).
+    async fn take_over(&self, reg: &Registration, why: &'static str) -> Result<(), BackendError> {
+        let Some(replace) = &self.replace else { return Ok(()) };
+        if self.replaceable().is_none() {
+            let found = self.list_replaceable(replace, None).await?;
+            self.replaceable().get_or_insert(found);
+        }
+        let agent = self.agent_key(&reg.host);
+        for (found, host) in self.replaceable_at(&reg.id, &agent) {
+            let at = Registration { host: host.clone(), ..reg.clone() };
+            self.agent_for(&at, &format!("deregister {}", found.id))?.deregister(&found.id).await?;
+            self.replaced().insert(found.id.clone());
+            if let Some(m) = self.replaceable().as_mut()
+                && let Some(left) = m.get_mut(&reg.id)
+            {
+                left.retain(|(f, h)| f.id != found.id || *h != host);
+                if left.is_empty() {
+                    m.remove(&reg.id);
+                }
+            }
+            crate::metrics::REPLACED.with_label_values(&[NAME]).inc();
+            tracing::info!(
+                service_id = %found.id,
+                task_id = %found.task_id,
+                agent = %agent,
+                registration = %reg.id,
+                why,
+                "marathon-consul registration deregistered"
+            );
+        }
+        Ok(())
     }
 
     fn observed_agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(String, String)>>> {
@@ -144,7 +266,7 @@ impl ConsulBackend {
             if name == "consul" || !tags.iter().any(|t| t == map::TAG) {
                 continue;
             }
-            for entry in self.client.catalog_service(&name).await? {
+            for entry in self.client.catalog_service(&name, map::TAG).await? {
                 let host = if hosts.contains_key(&entry.node) || entry.address.is_empty() {
                     entry.node.clone()
                 } else {
@@ -217,6 +339,11 @@ impl Routing for ConsulBackend {
     }
 
     fn same(&self, desired: &Registration, observed: &Registration) -> bool {
+        if self.replace.is_some() && !self.replaceable_at(&observed.id, &self.agent_key(&desired.host)).is_empty() {
+            // `--replace`: marathon-consul's entry of the same task and port
+            // is still there; a register puts ours in place and removes it.
+            return false;
+        }
         if matches!(self.agents, Agents::PerHost { .. }) {
             let want = self.agent_key(&desired.host);
             let placed = match self.observed_agents().get(&observed.id) {
@@ -236,6 +363,7 @@ impl Routing for ConsulBackend {
 #[async_trait]
 impl Registry for ConsulBackend {
     async fn list_owned(&self, ledger: &[Registration]) -> Result<Vec<Registration>, BackendError> {
+        self.replaced().clear();
         let listed = self.listing().await?;
         let by_id: BTreeMap<&str, &Registration> = ledger.iter().map(|r| (r.id.as_str(), r)).collect();
         let mut owned = Vec::new();
@@ -255,6 +383,22 @@ impl Registry for ConsulBackend {
                 hashes.insert(o.registration.id.clone(), o.hash);
                 owned.push(o.registration);
             }
+        }
+        if let Some(replace) = &self.replace {
+            let mut found = self.list_replaceable(replace, Some(&listed)).await?;
+            let replaced = std::mem::take(&mut *self.replaced());
+            for on in found.values_mut() {
+                on.retain(|(f, _)| !replaced.contains(&f.id));
+            }
+            found.retain(|_, on| !on.is_empty());
+            let ours: HashSet<&str> = owned.iter().map(|r| r.id.as_str()).collect();
+            let stand_ins: Vec<Registration> = found
+                .iter()
+                .filter(|(id, _)| !ours.contains(id.as_str()))
+                .filter_map(|(_, on)| on.first().map(|(f, host)| f.stand_in(host)))
+                .collect();
+            owned.extend(stand_ins);
+            *self.replaceable() = Some(found);
         }
         *self.hashes() = hashes;
         *self.observed_agents() = agents;
@@ -304,6 +448,7 @@ impl Registry for ConsulBackend {
                 // What Consul now holds, until the next listing says otherwise.
                 self.hashes().insert(reg.id.clone(), body.meta.get(map::META_HASH).cloned());
                 tracing::debug!(service_id = %reg.id, service = %reg.service, "registered");
+                self.take_over(reg, "registered").await?;
             }
             Op::Deregister { registration, .. } => {
                 let agent = self.agent_for(registration, &format!("deregister {}", registration.id))?;
@@ -311,6 +456,7 @@ impl Registry for ConsulBackend {
                 self.observed_agents().remove(&registration.id);
                 self.hashes().remove(&registration.id);
                 tracing::debug!(service_id = %registration.id, "deregistered");
+                self.take_over(registration, "not wanted").await?;
             }
         }
         Ok(())

@@ -1,0 +1,368 @@
+//! `--replace marathon-consul` through the `switchboard` binary: Consul holds
+//! what marathon-consul 1.5.3 registered for Marathon's running tasks (same
+//! IDs, tags, checks and agent, sent through the agent API as its Go client
+//! sends them), then Switchboard starts and takes over, make before break:
+//! no instance marathon-consul had registered is ever missing from Consul.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{WAIT, World};
+use serde_json::{Value, json};
+use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
+
+// ---- marathon-consul 1.5.3, as its source makes registrations ----
+
+/// The register bodies marathon-consul 1.5.3 sends for `task` of `app` with
+/// `--consul-tag tag` and `--consul-name-separator sep`, each at the agent on
+/// the task's host; empty for what it does not register. Written from its
+/// source (tag 1.5.3): `apps/app.go` (`IsConsulApp`, `RegistrationIntents`,
+/// `labelsToName`, `labelsToTags`), `apps/task.go` (`IsHealthy`),
+/// `consul/consul.go` (`marathonTaskToConsulServices`, `serviceID`,
+/// `marathonToConsulCheck`) and its vendored `api.AgentServiceRegistration`
+/// JSON (no `omitempty` on `Check` and `Checks`). Covers the label shapes the
+/// tests use: no `,` lists in port labels, no `{port:..}` placeholders.
+fn marathon_consul_bodies(app: &Value, task: &Value, tag: &str, sep: &str) -> Vec<Value> {
+    let labels = &app["labels"];
+    if labels.get("consul").is_none() {
+        return Vec::new(); // not a Consul app: the label must be on the app
+    }
+    let results = task["healthCheckResults"].as_array().cloned().unwrap_or_default();
+    if results.is_empty() || !results.iter().all(|r| r["alive"] == true) || task["state"] == "TASK_KILLING" {
+        return Vec::new(); // registered only once Marathon says it is alive
+    }
+    let ports: Vec<u64> = task["ports"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    let host = task["host"].as_str().unwrap_or_default().to_owned();
+    let name_of = |l: &Value| {
+        let raw = match l["consul"].as_str() {
+            Some(v) if !v.is_empty() && v != "true" => v.to_owned(),
+            _ => app["id"].as_str().unwrap_or_default().to_owned(),
+        };
+        raw.trim().trim_matches('/').replace('/', sep)
+    };
+    let tags_of = |l: &Value| -> Vec<String> {
+        l.as_object().into_iter().flatten().filter(|(_, v)| *v == "tag").map(|(k, _)| k.clone()).collect()
+    };
+    let defs: Vec<Value> = match app["container"]["portMappings"].as_array() {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => app["portDefinitions"].as_array().cloned().unwrap_or_default(),
+    };
+    let common_tags = tags_of(labels);
+    let labelled: Vec<(usize, &Value)> =
+        defs.iter().enumerate().filter(|(_, d)| d["labels"].get("consul").is_some()).collect();
+    let intents: Vec<(String, u64, Vec<String>)> = if labelled.is_empty() {
+        ports.first().map(|p| (name_of(labels), *p, common_tags.clone())).into_iter().collect()
+    } else {
+        labelled
+            .into_iter()
+            .filter(|(i, _)| *i < ports.len())
+            .map(|(i, d)| (name_of(&d["labels"]), ports[i], [tags_of(&d["labels"]), common_tags.clone()].concat()))
+            .collect()
+    };
+    let checks: Vec<Value> = app["healthChecks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|hc| {
+            let port = match hc["port"].as_u64() {
+                Some(p) if p != 0 => p,
+                _ => *ports.get(hc["portIndex"].as_u64().unwrap_or(0) as usize)?,
+            };
+            let mut c = json!({
+                "Interval": format!("{}s", hc["intervalSeconds"].as_u64().unwrap_or(60)),
+                "Timeout": format!("{}s", hc["timeoutSeconds"].as_u64().unwrap_or(20)),
+                "Status": "passing",
+            });
+            match hc["protocol"].as_str().unwrap_or("HTTP") {
+                p @ ("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") => {
+                    let scheme = if p.ends_with('S') { "https" } else { "http" };
+                    let path = hc["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("/");
+                    c["HTTP"] = json!(format!("{scheme}://{host}:{port}{path}"));
+                }
+                "TCP" | "MESOS_TCP" => c["TCP"] = json!(format!("{host}:{port}")),
+                "COMMAND" => {
+                    let mut cmd = hc["command"]["value"].as_str().unwrap_or_default().to_owned();
+                    for (i, p) in ports.iter().enumerate() {
+                        cmd = cmd.replace(&format!("$PORT{i}"), &p.to_string());
+                    }
+                    c["ScriptArgs"] = json!([cmd.replace("$HOST", &host)]);
+                }
+                _ => return None,
+            }
+            Some(c)
+        })
+        .collect();
+    let task_id = task["id"].as_str().unwrap_or_default();
+    intents
+        .into_iter()
+        .map(|(name, port, tags)| {
+            let tags: Vec<String> = [vec![tag.to_owned()], tags, vec![format!("marathon-task:{task_id}")]].concat();
+            json!({
+                "ID": format!("{task_id}_{name}_{port}"),
+                "Name": name,
+                "Tags": tags,
+                "Port": port,
+                "Address": host,
+                "Check": null,
+                "Checks": checks,
+            })
+        })
+        .collect()
+}
+
+/// `PUT /v1/agent/service/register` of `body` at `agent`, as marathon-consul
+/// sends it.
+async fn register_at(agent: &ConsulSim, body: &Value) {
+    let url = format!("{}/v1/agent/service/register", agent.url());
+    let status = reqwest::Client::new().put(url).json(body).send().await.expect("agent answers").status();
+    assert!(status.is_success(), "the agent refused {body}: {status}");
+}
+
+/// One instance marathon-consul had registered: its task and port, and the
+/// IDs under which Switchboard and marathon-consul hold it.
+#[derive(Debug, Clone)]
+struct Held {
+    task: String,
+    port: u64,
+    theirs: String,
+    ours: String,
+}
+
+/// Whether a listed service has marathon-consul's shape (tag, task tag,
+/// `<task>_<name>_<port>`).
+fn marathon_consul_shaped(svc: &Value, tag: &str) -> bool {
+    let tags: Vec<&str> = svc["Tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let Some(task) = tags.iter().find_map(|t| t.strip_prefix("marathon-task:")) else { return false };
+    tags.contains(&tag)
+        && !tags.contains(&"switchboard")
+        && svc["ID"] == format!("{task}_{}_{}", svc["Service"].as_str().unwrap_or(""), svc["Port"])
+}
+
+// ---- the scenario ----
+
+/// A web app (app-level label, HTTP health check, a `tag` label), an API
+/// whose second port carries the `consul` label (TCP check on the first),
+/// a worker with a command check, and an app labelled on its port only
+/// (which marathon-consul does not register).
+fn apps() -> Vec<(Value, usize)> {
+    let port = |labels: Value| json!({"port": 0, "protocol": "tcp", "labels": labels});
+    vec![
+        (
+            json!({
+                "id": "/shop/web", "labels": {"consul": "", "public": "tag"},
+                "portDefinitions": [port(json!({}))],
+                "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0, "intervalSeconds": 10, "timeoutSeconds": 2}]
+            }),
+            3,
+        ),
+        (
+            json!({
+                "id": "/shop/api", "labels": {"consul": "true"},
+                "portDefinitions": [port(json!({})), port(json!({"consul": "api-admin"}))],
+                "healthChecks": [{"protocol": "TCP", "portIndex": 0, "intervalSeconds": 5, "timeoutSeconds": 1}]
+            }),
+            2,
+        ),
+        (
+            json!({
+                "id": "/batch/worker", "labels": {"consul": ""},
+                "portDefinitions": [port(json!({}))],
+                "healthChecks": [{"protocol": "COMMAND", "command": {"value": "curl -f http://$HOST:$PORT0/"}, "intervalSeconds": 30, "timeoutSeconds": 5}]
+            }),
+            2,
+        ),
+        (
+            json!({
+                "id": "/shop/ports-only",
+                "portDefinitions": [port(json!({"consul": "ports-only"}))],
+                "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "intervalSeconds": 10, "timeoutSeconds": 2}]
+            }),
+            2,
+        ),
+    ]
+}
+
+/// The apps deployed in Marathon's model; every running task's
+/// marathon-consul registrations, as (agent host, body).
+fn deploy(w: &World, tag: &str) -> Vec<(String, Value)> {
+    let mut model = w.marathon.model();
+    for (app, n) in apps() {
+        model.deploy(app, n);
+    }
+    let snapshot = model.apps_json();
+    let mut out = Vec::new();
+    for app in snapshot["apps"].as_array().into_iter().flatten() {
+        for task in app["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "TASK_RUNNING") {
+            for body in marathon_consul_bodies(app, task, tag, ".") {
+                out.push((task["host"].as_str().unwrap_or_default().to_owned(), body));
+            }
+        }
+    }
+    out
+}
+
+fn held(bodies: &[(String, Value)]) -> Vec<Held> {
+    bodies
+        .iter()
+        .map(|(_, b)| {
+            let task = b["Tags"].as_array().unwrap().iter().find_map(|t| t.as_str()?.strip_prefix("marathon-task:"));
+            let task = task.expect("task tag").to_owned();
+            let port = b["Port"].as_u64().unwrap();
+            Held { ours: format!("{task}:{port}"), theirs: b["ID"].as_str().unwrap().to_owned(), task, port }
+        })
+        .collect()
+}
+
+/// Switchboard's IDs for every running task of Marathon's model (the
+/// consul-labelled port, else the first).
+fn expected_ours(w: &World) -> BTreeSet<String> {
+    let snapshot = w.marathon.model().apps_json();
+    let mut out = BTreeSet::new();
+    for app in snapshot["apps"].as_array().into_iter().flatten() {
+        let defs = app["portDefinitions"].as_array().cloned().unwrap_or_default();
+        let index = defs.iter().position(|d| d["labels"].get("consul").is_some()).unwrap_or(0);
+        for task in app["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "TASK_RUNNING") {
+            out.insert(format!("{}:{}", task["id"].as_str().unwrap(), task["ports"][index]));
+        }
+    }
+    out
+}
+
+/// Polls `snapshot` (every agent's services, each read in one piece) until
+/// Consul holds exactly Switchboard's registrations and the foreign ones,
+/// asserting at every poll that every instance in `held` is there under
+/// Switchboard's or marathon-consul's ID. Returns the number of polls.
+async fn converge_without_a_gap(
+    snapshot: impl Fn() -> Vec<BTreeMap<String, Value>>,
+    held: &[Held],
+    ours: &BTreeSet<String>,
+    foreign: &BTreeSet<String>,
+    tag: &str,
+) -> usize {
+    let deadline = Instant::now() + WAIT;
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let agents = snapshot();
+        for h in held {
+            let there = agents.iter().any(|a| a.contains_key(&h.ours) || a.contains_key(&h.theirs));
+            assert!(
+                there,
+                "poll {polls}: task {} port {} is missing from Consul (neither {} nor {})",
+                h.task, h.port, h.ours, h.theirs
+            );
+        }
+        let ids: BTreeSet<String> = agents.iter().flat_map(|a| a.keys().cloned()).collect();
+        let want: BTreeSet<String> = ours.union(foreign).cloned().collect();
+        let left = agents.iter().flat_map(|a| a.values()).any(|s| marathon_consul_shaped(s, tag));
+        if ids == want && !left {
+            return polls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged within {WAIT:?} ({polls} polls): Consul holds {ids:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// In the agent's ordered register/remove history, Switchboard's register of
+/// each instance comes before the removal of marathon-consul's.
+fn made_before_broken(history: &[(bool, String)], held: &[Held]) {
+    for h in held {
+        let made = history.iter().position(|(reg, id)| *reg && *id == h.ours);
+        let broken = history.iter().position(|(reg, id)| !*reg && *id == h.theirs);
+        let (Some(made), Some(broken)) = (made, broken) else {
+            panic!("{}: registered at {made:?}, marathon-consul's {} removed at {broken:?}", h.ours, h.theirs)
+        };
+        assert!(made < broken, "{} removed before {} was registered", h.theirs, h.ours);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_marathon_consul_takeover_converges_with_no_instance_missing_at_any_poll() {
+    let w = World::builder().consul(ConsulSimOptions::default()).start().await;
+    let consul = w.consul();
+    let bodies = deploy(&w, "marathon");
+    let held = held(&bodies);
+    // Every consul-labelled app's tasks (3 + 2 + 2); the port-only app is not
+    // marathon-consul's to register.
+    assert_eq!(held.len(), 7, "{bodies:?}");
+    assert!(held.iter().all(|h| !h.task.starts_with("shop_ports-only")));
+    for (_, body) in &bodies {
+        register_at(consul, body).await;
+    }
+    // What marathon-consul registered, as the agent shows it.
+    let web = consul.services().into_values().find(|s| s["Service"] == "shop.web").expect("shop.web");
+    assert_eq!(web["Tags"][0], "marathon");
+
+    // A task Marathon no longer runs, still registered by marathon-consul.
+    let gone_task = "shop_web.instance-0badc0de-6ca8-11e7-beb2-0000000000aa._app.1";
+    let gone = json!({
+        "ID": format!("{gone_task}_shop.web_31999"), "Name": "shop.web", "Port": 31999, "Address": "10.0.2.11",
+        "Tags": ["marathon", "public", format!("marathon-task:{gone_task}")], "Check": null, "Checks": [],
+    });
+    register_at(consul, &gone).await;
+    // Not marathon-consul's: a service of another team, and a `marathon`-tagged
+    // entry whose ID is of no shape marathon-consul 1.5.3 makes.
+    let running = &held[0].task;
+    let foreign_bodies = [
+        json!({"ID": "billing-1", "Name": "billing", "Port": 8080, "Address": "10.0.9.1", "Tags": ["prod"]}),
+        json!({"ID": running, "Name": "shop.web", "Port": 31500, "Address": "10.0.2.11",
+               "Tags": ["marathon", format!("marathon-task:{running}")]}),
+    ];
+    for body in &foreign_bodies {
+        register_at(consul, body).await;
+    }
+    let foreign: BTreeSet<String> = foreign_bodies.iter().map(|b| b["ID"].as_str().unwrap().to_owned()).collect();
+    let ours = expected_ours(&w);
+    assert_eq!(ours.len(), 9);
+
+    let d = w.daemon(&["--replace", "marathon-consul", "--name-separator", ".", "--resync-interval", "1s"]);
+    let polls = converge_without_a_gap(|| vec![consul.services()], &held, &ours, &foreign, "marathon").await;
+    assert!(polls > 1, "the takeover was never seen in progress");
+    made_before_broken(&consul.history(), &held);
+
+    // Switchboard's entries keep marathon-consul's names under `--name-separator .`.
+    let services = consul.services();
+    for h in &held {
+        let theirs = bodies.iter().find(|(_, b)| b["ID"] == h.theirs.as_str()).map(|(_, b)| &b["Name"]);
+        assert_eq!(Some(&services[&h.ours]["Service"]), theirs, "{}", h.ours);
+        assert_eq!(services[&h.ours]["Tags"][0], "switchboard");
+    }
+    // Each of marathon-consul's entries was deregistered once, logged and counted.
+    let replaced = held.len() as f64 + 1.0;
+    d.wait_sample("replacements counted", "switchboard_replaced_total{backend=\"consul\"}", |v| v == replaced).await;
+    let log = d.log();
+    for h in &held {
+        assert!(log.contains(&h.theirs), "no log line names {}", h.theirs);
+    }
+    assert_eq!(log.matches("marathon-consul registration deregistered").count(), held.len() + 1);
+
+    // A later resync leaves the foreign entries and takes nothing more.
+    d.more_resyncs(2.0).await;
+    let ids: BTreeSet<String> = consul.services().into_keys().collect();
+    assert_eq!(ids, ours.union(&foreign).cloned().collect::<BTreeSet<_>>());
+    assert_eq!(d.metric("switchboard_replaced_total{backend=\"consul\"}").await, replaced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_replace_marathon_consul_entries_are_left_alone() {
+    let w = World::builder().consul(ConsulSimOptions::default()).start().await;
+    let consul = w.consul();
+    let bodies = deploy(&w, "marathon");
+    for (_, body) in &bodies {
+        register_at(consul, body).await;
+    }
+    let theirs: BTreeSet<String> = held(&bodies).into_iter().map(|h| h.theirs).collect();
+    let ours = expected_ours(&w);
+    let d = w.daemon(&["--name-separator", "."]);
+    common::eventually("Switchboard registered every task", WAIT, || {
+        let ids: BTreeSet<String> = consul.services().into_keys().collect();
+        ids == ours.union(&theirs).cloned().collect()
+    })
+    .await;
+    assert_eq!(d.sample("switchboard_replaced_total{backend=\"consul\"}").await, None);
+}
