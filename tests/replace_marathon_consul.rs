@@ -9,9 +9,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{WAIT, World};
+use common::{Daemon, WAIT, World, s};
 use serde_json::{Value, json};
-use switchboard::sim::consul::{ConsulSim, ConsulSimOptions};
+use switchboard::sim::consul::{ConsulSim, ConsulSimOptions, SimCatalog};
+use switchboard::sim::marathon::{MarathonSim, ModelOptions};
+use switchboard::sim::tap::Tap;
 
 // ---- marathon-consul 1.5.3, as its source makes registrations ----
 
@@ -124,6 +126,8 @@ async fn register_at(agent: &ConsulSim, body: &Value) {
 /// IDs under which Switchboard and marathon-consul hold it.
 #[derive(Debug, Clone)]
 struct Held {
+    /// The Marathon host whose agent holds it.
+    host: String,
     task: String,
     port: u64,
     theirs: String,
@@ -186,8 +190,8 @@ fn apps() -> Vec<(Value, usize)> {
 
 /// The apps deployed in Marathon's model; every running task's
 /// marathon-consul registrations, as (agent host, body).
-fn deploy(w: &World, tag: &str) -> Vec<(String, Value)> {
-    let mut model = w.marathon.model();
+fn deploy(marathon: &MarathonSim, tag: &str) -> Vec<(String, Value)> {
+    let mut model = marathon.model();
     for (app, n) in apps() {
         model.deploy(app, n);
     }
@@ -206,19 +210,20 @@ fn deploy(w: &World, tag: &str) -> Vec<(String, Value)> {
 fn held(bodies: &[(String, Value)]) -> Vec<Held> {
     bodies
         .iter()
-        .map(|(_, b)| {
+        .map(|(host, b)| {
             let task = b["Tags"].as_array().unwrap().iter().find_map(|t| t.as_str()?.strip_prefix("marathon-task:"));
             let task = task.expect("task tag").to_owned();
             let port = b["Port"].as_u64().unwrap();
-            Held { ours: format!("{task}:{port}"), theirs: b["ID"].as_str().unwrap().to_owned(), task, port }
+            let theirs = b["ID"].as_str().unwrap().to_owned();
+            Held { host: host.clone(), ours: format!("{task}:{port}"), theirs, task, port }
         })
         .collect()
 }
 
 /// Switchboard's IDs for every running task of Marathon's model (the
 /// consul-labelled port, else the first).
-fn expected_ours(w: &World) -> BTreeSet<String> {
-    let snapshot = w.marathon.model().apps_json();
+fn expected_ours(marathon: &MarathonSim) -> BTreeSet<String> {
+    let snapshot = marathon.model().apps_json();
     let mut out = BTreeSet::new();
     for app in snapshot["apps"].as_array().into_iter().flatten() {
         let defs = app["portDefinitions"].as_array().cloned().unwrap_or_default();
@@ -285,7 +290,7 @@ fn made_before_broken(history: &[(bool, String)], held: &[Held]) {
 async fn the_marathon_consul_takeover_converges_with_no_instance_missing_at_any_poll() {
     let w = World::builder().consul(ConsulSimOptions::default()).start().await;
     let consul = w.consul();
-    let bodies = deploy(&w, "marathon");
+    let bodies = deploy(&w.marathon, "marathon");
     let held = held(&bodies);
     // Every consul-labelled app's tasks (3 + 2 + 2); the port-only app is not
     // marathon-consul's to register.
@@ -317,7 +322,7 @@ async fn the_marathon_consul_takeover_converges_with_no_instance_missing_at_any_
         register_at(consul, body).await;
     }
     let foreign: BTreeSet<String> = foreign_bodies.iter().map(|b| b["ID"].as_str().unwrap().to_owned()).collect();
-    let ours = expected_ours(&w);
+    let ours = expected_ours(&w.marathon);
     assert_eq!(ours.len(), 9);
 
     let d = w.daemon(&["--replace", "marathon-consul", "--name-separator", ".", "--resync-interval", "1s"]);
@@ -352,12 +357,12 @@ async fn the_marathon_consul_takeover_converges_with_no_instance_missing_at_any_
 async fn without_replace_marathon_consul_entries_are_left_alone() {
     let w = World::builder().consul(ConsulSimOptions::default()).start().await;
     let consul = w.consul();
-    let bodies = deploy(&w, "marathon");
+    let bodies = deploy(&w.marathon, "marathon");
     for (_, body) in &bodies {
         register_at(consul, body).await;
     }
     let theirs: BTreeSet<String> = held(&bodies).into_iter().map(|h| h.theirs).collect();
-    let ours = expected_ours(&w);
+    let ours = expected_ours(&w.marathon);
     let d = w.daemon(&["--name-separator", "."]);
     common::eventually("Switchboard registered every task", WAIT, || {
         let ids: BTreeSet<String> = consul.services().into_keys().collect();
@@ -365,4 +370,109 @@ async fn without_replace_marathon_consul_entries_are_left_alone() {
     })
     .await;
     assert_eq!(d.sample("switchboard_replaced_total{backend=\"consul\"}").await, None);
+}
+
+// ---- per-host agents ----
+
+/// Marathon's simulated hosts and the loopback address of the agent standing
+/// for each; the fourth is the `--consul` agent (as in tests/consul_per_host.rs).
+const HOSTS: [(&str, &str); 4] =
+    [("10.0.2.11", "127.0.0.2"), ("10.0.2.12", "127.0.0.3"), ("10.0.2.13", "127.0.0.4"), ("10.0.2.14", "127.0.0.1")];
+
+fn agent_opts(catalog: &SimCatalog, node: &str, bind: &str) -> ConsulSimOptions {
+    ConsulSimOptions {
+        bind: Some(bind.parse().expect("ip")),
+        node: Some(node.to_owned()),
+        catalog: Some(catalog.clone()),
+        ..Default::default()
+    }
+}
+
+/// One agent per Marathon host sharing one catalog (three on one free port,
+/// the `--consul` one on its own), by host; and the shared port.
+async fn agents() -> (BTreeMap<&'static str, ConsulSim>, u16) {
+    let catalog = SimCatalog::new();
+    let server = ConsulSim::start(agent_opts(&catalog, HOSTS[3].0, HOSTS[3].1)).await.expect("server agent");
+    for _ in 0..20 {
+        let first = ConsulSim::start(agent_opts(&catalog, HOSTS[0].0, HOSTS[0].1)).await.expect("first agent");
+        let port: u16 = first.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let mut agents = BTreeMap::from([(HOSTS[0].0, first)]);
+        for (host, ip) in &HOSTS[1..3] {
+            if let Ok(a) = ConsulSim::start_on(agent_opts(&catalog, host, ip), port, Tap::default()).await {
+                agents.insert(*host, a);
+            }
+        }
+        if agents.len() == 3 {
+            agents.insert(HOSTS[3].0, server);
+            return (agents, port);
+        }
+    }
+    panic!("no port free on 127.0.0.2-4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_host_the_takeover_happens_at_each_tasks_agent_with_no_instance_missing() {
+    let marathon = MarathonSim::start(ModelOptions { keepalive: Duration::from_millis(500), ..Default::default() })
+        .await
+        .expect("marathon sim");
+    let (agents, port) = agents().await;
+    let tag = "mc-prod";
+    let bodies = deploy(&marathon, tag);
+    let held = held(&bodies);
+    assert_eq!(held.len(), 7);
+    for (host, body) in &bodies {
+        register_at(&agents[host.as_str()], body).await;
+    }
+    // On the second host: an entry of a task Marathon no longer runs, and a
+    // marathon-consul entry of another tag (another marathon-consul's).
+    let gone_task = "shop_web.instance-0badc0de-6ca8-11e7-beb2-0000000000bb._app.1";
+    let gone = json!({
+        "ID": format!("{gone_task}_shop.web_31998"), "Name": "shop.web", "Port": 31998, "Address": "10.0.2.12",
+        "Tags": [tag, format!("marathon-task:{gone_task}")], "Check": null, "Checks": [],
+    });
+    register_at(&agents["10.0.2.12"], &gone).await;
+    let other_tag = json!({
+        "ID": format!("{gone_task}_shop.web_31997"), "Name": "shop.web", "Port": 31997, "Address": "10.0.2.12",
+        "Tags": ["marathon", format!("marathon-task:{gone_task}")], "Check": null, "Checks": [],
+    });
+    register_at(&agents["10.0.2.12"], &other_tag).await;
+    let foreign = BTreeSet::from([other_tag["ID"].as_str().unwrap().to_owned()]);
+    let ours = expected_ours(&marathon);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = "consul_agent_mode = \"per-host\"\n[consul_agents]\n".to_owned();
+    for (host, _) in HOSTS {
+        config.push_str(&format!("\"{host}\" = \"{}\"\n", agents[host].url()));
+    }
+    let config_path = dir.path().join("switchboard.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let args = s(&[
+        "--marathon",
+        marathon.url().as_str(),
+        "--consul",
+        &agents[HOSTS[3].0].url(),
+        "--config",
+        &config_path.display().to_string(),
+        "--consul-agent-port",
+        &port.to_string(),
+        "--name-separator",
+        ".",
+        "--resync-interval",
+        "1s",
+    ]);
+    // The tag as marathon-consul ran with it, from the environment.
+    let d =
+        Daemon::start_with_env(&dir.path().join("data"), &args, &[("SWITCHBOARD_REPLACE", "marathon-consul:mc-prod")]);
+    let snapshot = || agents.values().map(ConsulSim::services).collect::<Vec<_>>();
+    converge_without_a_gap(snapshot, &held, &ours, &foreign, tag).await;
+    for h in &held {
+        let agent = &agents[h.host.as_str()];
+        assert!(agent.has_service(&h.ours), "{} is not at the agent of {}", h.ours, h.host);
+        made_before_broken(&agent.history(), std::slice::from_ref(h));
+    }
+    let replaced = held.len() as f64 + 1.0;
+    d.wait_sample("replacements counted", "switchboard_replaced_total{backend=\"consul\"}", |v| v == replaced).await;
+    d.more_resyncs(2.0).await;
+    assert!(agents["10.0.2.12"].has_service(other_tag["ID"].as_str().unwrap()), "another tag's entry was touched");
+    assert_eq!(d.metric("switchboard_replaced_total{backend=\"consul\"}").await, replaced);
 }
