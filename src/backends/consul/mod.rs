@@ -32,6 +32,8 @@ mod config;
 mod map;
 mod replace;
 #[cfg(test)]
+mod replace_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -174,7 +176,9 @@ impl ConsulBackend {
     /// `--replace`: deregisters marathon-consul's entries that stand for
     /// `reg` at `reg`'s agent, now that Switchboard's own registration of the
     /// same task and port is in place there (`why` = `registered`) or the
-    /// task is not wanted (`not wanted`).
+    /// task is not wanted (`not wanted`). A transient failure fails the op
+    /// (retried with backoff); a permanent one (an ACL refusal) is logged and
+    /// left to the next resync, since our own write did what it was for.
     async fn take_over(&self, reg: &Registration, why: &'static str) -> Result<(), BackendError> {
         let Some(replace) = &self.replace else { return Ok(()) };
         if self.replaceable().is_none() {
@@ -184,7 +188,26 @@ impl ConsulBackend {
         let agent = self.agent_key(&reg.host);
         for (found, host) in self.replaceable_at(&reg.id, &agent) {
             let at = Registration { host: host.clone(), ..reg.clone() };
-            self.agent_for(&at, &format!("deregister {}", found.id))?.deregister(&found.id).await?;
+            let removed = match self.agent_for(&at, &format!("deregister {}", found.id)) {
+                Ok(agent) => agent.deregister(&found.id).await,
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => {}
+                // Our own op did what it was for; theirs is tried again when
+                // the next listing shows it (`same` is false until then).
+                Err(e) if !e.is_transient() => {
+                    tracing::warn!(
+                        service_id = %found.id,
+                        task_id = %found.task_id,
+                        agent = %agent,
+                        error = %e,
+                        "cannot deregister marathon-consul's registration; the next resync tries again"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             self.replaced().insert(found.id.clone());
             if let Some(m) = self.replaceable().as_mut()
                 && let Some(left) = m.get_mut(&reg.id)
