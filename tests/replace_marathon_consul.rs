@@ -476,3 +476,52 @@ async fn per_host_the_takeover_happens_at_each_tasks_agent_with_no_instance_miss
     assert!(agents["10.0.2.12"].has_service(other_tag["ID"].as_str().unwrap()), "another tag's entry was touched");
     assert_eq!(d.metric("switchboard_replaced_total{backend=\"consul\"}").await, replaced);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_once_dry_run_shows_the_takeover_and_the_real_run_makes_it() {
+    let w = World::builder().consul(ConsulSimOptions::default()).start().await;
+    let consul = w.consul();
+    let bodies = deploy(&w.marathon, "marathon");
+    let held = held(&bodies);
+    for (_, body) in &bodies {
+        register_at(consul, body).await;
+    }
+    let gone_task = "batch_worker.instance-0badc0de-6ca8-11e7-beb2-0000000000cc._app.1";
+    let gone = json!({
+        "ID": format!("{gone_task}_batch.worker_31999"), "Name": "batch.worker", "Port": 31999,
+        "Address": "10.0.2.13", "Tags": ["marathon", format!("marathon-task:{gone_task}")], "Check": null, "Checks": [],
+    });
+    register_at(consul, &gone).await;
+    let ours = expected_ours(&w.marathon);
+    let data = w.data_dir().display().to_string();
+    let once = |extra: &[&str]| {
+        let mut a = s(&["reconcile", "--once", "--data-dir", &data]);
+        a.extend(w.args(&["--replace", "marathon-consul", "--name-separator", "."]));
+        a.extend(s(extra));
+        a
+    };
+
+    // The dry run: a register of each of ours, the deregistration of the gone
+    // task's entry (under the ID it stands for), and no write.
+    let writes = consul.writes();
+    let out = common::run_cli(once(&["--dry-run", "--json"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let ops: BTreeSet<(String, String)> = report["ops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| (o["op"].as_str().unwrap_or("").to_owned(), o["id"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let mut want: BTreeSet<(String, String)> = ours.iter().map(|id| ("register".to_owned(), id.clone())).collect();
+    want.insert(("deregister".to_owned(), format!("{gone_task}:31999")));
+    assert_eq!(ops, want, "{report}");
+    assert_eq!(consul.writes(), writes, "the dry run wrote to Consul");
+
+    // For real: only Switchboard's entries remain, each made before theirs went.
+    let out = common::run_cli(once(&[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let ids: BTreeSet<String> = consul.services().into_keys().collect();
+    assert_eq!(ids, ours);
+    made_before_broken(&consul.history(), &held);
+}
