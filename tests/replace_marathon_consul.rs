@@ -246,7 +246,8 @@ async fn converge_without_a_gap(
     foreign: &BTreeSet<String>,
     tag: &str,
 ) -> usize {
-    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    let deadline = started + WAIT;
     let mut polls = 0;
     loop {
         polls += 1;
@@ -263,6 +264,7 @@ async fn converge_without_a_gap(
         let want: BTreeSet<String> = ours.union(foreign).cloned().collect();
         let left = agents.iter().flat_map(|a| a.values()).any(|s| marathon_consul_shaped(s, tag));
         if ids == want && !left {
+            eprintln!("converged after {polls} polls in {:?}, no instance missing at any", started.elapsed());
             return polls;
         }
         assert!(
