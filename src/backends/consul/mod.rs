@@ -24,6 +24,7 @@
 mod client;
 mod config;
 mod map;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -178,6 +179,9 @@ pub const KIND: crate::backends::Kind = crate::backends::Kind {
     concurrency: 8,
     credentials: Some("SWITCHBOARD_CONSUL_TOKEN"),
     self_described: true,
+    file_keys: crate::settings::field_names::<settings::File>,
+    settings: settings::merge,
+    build: settings::build,
 };
 
 impl Routing for ConsulBackend {

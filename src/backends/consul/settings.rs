@@ -1,0 +1,218 @@
+//! Consul's settings: its flags and environment variables, its keys of the
+//! TOML file, its token and TLS files, merged and checked into the
+//! `ConsulConfig` its backend is built from.
+//!
+//! Invariant: every error names the Consul setting at fault, as the user gave
+//! it (`--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)`, `` `consul_agents.h`
+//! (config file) ``).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Agents, ConsulBackend, ConsulConfig};
+use crate::backends::Backend;
+use crate::backends::settings::{Settings, Sources, build_with};
+use crate::settings::{ConfigError, Setting, bad, parse_url, url_opt};
+
+const URL: Setting = Setting { flag: "--consul", env: "SWITCHBOARD_CONSUL_URL", key: "consul" };
+const MODE: Setting =
+    Setting { flag: "--consul-agent-mode", env: "SWITCHBOARD_CONSUL_AGENT_MODE", key: "consul_agent_mode" };
+const PORT: Setting =
+    Setting { flag: "--consul-agent-port", env: "SWITCHBOARD_CONSUL_AGENT_PORT", key: "consul_agent_port" };
+const SCHEME: Setting =
+    Setting { flag: "--consul-agent-scheme", env: "SWITCHBOARD_CONSUL_AGENT_SCHEME", key: "consul_agent_scheme" };
+
+/// Consul's flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Consul")]
+#[group(id = "consul-settings")]
+pub struct Args {
+    /// Consul agent HTTP API; absent = Consul off.
+    #[arg(id = "consul", long = "consul", value_name = "URL", env = "SWITCHBOARD_CONSUL_URL")]
+    pub url: Option<String>,
+    /// Where tasks are registered in Consul: `single` (default: everything at
+    /// --consul) or `per-host` (at the Consul agent on each task's host).
+    #[arg(
+        id = "consul_agent_mode",
+        long = "consul-agent-mode",
+        value_name = "MODE",
+        env = "SWITCHBOARD_CONSUL_AGENT_MODE"
+    )]
+    pub agent_mode: Option<String>,
+    /// Port of the per-host Consul agents (default 8500).
+    #[arg(
+        id = "consul_agent_port",
+        long = "consul-agent-port",
+        value_name = "PORT",
+        env = "SWITCHBOARD_CONSUL_AGENT_PORT"
+    )]
+    pub agent_port: Option<String>,
+    /// Scheme of the per-host Consul agents: http (default) or https.
+    #[arg(
+        id = "consul_agent_scheme",
+        long = "consul-agent-scheme",
+        value_name = "SCHEME",
+        env = "SWITCHBOARD_CONSUL_AGENT_SCHEME"
+    )]
+    pub agent_scheme: Option<String>,
+    /// CA bundle for Consul (overrides --tls-ca-file).
+    #[arg(id = "consul_ca_file", long = "consul-ca-file", value_name = "FILE", env = "SWITCHBOARD_CONSUL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for Consul (overrides --tls-cert-file).
+    #[arg(
+        id = "consul_cert_file",
+        long = "consul-cert-file",
+        value_name = "FILE",
+        env = "SWITCHBOARD_CONSUL_CERT_FILE"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Client key for Consul (overrides --tls-key-file).
+    #[arg(id = "consul_key_file", long = "consul-key-file", value_name = "FILE", env = "SWITCHBOARD_CONSUL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Consul's keys of the TOML file (its TLS files are `[tls.consul]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub consul: Option<String>,
+    pub consul_agent_mode: Option<String>,
+    /// `8501` or `"8501"`.
+    #[serde(default, deserialize_with = "crate::settings::number_or_string")]
+    pub consul_agent_port: Option<String>,
+    pub consul_agent_scheme: Option<String>,
+    /// Per-host mode: Consul agent URL per Marathon host (overrides the
+    /// scheme://host:port rule).
+    #[serde(default)]
+    pub consul_agents: BTreeMap<String, String>,
+}
+
+/// Merges Consul's settings (`Kind::settings`).
+pub fn merge(src: &Sources<'_>) -> Result<Settings, ConfigError> {
+    let args = &src.args.consul;
+    let file: File = src.file()?;
+    let url = url_opt(URL.pick(&args.url, &file.consul))?;
+    let agents = match MODE.pick(&args.agent_mode, &file.consul_agent_mode) {
+        None => Agents::Single,
+        Some((raw, s)) => match raw.trim() {
+            "single" => Agents::Single,
+            "per-host" => {
+                let scheme = match SCHEME.pick(&args.agent_scheme, &file.consul_agent_scheme) {
+                    None => "http".to_owned(),
+                    Some((raw, s)) => match raw.trim() {
+                        "http" | "https" => raw.trim().to_owned(),
+                        _ => return Err(bad(&s, format!("{raw:?}: must be http or https"))),
+                    },
+                };
+                let port = match PORT.pick(&args.agent_port, &file.consul_agent_port) {
+                    None => 8500,
+                    Some((raw, s)) => match raw.trim().parse::<u16>() {
+                        Ok(p) if p > 0 => p,
+                        _ => return Err(bad(&s, format!("{raw:?} is not a port (1-65535)"))),
+                    },
+                };
+                let mut map = BTreeMap::new();
+                for (host, raw) in &file.consul_agents {
+                    let url = parse_url(&format!("`consul_agents.{host}` (config file)"), raw)?;
+                    map.insert(host.clone(), url);
+                }
+                Agents::PerHost { scheme, port, map }
+            }
+            _ => return Err(bad(&s, format!("{raw:?}: must be single or per-host"))),
+        },
+    };
+    if agents == Agents::Single && !file.consul_agents.is_empty() {
+        return Err(bad(
+            "`consul_agents` (config file)",
+            "only used with consul_agent_mode = \"per-host\" (--consul-agent-mode per-host)",
+        ));
+    }
+    let tls = src.tls([&args.ca_file, &args.cert_file, &args.key_file]);
+    let mut out = Settings::off(src, tls);
+    let Some(url) = url else {
+        if agents != Agents::Single {
+            out.unrunnable = Some(bad(
+                &MODE.flagged(),
+                "per-host needs --consul too: its catalog lists what Switchboard registered on every host",
+            ));
+        }
+        return Ok(out);
+    };
+    out.url = Some(url.clone());
+    out.config = Some(std::sync::Arc::new(ConsulConfig {
+        url,
+        token: out.credentials.clone(),
+        cluster: src.cluster.to_owned(),
+        timeout: src.request_timeout,
+        agents,
+        tls: out.tls.clone(),
+    }));
+    Ok(out)
+}
+
+/// Builds the Consul backend (`Kind::build`).
+pub fn build(settings: &Settings) -> Result<Backend, ConfigError> {
+    build_with(settings, ConsulBackend::new, super::ConsulConfigError::setting)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CommonArgs, Config, FileConfig};
+    use crate::settings::Env;
+
+    fn merge(args: CommonArgs, toml: &str) -> Result<Config, ConfigError> {
+        Config::merge(&args, &FileConfig::parse(toml)?, &Env::none())
+    }
+
+    fn agents(c: &Config) -> Agents {
+        let s = c.backend(super::super::KIND.name).expect("consul settings");
+        s.config::<ConsulConfig>().map(|c| c.agents.clone()).unwrap_or_default()
+    }
+
+    fn on(mode: Option<&str>) -> CommonArgs {
+        let mut args = CommonArgs::default();
+        args.backends.consul.url = Some("http://127.0.0.1:8500".into());
+        args.backends.consul.agent_mode = mode.map(str::to_owned);
+        args
+    }
+
+    #[test]
+    fn consul_agent_mode() {
+        let c = merge(on(None), "").unwrap();
+        assert_eq!(agents(&c), Agents::Single);
+        let c = merge(
+            on(Some("per-host")),
+            "consul_agent_port = 8501\n[consul_agents]\n\"10.0.0.1\" = \"https://a:8501\"\n",
+        )
+        .unwrap();
+        let Agents::PerHost { scheme, port, map } = agents(&c) else { panic!("not per-host") };
+        assert_eq!((scheme.as_str(), port), ("http", 8501));
+        assert_eq!(map["10.0.0.1"].as_str(), "https://a:8501/");
+
+        let c = merge(on(None), "consul_agent_mode = \"per-host\"\nconsul_agent_port = \"8502\"").unwrap();
+        assert!(matches!(agents(&c), Agents::PerHost { port: 8502, .. }));
+        let e = merge(on(Some("each")), "").unwrap_err();
+        assert!(e.to_string().contains("--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)"), "{e}");
+        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\nconsul_agent_scheme = \"ftp\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("`consul_agent_scheme` (config file)"), "{e}");
+        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\n[consul_agents]\nh = \"nope\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("consul_agents.h"), "{e}");
+        let e = merge(CommonArgs::default(), "[consul_agents]\nh = \"http://h:8500\"").unwrap_err();
+        assert!(e.to_string().contains("per-host"), "{e}");
+    }
+
+    #[test]
+    fn per_host_without_consul_is_refused_only_when_running() {
+        let mut args = CommonArgs { marathon: vec!["http://m:8080".into()], ..Default::default() };
+        args.backends.consul.agent_mode = Some("per-host".into());
+        let c = merge(args, "").expect("a config that `switchboard state` can use");
+        let e = c.require_runnable().unwrap_err();
+        assert_eq!(e.setting, "--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)");
+        assert!(e.reason.contains("per-host needs --consul too"), "{e}");
+    }
+}
