@@ -27,7 +27,7 @@ pub use crate::plan::{Op, Rejection, Selection};
 /// Its settings come with it (`settings`, `build`: its folder's
 /// `settings.rs`), so a new backend is a new folder, a line in `KINDS` and a
 /// line in `settings::Args` (clap needs a field to flatten its flags).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Kind {
     /// As in `Routing::name`: logs, metrics, store keys, `--backend-concurrency`.
     pub name: &'static str,
@@ -47,6 +47,12 @@ pub struct Kind {
     pub settings: fn(&settings::Sources<'_>) -> Result<settings::Settings, crate::settings::ConfigError>,
     /// Its backend, from settings that are on.
     pub build: fn(&settings::Settings) -> Result<Backend, crate::settings::ConfigError>,
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
 /// Every kind of backend, in the order they are reported.
