@@ -165,6 +165,7 @@ fn backends() -> (Vec<Backend>, PlanInputs) {
         timeout: Duration::from_secs(1),
         agents: Default::default(),
         tls: Default::default(),
+        replace: None,
     })
     .expect("consul");
     let kong = KongBackend::new(KongConfig::new(url("http://127.0.0.1:9"))).expect("kong");

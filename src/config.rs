@@ -2,6 +2,13 @@
 //! env > file > default) and validated into one `Config` before anything
 //! starts.
 //!
+//! The common settings are here; each backend brings its own (flags, TOML
+//! keys, credentials, TLS endpoint, validation: `backends/<x>/settings.rs`),
+//! listed once in `backends::KINDS`. `Config::merge` merges the common ones,
+//! then hands each kind its sources and keeps what it returns
+//! (`backends::settings::Settings`), on or off; `daemon::build_backends`
+//! builds the ones that are on.
+//!
 //! Invariants:
 //! - Every error names the setting at fault (`--consul` / `SWITCHBOARD_CONSUL_URL`
 //!   / the TOML key) and says what was wrong, in one line.
@@ -17,21 +24,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::backends::KINDS;
+use crate::backends::settings::Sources;
 use crate::labels::StaticService;
-use crate::secret::{Secret, SecretSource};
-use crate::tls::{Endpoint, EndpointTls, Kind, TlsFile};
+use crate::secret::Secret;
+use crate::settings::{TlsFileConfig, TlsSources, bad, parse_size, parse_url};
+use crate::tls::{Endpoint, EndpointTls};
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid setting {setting}: {reason}")]
-pub struct ConfigError {
-    /// The flag / env var / key, e.g. "--consul (SWITCHBOARD_CONSUL_URL)".
-    pub setting: String,
-    pub reason: String,
-}
-
-fn bad(setting: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { setting: setting.to_owned(), reason: reason.into() }
-}
+pub use crate::backends::settings::Settings as BackendSettings;
+pub use crate::settings::{ConfigError, Env, parse_duration};
 
 /// Settings shared by every subcommand, as given on the command line or in
 /// the environment (clap reads both; the flag wins).
@@ -43,15 +44,6 @@ pub struct CommonArgs {
     /// Marathon endpoint (repeatable); any may redirect to the leader.
     #[arg(long = "marathon", value_name = "URL", env = "SWITCHBOARD_MARATHON_URL", value_delimiter = ',')]
     pub marathon: Vec<String>,
-    /// Consul agent HTTP API; absent = Consul off.
-    #[arg(long, value_name = "URL", env = "SWITCHBOARD_CONSUL_URL")]
-    pub consul: Option<String>,
-    /// Kong Admin API; absent = Kong off.
-    #[arg(long, value_name = "URL", env = "SWITCHBOARD_KONG_URL")]
-    pub kong: Option<String>,
-    /// Vulcand API; absent = Vulcand off.
-    #[arg(long, value_name = "URL", env = "SWITCHBOARD_VULCAND_URL")]
-    pub vulcand: Option<String>,
     /// Directory of the sled store (default ./switchboard-data).
     #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -83,15 +75,6 @@ pub struct CommonArgs {
     /// How long tombstones of dead tasks are kept (default 1h).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_TOMBSTONE_RETENTION")]
     pub tombstone_retention: Option<String>,
-    /// Kong forwarding topology: one Kong service per app pointing here (e.g. Vulcand's listener).
-    #[arg(long, value_name = "URL", env = "SWITCHBOARD_KONG_FORWARD_TO")]
-    pub kong_forward_to: Option<String>,
-    /// Header carrying SWITCHBOARD_KONG_TOKEN (default Kong-Admin-Token).
-    #[arg(long, value_name = "NAME", env = "SWITCHBOARD_KONG_TOKEN_HEADER")]
-    pub kong_token_header: Option<String>,
-    /// Register Vulcand servers with this TTL and refresh them by heartbeat.
-    #[arg(long, value_name = "DUR", env = "SWITCHBOARD_VULCAND_SERVER_TTL")]
-    pub vulcand_server_ttl: Option<String>,
     /// Timeout of each HTTP request to Marathon and the backends (default 10s).
     #[arg(long, value_name = "DUR", env = "SWITCHBOARD_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
@@ -110,30 +93,19 @@ pub struct CommonArgs {
     /// This replica's name in the HA session (default hostname-pid).
     #[arg(long, value_name = "NAME", env = "SWITCHBOARD_REPLICA_NAME")]
     pub replica_name: Option<String>,
-    /// Where tasks are registered in Consul: `single` (default: everything at
-    /// --consul) or `per-host` (at the Consul agent on each task's host).
-    #[arg(long, value_name = "MODE", env = "SWITCHBOARD_CONSUL_AGENT_MODE")]
-    pub consul_agent_mode: Option<String>,
-    /// Port of the per-host Consul agents (default 8500).
-    #[arg(long, value_name = "PORT", env = "SWITCHBOARD_CONSUL_AGENT_PORT")]
-    pub consul_agent_port: Option<String>,
-    /// Take over from marathon-consul: `marathon-consul` (its tag `marathon`)
-    /// or `marathon-consul:<its --consul-tag>`. Its registration of a task is
-    /// deregistered once Switchboard's own is in place.
-    #[arg(long, value_name = "TOOL[:TAG]", env = "SWITCHBOARD_REPLACE")]
-    pub replace: Option<String>,
-    /// Scheme of the per-host Consul agents: http (default) or https.
-    #[arg(long, value_name = "SCHEME", env = "SWITCHBOARD_CONSUL_AGENT_SCHEME")]
-    pub consul_agent_scheme: Option<String>,
     /// Ops in flight at once per backend, as `N` for all or
     /// `consul=N,kong=N,vulcand=N` (default consul=8,kong=16,vulcand=8).
     #[arg(long, value_name = "LIMITS", env = "SWITCHBOARD_BACKEND_CONCURRENCY")]
     pub backend_concurrency: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Each backend's own flags (`backends::settings::Args`), under a heading
+    /// of its own in `--help`.
+    #[command(flatten)]
+    pub backends: crate::backends::settings::Args,
 }
 
-/// TLS files: global, and per endpoint (an endpoint's own setting wins).
+/// TLS files: global, and Marathon's (each backend's are among its flags).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TlsArgs {
     /// PEM bundle of CAs trusted besides the system store and bundled roots (every endpoint).
@@ -154,93 +126,14 @@ pub struct TlsArgs {
     /// Client key for Marathon (overrides --tls-key-file).
     #[arg(long, value_name = "FILE", env = "SWITCHBOARD_MARATHON_KEY_FILE")]
     pub marathon_key_file: Option<PathBuf>,
-    /// CA bundle for Consul (overrides --tls-ca-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_CA_FILE")]
-    pub consul_ca_file: Option<PathBuf>,
-    /// Client certificate for Consul (overrides --tls-cert-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_CERT_FILE")]
-    pub consul_cert_file: Option<PathBuf>,
-    /// Client key for Consul (overrides --tls-key-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONSUL_KEY_FILE")]
-    pub consul_key_file: Option<PathBuf>,
-    /// CA bundle for Kong (overrides --tls-ca-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_CA_FILE")]
-    pub kong_ca_file: Option<PathBuf>,
-    /// Client certificate for Kong (overrides --tls-cert-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_CERT_FILE")]
-    pub kong_cert_file: Option<PathBuf>,
-    /// Client key for Kong (overrides --tls-key-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_KONG_KEY_FILE")]
-    pub kong_key_file: Option<PathBuf>,
-    /// CA bundle for Vulcand behind a TLS proxy (overrides --tls-ca-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_CA_FILE")]
-    pub vulcand_ca_file: Option<PathBuf>,
-    /// Client certificate for Vulcand (overrides --tls-cert-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_CERT_FILE")]
-    pub vulcand_cert_file: Option<PathBuf>,
-    /// Client key for Vulcand (overrides --tls-key-file).
-    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_VULCAND_KEY_FILE")]
-    pub vulcand_key_file: Option<PathBuf>,
 }
 
-impl TlsArgs {
-    /// (ca, cert, key) of `endpoint`, or the global ones for `None`.
-    fn files(&self, endpoint: Option<Endpoint>) -> [&Option<PathBuf>; 3] {
-        match endpoint {
-            None => [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file],
-            Some(Endpoint::Marathon) => [&self.marathon_ca_file, &self.marathon_cert_file, &self.marathon_key_file],
-            Some(Endpoint::Consul) => [&self.consul_ca_file, &self.consul_cert_file, &self.consul_key_file],
-            Some(Endpoint::Kong) => [&self.kong_ca_file, &self.kong_cert_file, &self.kong_key_file],
-            Some(Endpoint::Vulcand) => [&self.vulcand_ca_file, &self.vulcand_cert_file, &self.vulcand_key_file],
-        }
-    }
-}
-
-/// `[tls]` in the TOML file: global files, and a table per endpoint.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFileConfig {
-    #[serde(flatten)]
-    pub files: TlsFilesToml,
-    pub marathon: Option<TlsFilesToml>,
-    pub consul: Option<TlsFilesToml>,
-    pub kong: Option<TlsFilesToml>,
-    pub vulcand: Option<TlsFilesToml>,
-}
-
-/// `ca_file`, `cert_file`, `key_file` of `[tls]` or `[tls.<endpoint>]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFilesToml {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-impl TlsFileConfig {
-    fn files(&self, endpoint: Option<Endpoint>) -> [Option<PathBuf>; 3] {
-        let t = match endpoint {
-            None => Some(&self.files),
-            Some(Endpoint::Marathon) => self.marathon.as_ref(),
-            Some(Endpoint::Consul) => self.consul.as_ref(),
-            Some(Endpoint::Kong) => self.kong.as_ref(),
-            Some(Endpoint::Vulcand) => self.vulcand.as_ref(),
-        };
-        match t {
-            Some(t) => [t.ca_file.clone(), t.cert_file.clone(), t.key_file.clone()],
-            None => [None, None, None],
-        }
-    }
-}
-
-/// The TOML file, as written. Unknown keys are an error.
+/// The TOML file, as written: the common keys here (unknown keys are an
+/// error), each backend's keys taken out for it (`Kind::file_keys`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub marathon: Option<Vec<String>>,
-    pub consul: Option<String>,
-    pub kong: Option<String>,
-    pub vulcand: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub store_cache: Option<String>,
     pub resync_interval: Option<String>,
@@ -251,9 +144,6 @@ pub struct FileConfig {
     pub idle_timeout: Option<String>,
     pub stream_line_limit: Option<String>,
     pub tombstone_retention: Option<String>,
-    pub kong_forward_to: Option<String>,
-    pub kong_token_header: Option<String>,
-    pub vulcand_server_ttl: Option<String>,
     pub request_timeout: Option<String>,
     pub ha: Option<bool>,
     pub ha_consul: Option<String>,
@@ -261,34 +151,14 @@ pub struct FileConfig {
     pub ha_lock_delay: Option<String>,
     pub replica_name: Option<String>,
     pub backend_concurrency: Option<String>,
-    pub consul_agent_mode: Option<String>,
-    /// `8501` or `"8501"`.
-    #[serde(default, deserialize_with = "number_or_string")]
-    pub consul_agent_port: Option<String>,
-    pub consul_agent_scheme: Option<String>,
-    pub replace: Option<String>,
-    /// Per-host mode: Consul agent URL per Marathon host (overrides the
-    /// scheme://host:port rule).
-    #[serde(default)]
-    pub consul_agents: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub tls: TlsFileConfig,
     #[serde(default, rename = "static")]
     pub statics: Vec<StaticEntry>,
-}
-
-/// A TOML integer or string, as the string the flag would carry.
-fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(i64),
-        Text(String),
-    }
-    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
-        Raw::Number(n) => n.to_string(),
-        Raw::Text(t) => t,
-    }))
+    /// Each backend's keys, by kind name (empty tables for kinds the file
+    /// does not mention).
+    #[serde(skip)]
+    pub backends: BTreeMap<&'static str, toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,13 +171,26 @@ pub struct StaticEntry {
 }
 
 impl FileConfig {
+    /// Parses a TOML config file's text: each backend takes its own keys
+    /// out, and what is left must be common keys.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        let in_file = |e: toml::de::Error| bad("in config file", e.message());
+        let mut table: toml::Table = toml::from_str(text).map_err(in_file)?;
+        let mut backends = BTreeMap::new();
+        for kind in KINDS {
+            let own: toml::Table =
+                (kind.file_keys)().iter().filter_map(|k| table.remove(*k).map(|v| ((*k).to_owned(), v))).collect();
+            backends.insert(kind.name, own);
+        }
+        let mut file: FileConfig = toml::Value::Table(table).try_into().map_err(in_file)?;
+        file.backends = backends;
+        Ok(file)
+    }
+
     /// Parses and validates a TOML config file's text: unknown keys, bad
     /// URLs, durations and static services are errors naming the key.
     pub fn from_toml_str(text: &str) -> Result<FileConfig, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_owned();
-            bad("in config file", msg)
-        })?;
+        let file = FileConfig::parse(text)?;
         let args = CommonArgs::default();
         Config::merge(&args, &file, &Env::none())?;
         Ok(file)
@@ -321,43 +204,12 @@ impl FileConfig {
     }
 }
 
-/// Secrets read from the environment (or files it names).
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    pub consul_token: Option<Secret>,
-    pub kong_token: Option<Secret>,
-    pub marathon_auth: Option<Secret>,
-}
+const MARATHON_AUTH: &str = "SWITCHBOARD_MARATHON_AUTH";
 
-impl Env {
-    pub fn none() -> Env {
-        Env::default()
-    }
-
-    /// Reads `SWITCHBOARD_CONSUL_TOKEN`, `SWITCHBOARD_KONG_TOKEN`,
-    /// `SWITCHBOARD_MARATHON_AUTH`, or their `*_FILE` variants.
-    pub fn from_process() -> Result<Env, ConfigError> {
-        fn read(name: &str) -> Result<Option<Secret>, ConfigError> {
-            if let Ok(v) = std::env::var(name)
-                && !v.is_empty()
-            {
-                return SecretSource::Env(name.to_owned()).read().map(Some).map_err(|e| bad(name, e));
-            }
-            let file_var = format!("{name}_FILE");
-            if let Ok(path) = std::env::var(&file_var)
-                && !path.is_empty()
-            {
-                let src = SecretSource::File { var: file_var.clone(), path: path.into() };
-                return src.read().map(Some).map_err(|e| bad(&file_var, e));
-            }
-            Ok(None)
-        }
-        Ok(Env {
-            consul_token: read("SWITCHBOARD_CONSUL_TOKEN")?,
-            kong_token: read("SWITCHBOARD_KONG_TOKEN")?,
-            marathon_auth: read("SWITCHBOARD_MARATHON_AUTH")?,
-        })
-    }
+/// The environment variables secrets are read from (each also as `*_FILE`):
+/// Marathon's and each backend's credentials.
+pub fn secret_vars() -> Vec<&'static str> {
+    KINDS.iter().filter_map(|k| k.credentials).chain([MARATHON_AUTH]).collect()
 }
 
 /// Validated settings, ready to build components from.
@@ -365,14 +217,6 @@ impl Env {
 pub struct Config {
     pub marathon: Vec<Url>,
     pub marathon_auth: Option<Secret>,
-    pub consul: Option<Url>,
-    pub consul_token: Option<Secret>,
-    pub kong: Option<Url>,
-    pub kong_token: Option<Secret>,
-    pub kong_token_header: String,
-    pub kong_forward_to: Option<Url>,
-    pub vulcand: Option<Url>,
-    pub vulcand_server_ttl: Option<Duration>,
     pub data_dir: PathBuf,
     /// sled's page cache in bytes (`--store-cache`).
     pub store_cache: u64,
@@ -396,89 +240,53 @@ pub struct Config {
     /// with or without `--ha`: `reconcile --once` without `--ha` reads it to
     /// find a daemon leading the cluster. `None`: no Consul, no lock to check.
     pub ha_lock_consul: Option<(Url, &'static str)>,
-    /// Where Consul registrations go (`--consul-agent-mode`).
-    pub consul_agents: ConsulAgents,
-    /// `--replace`: whose Consul registrations are taken over.
-    pub replace: Option<crate::backends::consul::Replace>,
-    /// TLS files in force per endpoint (the endpoint's own, else global).
+    /// Every kind's settings (`KINDS` order), on (`is_on`) or off.
+    pub backends: Vec<BackendSettings>,
+    /// Marathon's TLS files in force (a backend's are in its settings).
     pub tls: TlsConfig,
 }
 
-/// `--consul-agent-mode` and its companions (the Consul backend's own type).
-pub use crate::backends::consul::Agents as ConsulAgents;
-
-/// The TLS settings of every endpoint.
+/// Marathon's TLS settings (its own, else global).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     pub marathon: EndpointTls,
-    pub consul: EndpointTls,
-    pub kong: EndpointTls,
-    pub vulcand: EndpointTls,
-}
-
-impl TlsConfig {
-    pub fn get(&self, endpoint: Endpoint) -> &EndpointTls {
-        match endpoint {
-            Endpoint::Marathon => &self.marathon,
-            Endpoint::Consul => &self.consul,
-            Endpoint::Kong => &self.kong,
-            Endpoint::Vulcand => &self.vulcand,
-        }
-    }
-
-    /// Endpoint setting > global setting, each flag/env > file.
-    fn merge(args: &TlsArgs, file: &TlsFileConfig) -> TlsConfig {
-        let one = |endpoint: Endpoint| {
-            let kinds = [Kind::Ca, Kind::Cert, Kind::Key];
-            let keys = ["ca_file", "cert_file", "key_file"];
-            let own_args = args.files(Some(endpoint));
-            let own_file = file.files(Some(endpoint));
-            let global_args = args.files(None);
-            let global_file = file.files(None);
-            let mut out: [Option<TlsFile>; 3] = [None, None, None];
-            for i in 0..3 {
-                let env = |e: Option<Endpoint>| {
-                    format!("SWITCHBOARD_{}_{}", e.map_or("TLS", Endpoint::name).to_uppercase(), keys[i].to_uppercase())
-                };
-                let flagged = |e: Option<Endpoint>| format!("{} ({})", crate::tls::flag(e, kinds[i]), env(e));
-                out[i] = if let Some(p) = own_args[i] {
-                    Some(TlsFile { path: p.clone(), setting: flagged(Some(endpoint)) })
-                } else if let Some(p) = &own_file[i] {
-                    Some(TlsFile {
-                        path: p.clone(),
-                        setting: format!("`tls.{}.{}` (config file)", endpoint.name(), keys[i]),
-                    })
-                } else if let Some(p) = global_args[i] {
-                    Some(TlsFile { path: p.clone(), setting: flagged(None) })
-                } else {
-                    global_file[i]
-                        .as_ref()
-                        .map(|p| TlsFile { path: p.clone(), setting: format!("`tls.{}` (config file)", keys[i]) })
-                };
-            }
-            let [ca, cert, key] = out;
-            EndpointTls { endpoint, ca, cert, key }
-        };
-        TlsConfig {
-            marathon: one(Endpoint::Marathon),
-            consul: one(Endpoint::Consul),
-            kong: one(Endpoint::Kong),
-            vulcand: one(Endpoint::Vulcand),
-        }
-    }
 }
 
 pub use crate::ha::settings::HaSettings;
 
+/// The Consul backend's name: the HA lock lives on Consul.
+const CONSUL: &str = crate::backends::consul::KIND.name;
+
 impl Config {
+    /// The settings of the kind called `name`, on or off.
+    pub fn backend(&self, name: &str) -> Option<&BackendSettings> {
+        self.backends.iter().find(|b| b.kind.name == name)
+    }
+
+    /// Every secret in force (Marathon's, each backend's credentials), for
+    /// the log redactor.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        self.marathon_auth.iter().chain(self.backends.iter().filter_map(|b| b.credentials.as_ref())).collect()
+    }
+
+    /// Consul's token and TLS files, which the HA elector and `reconcile
+    /// --once`'s lock check use whether or not Consul is a backend here.
+    pub fn consul_access(&self) -> (Option<Secret>, EndpointTls) {
+        match self.backend(CONSUL) {
+            Some(s) => (s.credentials.clone(), s.tls.clone()),
+            None => (None, EndpointTls { endpoint: Endpoint::new(CONSUL), ..Default::default() }),
+        }
+    }
+
     /// What the HA elector needs of the config; `None` without `--ha`.
     pub fn ha_wiring(&self) -> Option<crate::ha::settings::Wiring> {
+        let (consul_token, tls) = self.consul_access();
         self.ha.clone().map(|settings| crate::ha::settings::Wiring {
             settings,
             cluster: self.cluster.clone(),
             request_timeout: self.request_timeout,
-            consul_token: self.consul_token.clone(),
-            tls: self.tls.consul.clone(),
+            consul_token,
+            tls,
         })
     }
 }
@@ -486,7 +294,7 @@ impl Config {
 /// Ops in flight at once per backend unless `--backend-concurrency` says
 /// otherwise: each kind's own default.
 pub fn default_concurrency() -> BTreeMap<&'static str, usize> {
-    crate::backends::KINDS.iter().map(|k| (k.name, k.concurrency)).collect()
+    KINDS.iter().map(|k| (k.name, k.concurrency)).collect()
 }
 
 /// `N` (every backend) or `consul=N,kong=N,vulcand=N` (the rest keep their
@@ -508,7 +316,7 @@ fn parse_concurrency(setting: &str, raw: &str) -> Result<BTreeMap<&'static str, 
     for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
         let (name, n) = pair.split_once('=').ok_or_else(|| bad(setting, format!("{pair:?} is not backend=N")))?;
         let Some(kind) = crate::backends::kind(name.trim()) else {
-            let names: Vec<&str> = crate::backends::KINDS.iter().map(|k| k.name).collect();
+            let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
             return Err(bad(setting, format!("{:?} is not a backend ({})", name.trim(), names.join(", "))));
         };
         out.insert(kind.name, number(n)?);
@@ -518,44 +326,13 @@ fn parse_concurrency(setting: &str, raw: &str) -> Result<BTreeMap<&'static str, 
 
 const MARATHON: &str = "--marathon (SWITCHBOARD_MARATHON_URL)";
 
-fn parse_url(setting: &str, raw: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(raw.trim()).map_err(|e| bad(setting, format!("{raw:?} is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(setting, format!("{raw:?}: scheme must be http or https")));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad(setting, format!("{raw:?} has no host")));
-    }
-    Ok(url)
-}
-
-/// A size such as `64MiB`, `16MB` or `1048576` (bytes); at least 1 KiB, so
-/// Marathon's ordinary events always fit.
-fn parse_size(setting: &str, raw: &str) -> Result<usize, ConfigError> {
-    let size: bytesize::ByteSize =
-        raw.trim().parse().map_err(|_| bad(setting, format!("{raw:?} is not a size like 64MiB")))?;
-    let bytes = usize::try_from(size.as_u64()).map_err(|_| bad(setting, format!("{raw:?} is too large")))?;
-    if bytes < 1024 {
-        return Err(bad(setting, format!("{raw:?} is below 1KiB")));
-    }
-    Ok(bytes)
-}
-
-/// Parses `30s`, `5m`, `1h30m`, `250ms`; a bare `0` is zero.
-pub fn parse_duration(setting: &str, raw: &str) -> Result<Duration, ConfigError> {
-    let raw = raw.trim();
-    if raw == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(raw).map_err(|e| bad(setting, format!("{raw:?} is not a duration like 30s or 5m: {e}")))
-}
-
 fn setting(flag: &str, env: &str, key: &str, from_file: bool) -> String {
     if from_file { format!("`{key}` (config file)") } else { format!("{flag} ({env})") }
 }
 
 impl Config {
-    /// Merges flags/env (`args`), the config file and secrets, then validates.
+    /// Merges flags/env (`args`), the config file and secrets, then validates:
+    /// the common settings first, then each kind's own (`Kind::settings`).
     pub fn merge(args: &CommonArgs, file: &FileConfig, env: &Env) -> Result<Config, ConfigError> {
         // Pick the value and remember where it came from, for error messages.
         macro_rules! pick {
@@ -567,9 +344,7 @@ impl Config {
                 }
             }};
         }
-        let url_opt = |v: Option<(String, String)>| -> Result<Option<Url>, ConfigError> {
-            v.map(|(raw, s)| parse_url(&s, &raw)).transpose()
-        };
+        let url_opt = crate::settings::url_opt;
         let dur = |v: Option<(String, String)>, default: Duration| -> Result<Duration, ConfigError> {
             v.map(|(raw, s)| parse_duration(&s, &raw)).transpose().map(|d| d.unwrap_or(default))
         };
@@ -584,11 +359,6 @@ impl Config {
             .filter(|s| !s.trim().is_empty())
             .map(|raw| parse_url(&marathon_setting, raw))
             .collect::<Result<Vec<_>, _>>()?;
-
-        let consul = url_opt(pick!(consul, "--consul", "SWITCHBOARD_CONSUL_URL"))?;
-        let kong = url_opt(pick!(kong, "--kong", "SWITCHBOARD_KONG_URL"))?;
-        let vulcand = url_opt(pick!(vulcand, "--vulcand", "SWITCHBOARD_VULCAND_URL"))?;
-        let kong_forward_to = url_opt(pick!(kong_forward_to, "--kong-forward-to", "SWITCHBOARD_KONG_FORWARD_TO"))?;
 
         let resync =
             dur(pick!(resync_interval, "--resync-interval", "SWITCHBOARD_RESYNC_INTERVAL"), Duration::from_secs(300))?;
@@ -623,15 +393,6 @@ impl Config {
                 None => default_concurrency(),
                 Some((raw, setting)) => parse_concurrency(&setting, &raw)?,
             };
-        let ttl_setting = pick!(vulcand_server_ttl, "--vulcand-server-ttl", "SWITCHBOARD_VULCAND_SERVER_TTL");
-        let ttl_name = ttl_setting.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
-        let vulcand_server_ttl =
-            ttl_setting.map(|(raw, s)| parse_duration(&s, &raw)).transpose()?.filter(|d| !d.is_zero());
-        if let Some(ttl) = vulcand_server_ttl
-            && ttl < Duration::from_secs(1)
-        {
-            return Err(bad(&ttl_name, "must be at least 1s"));
-        }
 
         let listen = match pick!(listen, "--listen", "SWITCHBOARD_LISTEN") {
             Some((raw, s)) => raw.trim().parse().map_err(|e| bad(&s, format!("{raw:?} is not ADDR:PORT: {e}")))?,
@@ -657,62 +418,44 @@ impl Config {
             },
             None => '-',
         };
-        let kong_token_header = match pick!(kong_token_header, "--kong-token-header", "SWITCHBOARD_KONG_TOKEN_HEADER") {
-            Some((raw, s)) => {
-                if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    return Err(bad(&s, format!("{raw:?} is not an HTTP header name")));
-                }
-                raw
-            }
-            None => "Kong-Admin-Token".to_owned(),
-        };
         let data_dir =
             args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./switchboard-data".into());
 
-        let consul_agents = match pick!(consul_agent_mode, "--consul-agent-mode", "SWITCHBOARD_CONSUL_AGENT_MODE") {
-            None => ConsulAgents::Single,
-            Some((raw, s)) => match raw.trim() {
-                "single" => ConsulAgents::Single,
-                "per-host" => {
-                    let scheme =
-                        match pick!(consul_agent_scheme, "--consul-agent-scheme", "SWITCHBOARD_CONSUL_AGENT_SCHEME") {
-                            None => "http".to_owned(),
-                            Some((raw, s)) => match raw.trim() {
-                                "http" | "https" => raw.trim().to_owned(),
-                                _ => return Err(bad(&s, format!("{raw:?}: must be http or https"))),
-                            },
-                        };
-                    let port = match pick!(consul_agent_port, "--consul-agent-port", "SWITCHBOARD_CONSUL_AGENT_PORT") {
-                        None => 8500,
-                        Some((raw, s)) => match raw.trim().parse::<u16>() {
-                            Ok(p) if p > 0 => p,
-                            _ => return Err(bad(&s, format!("{raw:?} is not a port (1-65535)"))),
-                        },
-                    };
-                    let mut map = std::collections::BTreeMap::new();
-                    for (host, raw) in &file.consul_agents {
-                        let url = parse_url(&format!("`consul_agents.{host}` (config file)"), raw)?;
-                        map.insert(host.clone(), url);
-                    }
-                    ConsulAgents::PerHost { scheme, port, map }
-                }
-                _ => return Err(bad(&s, format!("{raw:?}: must be single or per-host"))),
-            },
-        };
-        if consul_agents == ConsulAgents::Single && !file.consul_agents.is_empty() {
-            return Err(bad(
-                "`consul_agents` (config file)",
-                "only used with consul_agent_mode = \"per-host\" (--consul-agent-mode per-host)",
-            ));
-        }
-        let replace = match pick!(replace, "--replace", "SWITCHBOARD_REPLACE") {
-            None => None,
-            Some((_, s)) if consul.is_none() => {
-                return Err(bad(&s, "only used with --consul (it replaces Consul registrations)"));
+        for name in file.tls.endpoints.keys() {
+            if name != Endpoint::MARATHON.name() && crate::backends::kind(name).is_none() {
+                let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+                return Err(bad(
+                    &format!("`tls.{name}` (config file)"),
+                    format!("not an endpoint: marathon, {}", names.join(", ")),
+                ));
             }
-            Some((raw, s)) => Some(crate::backends::consul::Replace::parse(&raw).map_err(|e| bad(&s, e.to_string()))?),
+        }
+        let tls_sources = TlsSources {
+            global_args: [&args.tls.tls_ca_file, &args.tls.tls_cert_file, &args.tls.tls_key_file],
+            file: &file.tls,
         };
-        let tls = TlsConfig::merge(&args.tls, &file.tls);
+        let tls = TlsConfig {
+            marathon: tls_sources.endpoint(
+                Endpoint::MARATHON,
+                [&args.tls.marathon_ca_file, &args.tls.marathon_cert_file, &args.tls.marathon_key_file],
+            ),
+        };
+
+        let no_keys = toml::Table::new();
+        let mut backends = Vec::with_capacity(KINDS.len());
+        for kind in KINDS {
+            let sources = Sources {
+                kind,
+                args: &args.backends,
+                file: file.backends.get(kind.name).unwrap_or(&no_keys),
+                env,
+                tls: tls_sources,
+                cluster: &cluster,
+                request_timeout,
+            };
+            backends.push((kind.settings)(&sources)?);
+        }
+        let consul = backends.iter().find(|b| b.kind.name == CONSUL).and_then(|b| b.url.clone());
 
         let mut statics = Vec::new();
         for (i, s) in file.statics.iter().enumerate() {
@@ -745,15 +488,7 @@ impl Config {
 
         Ok(Config {
             marathon,
-            marathon_auth: env.marathon_auth.clone(),
-            consul,
-            consul_token: env.consul_token.clone(),
-            kong,
-            kong_token: env.kong_token.clone(),
-            kong_token_header,
-            kong_forward_to,
-            vulcand,
-            vulcand_server_ttl,
+            marathon_auth: env.secret(MARATHON_AUTH).cloned(),
             data_dir,
             store_cache,
             resync_interval: (!resync.is_zero()).then_some(resync),
@@ -769,8 +504,7 @@ impl Config {
             statics,
             ha,
             ha_lock_consul,
-            consul_agents,
-            replace,
+            backends,
             tls,
         })
     }
@@ -781,32 +515,24 @@ impl Config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        Config::merge(args, &file, &Env::from_process()?)
+        Config::merge(args, &file, &Env::from_process(&secret_vars())?)
     }
 
     /// Checks what a daemon or a reconcile needs: at least one Marathon URL,
-    /// a data dir that can be created and written, `--consul` when agents
-    /// are per host, and TLS files that can be read and parsed.
+    /// a data dir that can be created and written, what each backend needs
+    /// (`--consul` when agents are per host), and TLS files that can be read
+    /// and parsed.
     pub fn require_runnable(&self) -> Result<(), ConfigError> {
         if self.marathon.is_empty() {
             return Err(bad(MARATHON, "at least one Marathon URL is required"));
         }
-        if self.consul.is_none() && self.consul_agents != ConsulAgents::Single {
-            return Err(bad(
-                "--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)",
-                "per-host needs --consul too: its catalog lists what Switchboard registered on every host",
-            ));
+        if let Some(e) = self.backends.iter().find_map(|b| b.unrunnable.clone()) {
+            return Err(e);
         }
-        let used = [
-            (Endpoint::Marathon, true),
-            (Endpoint::Consul, self.consul.is_some()),
-            (Endpoint::Kong, self.kong.is_some()),
-            (Endpoint::Vulcand, self.vulcand.is_some()),
-        ];
-        for (endpoint, on) in used {
-            if on {
-                self.tls.get(endpoint).check().map_err(|e| ConfigError { setting: e.setting(), reason: e.reason() })?;
-            }
+        let used =
+            std::iter::once(&self.tls.marathon).chain(self.backends.iter().filter(|b| b.is_on()).map(|b| &b.tls));
+        for tls in used {
+            tls.check().map_err(|e| ConfigError { setting: e.setting(), reason: e.reason() })?;
         }
         check_writable(&self.data_dir)
     }
@@ -822,177 +548,4 @@ fn check_writable(dir: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn merge(args: CommonArgs, toml: &str) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(toml).unwrap();
-        Config::merge(&args, &file, &Env::none())
-    }
-
-    #[test]
-    fn defaults() {
-        let c = merge(CommonArgs::default(), "").unwrap();
-        assert_eq!(c.resync_interval, Some(Duration::from_secs(300)));
-        assert_eq!(c.listen.to_string(), "127.0.0.1:9102");
-        assert_eq!(c.cluster, "default");
-        assert_eq!(c.grace_period, Duration::from_secs(2));
-        assert_eq!(c.idle_timeout, Duration::from_secs(30));
-        assert!(c.consul.is_none());
-    }
-
-    #[test]
-    fn flag_wins_over_file() {
-        let args = CommonArgs { consul: Some("http://127.0.0.1:1".into()), ..Default::default() };
-        let c = merge(args, "consul = \"http://127.0.0.1:2\"\nresync_interval = \"0\"").unwrap();
-        assert_eq!(c.consul.unwrap().as_str(), "http://127.0.0.1:1/");
-        assert_eq!(c.resync_interval, None);
-    }
-
-    #[test]
-    fn errors_name_the_setting() {
-        let e = merge(CommonArgs { consul: Some("not a url".into()), ..Default::default() }, "").unwrap_err();
-        assert!(e.to_string().contains("--consul (SWITCHBOARD_CONSUL_URL)"), "{e}");
-        let e = merge(CommonArgs::default(), "resync_interval = \"soon\"").unwrap_err();
-        assert!(e.to_string().contains("`resync_interval` (config file)"), "{e}");
-        let e = FileConfig::from_toml_str("consul_url = \"http://x\"").unwrap_err();
-        assert!(e.to_string().contains("consul_url"), "{e}");
-        let e = merge(CommonArgs { name_separator: Some("_".into()), ..Default::default() }, "").unwrap_err();
-        assert!(e.to_string().contains("--name-separator"), "{e}");
-        let e = FileConfig::from_toml_str("[[static]]\nname = \"m\"\ninstances = [\"nope\"]\n").unwrap_err();
-        assert!(e.to_string().contains("static[0]"), "{e}");
-    }
-
-    #[test]
-    fn static_services_load() {
-        let f = FileConfig::from_toml_str(
-            "[[static]]\nname = \"marathon\"\ninstances = [\"10.0.12.10:8080\"]\nlabels = { consul = \"marathon\", \"kong.hosts\" = \"marathon.service.consul\" }\n",
-        )
-        .unwrap();
-        assert_eq!(f.statics.len(), 1);
-    }
-
-    #[test]
-    fn ha_settings() {
-        let c = merge(CommonArgs::default(), "").unwrap();
-        assert_eq!(c.ha, None);
-        let ha = |args: CommonArgs, toml: &str| merge(CommonArgs { ha: true, ..args }, toml);
-        let e = ha(CommonArgs::default(), "").unwrap_err().to_string();
-        assert!(
-            e.contains("--ha-consul (SWITCHBOARD_HA_CONSUL_URL)") && e.contains("--consul (SWITCHBOARD_CONSUL_URL)"),
-            "{e}"
-        );
-        let c = ha(CommonArgs { consul: Some("http://c:8500".into()), ..Default::default() }, "").unwrap();
-        let s = c.ha.unwrap();
-        assert_eq!(s.consul.as_str(), "http://c:8500/");
-        assert_eq!((s.session_ttl, s.lock_delay), (Duration::from_secs(10), Duration::from_secs(15)));
-        let c = merge(CommonArgs::default(), "ha = true\nha_consul = \"http://l:8500\"\nconsul = \"http://c:8500\"\nha_session_ttl = \"1s\"\nha_lock_delay = \"500ms\"\nrequest_timeout = \"800ms\"\nreplica_name = \"a\"").unwrap();
-        let s = c.ha.unwrap();
-        assert_eq!(s.consul.as_str(), "http://l:8500/");
-        assert_eq!(s.replica_name.as_deref(), Some("a"));
-        // The lock delay must outlast the fencing margin, and cover a request in flight.
-        let e = merge(
-            CommonArgs::default(),
-            "ha = true\nconsul = \"http://c\"\nha_session_ttl = \"3s\"\nha_lock_delay = \"1s\"",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("`ha_lock_delay` (config file)"), "{e}");
-        let e = ha(
-            CommonArgs {
-                consul: Some("http://c".into()),
-                ha_session_ttl: Some("3s".into()),
-                ha_lock_delay: Some("2s".into()),
-                ..Default::default()
-            },
-            "",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--ha-lock-delay") && e.to_string().contains("--request-timeout"), "{e}");
-        let e = ha(
-            CommonArgs { consul: Some("http://c".into()), ha_session_ttl: Some("100ms".into()), ..Default::default() },
-            "",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--ha-session-ttl"), "{e}");
-        let e = ha(
-            CommonArgs { consul: Some("http://c".into()), replica_name: Some("a b".into()), ..Default::default() },
-            "",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--replica-name"), "{e}");
-    }
-
-    #[test]
-    fn tls_endpoint_setting_wins_over_global_and_flag_over_file() {
-        let args = CommonArgs {
-            tls: TlsArgs {
-                tls_ca_file: Some("/flag/global-ca.pem".into()),
-                consul_cert_file: Some("/flag/consul-cert.pem".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let toml = "[tls]\nca_file = \"/file/ca.pem\"\nkey_file = \"/file/key.pem\"\n[tls.kong]\nca_file = \"/file/kong-ca.pem\"\n";
-        let c = merge(args, toml).unwrap();
-        let consul = &c.tls.consul;
-        assert_eq!(consul.ca.as_ref().unwrap().path, PathBuf::from("/flag/global-ca.pem"));
-        assert_eq!(consul.ca.as_ref().unwrap().setting, "--tls-ca-file (SWITCHBOARD_TLS_CA_FILE)");
-        assert_eq!(consul.cert.as_ref().unwrap().setting, "--consul-cert-file (SWITCHBOARD_CONSUL_CERT_FILE)");
-        assert_eq!(consul.key.as_ref().unwrap().setting, "`tls.key_file` (config file)");
-        let kong = &c.tls.kong;
-        assert_eq!(kong.ca.as_ref().unwrap().path, PathBuf::from("/file/kong-ca.pem"));
-        assert_eq!(kong.ca.as_ref().unwrap().setting, "`tls.kong.ca_file` (config file)");
-        assert_eq!(c.tls.marathon.endpoint, Endpoint::Marathon);
-        let e = FileConfig::from_toml_str("[tls.consul]\ncafile = \"x\"\n").unwrap_err();
-        assert!(e.to_string().contains("cafile"), "{e}");
-    }
-
-    #[test]
-    fn consul_agent_mode() {
-        let c = merge(CommonArgs::default(), "").unwrap();
-        assert_eq!(c.consul_agents, ConsulAgents::Single);
-        let args = CommonArgs { consul_agent_mode: Some("per-host".into()), ..Default::default() };
-        let c = merge(args, "consul_agent_port = 8501\n[consul_agents]\n\"10.0.0.1\" = \"https://a:8501\"\n").unwrap();
-        let ConsulAgents::PerHost { scheme, port, map } = c.consul_agents else { panic!("not per-host") };
-        assert_eq!((scheme.as_str(), port), ("http", 8501));
-        assert_eq!(map["10.0.0.1"].as_str(), "https://a:8501/");
-
-        let f: FileConfig = toml::from_str("consul_agent_port = \"8502\"").unwrap();
-        assert_eq!(f.consul_agent_port.as_deref(), Some("8502"));
-        let e = merge(CommonArgs { consul_agent_mode: Some("each".into()), ..Default::default() }, "").unwrap_err();
-        assert!(e.to_string().contains("--consul-agent-mode (SWITCHBOARD_CONSUL_AGENT_MODE)"), "{e}");
-        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\nconsul_agent_scheme = \"ftp\"")
-            .unwrap_err();
-        assert!(e.to_string().contains("`consul_agent_scheme` (config file)"), "{e}");
-        let e = merge(CommonArgs::default(), "consul_agent_mode = \"per-host\"\n[consul_agents]\nh = \"nope\"")
-            .unwrap_err();
-        assert!(e.to_string().contains("consul_agents.h"), "{e}");
-        let e = merge(CommonArgs::default(), "[consul_agents]\nh = \"http://h:8500\"").unwrap_err();
-        assert!(e.to_string().contains("per-host"), "{e}");
-    }
-
-    #[test]
-    fn replace_setting() {
-        let consul = || CommonArgs { consul: Some("http://127.0.0.1:8500".into()), ..Default::default() };
-        assert_eq!(merge(consul(), "").unwrap().replace, None);
-        let c = merge(CommonArgs { replace: Some("marathon-consul".into()), ..consul() }, "").unwrap();
-        assert_eq!(c.replace.map(|r| r.tag().to_owned()).as_deref(), Some("marathon"));
-        let c = merge(consul(), "replace = \"marathon-consul:prod\"").unwrap();
-        assert_eq!(c.replace.map(|r| r.tag().to_owned()).as_deref(), Some("prod"));
-
-        let e = merge(CommonArgs { replace: Some("registrator".into()), ..consul() }, "").unwrap_err();
-        assert!(e.to_string().contains("--replace (SWITCHBOARD_REPLACE)"), "{e}");
-        assert!(e.to_string().contains("\"registrator\""), "{e}");
-        let e = merge(consul(), "replace = \"marathon-consul:\"").unwrap_err();
-        assert!(e.to_string().contains("`replace` (config file)"), "{e}");
-        let e = merge(CommonArgs { replace: Some("marathon-consul".into()), ..Default::default() }, "").unwrap_err();
-        assert!(e.to_string().contains("--replace") && e.to_string().contains("--consul"), "{e}");
-    }
-
-    #[test]
-    fn secrets_never_in_debug() {
-        let env = Env { consul_token: Some(Secret::new("s3cret")), ..Env::none() };
-        let c = Config::merge(&CommonArgs::default(), &FileConfig::default(), &env).unwrap();
-        assert!(!format!("{c:?}").contains("s3cret"));
-    }
-}
+mod tests;

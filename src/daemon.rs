@@ -24,10 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::backends::Backend;
-use crate::backends::consul::{ConsulBackend, ConsulConfig};
-use crate::backends::kong::{KongBackend, KongConfig};
-use crate::backends::vulcand::{VulcandBackend, VulcandConfig};
+use crate::backends::{Backend, KINDS};
 use crate::config::Config;
 use crate::labels::LabelOptions;
 use crate::marathon::client::{ClientConfig, MarathonClient};
@@ -57,45 +54,14 @@ pub const EVENT_TYPES: &[&str] = &[
     "unknown_instance_terminated_event",
 ];
 
-/// Builds the backends that are configured (each is optional).
+/// Builds the backends that are on, one kind at a time (`KINDS` order):
+/// each kind builds its own from its settings.
 pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
     let mut out: Vec<Backend> = Vec::new();
-    if let Some(url) = &cfg.consul {
-        let b = ConsulBackend::new(ConsulConfig {
-            url: url.clone(),
-            token: cfg.consul_token.clone(),
-            cluster: cfg.cluster.clone(),
-            timeout: cfg.request_timeout,
-            agents: cfg.consul_agents.clone(),
-            tls: cfg.tls.consul.clone(),
-        })
-        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?
-        .with_replace(cfg.replace.clone());
-        out.push(Backend::new(b));
-    }
-    if let Some(url) = &cfg.kong {
-        let b = KongBackend::new(KongConfig {
-            url: url.clone(),
-            token: cfg.kong_token.clone(),
-            token_header: cfg.kong_token_header.clone(),
-            cluster: cfg.cluster.clone(),
-            forward_to: cfg.kong_forward_to.clone(),
-            timeout: cfg.request_timeout,
-            tls: cfg.tls.kong.clone(),
-        })
-        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
-        out.push(Backend::new(b));
-    }
-    if let Some(url) = &cfg.vulcand {
-        let b = VulcandBackend::new(VulcandConfig {
-            url: url.clone(),
-            cluster: cfg.cluster.clone(),
-            server_ttl: cfg.vulcand_server_ttl,
-            timeout: cfg.request_timeout,
-            tls: cfg.tls.vulcand.clone(),
-        })
-        .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
-        out.push(Backend::new(b));
+    for kind in KINDS {
+        if let Some(settings) = cfg.backend(kind.name).filter(|s| s.is_on()) {
+            out.push((kind.build)(settings)?);
+        }
     }
     Ok(out)
 }

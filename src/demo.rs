@@ -203,17 +203,17 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     };
     let data = std::env::temp_dir().join(format!("switchboard-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(data.clone());
-    let args = CommonArgs {
+    let mut args = CommonArgs {
         marathon: vec![sims.marathon.url().to_string()],
-        consul: Some(sims.consul.url()),
-        kong: Some(sims.kong.url().to_string()),
-        vulcand: Some(sims.vulcand.url().to_string()),
         data_dir: Some(data.clone()),
         listen: Some("127.0.0.1:0".into()),
         grace_period: Some("500ms".into()),
         resync_interval: Some("30s".into()),
         ..Default::default()
     };
+    args.backends.consul.url = Some(sims.consul.url());
+    args.backends.kong.url = Some(sims.kong.url().to_string());
+    args.backends.vulcand.url = Some(sims.vulcand.url().to_string());
     let cfg = Config::merge(&args, &FileConfig::default(), &Env::none()).context("demo configuration")?;
 
     println!("switchboard demo: simulated Marathon, Consul, Kong and Vulcand on 127.0.0.1");

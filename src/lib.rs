@@ -16,7 +16,8 @@
 //! - [`ha`]: leader election on a Consul lock, and the fence: only the leader writes.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, readiness, metrics, status page;
 //!   [`status`]: the status model the page, `/api/status` and `switchboard state` share; [`metrics`].
-//! - [`once`] (`reconcile --once`), [`state`], [`demo`]: the other subcommands; [`config`]: settings.
+//! - [`once`] (`reconcile --once`), [`state`], [`demo`]: the other subcommands; [`config`]: settings
+//!   (each backend's own in its folder; [`settings`]: the words they share).
 //! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
@@ -37,6 +38,7 @@ pub mod once;
 pub mod plan;
 pub mod reconcile;
 pub mod secret;
+pub mod settings;
 pub mod sim;
 pub mod state;
 pub mod status;

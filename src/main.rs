@@ -207,10 +207,6 @@ enum LogFormat {
     Json,
 }
 
-/// Environment variables whose values are secrets (and the files their
-/// `*_FILE` forms name): what `Redactor` hides.
-const SECRET_VARS: &[&str] = &["SWITCHBOARD_CONSUL_TOKEN", "SWITCHBOARD_KONG_TOKEN", "SWITCHBOARD_MARATHON_AUTH"];
-
 /// How often secret files are read again for `Redactor`.
 const SECRET_FILE_REREAD: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -253,7 +249,8 @@ impl Redactor {
     /// re-reads the files every `SECRET_FILE_REREAD` and hides new values too.
     fn hide_env(&self) {
         let mut files = Vec::new();
-        for var in SECRET_VARS {
+        // Marathon's and each backend's (and the files their `*_FILE` forms name).
+        for var in switchboard::config::secret_vars() {
             if let Ok(v) = std::env::var(var) {
                 self.hide(&v);
             }
@@ -280,7 +277,7 @@ impl Redactor {
     }
 
     fn hide_config(&self, cfg: &Config) {
-        for s in [&cfg.consul_token, &cfg.kong_token, &cfg.marathon_auth].into_iter().flatten() {
+        for s in cfg.secrets() {
             self.hide(s.expose());
         }
     }

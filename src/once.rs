@@ -287,8 +287,8 @@ async fn refuse_beside_a_leader(cfg: &Config) -> anyhow::Result<()> {
     let Some((consul, setting)) = &cfg.ha_lock_consul else { return Ok(()) };
     let key = crate::ha::lock_key(&cfg.cluster);
     let cluster = cfg.cluster.clone();
-    let token = cfg.consul_token.as_ref();
-    match crate::ha::leader_of(consul, token, cfg.tls.consul.clone(), &cfg.cluster, cfg.request_timeout).await {
+    let (token, tls) = cfg.consul_access();
+    match crate::ha::leader_of(consul, token.as_ref(), tls, &cfg.cluster, cfg.request_timeout).await {
         Ok(None) => Ok(()),
         Ok(Some(holder)) => Err(crate::ha::DaemonLeads { cluster, key, holder }.into()),
         Err(source) if *setting == "--ha-consul" => {

@@ -24,25 +24,29 @@ use std::time::{Duration, Instant};
 /// How often the certificate files are checked for a change, at most.
 pub const RECHECK: Duration = Duration::from_secs(2);
 
-/// The endpoints with TLS settings of their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Endpoint {
-    #[default]
-    Marathon,
-    Consul,
-    Kong,
-    Vulcand,
-}
+/// An endpoint with TLS settings of its own: Marathon, or a backend (each
+/// backend's folder names its own, after its `Kind`), so nothing here lists
+/// the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint(&'static str);
 
 impl Endpoint {
+    pub const MARATHON: Endpoint = Endpoint("marathon");
+
+    /// The endpoint called `name` (`consul`, ...).
+    pub const fn new(name: &'static str) -> Endpoint {
+        Endpoint(name)
+    }
+
     /// `marathon`, `consul`, ...: the flag prefix and TOML table name.
     pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Marathon => "marathon",
-            Endpoint::Consul => "consul",
-            Endpoint::Kong => "kong",
-            Endpoint::Vulcand => "vulcand",
-        }
+        self.0
+    }
+}
+
+impl Default for Endpoint {
+    fn default() -> Endpoint {
+        Endpoint::MARATHON
     }
 }
 
@@ -398,7 +402,7 @@ mod tests {
 
     #[test]
     fn flags() {
-        assert_eq!(flag(Some(Endpoint::Consul), Kind::Ca), "--consul-ca-file");
+        assert_eq!(flag(Some(Endpoint::new("consul")), Kind::Ca), "--consul-ca-file");
         assert_eq!(flag(None, Kind::Key), "--tls-key-file");
     }
 
@@ -406,12 +410,12 @@ mod tests {
     fn unreadable_and_unparsable_files_name_setting_and_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = TlsFile { path: dir.path().join("nope.pem"), setting: "--consul-ca-file (X)".into() };
-        let tls = EndpointTls { endpoint: Endpoint::Consul, ca: Some(missing), ..Default::default() };
+        let tls = EndpointTls { endpoint: Endpoint::new("consul"), ca: Some(missing), ..Default::default() };
         let e = HttpClient::build(tls, reqwest::Client::builder).unwrap_err().to_string();
         assert!(e.contains("--consul-ca-file") && e.contains("nope.pem"), "{e}");
 
         let junk = file(dir.path(), "ca-file", "hello");
-        let tls = EndpointTls { endpoint: Endpoint::Consul, ca: Some(junk), ..Default::default() };
+        let tls = EndpointTls { endpoint: Endpoint::new("consul"), ca: Some(junk), ..Default::default() };
         let e = HttpClient::build(tls, reqwest::Client::builder).unwrap_err().to_string();
         assert!(e.contains("--consul-ca-file") && e.contains("no PEM certificate"), "{e}");
     }
@@ -420,7 +424,7 @@ mod tests {
     fn cert_without_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cert = file(dir.path(), "cert-file", "x");
-        let tls = EndpointTls { endpoint: Endpoint::Kong, cert: Some(cert), ..Default::default() };
+        let tls = EndpointTls { endpoint: Endpoint::new("kong"), cert: Some(cert), ..Default::default() };
         let e = HttpClient::build(tls, reqwest::Client::builder).unwrap_err().to_string();
         assert!(e.contains("--kong-key-file"), "{e}");
     }

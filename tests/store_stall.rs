@@ -48,9 +48,8 @@ async fn a_held_store_stops_neither_health_nor_the_stream_nor_the_leaders_renew(
     let consul = ConsulSim::start(ConsulSimOptions::default()).await.expect("consul sim");
     consul.kv().set_session_ttl_min(Duration::from_millis(100));
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = CommonArgs {
+    let mut args = CommonArgs {
         marathon: vec![marathon.url().to_string()],
-        consul: Some(consul.url()),
         data_dir: Some(dir.path().join("data")),
         listen: Some("127.0.0.1:0".into()),
         ha: true,
@@ -60,6 +59,7 @@ async fn a_held_store_stops_neither_health_nor_the_stream_nor_the_leaders_renew(
         request_timeout: Some("1500ms".into()),
         ..Default::default()
     };
+    args.backends.consul.url = Some(consul.url());
     let cfg = Config::merge(&args, &FileConfig::default(), &Env::none()).expect("config");
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -11,6 +11,7 @@
 
 pub mod consul;
 pub mod kong;
+pub mod settings;
 pub mod vulcand;
 
 use std::sync::Arc;
@@ -23,7 +24,10 @@ pub use crate::plan::{Op, Rejection, Selection};
 
 /// What the rest of Switchboard knows of one kind of backend besides its
 /// code: each backend folder defines its `KIND`, and `KINDS` lists them once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Its settings come with it (`settings`, `build`: its folder's
+/// `settings.rs`), so a new backend is a new folder, a line in `KINDS` and a
+/// line in `settings::Args` (clap needs a field to flatten its flags).
+#[derive(Clone, Copy)]
 pub struct Kind {
     /// As in `Routing::name`: logs, metrics, store keys, `--backend-concurrency`.
     pub name: &'static str,
@@ -35,6 +39,20 @@ pub struct Kind {
     /// Whether its own tags or meta tell what is ours whatever the version, so
     /// HA replicas need not share its ledger.
     pub self_described: bool,
+    /// Its keys of the TOML file (`crate::settings::field_names` of its
+    /// `File`), taken out of the file for it.
+    pub file_keys: fn() -> &'static [&'static str],
+    /// Its settings, merged from its flags, its keys, its credentials and TLS
+    /// files, and validated; errors name its own flags.
+    pub settings: fn(&settings::Sources<'_>) -> Result<settings::Settings, crate::settings::ConfigError>,
+    /// Its backend, from settings that are on.
+    pub build: fn(&settings::Settings) -> Result<Backend, crate::settings::ConfigError>,
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
 /// Every kind of backend, in the order they are reported.

@@ -315,7 +315,7 @@ pub(crate) async fn send_following(
         let resp = http.get(url.clone()).headers(headers.clone()).send().await.map_err(|e| Error::Http {
             endpoint: endpoint(&url),
             path: path.into(),
-            cause: crate::tls::explain(crate::tls::Endpoint::Marathon, &e).unwrap_or_else(|| describe(&e)),
+            cause: crate::tls::explain(crate::tls::Endpoint::MARATHON, &e).unwrap_or_else(|| describe(&e)),
         })?;
         if !resp.status().is_redirection() {
             return Ok(resp);

@@ -129,6 +129,7 @@ fn consul() -> Backend {
             timeout: Duration::from_secs(1),
             agents: Default::default(),
             tls: Default::default(),
+            replace: None,
         })
         .expect("consul"),
     )
@@ -249,13 +250,10 @@ fn planning_dirty_apps_alone_ends_where_a_whole_world_pass_does() {
 /// The backends as `switchboard run --ha` builds them (the fence is the
 /// applier's, so the planner sees the same routing with or without it).
 fn ha_backends() -> Vec<Backend> {
-    let args = crate::config::CommonArgs {
-        marathon: vec!["http://127.0.0.1:9".into()],
-        consul: Some("http://127.0.0.1:9".into()),
-        kong: Some("http://127.0.0.1:9".into()),
-        ha: true,
-        ..Default::default()
-    };
+    let mut args =
+        crate::config::CommonArgs { marathon: vec!["http://127.0.0.1:9".into()], ha: true, ..Default::default() };
+    args.backends.consul.url = Some("http://127.0.0.1:9".into());
+    args.backends.kong.url = Some("http://127.0.0.1:9".into());
     let cfg = crate::config::Config::merge(&args, &Default::default(), &crate::config::Env::none()).expect("config");
     assert!(cfg.ha.is_some(), "--ha is on");
     crate::daemon::build_backends(&cfg).expect("backends")

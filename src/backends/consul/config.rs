@@ -28,6 +28,8 @@ pub struct ConsulConfig {
     pub agents: Agents,
     /// TLS files (`--consul-*-file` / `--tls-*-file`), for every agent.
     pub tls: crate::tls::EndpointTls,
+    /// `--replace`: whose registrations are taken over (marathon-consul's).
+    pub replace: Option<super::Replace>,
 }
 
 /// Where registrations go: `--consul-agent-mode`.
@@ -51,6 +53,7 @@ impl std::fmt::Debug for ConsulConfig {
             .field("timeout", &self.timeout)
             .field("agents", &self.agents)
             .field("tls", &self.tls)
+            .field("replace", &self.replace)
             .finish()
     }
 }

@@ -33,6 +33,7 @@ mod map;
 mod replace;
 #[cfg(test)]
 mod replace_tests;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -108,7 +109,7 @@ impl ConsulBackend {
             observed_hashes: Mutex::new(HashMap::new()),
             observed_agents: Mutex::new(HashMap::new()),
             foreign: Mutex::new(None),
-            replace: None,
+            replace: cfg.replace,
             replaceable: Mutex::new(None),
             replaced: Mutex::new(HashSet::new()),
         })
@@ -323,6 +324,9 @@ pub const KIND: crate::backends::Kind = crate::backends::Kind {
     concurrency: 8,
     credentials: Some("SWITCHBOARD_CONSUL_TOKEN"),
     self_described: true,
+    file_keys: crate::settings::field_names::<settings::File>,
+    settings: settings::merge,
+    build: settings::build,
 };
 
 impl Routing for ConsulBackend {

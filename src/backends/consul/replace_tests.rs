@@ -47,6 +47,7 @@ async fn setup() -> (ConsulSim, ConsulBackend) {
         timeout: Duration::from_secs(2),
         agents: Default::default(),
         tls: Default::default(),
+        replace: None,
     })
     .expect("valid config")
     .with_replace(Some(Replace::parse("marathon-consul").expect("valid")));
@@ -117,6 +118,7 @@ async fn without_replace_nothing_of_theirs_is_listed_or_touched() {
         timeout: Duration::from_secs(2),
         agents: Default::default(),
         tls: Default::default(),
+        replace: None,
     })
     .expect("valid config");
     assert!(b.list_owned(&[]).await.expect("list").is_empty());

@@ -43,6 +43,7 @@ fn backend_with(sim: &ConsulSim, cluster: &str, token: Option<&str>) -> ConsulBa
         timeout: Duration::from_secs(2),
         agents: Default::default(),
         tls: Default::default(),
+        replace: None,
     })
     .expect("valid config")
 }
@@ -276,6 +277,7 @@ async fn acl_token_is_sent_and_missing_token_is_permanent() {
         timeout: Duration::from_secs(1),
         agents: Default::default(),
         tls: Default::default(),
+        replace: None,
     };
     let shown = format!("{cfg:?} {err} {:?}", ConsulBackend::new(cfg.clone()).unwrap());
     assert!(!shown.contains("s3cret") && !shown.contains("pw@"), "{shown}");
@@ -306,6 +308,7 @@ fn bad_config_is_refused() {
         timeout: Duration::from_secs(1),
         agents: Default::default(),
         tls: Default::default(),
+        replace: None,
     };
     assert!(matches!(ConsulBackend::new(cfg("ftp://x", "east")), Err(ConsulConfigError::Scheme { .. })));
     assert!(matches!(ConsulBackend::new(cfg("http://x", "")), Err(ConsulConfigError::EmptyCluster)));
@@ -322,6 +325,7 @@ fn per_host_lanes_follow_the_agent_of_each_host() {
         timeout: Duration::from_secs(1),
         agents,
         tls: Default::default(),
+        replace: None,
     };
     let on = |host: &str| Registration { host: host.into(), ..reg("t1", 31000) };
     let single = ConsulBackend::new(cfg(Agents::Single)).unwrap();

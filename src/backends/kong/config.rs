@@ -40,7 +40,7 @@ impl KongConfig {
             cluster: "default".to_owned(),
             forward_to: None,
             timeout: Duration::from_secs(10),
-            tls: crate::tls::EndpointTls { endpoint: crate::tls::Endpoint::Kong, ..Default::default() },
+            tls: crate::tls::EndpointTls { endpoint: super::KIND.endpoint(), ..Default::default() },
         }
     }
 }

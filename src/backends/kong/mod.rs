@@ -41,6 +41,7 @@
 mod client;
 mod config;
 mod map;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -339,6 +340,9 @@ pub const KIND: crate::backends::Kind = crate::backends::Kind {
     concurrency: 16,
     credentials: Some("SWITCHBOARD_KONG_TOKEN"),
     self_described: false,
+    file_keys: crate::settings::field_names::<settings::File>,
+    settings: settings::merge,
+    build: settings::build,
 };
 
 impl Routing for KongBackend {

@@ -50,6 +50,7 @@ mod client;
 mod config;
 pub mod map;
 pub mod route;
+pub mod settings;
 
 #[cfg(test)]
 mod tests;
@@ -173,8 +174,15 @@ fn settle_routes(keep: &mut [Registration]) {
 }
 
 /// Vulcand among the kinds of backend (`backends::KINDS`).
-pub const KIND: crate::backends::Kind =
-    crate::backends::Kind { name: NAME, concurrency: 8, credentials: None, self_described: false };
+pub const KIND: crate::backends::Kind = crate::backends::Kind {
+    name: NAME,
+    concurrency: 8,
+    credentials: None,
+    self_described: false,
+    file_keys: crate::settings::field_names::<settings::File>,
+    settings: settings::merge,
+    build: settings::build,
+};
 
 impl Routing for VulcandBackend {
     fn name(&self) -> &'static str {
