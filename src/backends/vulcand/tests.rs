@@ -9,7 +9,7 @@ use super::*;
 use crate::model::Routes;
 use crate::sim::vulcand::{Engine, Era, VulcandSim, VulcandSimOptions};
 
-fn reg(app: &str, task: &str, address: &str, port: u16, route: Option<&str>) -> Registration {
+pub(super) fn reg(app: &str, task: &str, address: &str, port: u16, route: Option<&str>) -> Registration {
     let service = app.trim_start_matches('/').replace('/', "-");
     Registration {
         id: format!("{task}:{port}"),
