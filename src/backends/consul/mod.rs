@@ -168,8 +168,23 @@ impl ConsulBackend {
     /// listing (made now if there was none yet).
     async fn held_by(&self, id: &str) -> Result<Option<String>, BackendError> {
         if self.foreign().is_none() {
-            let services: BTreeMap<String, map::AgentService> =
-                self.listing().await?.into_iter().map(|(k, s, _)| (k, s)).collect();
+            let listed = self.listing().await?;
+            if matches!(self.agents, Agents::PerHost { .. }) {
+                // Where our services sit, for a register planned before any
+                // resync listed them (from the ledger, after a restart): a
+                // service on another agent is removed from there.
+                let mut placed: HashMap<String, Vec<(String, String)>> = HashMap::new();
+                for (key, svc, host) in &listed {
+                    if let Some(o) = map::owned(key, svc, &self.cluster, None) {
+                        placed.entry(o.registration.id).or_default().push((self.agent_key(host), host.clone()));
+                    }
+                }
+                let mut known = self.observed_agents();
+                for (id, on) in placed {
+                    known.entry(id).or_insert(on);
+                }
+            }
+            let services: BTreeMap<String, map::AgentService> = listed.into_iter().map(|(k, s, _)| (k, s)).collect();
             *self.foreign() = Some(map::foreign_ids(&services, &self.cluster));
         }
         Ok(self.foreign().as_ref().and_then(|f| f.get(id).cloned()))
