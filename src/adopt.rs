@@ -8,9 +8,11 @@
 //! - Nothing is adopted anywhere else: the daemon and `reconcile --once`
 //!   refuse a name they hold no record of, and this is the only command that
 //!   turns such names into records.
-//! - It writes to no backend: it reads them, and Marathon's snapshot (into a
-//!   scratch store) to learn which app and registration each entity stands
-//!   for; the only write is to the real store, and only when recording.
+//! - It writes to no backend: it reads them, and Marathon's snapshot to learn
+//!   which app and registration each entity stands for; the only write is to
+//!   the real store, and only when recording (the snapshot's facts, as `run`
+//!   would store them, then the ledger entries and intents). A dry run plans
+//!   in a scratch store.
 //! - What it records is what `run` would have written: ledger entries
 //!   (`Store::import_ledger`) keyed by app and registration id, and an intent
 //!   per service (`Store::intend`), so the next `run` owns the names, keeps
@@ -95,7 +97,7 @@ impl AdoptReport {
             let _ = writeln!(out, "{b}: nothing to adopt ({why})");
         }
         let todo = self.rows.iter().filter(|r| r.action != "owned already").count();
-        if self.recorded {
+        if self.recorded && todo > 0 {
             let _ =
                 writeln!(out, "\nrecorded {todo} entities as Switchboard's: the next `switchboard run` manages them");
         } else if todo > 0 {
@@ -124,7 +126,20 @@ pub async fn adopt(cfg: &Config, record: bool, force: bool) -> anyhow::Result<Ad
     let real = StoreHandle::spawn(
         Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir? stop it first)")?,
     )?;
-    let desired = desired(cfg).await?;
+    // Recording: Marathon's facts go into the real store too, as the daemon
+    // would have them, so the next `run` plans the adopted entries against
+    // what Marathon runs from its first pass (with an empty store it would
+    // take every adopted entry for an instance that is gone).
+    let _scratch;
+    let planning = if record {
+        real.clone()
+    } else {
+        let dir = tempfile::Builder::new().prefix("switchboard-adopt-").tempdir().context("a scratch store")?;
+        let scratch = StoreHandle::spawn(Store::open(dir.path()).context("opening a scratch store")?)?;
+        _scratch = dir;
+        scratch
+    };
+    let desired = desired(cfg, &planning).await?;
     let backends = crate::daemon::build_backends(cfg)?;
     let mut report = AdoptReport { recorded: false, rows: Vec::new(), skipped: Vec::new() };
     let mut records: Vec<(&'static str, Vec<crate::model::Registration>, BTreeSet<String>)> = Vec::new();
@@ -191,20 +206,22 @@ pub async fn adopt(cfg: &Config, record: bool, force: bool) -> anyhow::Result<Ad
     Ok(report)
 }
 
-/// What each backend should hold by Marathon's snapshot now: one planning
-/// pass over every app, in a scratch store (the real one stays as it was).
-async fn desired(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Vec<crate::model::Registration>)>> {
-    let dir = tempfile::Builder::new().prefix("switchboard-adopt-").tempdir().context("a scratch store")?;
-    let scratch = StoreHandle::spawn(Store::open(dir.path()).context("opening a scratch store")?)?;
+/// What each backend should hold by Marathon's snapshot now: the snapshot
+/// into `store`, then one planning pass over every app (facts, pending and
+/// rejections only: a pass writes no op and no ledger entry).
+async fn desired(
+    cfg: &Config,
+    store: &StoreHandle,
+) -> anyhow::Result<Vec<(&'static str, Vec<crate::model::Registration>)>> {
     let metrics = Metrics::new();
-    let core = crate::daemon::build_core(cfg, scratch.clone(), metrics.clone())?;
+    let core = crate::daemon::build_core(cfg, store.clone(), metrics.clone())?;
     crate::reconcile::resync::refresh_from_marathon(&core).await.context("reading Marathon's snapshot")?;
     let inputs = PlanInputs {
         routing: core.backends.iter().map(|b| b.routing.clone()).collect(),
         labels: core.labels.clone(),
         metrics,
     };
-    let wants = scratch
+    let wants = store
         .call(move |s| {
             let apps = Planner::apps_of(s, &inputs, DirtySet::everything()).map_err(crate::reconcile::into_store)?;
             Planner::default().pass(s, &inputs, &apps, 1).map_err(crate::reconcile::into_store)

@@ -562,7 +562,8 @@ fn main() -> ExitCode {
                         } else {
                             print!("{}", redactor.redact(&report.render_table()));
                         }
-                        if !yes && !dry_run && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                        let unrecorded = report.rows.iter().any(|r| r.action == "adopt");
+                        if unrecorded && !yes && !dry_run && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
                             say(
                                 &redactor,
                                 "switchboard adopt: not a terminal and no --yes: a dry run, nothing recorded",

@@ -142,6 +142,13 @@ async fn a_lost_data_dir_is_adopted_explicitly_then_managed() {
     })
     .await;
     assert!(!d.log().contains("not in Switchboard's ledger"), "run still refuses adopted ids");
+    // Not even for a moment was a live server removed or rewritten.
+    let dead: Vec<&String> = ours.iter().filter(|sid| !running.contains_key(*sid)).collect();
+    let task = dead[0].split(':').next().expect("task id");
+    let made: Vec<(String, String)> =
+        w.vulcand().writes()[writes..].iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].0 == "DELETE" && made[0].1.contains(task), "only the dead task's server goes: {made:?}");
     let other = (w.vulcand().servers(OTHER_CLUSTER), w.vulcand().servers(HAND_MADE));
     w.emit(&w.marathon.model().destroy(APP));
     eventually("the app's backend and frontend removed", WAIT, || {

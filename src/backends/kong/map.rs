@@ -576,28 +576,29 @@ pub(crate) fn untagged_service_is_ours(service: &Value, expected: &Destination) 
 
 /// Kong 1.0 (no tags): whether a route named like ours still hangs off the
 /// service Switchboard wrote (`service_id`: that service's id, when it is
-/// ours) and publishes what it wrote.
+/// ours) and publishes what it wrote (`wrote`, when the ledger recorded it).
 pub(crate) fn untagged_route_is_ours(
     route: &Value,
     service_id: Option<&str>,
-    wrote: &NormRoutes,
+    wrote: Option<&NormRoutes>,
 ) -> Result<(), String> {
     let on = route["service"]["id"].as_str();
     if service_id.is_none() || on != service_id {
         return Err(format!("it hangs off service {}, not Switchboard's", on.unwrap_or("none")));
     }
-    routes_are_ours(&RouteView::from_route(route), wrote)
+    wrote.map_or(Ok(()), |w| routes_are_ours(&RouteView::from_route(route), w))
 }
 
 /// Kong 0.x (no tags): whether an api named like ours still sends traffic
-/// where Switchboard pointed it and publishes what it wrote.
-pub(crate) fn api_is_ours(api: &Value, expected: &Destination, wrote: &NormRoutes) -> Result<(), String> {
+/// where Switchboard pointed it and publishes what it wrote (`wrote`, when
+/// the ledger recorded it).
+pub(crate) fn api_is_ours(api: &Value, expected: &Destination, wrote: Option<&NormRoutes>) -> Result<(), String> {
     let upstream_url = api["upstream_url"].as_str().unwrap_or_default();
     let seen = url::Url::parse(upstream_url).ok().map(|u| Destination::from_url(&u));
     if seen.as_ref() != Some(expected) {
         return Err(format!("it sends traffic to {upstream_url:?}, Switchboard wrote {:?}", expected.url()));
     }
-    routes_are_ours(&RouteView::from_api(api), wrote)
+    wrote.map_or(Ok(()), |w| routes_are_ours(&RouteView::from_api(api), w))
 }
 
 /// Whether a registration stands for app-level leftovers only (no target).

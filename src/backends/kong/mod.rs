@@ -354,7 +354,11 @@ impl KongBackend {
         r: &Registration,
         name: &str,
     ) -> Result<std::collections::HashMap<&'static str, Holder>, BackendError> {
-        let wrote = map::normalize(&r.routes);
+        // A registration `list_owned` made up (a target no ledger entry
+        // explains) carries the routes Kong showed, not what Switchboard
+        // wrote: only where traffic goes is judged then.
+        let wrote = (!r.id.starts_with(map::SYNTHETIC)).then(|| map::normalize(&r.routes));
+        let wrote = wrote.as_ref();
         let dest = self.destination(name);
         let mut judged = std::collections::HashMap::new();
         let verdict = |v: Result<(), String>| match v {
@@ -364,7 +368,7 @@ impl KongBackend {
         let front = if caps.legacy {
             let api = match self.client.get(&format!("/apis/{name}")).await? {
                 None => Holder::Absent,
-                Some(api) => verdict(map::api_is_ours(&api, &dest, &wrote)),
+                Some(api) => verdict(map::api_is_ours(&api, &dest, wrote)),
             };
             judged.insert("api", api.clone());
             api
@@ -380,7 +384,7 @@ impl KongBackend {
             };
             let route = match self.client.get(&format!("/routes/{name}")).await? {
                 None => Holder::Absent,
-                Some(route) => verdict(map::untagged_route_is_ours(&route, service_id, &wrote)),
+                Some(route) => verdict(map::untagged_route_is_ours(&route, service_id, wrote)),
             };
             judged.insert("route", route);
             judged.insert("service", service_holder.clone());
@@ -542,6 +546,15 @@ impl Registry for KongBackend {
         // its app's plan removes (`map::observed_registrations`).
         let wanted: Vec<Registration> = desired.iter().filter(|r| named.contains_key(&r.service)).cloned().collect();
         let mut regs = map::observed_registrations(&apps, &wanted, self.forward_to.as_ref());
+        // In place: the very registration the planner wants, so the next
+        // `run` has nothing to rewrite.
+        for r in &mut regs {
+            if let Some(d) = wanted.iter().find(|d| d.id == r.id)
+                && map::same(d, r)
+            {
+                *r = d.clone();
+            }
+        }
         let mut found = Vec::new();
         for (service, entities) in named {
             let name = map::entity_name(&service, &self.cluster);
