@@ -15,6 +15,10 @@
 //!   and meta `managed_by=switchboard` + `switchboard_cluster=<cluster>`; on
 //!   agents that list no meta (pre-1.0.7), the tag plus an entry in the
 //!   ledger. The built-in `consul` service is never ours.
+//! - A service ID someone else holds is never overwritten: refused if the
+//!   last listing showed it foreign, and in per-host mode also if the target
+//!   agent's own listing does (read before its first register after each
+//!   resync), whatever its tags.
 //! - Nothing is half-registered: a registration is validated before any call,
 //!   and one register call carries the service and all its checks.
 //! - Registrations carry a `switchboard_hash` of their content, so drift in
