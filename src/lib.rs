@@ -16,12 +16,13 @@
 //! - [`ha`]: leader election on a Consul lock, and the fence: only the leader writes.
 //! - [`daemon`]: wiring, timers, shutdown; [`http`]: health, readiness, metrics, status page;
 //!   [`status`]: the status model the page, `/api/status` and `switchboard state` share; [`metrics`].
-//! - [`once`] (`reconcile --once`), [`state`], [`demo`]: the other subcommands; [`config`]: settings
+//! - [`once`] (`reconcile --once`), [`adopt`], [`state`], [`demo`]: the other subcommands; [`config`]: settings
 //!   (each backend's own in its folder; [`settings`]: the words they share).
 //! - [`tls`]: the one builder of HTTP clients: trust, client certificates, rotation.
 //! - [`sim`]: simulators used by tests, `switchboard demo` and `switchboard sim`.
 //! - [`bench`]: the `switchboard-bench` harness (processes, phases, report, plot).
 
+pub mod adopt;
 pub mod assemble;
 pub mod backends;
 pub mod bench;

@@ -66,6 +66,26 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// After a lost data dir: list what Vulcand (and Kong before 1.1, which
+    /// has no tags) holds under this cluster's naming scheme and, with
+    /// --yes, record it in the ledger as Switchboard's. A dry run otherwise.
+    Adopt {
+        /// Record what is listed (otherwise nothing is recorded).
+        #[arg(long)]
+        yes: bool,
+        /// List only, even with --yes.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Record even while a daemon of this cluster holds the HA lock
+        /// (refused otherwise, exit code 2).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Print what the store holds: apps, instances, pending, ledger, queue.
     State {
         /// Print JSON instead of text.
@@ -513,6 +533,44 @@ fn main() -> ExitCode {
                         // Another replica holds the HA lock: not ours to run now.
                         let held = e.downcast_ref::<switchboard::ha::LockHeld>().is_some()
                             || e.downcast_ref::<switchboard::ha::DaemonLeads>().is_some();
+                        if held || (explain(&e, None, None).is_none() && e.to_string().starts_with("invalid setting")) {
+                            ExitCode::from(2)
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+            }
+            Command::Adopt { yes, dry_run, json, force, common } => {
+                let redactor = init_tracing(format, "warn,switchboard::marathon::client=error");
+                let cfg = match load(&redactor, &common) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let (data_dir, listen) = (cfg.data_dir.clone(), cfg.listen.to_string());
+                let record = yes && !dry_run;
+                match switchboard::adopt::adopt(&cfg, record, force).await {
+                    Ok(report) => {
+                        if json {
+                            match serde_json::to_string_pretty(&report) {
+                                Ok(s) => println!("{s}"),
+                                Err(e) => say(&redactor, &format!("switchboard: cannot encode report: {e}")),
+                            }
+                        } else {
+                            print!("{}", redactor.redact(&report.render_table()));
+                        }
+                        let unrecorded = report.rows.iter().any(|r| r.action == "adopt");
+                        if unrecorded && !yes && !dry_run && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                            say(
+                                &redactor,
+                                "switchboard adopt: not a terminal and no --yes: a dry run, nothing recorded",
+                            );
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        say(&redactor, &format!("switchboard: {}", one_line(&e, Some(&data_dir), Some(&listen))));
+                        let held = e.downcast_ref::<switchboard::adopt::BesideALeader>().is_some();
                         if held || (explain(&e, None, None).is_none() && e.to_string().starts_with("invalid setting")) {
                             ExitCode::from(2)
                         } else {

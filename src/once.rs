@@ -283,7 +283,7 @@ pub async fn once_with_progress(
 /// only, a warning, and the run goes on (a Consul that cannot be read is
 /// reported by the run itself in its own terms, and a token without KV read
 /// is common where no daemon runs with `--ha`).
-async fn refuse_beside_a_leader(cfg: &Config) -> anyhow::Result<()> {
+pub(crate) async fn refuse_beside_a_leader(cfg: &Config) -> anyhow::Result<()> {
     let Some((consul, setting)) = &cfg.ha_lock_consul else { return Ok(()) };
     let key = crate::ha::lock_key(&cfg.cluster);
     let cluster = cfg.cluster.clone();

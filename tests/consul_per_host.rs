@@ -287,3 +287,37 @@ async fn per_host_without_consul_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--consul-agent-mode") && stderr.contains("--consul"), "{stderr}");
 }
+
+/// A service ID someone else registered, untagged, at the agent a task
+/// goes to (the catalog listing sees only services tagged `switchboard`):
+/// the agent's own listing shows it, so the register is refused, naming the
+/// holder, and the foreign service stays as it was; the other tasks land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_id_on_a_hosts_agent_is_refused_not_overwritten() {
+    let w = world().await;
+    let _ = w.marathon.model().deploy(app("/shop/web", "web"), 3);
+    let tasks = w.tasks("/shop/web");
+    assert_eq!(tasks.len(), 3);
+    let (taken, host) = tasks[0].clone();
+    let foreign = json!({"ID": taken, "Name": "legacy-web", "Tags": ["blue"], "Port": 8080, "Address": "10.9.9.9"});
+    w.agent(&host).insert_raw(foreign);
+
+    let out = common::run_cli(
+        [s(&["reconcile", "--once", "--data-dir", &w.dir.path().join("data").display().to_string()]), w.args()]
+            .concat(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a refusal is not convergence\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("belongs to someone else") && stdout.contains("legacy-web") && stdout.contains(&taken),
+        "the refusal names the ID and its holder\nstdout: {stdout}"
+    );
+    let kept = &w.agent(&host).services()[&taken];
+    assert_eq!(kept["Service"], "legacy-web", "the foreign service was overwritten: {kept}");
+    assert_eq!(kept["Port"], 8080);
+    for (id, h) in &tasks[1..] {
+        assert!(w.agent(h).has_service(id), "{id} missing on the agent of {h}");
+    }
+}

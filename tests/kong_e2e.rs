@@ -514,7 +514,11 @@ both_versions!(reconcile_unchanged_reads_only);
 
 /// The data dir is lost (new host, wiped disk) while Kong still publishes
 /// everything: a `reconcile --once` from scratch must leave Kong publishing
-/// it all, never deleting live targets it has no record of.
+/// it all, never deleting live targets it has no record of. With tags (3.x)
+/// it knows its own entities and re-registers them (idempotent writes);
+/// without tags (0.x) the ledger was the only record: every name is refused
+/// as someone else's and nothing is written (`switchboard adopt` is the way
+/// back, tests/adopt.rs), never a silent re-adoption.
 async fn lost_store_leaves_kong_alone(version: &str) {
     let w = world(version).await;
     let mut d = w.kong_daemon("0").await;
@@ -539,7 +543,20 @@ async fn lost_store_leaves_kong_alone(version: &str) {
     args.extend(w.args(&[]));
     let out = run_cli(args).await;
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "reconcile --once: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    if w.legacy() {
+        assert_eq!(out.status.code(), Some(1), "refusals: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+        for (app, _) in apps {
+            let name = entity(app);
+            assert!(
+                report.contains(&format!("Kong api \\\"{name}\\\" exists but is not in Switchboard's ledger")),
+                "{app} not refused by name: {report}"
+            );
+        }
+        let writes: Vec<_> = w.kong().requests()[before..].iter().filter(|(m, _)| m != "GET").cloned().collect();
+        assert!(writes.is_empty(), "wrote to entities it has no record of: {writes:?}; report {report}");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "reconcile --once: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
     for (app, host) in apps {
         assert!(
             w.in_step(app, &publish(app, &[host], &[], true)),
@@ -756,3 +773,100 @@ async fn a_name_recreated_by_someone_else_survives_the_last_deregistration() {
     assert_eq!(theirs(&w), before, "another team's entities changed");
     assert_eq!(writes(&w), setup_writes, "switchboard wrote to names it no longer holds: {:?}", w.kong().requests());
 }
+
+// ---------------------------------------------------------------- 12. delete-time ownership without tags
+
+macro_rules! untagged_versions {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kong_1_0() {
+                super::$name("1.0.3").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kong_0_10() {
+                super::$name("0.10.4").await;
+            }
+        }
+    };
+}
+
+/// Kong before 1.1 has no tags: the ledger says the app's entities are
+/// Switchboard's, and at delete time their content must say so too. Another
+/// team removes them by hand and recreates the names (their upstream with a
+/// target at the very address, an api or service sending traffic to their
+/// host, a route publishing their host). When /web is destroyed, nothing of
+/// theirs is deleted: each entity is logged as left alone, and the
+/// deregistration counts as done (nothing in the ledger or the queue, no
+/// refusal).
+async fn names_recreated_without_tags_survive_the_last_deregistration(version: &str) {
+    use reqwest::Method as M;
+    let w = world(version).await;
+    let d = w.kong_daemon("0").await;
+    let app = "/web";
+    let name = entity(app);
+    w.emit(&w.marathon.model().deploy(kong_app(app, "web.example.com", "", false), 1));
+    w.converge(app, &publish(app, &["web.example.com"], &[], true), "published").await;
+    let ours = w.targets(app);
+    assert_eq!(ours.len(), 1);
+
+    let kinds: &[&str] = if w.legacy() { &["apis", "upstreams"] } else { &["routes", "services", "upstreams"] };
+    for kind in kinds {
+        assert!(w.admin(M::DELETE, &format!("/{kind}/{name}"), None).await < 300);
+    }
+    if w.legacy() {
+        assert_eq!(w.admin(M::POST, "/upstreams", Some(json!({"name": name}))).await, 201);
+    } else {
+        assert!(w.admin(M::PUT, &format!("/upstreams/{name}"), Some(json!({}))).await < 300);
+    }
+    for t in &ours {
+        let target = json!({"target": t, "weight": 100});
+        assert_eq!(w.admin(M::POST, &format!("/upstreams/{name}/targets"), Some(target)).await, 201);
+    }
+    if w.legacy() {
+        let api = json!({"name": name, "upstream_url": "http://10.9.9.9:8080", "hosts": ["team-b.example.com"]});
+        assert_eq!(w.admin(M::POST, "/apis", Some(api)).await, 201);
+    } else {
+        let svc = json!({"host": "10.9.9.9", "port": 8080});
+        assert!(w.admin(M::PUT, &format!("/services/{name}"), Some(svc)).await < 300);
+        let route = json!({"name": name, "hosts": ["team-b.example.com"]});
+        assert_eq!(w.admin(M::POST, &format!("/services/{name}/routes"), Some(route)).await, 201);
+    }
+    let theirs = |w: &World| -> Value {
+        json!({
+            "upstream": named(&w.kong().upstreams(), &name).cloned(),
+            "service": named(&w.kong().services(), &name).cloned(),
+            "route": named(&w.kong().routes(), &name).cloned(),
+            "api": named(&w.kong().apis(), &name).cloned(),
+            "targets": w.kong().targets(&name),
+        })
+    };
+    let before = theirs(&w);
+    let setup_writes = writes_to(&w, &name);
+
+    w.emit(&w.marathon.model().destroy(app));
+    let logged: &[&str] =
+        if w.legacy() { &["target", "api", "upstream"] } else { &["target", "route", "service", "upstream"] };
+    eventually("each of their entities left alone and logged", WAIT, || {
+        let log = d.log();
+        logged.iter().all(|kind| {
+            log.lines().any(|l| l.contains("held by someone else now") && l.contains(&format!("entity={kind}")))
+        })
+    })
+    .await;
+    assert!(d.log().contains("10.9.9.9"), "the log does not say where their entity sends traffic");
+    eventually_async("the deregistration counts as done", WAIT, || async {
+        d.sample("switchboard_registrations{backend=\"kong\"}").await == Some(0.0)
+            && d.sample("switchboard_queue_depth{backend=\"kong\"}").await == Some(0.0)
+    })
+    .await;
+    assert_eq!(d.sample("switchboard_refusals{backend=\"kong\"}").await, Some(0.0));
+    assert_eq!(theirs(&w), before, "another team's entities changed");
+    assert_eq!(
+        writes_to(&w, &name),
+        setup_writes,
+        "switchboard wrote to names it no longer holds: {:?}",
+        w.kong().requests()
+    );
+}
+untagged_versions!(names_recreated_without_tags_survive_the_last_deregistration);

@@ -468,3 +468,47 @@ async fn a_task_killed_while_a_listing_straddles_its_registration_leaves_no_serv
     }
     assert!(!server_of(&first), "the killed task's server is still routed");
 }
+
+/// Switchboard's backend, server and frontend are removed by hand and the
+/// same ids made again by someone else (other URL, route, settings). When
+/// the app goes, the ledger still names them, but their content is not what
+/// Switchboard wrote: each is left alone with a warning, and the
+/// deregistration counts as done (nothing queued, the ledger empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_recreated_by_someone_else_survive_the_last_deregistration() {
+    use reqwest::Method as M;
+    let w = world().await;
+    let d = w.daemon(&[]);
+    w.subscribed().await;
+    w.marathon.emit(&w.marathon.model().deploy(web_app(), 1));
+    w.converge("deployed").await;
+    let ours: Vec<String> = w.servers(OURS).into_keys().collect();
+    assert_eq!(ours.len(), 1);
+
+    assert_eq!(w.vulcand_call(M::DELETE, &format!("/v2/frontends/{OURS}"), None).await, 200);
+    assert_eq!(w.vulcand_call(M::DELETE, &format!("/v2/backends/{OURS}"), None).await, 200);
+    let backend = json!({"Backend": {"Id": OURS, "Type": "http", "Settings": {"Timeouts": {"Read": "30s"}}}});
+    assert_eq!(w.vulcand_call(M::POST, "/v2/backends", Some(backend)).await, 200);
+    let server = json!({"Server": {"Id": ours[0], "URL": "http://10.9.9.9:8080"}});
+    assert_eq!(w.vulcand_call(M::POST, &format!("/v2/backends/{OURS}/servers"), Some(server)).await, 200);
+    let fe = json!({"Frontend": {"Id": OURS, "Type": "http", "BackendId": OURS, "Route": r#"Host("theirs.local")"#}});
+    assert_eq!(w.vulcand_call(M::POST, "/v2/frontends", Some(fe)).await, 200);
+    let snapshot = || (w.vulcand().backends(), w.vulcand().frontends(), w.vulcand().servers(OURS));
+    let before = snapshot();
+    let writes = w.vulcand().writes().len();
+
+    w.marathon.emit(&w.marathon.model().destroy(APP));
+    eventually("server, frontend and backend left alone, each named", WAIT, || {
+        let log = d.log();
+        ["entity=server", "entity=frontend", "entity=backend"].iter().all(|e| {
+            log.lines().any(|l| l.contains("left alone on deregistration") && l.contains(e) && l.contains(OURS))
+        })
+    })
+    .await;
+    d.wait_sample("the deregistration is done", "switchboard_registrations{backend=\"vulcand\"}", |v| v == 0.0).await;
+    d.wait_sample("nothing queued", "switchboard_queue_depth{backend=\"vulcand\"}", |v| v == 0.0).await;
+    assert_eq!(snapshot(), before, "someone else's backend, server or frontend changed");
+    assert_eq!(w.vulcand().writes().len(), writes, "deleted: {:?}", &w.vulcand().writes()[writes..]);
+    let log = d.log();
+    assert!(log.contains("10.9.9.9:8080") && log.contains("theirs.local") && log.contains("30s"), "why not named");
+}

@@ -76,6 +76,22 @@ pub enum Claim {
     Held(String),
 }
 
+/// One entity `switchboard adopt` found named by this cluster's scheme on a
+/// backend whose ledger is the only ownership record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its kind, as the backend calls it (`server`, `frontend`, `target`, ...).
+    pub entity: &'static str,
+    /// Its id or name on the backend.
+    pub id: String,
+    /// The Switchboard service name it stands for.
+    pub service: String,
+    /// The ledger entry it would be owned through (instance-level entities,
+    /// and an app's skeleton where the backend needs one); `None` for an
+    /// app-level entity, owned through its service's intent.
+    pub registration: Option<Registration>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// Connection refused, timeout, 5xx, 429: retry later.
@@ -180,6 +196,14 @@ pub trait Registry: Send + Sync {
     /// write? Backends without tags (the ledger is their only ownership
     /// record) read them here; the rest answer `Tagged`.
     async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError>;
+
+    /// Everything on the backend named by this cluster's scheme that only a
+    /// ledger could make ours (`switchboard adopt`, after a lost data dir),
+    /// each with the ledger entry it would be owned through: the matching
+    /// registration of `desired` (what Marathon runs now) where there is
+    /// one, else one made from what the backend shows. Backends whose tags
+    /// or meta say who owns what answer nothing. Reads only.
+    async fn adoptable(&self, desired: &[Registration]) -> Result<Vec<Found>, BackendError>;
 
     /// How often `heartbeat` must run, for backends whose entries expire
     /// (Vulcand servers with a TTL). `None`: no heartbeat.

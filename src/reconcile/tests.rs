@@ -324,6 +324,9 @@ impl Registry for Recorder {
         self.calls.lock().expect("calls").push(("claim".into(), reg.service.clone()));
         Ok(if self.names_exist { Claim::Held("exists, not in the ledger".into()) } else { Claim::Free })
     }
+    async fn adoptable(&self, _: &[Registration]) -> Result<Vec<crate::backends::Found>, BackendError> {
+        Ok(Vec::new())
+    }
     fn heartbeat_interval(&self) -> Option<Duration> {
         None
     }

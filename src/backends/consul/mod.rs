@@ -15,6 +15,10 @@
 //!   and meta `managed_by=switchboard` + `switchboard_cluster=<cluster>`; on
 //!   agents that list no meta (pre-1.0.7), the tag plus an entry in the
 //!   ledger. The built-in `consul` service is never ours.
+//! - A service ID someone else holds is never overwritten: refused if the
+//!   last listing showed it foreign, and in per-host mode also if the target
+//!   agent's own listing does (read before its first register after each
+//!   resync), whatever its tags.
 //! - Nothing is half-registered: a registration is validated before any call,
 //!   and one register call carries the service and all its checks.
 //! - Registrations carry a `switchboard_hash` of their content, so drift in
@@ -88,6 +92,13 @@ pub struct ConsulBackend {
     /// left out of what it records, so none is removed (or counted) twice.
     /// Std mutex: short sections, never held across an `.await`.
     replaced: Mutex<HashSet<String>>,
+    /// Per-host mode: per agent (by URL, as `agent_key`), the service IDs
+    /// its own `/v1/agent/services` listing shows held by someone else,
+    /// whatever their tags (the catalog listing sees only services tagged
+    /// `switchboard`). Read before the first register at an agent, dropped
+    /// by every `list_owned`, so each resync reads each agent again. Std
+    /// mutex: short sections, never held across an `.await`.
+    agent_foreign: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 /// marathon-consul's entries by the Switchboard registration they stand for.
@@ -112,6 +123,7 @@ impl ConsulBackend {
             replace: cfg.replace,
             replaceable: Mutex::new(None),
             replaced: Mutex::new(HashSet::new()),
+            agent_foreign: Mutex::new(HashMap::new()),
         })
     }
 
@@ -306,11 +318,49 @@ impl ConsulBackend {
     /// listing (made now if there was none yet).
     async fn held_by(&self, id: &str) -> Result<Option<String>, BackendError> {
         if self.foreign().is_none() {
-            let services: BTreeMap<String, map::AgentService> =
-                self.listing().await?.into_iter().map(|(k, s, _)| (k, s)).collect();
+            let listed = self.listing().await?;
+            if matches!(self.agents, Agents::PerHost { .. }) {
+                // Where our services sit, for a register planned before any
+                // resync listed them (from the ledger, after a restart): a
+                // service on another agent is removed from there.
+                let mut placed: HashMap<String, Vec<(String, String)>> = HashMap::new();
+                for (key, svc, host) in &listed {
+                    if let Some(o) = map::owned(key, svc, &self.cluster, None) {
+                        placed.entry(o.registration.id).or_default().push((self.agent_key(host), host.clone()));
+                    }
+                }
+                let mut known = self.observed_agents();
+                for (id, on) in placed {
+                    known.entry(id).or_insert(on);
+                }
+            }
+            let services: BTreeMap<String, map::AgentService> = listed.into_iter().map(|(k, s, _)| (k, s)).collect();
             *self.foreign() = Some(map::foreign_ids(&services, &self.cluster));
         }
         Ok(self.foreign().as_ref().and_then(|f| f.get(id).cloned()))
+    }
+
+    fn agent_foreign(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, String>>> {
+        self.agent_foreign.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Per-host mode: who holds service ID `reg.id` at the agent `reg` goes
+    /// to, if someone else does, as that agent's own listing shows (read
+    /// now if it was not since the last resync). Single mode: `None` (the
+    /// one agent's listing is the catalog `held_by` reads).
+    async fn held_at_agent(&self, reg: &Registration, what: &str) -> Result<Option<String>, BackendError> {
+        if !matches!(self.agents, Agents::PerHost { .. }) {
+            return Ok(None);
+        }
+        let key = self.agent_key(&reg.host);
+        if let Some(ids) = self.agent_foreign().get(&key) {
+            return Ok(ids.get(&reg.id).cloned());
+        }
+        let services = self.agent_for(reg, what)?.services().await?;
+        let ids = map::foreign_ids(&services, &self.cluster);
+        let holder = ids.get(&reg.id).cloned();
+        self.agent_foreign().insert(key, ids);
+        Ok(holder)
     }
 
     fn rejection(reg: &Registration, label: &str, reason: String) -> Rejection {
@@ -431,6 +481,8 @@ impl Registry for ConsulBackend {
         *self.observed_agents() = agents;
         let services: BTreeMap<String, map::AgentService> = listed.into_iter().map(|(k, s, _)| (k, s)).collect();
         *self.foreign() = Some(map::foreign_ids(&services, &self.cluster));
+        // Each agent's own listing is read again before its next register.
+        self.agent_foreign().clear();
         Ok(owned)
     }
 
@@ -442,7 +494,12 @@ impl Registry for ConsulBackend {
                     what: format!("register {}", reg.id),
                     message: format!("{} (label {} of app {})", bad.reason, bad.label, reg.app_id),
                 })?;
-                if let Some(holder) = self.held_by(&reg.id).await? {
+                let what = format!("register {}", reg.id);
+                let holder = match self.held_by(&reg.id).await? {
+                    Some(holder) => Some(holder),
+                    None => self.held_at_agent(reg, &what).await?,
+                };
+                if let Some(holder) = holder {
                     return Err(BackendError::Permanent {
                         backend: NAME,
                         what: format!("register {} (label {} of app {})", reg.id, map::LABEL, reg.app_id),
@@ -453,7 +510,6 @@ impl Registry for ConsulBackend {
                     });
                 }
                 let body = map::register_body(reg, &self.cluster);
-                let what = format!("register {}", reg.id);
                 self.agent_for(reg, &what)?.register(&body).await?;
                 // Per-host: the same service ID listed on other agents (the
                 // task was registered elsewhere before) goes from there.
@@ -491,6 +547,11 @@ impl Registry for ConsulBackend {
 
     async fn claim(&self, _reg: &Registration) -> Result<Claim, BackendError> {
         Ok(Claim::Tagged)
+    }
+
+    /// Tags and meta say what is ours: nothing to adopt.
+    async fn adoptable(&self, _desired: &[Registration]) -> Result<Vec<crate::backends::Found>, BackendError> {
+        Ok(Vec::new())
     }
 
     fn heartbeat_interval(&self) -> Option<std::time::Duration> {

@@ -540,6 +540,67 @@ pub(crate) fn observed_registrations(
     out
 }
 
+// ---------------------------------------------------------------- ownership without tags
+
+/// Hosts and paths as comparable sets (Kong keeps them as sent).
+fn route_sets(hosts: &[String], paths: &[String]) -> (BTreeSet<String>, BTreeSet<String>) {
+    (hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect(), paths.iter().map(|p| p.trim().to_owned()).collect())
+}
+
+/// Whether a route (1.0: route; 0.x: api) still publishes what Switchboard
+/// wrote for the app: its hosts and paths.
+fn routes_are_ours(seen: &RouteView, wrote: &NormRoutes) -> Result<(), String> {
+    let (hosts, paths) = route_sets(&seen.hosts, &seen.paths);
+    let (want_hosts, want_paths) = route_sets(&wrote.hosts, &wrote.paths);
+    if hosts == want_hosts && paths == want_paths {
+        Ok(())
+    } else {
+        Err(format!(
+            "it publishes hosts {:?} paths {:?}, Switchboard wrote hosts {:?} paths {:?}",
+            seen.hosts, seen.paths, wrote.hosts, wrote.paths
+        ))
+    }
+}
+
+/// Kong before 1.1 (no tags): whether a service named like ours still sends
+/// traffic where Switchboard pointed it (the app's upstream, or
+/// `--kong-forward-to`).
+pub(crate) fn untagged_service_is_ours(service: &Value, expected: &Destination) -> Result<(), String> {
+    let seen = Destination::from_service(service);
+    if seen == *expected {
+        Ok(())
+    } else {
+        Err(format!("it sends traffic to {}, Switchboard wrote {}", seen.url(), expected.url()))
+    }
+}
+
+/// Kong 1.0 (no tags): whether a route named like ours still hangs off the
+/// service Switchboard wrote (`service_id`: that service's id, when it is
+/// ours) and publishes what it wrote (`wrote`, when the ledger recorded it).
+pub(crate) fn untagged_route_is_ours(
+    route: &Value,
+    service_id: Option<&str>,
+    wrote: Option<&NormRoutes>,
+) -> Result<(), String> {
+    let on = route["service"]["id"].as_str();
+    if service_id.is_none() || on != service_id {
+        return Err(format!("it hangs off service {}, not Switchboard's", on.unwrap_or("none")));
+    }
+    wrote.map_or(Ok(()), |w| routes_are_ours(&RouteView::from_route(route), w))
+}
+
+/// Kong 0.x (no tags): whether an api named like ours still sends traffic
+/// where Switchboard pointed it and publishes what it wrote (`wrote`, when
+/// the ledger recorded it).
+pub(crate) fn api_is_ours(api: &Value, expected: &Destination, wrote: Option<&NormRoutes>) -> Result<(), String> {
+    let upstream_url = api["upstream_url"].as_str().unwrap_or_default();
+    let seen = url::Url::parse(upstream_url).ok().map(|u| Destination::from_url(&u));
+    if seen.as_ref() != Some(expected) {
+        return Err(format!("it sends traffic to {upstream_url:?}, Switchboard wrote {:?}", expected.url()));
+    }
+    wrote.map_or(Ok(()), |w| routes_are_ours(&RouteView::from_api(api), w))
+}
+
 /// Whether a registration stands for app-level leftovers only (no target).
 pub(crate) fn is_skeleton(r: &Registration) -> bool {
     r.address.is_empty() && r.port == 0

@@ -53,7 +53,9 @@ pub use config::{KongConfig, KongConfigError};
 
 use self::client::{Caps, Client};
 use self::map::{Destination, NormRoutes};
-use crate::backends::{BackendError, Claim, Op, Registry, Routing, Selection};
+use std::collections::BTreeMap;
+
+use crate::backends::{BackendError, Claim, Found, Op, Registry, Routing, Selection};
 use crate::model::Registration;
 
 /// The Kong backend; cheap to share behind an `Arc`.
@@ -251,7 +253,8 @@ impl KongBackend {
     }
 
     /// Deletes the entity at `path` if it is still ours. On a Kong with tags
-    /// its owner is read first: absent means nothing to delete, and a name
+    /// its owner is read first (without tags, `known` holds what
+    /// `judge_untagged` found): absent means nothing to delete, and a name
     /// someone else holds now (another team recreated it after ours went) is
     /// left alone and logged; either way the deregistration is done, so the
     /// ledger lets go of it and it is not retried. `known`: what an earlier
@@ -264,11 +267,12 @@ impl KongBackend {
         path: &str,
         known: Option<Holder>,
     ) -> Result<bool, BackendError> {
-        if caps.tags {
-            let holder = match known {
-                Some(h) => h,
-                None => self.holder(path).await?,
-            };
+        let holder = match known {
+            Some(h) => Some(h),
+            None if caps.tags => Some(self.holder(path).await?),
+            None => None,
+        };
+        if let Some(holder) = holder {
             match holder {
                 Holder::Absent => return Ok(false),
                 Holder::Foreign(tags) => {
@@ -291,16 +295,27 @@ impl KongBackend {
     async fn deregister(&self, caps: Caps, r: &Registration, service_empty: bool) -> Result<(), BackendError> {
         let name = map::entity_name(&r.service, &self.cluster);
         let upstream_path = format!("/upstreams/{name}");
-        // On a Kong with tags, the upstream's owner decides about its targets
-        // (and, read once, about the upstream itself below).
+        let with_target = self.forward_to.is_none() && !map::is_skeleton(r);
+        // Without tags the ledger said ours; the content must say so too
+        // (read once for the target and the app-level entities).
+        let mut untagged = if !caps.tags && (with_target || service_empty) {
+            Some(self.judge_untagged(caps, r, &name).await?)
+        } else {
+            None
+        };
+        // The upstream's owner decides about its targets (and, read once,
+        // about the upstream itself below).
         let mut upstream = None;
-        if self.forward_to.is_none() && !map::is_skeleton(r) {
+        if with_target {
             let target = map::target_of(&r.address, r.port);
             let path = format!("{upstream_path}/targets/{target}");
             // A target is judged by its upstream: in ours it is ours (a stray
             // one added by hand is repaired, as `list_owned` reports it), in
             // an upstream someone else holds now it is theirs.
-            let known = if caps.tags { Some(self.holder(&upstream_path).await?) } else { None };
+            let known = match &untagged {
+                Some(judged) => judged.get("upstream").cloned(),
+                None => Some(self.holder(&upstream_path).await?),
+            };
             upstream.clone_from(&known);
             let deleted = self.delete_own(caps, r, "target", &path, known).await?;
             if deleted {
@@ -316,12 +331,98 @@ impl KongBackend {
             };
             for (kind, collection) in app_level {
                 let path = format!("{collection}/{name}");
-                let known = if *kind == "upstream" { upstream.take() } else { None };
+                let known = match untagged.as_mut() {
+                    Some(judged) => judged.remove(kind),
+                    None if *kind == "upstream" => upstream.take(),
+                    None => None,
+                };
                 self.delete_own(caps, r, kind, &path, known).await?;
             }
             info!(service = %r.service, name = %name, "unpublished app");
         }
         Ok(())
+    }
+
+    /// Kong before 1.1 (no tags): whose each app-level entity named `name`
+    /// is now, by what it holds: the api (0.x) or the service and route
+    /// (1.0) must send traffic where Switchboard pointed them and publish
+    /// the hosts and paths the ledger recorded. The upstream has nothing of
+    /// its own to judge by: it goes with the api or service of its name (one
+    /// someone else holds now keeps it).
+    async fn judge_untagged(
+        &self,
+        caps: Caps,
+        r: &Registration,
+        name: &str,
+    ) -> Result<std::collections::HashMap<&'static str, Holder>, BackendError> {
+        // A registration `list_owned` made up (a target no ledger entry
+        // explains) carries the routes Kong showed, not what Switchboard
+        // wrote: only where traffic goes is judged then.
+        let wrote = (!r.id.starts_with(map::SYNTHETIC)).then(|| map::normalize(&r.routes));
+        let wrote = wrote.as_ref();
+        let dest = self.destination(name);
+        let mut judged = std::collections::HashMap::new();
+        let verdict = |v: Result<(), String>| match v {
+            Ok(()) => Holder::Ours,
+            Err(why) => Holder::Foreign(why),
+        };
+        let front = if caps.legacy {
+            let api = match self.client.get(&format!("/apis/{name}")).await? {
+                None => Holder::Absent,
+                Some(api) => verdict(map::api_is_ours(&api, &dest, wrote)),
+            };
+            judged.insert("api", api.clone());
+            api
+        } else {
+            let service = self.client.get(&format!("/services/{name}")).await?;
+            let service_holder = match &service {
+                None => Holder::Absent,
+                Some(s) => verdict(map::untagged_service_is_ours(s, &dest)),
+            };
+            let service_id = match (&service, &service_holder) {
+                (Some(s), Holder::Ours) => s["id"].as_str(),
+                _ => None,
+            };
+            let route = match self.client.get(&format!("/routes/{name}")).await? {
+                None => Holder::Absent,
+                Some(route) => verdict(map::untagged_route_is_ours(&route, service_id, wrote)),
+            };
+            judged.insert("route", route);
+            judged.insert("service", service_holder.clone());
+            service_holder
+        };
+        let upstream = match front {
+            Holder::Foreign(why) => Holder::Foreign(format!(
+                "the {} of its name is someone else's now ({why})",
+                if caps.legacy { "api" } else { "service" }
+            )),
+            Holder::Ours | Holder::Absent => Holder::Ours,
+        };
+        judged.insert("upstream", upstream);
+        Ok(judged)
+    }
+
+    /// Kong before 1.1 (no tags): whose the app-level names `reg` would
+    /// write are, before the service's first write. Any of them present is
+    /// someone else's (the ledger and intents, which make a service ours,
+    /// were asked first).
+    async fn claim_untagged(&self, caps: Caps, reg: &Registration) -> Result<Claim, BackendError> {
+        let name = map::entity_name(&reg.service, &self.cluster);
+        let mut kinds = if caps.legacy { vec!["apis"] } else { vec!["services", "routes"] };
+        if self.forward_to.is_none() {
+            kinds.push("upstreams");
+        }
+        for kind in kinds {
+            if self.client.get(&format!("/{kind}/{name}")).await?.is_some() {
+                return Ok(Claim::Held(format!(
+                    "Kong {} {name:?} exists but is not in Switchboard's ledger: it belongs to someone else, and Switchboard does not take over what it did not create (Kong {}.{} has no tags; after a lost data dir see `switchboard adopt`)",
+                    kind.trim_end_matches('s'),
+                    caps.version.0,
+                    caps.version.1
+                )));
+            }
+        }
+        Ok(Claim::Free)
     }
 }
 
@@ -330,7 +431,8 @@ impl KongBackend {
 enum Holder {
     Absent,
     Ours,
-    /// Someone else's: its tags (or `untagged`).
+    /// Someone else's: its tags (or `untagged`); before 1.1 (no tags), how
+    /// its content differs from what Switchboard wrote.
     Foreign(String),
 }
 
@@ -412,8 +514,79 @@ impl Registry for KongBackend {
         }
     }
 
-    async fn claim(&self, _reg: &Registration) -> Result<Claim, BackendError> {
-        Ok(Claim::Tagged)
+    async fn claim(&self, reg: &Registration) -> Result<Claim, BackendError> {
+        let caps = self.caps().await?;
+        if caps.tags { Ok(Claim::Tagged) } else { self.claim_untagged(caps, reg).await }
+    }
+
+    /// Kong before 1.1 (no tags): apis, services, routes and upstreams
+    /// named `<service>.<cluster>`, and the active targets of those
+    /// upstreams. With tags: nothing (tags say what is ours).
+    async fn adoptable(&self, desired: &[Registration]) -> Result<Vec<Found>, BackendError> {
+        let caps = self.caps().await?;
+        if caps.tags {
+            return Ok(Vec::new());
+        }
+        let kinds: &[(&'static str, &str)] = if caps.legacy {
+            &[("api", "/apis"), ("upstream", "/upstreams")]
+        } else {
+            &[("service", "/services"), ("route", "/routes"), ("upstream", "/upstreams")]
+        };
+        let suffix = format!(".{}", self.cluster);
+        let mut named: BTreeMap<String, Vec<(&'static str, String)>> = BTreeMap::new();
+        for (kind, path) in kinds {
+            for e in self.client.list_all(path, None).await? {
+                let Some(name) = e["name"].as_str() else { continue };
+                let Some(service) = name.strip_suffix(&suffix) else { continue };
+                if map::check_service_name(service, &self.cluster).is_ok() {
+                    named.entry(service.to_owned()).or_default().push((*kind, name.to_owned()));
+                }
+            }
+        }
+        let services: Vec<String> = named.keys().cloned().collect();
+        let apps = self.client.observe_by_name(caps, &self.cluster, &services).await?;
+        // Desired registrations stand for the ledger: a target one of them
+        // explains is owned through it; any other through a made-up entry
+        // its app's plan removes (`map::observed_registrations`).
+        let wanted: Vec<Registration> = desired.iter().filter(|r| named.contains_key(&r.service)).cloned().collect();
+        let mut regs = map::observed_registrations(&apps, &wanted, self.forward_to.as_ref());
+        // In place: the very registration the planner wants, so the next
+        // `run` has nothing to rewrite.
+        for r in &mut regs {
+            if let Some(d) = wanted.iter().find(|d| d.id == r.id)
+                && map::same(d, r)
+            {
+                *r = d.clone();
+            }
+        }
+        let mut found = Vec::new();
+        for (service, entities) in named {
+            let name = map::entity_name(&service, &self.cluster);
+            let mut mine: Vec<Registration> = Vec::new();
+            regs.retain(|r| {
+                if r.service == service {
+                    mine.push(r.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            // An app without targets is owned through one skeleton entry.
+            let skeleton = mine.iter().position(map::is_skeleton).map(|i| mine.remove(i));
+            for (i, (entity, id)) in entities.into_iter().enumerate() {
+                let registration = if i == 0 { skeleton.clone() } else { None };
+                found.push(Found { entity, id, service: service.clone(), registration });
+            }
+            for r in mine {
+                let (entity, id) = if self.forward_to.is_none() {
+                    ("target", format!("{name}/{}", map::target_of(&r.address, r.port)))
+                } else {
+                    ("instance", r.id.clone())
+                };
+                found.push(Found { entity, id, service: service.clone(), registration: Some(r) });
+            }
+        }
+        Ok(found)
     }
 
     fn heartbeat_interval(&self) -> Option<std::time::Duration> {

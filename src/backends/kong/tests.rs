@@ -503,3 +503,31 @@ fn ownership_needs_both_the_owner_and_the_cluster_tag() {
     assert_eq!(check(json!(["switchboard", "cluster:other"])), Err("tags switchboard,cluster:other".to_owned()));
     assert_eq!(check(Value::Null), Err("untagged".to_owned()));
 }
+
+/// Kong before 1.1: what Switchboard wrote is its own, anything sending
+/// traffic elsewhere or publishing other hosts is not (pure checks).
+#[test]
+fn untagged_content_tells_ours_from_theirs() {
+    let r = web(1);
+    let wrote = map::normalize(&r.routes);
+    let dest = map::Destination::upstream(&name("web"));
+    let api = map::api_body(&name("web"), &wrote, &dest, false);
+    assert_eq!(map::api_is_ours(&api, &dest, Some(&wrote)), Ok(()));
+    let mut theirs = api.clone();
+    theirs["upstream_url"] = json!("http://10.9.9.9:8080");
+    assert!(map::api_is_ours(&theirs, &dest, Some(&wrote)).unwrap_err().contains("10.9.9.9"));
+    let mut other_hosts = api.clone();
+    other_hosts["hosts"] = json!(["team-b.example.com"]);
+    assert!(map::api_is_ours(&other_hosts, &dest, Some(&wrote)).unwrap_err().contains("team-b"));
+    assert_eq!(map::api_is_ours(&other_hosts, &dest, None), Ok(()), "nothing recorded: where traffic goes decides");
+
+    let service = map::service_body(&name("web"), &dest, None);
+    assert_eq!(map::untagged_service_is_ours(&service, &dest), Ok(()));
+    let elsewhere = json!({"host": "10.9.9.9", "port": 8080, "protocol": "http"});
+    assert!(map::untagged_service_is_ours(&elsewhere, &dest).is_err());
+
+    let route = map::route_body(&name("web"), "s-1", &wrote, false, None);
+    assert_eq!(map::untagged_route_is_ours(&route, Some("s-1"), Some(&wrote)), Ok(()));
+    assert!(map::untagged_route_is_ours(&route, Some("s-2"), Some(&wrote)).is_err(), "on another service");
+    assert!(map::untagged_route_is_ours(&route, None, Some(&wrote)).is_err(), "its service is not ours");
+}

@@ -177,6 +177,37 @@ impl Client {
         self.delete(&["backends", id], &format!("delete backend {id}")).await
     }
 
+    /// `GET` of one object; 404 (absent) is `None`.
+    async fn get_one(&self, segments: &[&str], what: &str) -> Result<Option<String>, BackendError> {
+        let (status, text) = self.call(Method::GET, segments, None, what).await?;
+        match status {
+            StatusCode::OK => Ok(Some(text)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(BackendError::from_status(NAME, what.to_owned(), s.as_u16(), &text)),
+        }
+    }
+
+    /// One backend as Vulcand shows it (`Id`, `Type`, `Settings`), or `None`.
+    pub async fn get_backend(&self, id: &str) -> Result<Option<Value>, BackendError> {
+        let what = format!("get backend {id}");
+        self.get_one(&["backends", id], &what).await?.map(|t| Self::decode(&t, &what)).transpose()
+    }
+
+    /// One server of a backend, or `None`.
+    pub async fn get_server(&self, backend_id: &str, id: &str) -> Result<Option<WireServer>, BackendError> {
+        let what = format!("get server {id} in backend {backend_id}");
+        self.get_one(&["backends", backend_id, "servers", id], &what)
+            .await?
+            .map(|t| Self::decode(&t, &what))
+            .transpose()
+    }
+
+    /// One frontend, or `None`.
+    pub async fn get_frontend(&self, id: &str) -> Result<Option<WireFrontend>, BackendError> {
+        let what = format!("get frontend {id}");
+        self.get_one(&["frontends", id], &what).await?.map(|t| Self::decode(&t, &what)).transpose()
+    }
+
     pub async fn list_backends(&self) -> Result<Vec<WireBackend>, BackendError> {
         let what = "list backends";
         let text = self.expect_ok(Method::GET, &["backends"], None, what).await?;

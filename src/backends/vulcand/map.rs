@@ -53,6 +53,43 @@ pub fn server_id(task_id: &str, port: u16) -> String {
     format!("{}:{port}{TERMINATOR}", escape(task_id, true))
 }
 
+/// The inverse of [`escape`]: `None` for a string `escape` never makes
+/// (a bad `%XX`, bytes that are not UTF-8, or a character left unescaped
+/// that `escape` would have escaped).
+pub fn unescape(s: &str, keep_dot: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let plain = String::from_utf8(out).ok()?;
+    (escape(&plain, keep_dot) == s).then_some(plain)
+}
+
+/// The service whose backend (and frontend) id in `cluster` is `id`, if
+/// `id` is one of this cluster's ([`backend_id`]).
+pub fn service_of_backend_id(cluster: &str, id: &str) -> Option<String> {
+    let rest = id.strip_prefix(&format!("sb.{}.", escape(cluster, false)))?.strip_suffix(TERMINATOR)?;
+    unescape(rest, true).filter(|service| !service.is_empty())
+}
+
+/// The task id and port a server id names, if it is one of
+/// Switchboard's ([`server_id`]).
+pub fn parse_server_id(id: &str) -> Option<(String, u16)> {
+    let (task, port) = id.strip_suffix(TERMINATOR)?.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let task = unescape(task, true).filter(|t| !t.is_empty())?;
+    (server_id(&task, port) == id).then_some((task, port))
+}
+
 /// `http://host:port`, IPv6 addresses in brackets.
 pub fn server_url(address: &str, port: u16) -> String {
     if address.contains(':') && !address.starts_with('[') {
@@ -100,6 +137,59 @@ pub fn frontend_pack(id: &str, backend_id: &str, route: &str) -> Value {
     json!({"Frontend": {"Id": id, "Type": "http", "BackendId": backend_id, "Route": route}})
 }
 
+// ------------------------------------------------- ownership at delete time
+
+/// Whether the server Vulcand holds under our id is still the one the ledger
+/// recorded (its URL); if not, what it is now.
+pub fn server_is_ours(url: &str, r: &Registration) -> Result<(), String> {
+    let want = server_url(&r.address, r.port);
+    if url == want { Ok(()) } else { Err(format!("its URL is {url:?}, Switchboard wrote {want:?}")) }
+}
+
+/// Whether the frontend Vulcand holds under our id is still the one we
+/// wrote: it routes to our backend id, with the route the ledger recorded
+/// (when it recorded one).
+pub fn frontend_is_ours(backend: &str, route: &str, bid: &str, r: &Registration) -> Result<(), String> {
+    if backend != bid {
+        return Err(format!("it routes to backend {backend:?}, Switchboard's is {bid:?}"));
+    }
+    match r.routes.vulcand_route.as_deref() {
+        Some(want) if want != route => Err(format!("its route is {route:?}, Switchboard wrote {want:?}")),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a backend Vulcand holds under our id is still the one we wrote:
+/// type `http` and no settings (Vulcand shows the settings of a backend
+/// created without any as zero values), and only servers of Switchboard's id
+/// scheme (every id ending in the terminator).
+pub fn backend_is_ours(backend: &Value, server_ids: &[String]) -> Result<(), String> {
+    let ty = backend.get("Type").and_then(Value::as_str).unwrap_or("http");
+    if ty != "http" {
+        return Err(format!("its type is {ty:?}"));
+    }
+    if let Some(settings) = backend.get("Settings").filter(|s| !zero(s)) {
+        return Err(format!("it has settings Switchboard never writes: {settings}"));
+    }
+    let theirs: Vec<&String> = server_ids.iter().filter(|id| !id.ends_with(TERMINATOR)).collect();
+    if !theirs.is_empty() {
+        return Err(format!("it holds servers of another naming scheme: {theirs:?}"));
+    }
+    Ok(())
+}
+
+/// A JSON value holding only zero values (as Go fills unset settings).
+fn zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(zero),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,12 +233,46 @@ mod tests {
     }
 
     #[test]
+    fn ids_parse_back_only_when_they_are_ours() {
+        for (cluster, service) in [("default", "shop-web"), ("eu.west", "a.b"), ("default", "x~%y")] {
+            assert_eq!(service_of_backend_id(cluster, &backend_id(cluster, service)).as_deref(), Some(service));
+        }
+        assert_eq!(service_of_backend_id("other", &backend_id("default", "web")), None);
+        assert_eq!(service_of_backend_id("default", "sb.default.web"), None, "no terminator");
+        assert_eq!(service_of_backend_id("default", "web"), None);
+        assert_eq!(service_of_backend_id("default", "sb.default.w%2Deb~"), None, "not canonical");
+        for (task, port) in [("shop_web.instance-8c._app.1", 31045), ("static:ui:10.0.0.1", 80)] {
+            assert_eq!(parse_server_id(&server_id(task, port)), Some((task.to_owned(), port)));
+        }
+        for id in ["hand-1", "t.1:80", "t.1:x~", ":80~", "t.1:080~"] {
+            assert_eq!(parse_server_id(id), None, "{id}");
+        }
+    }
+
+    #[test]
     fn urls_round_trip() {
         for (addr, port) in [("10.0.3.17", 31045), ("::1", 8080), ("node-1.example", 80)] {
             let u = server_url(addr, port);
             assert_eq!(parse_server_url(&u), Some((addr.to_owned(), port)), "{u}");
         }
         assert_eq!(server_url("::1", 1), "http://[::1]:1");
+    }
+
+    #[test]
+    fn what_we_wrote_is_ours_and_what_differs_is_not() {
+        let r = crate::backends::vulcand::tests::reg("/web", "t.1", "10.0.3.17", 31000, Some(r#"Host("a")"#));
+        assert_eq!(server_is_ours(&server_url(&r.address, r.port), &r), Ok(()));
+        assert!(server_is_ours("http://10.9.9.9:8080", &r).unwrap_err().contains("10.9.9.9"));
+        let bid = backend_id("default", "web");
+        assert_eq!(frontend_is_ours(&bid, r#"Host("a")"#, &bid, &r), Ok(()));
+        assert!(frontend_is_ours("theirs", r#"Host("a")"#, &bid, &r).is_err());
+        assert!(frontend_is_ours(&bid, r#"Host("b")"#, &bid, &r).is_err());
+        let zeroed = json!({"Id": bid, "Type": "http", "Settings": {"Timeouts": {"Read": "", "Dial": ""}, "KeepAlive": {"Period": "", "MaxIdleConnsPerHost": 0}}});
+        assert_eq!(backend_is_ours(&zeroed, &[server_id("t.1", 1)]), Ok(()));
+        assert_eq!(backend_is_ours(&json!({"Id": bid, "Type": "http"}), &[]), Ok(()));
+        let tuned = json!({"Id": bid, "Type": "http", "Settings": {"Timeouts": {"Read": "30s"}}});
+        assert!(backend_is_ours(&tuned, &[]).unwrap_err().contains("30s"));
+        assert!(backend_is_ours(&zeroed, &["hand-1".to_owned()]).unwrap_err().contains("hand-1"));
     }
 
     #[test]

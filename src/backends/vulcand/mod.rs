@@ -32,6 +32,10 @@
 //! - Vulcand has no tags: the ledger is the ownership record. `list_owned`
 //!   reports only what the ledger holds, and nothing outside it is ever
 //!   deleted; a foreign backend is invisible.
+//! - Deletes check ownership too: an entity is deleted only if the ledger
+//!   says it is ours and its content is still what Switchboard wrote
+//!   (`map::server_is_ours`, `frontend_is_ours`, `backend_is_ours`); one
+//!   recreated by someone else is left alone and logged.
 //! - A backend or frontend id that the ledger (or a recorded intent) does
 //!   not make ours but that Vulcand holds is someone else's: `claim` says
 //!   so before the first write of a service, and the registration is
@@ -61,7 +65,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{debug, info, warn};
 
-use crate::backends::{BackendError, Claim, Op, Registry, Rejection, Routing, Selection};
+use crate::backends::{BackendError, Claim, Found, Op, Registry, Rejection, Routing, Selection};
 use crate::model::Registration;
 
 pub use config::{VulcandConfig, VulcandConfigError};
@@ -131,16 +135,66 @@ impl VulcandBackend {
         Ok(())
     }
 
+    /// Removes the server, and with the service's last instance its
+    /// frontend and backend: each only if it is still the one Switchboard
+    /// wrote (the ledger says so, and so must its content: the server's URL,
+    /// the frontend's backend and route, the backend's type, settings and
+    /// servers). One that someone else holds now (removed by hand and
+    /// recreated) is left alone with a warning, and the deregistration
+    /// counts as done, so it is not retried.
     async fn deregister(&self, r: &Registration, service_empty: bool) -> Result<(), BackendError> {
         let bid = self.backend_id(r);
-        self.client.delete_server(&bid, &map::server_id(&r.task_id, r.port)).await?;
+        let sid = map::server_id(&r.task_id, r.port);
+        if let Some(server) = self.client.get_server(&bid, &sid).await? {
+            match map::server_is_ours(&server.url, r) {
+                Ok(()) => self.client.delete_server(&bid, &sid).await?,
+                Err(why) => left_alone(r, "server", &format!("{bid}/{sid}"), &why),
+            }
+        }
         if service_empty {
-            self.client.delete_frontend(&self.frontend_id(r)).await?;
-            self.client.delete_backend(&bid).await?;
+            let fid = self.frontend_id(r);
+            // A frontend someone else made under our id that routes to our
+            // backend id keeps the backend in use: it stays too.
+            let mut backend_in_use = false;
+            if let Some(f) = self.client.get_frontend(&fid).await? {
+                match map::frontend_is_ours(&f.backend_id, &f.route, &bid, r) {
+                    Ok(()) => self.client.delete_frontend(&fid).await?,
+                    Err(why) => {
+                        backend_in_use = f.backend_id == bid;
+                        left_alone(r, "frontend", &fid, &why);
+                    }
+                }
+            }
+            if let Some(backend) = self.client.get_backend(&bid).await? {
+                let servers: Vec<String> = self.client.list_servers(&bid).await?.into_iter().map(|s| s.id).collect();
+                let ours = map::backend_is_ours(&backend, &servers).and_then(|()| {
+                    if backend_in_use {
+                        Err(format!("frontend {fid:?}, someone else's now, routes to it"))
+                    } else {
+                        Ok(())
+                    }
+                });
+                match ours {
+                    Ok(()) => self.client.delete_backend(&bid).await?,
+                    Err(why) => left_alone(r, "backend", &bid, &why),
+                }
+            }
         }
         info!(service = %r.service, id = %r.id, service_empty, "deregistered");
         Ok(())
     }
+}
+
+/// The one log line for an entity left alone at delete time.
+fn left_alone(r: &Registration, entity: &str, id: &str, why: &str) {
+    warn!(
+        service = %r.service,
+        registration = %r.id,
+        entity = %entity,
+        entity_id = %id,
+        why = %why,
+        "left alone on deregistration: the id is held by someone else now"
+    );
 }
 
 /// Gives every kept registration its service's route, picking one when they
@@ -328,6 +382,79 @@ impl Registry for VulcandBackend {
             )));
         }
         Ok(Claim::Free)
+    }
+
+    /// Backends and frontends with this cluster's ids, and their servers
+    /// with Switchboard's server ids (anything else in them is not listed).
+    async fn adoptable(&self, desired: &[Registration]) -> Result<Vec<Found>, BackendError> {
+        let frontends: HashMap<String, client::WireFrontend> =
+            self.client.list_frontends().await?.into_iter().map(|f| (f.id.clone(), f)).collect();
+        let mut services: BTreeMap<String, bool> = BTreeMap::new();
+        for b in self.client.list_backends().await? {
+            if let Some(service) = map::service_of_backend_id(&self.cluster, &b.id) {
+                services.insert(service, true);
+            }
+        }
+        for id in frontends.keys() {
+            if let Some(service) = map::service_of_backend_id(&self.cluster, id) {
+                services.entry(service).or_insert(false);
+            }
+        }
+        let mut found = Vec::new();
+        for (service, has_backend) in services {
+            let bid = map::backend_id(&self.cluster, &service);
+            let route = frontends.get(&bid).filter(|f| f.backend_id == bid).map(|f| f.route.clone());
+            if has_backend {
+                found.push(Found { entity: "backend", id: bid.clone(), service: service.clone(), registration: None });
+            }
+            if frontends.contains_key(&bid) {
+                found.push(Found { entity: "frontend", id: bid.clone(), service: service.clone(), registration: None });
+            }
+            if !has_backend {
+                continue;
+            }
+            // Apps wanting this service: an entry no instance stands for
+            // goes to the first, whose plan then removes it.
+            let wanted_by = desired.iter().find(|r| r.service == service).map(|r| r.app_id.clone());
+            for server in self.client.list_servers(&bid).await? {
+                let Some((task_id, port)) = map::parse_server_id(&server.id) else { continue };
+                let id = format!("{task_id}:{port}");
+                let mut reg = match desired.iter().find(|r| r.id == id && r.service == service) {
+                    Some(r) => r.clone(),
+                    None => Registration {
+                        id,
+                        service: service.clone(),
+                        app_id: wanted_by.clone().unwrap_or_else(|| service.clone()),
+                        task_id,
+                        address: String::new(),
+                        port,
+                        tags: Vec::new(),
+                        consul: false,
+                        checks: Vec::new(),
+                        healthy: None,
+                        has_health_checks: false,
+                        routes: crate::model::Routes::default(),
+                        host: String::new(),
+                    },
+                };
+                // What Vulcand holds, as `list_owned` reports it.
+                match map::parse_server_url(&server.url) {
+                    Some((address, port)) => {
+                        reg.address = address;
+                        reg.port = port;
+                    }
+                    None => reg.address = server.url.clone(),
+                }
+                reg.routes.vulcand_route.clone_from(&route);
+                found.push(Found {
+                    entity: "server",
+                    id: format!("{bid}/{}", server.id),
+                    service: service.clone(),
+                    registration: Some(reg),
+                });
+            }
+        }
+        Ok(found)
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {
