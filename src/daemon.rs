@@ -29,6 +29,7 @@ use crate::backends::consul::{ConsulBackend, ConsulConfig};
 use crate::backends::kong::{KongBackend, KongConfig};
 use crate::backends::vulcand::{VulcandBackend, VulcandConfig};
 use crate::config::Config;
+use crate::ha::Fence;
 use crate::labels::LabelOptions;
 use crate::marathon::client::{ClientConfig, MarathonClient};
 use crate::marathon::stream::{self, StreamConfig};
@@ -57,8 +58,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "unknown_instance_terminated_event",
 ];
 
-/// Builds the backends that are configured (each is optional).
-pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
+/// Builds the backends that are configured (each is optional), their write
+/// requests behind `gate` (the HA fence; `Fence::always()` without `--ha`).
+pub fn build_backends(cfg: &Config, gate: &Fence) -> anyhow::Result<Vec<Backend>> {
     let mut out: Vec<Backend> = Vec::new();
     if let Some(url) = &cfg.consul {
         let b = ConsulBackend::new(ConsulConfig {
@@ -70,7 +72,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
             tls: cfg.tls.consul.clone(),
         })
         .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
-        out.push(Backend::new(b));
+        out.push(Backend::new(b.gated(gate.clone())));
     }
     if let Some(url) = &cfg.kong {
         let b = KongBackend::new(KongConfig {
@@ -83,7 +85,7 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
             tls: cfg.tls.kong.clone(),
         })
         .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
-        out.push(Backend::new(b));
+        out.push(Backend::new(b.gated(gate.clone())));
     }
     if let Some(url) = &cfg.vulcand {
         let b = VulcandBackend::new(VulcandConfig {
@@ -94,13 +96,13 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
             tls: cfg.tls.vulcand.clone(),
         })
         .map_err(|e| anyhow::anyhow!("invalid setting {}: {e}", e.setting()))?;
-        out.push(Backend::new(b));
+        out.push(Backend::new(b.gated(gate.clone())));
     }
     Ok(out)
 }
 
-/// Builds the core (store thread, Marathon client, backends) from a config.
-pub fn build_core(cfg: &Config, store: StoreHandle, metrics: Metrics) -> anyhow::Result<Core> {
+/// Builds the core (store thread, Marathon client, backends behind `gate`) from a config.
+pub fn build_core(cfg: &Config, store: StoreHandle, metrics: Metrics, gate: &Fence) -> anyhow::Result<Core> {
     let marathon = MarathonClient::with_tls(
         ClientConfig { urls: cfg.marathon.clone(), auth: cfg.marathon_auth.clone(), timeout: cfg.request_timeout },
         cfg.tls.marathon.clone(),
@@ -109,7 +111,7 @@ pub fn build_core(cfg: &Config, store: StoreHandle, metrics: Metrics) -> anyhow:
     Ok(Core {
         store,
         marathon,
-        backends: build_backends(cfg)?,
+        backends: build_backends(cfg, gate)?,
         labels: Labels { opts: LabelOptions { separator: cfg.name_separator }, statics: Arc::new(cfg.statics.clone()) },
         metrics,
         concurrency: Arc::new(cfg.backend_concurrency.clone()),
@@ -132,11 +134,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&cfg)?;
     let metrics = Metrics::new();
-    let core = build_core(&cfg, store.clone(), metrics.clone())?;
+    // The fence first: every backend client sends its writes through it.
+    let elector = crate::ha::prepare(cfg.ha_wiring()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = build_core(&cfg, store.clone(), metrics.clone(), &elector.fence())?;
     let names = core.backend_names();
     let sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &names);
-    let (ha, elector) =
-        crate::ha::start(cfg.ha_wiring(), sharing, shutdown.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (ha, elector) = elector.start(sharing, shutdown.clone());
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
