@@ -870,7 +870,7 @@ mod tests {
         let s = c.ha.unwrap();
         assert_eq!(s.consul.as_str(), "http://c:8500/");
         assert_eq!((s.session_ttl, s.lock_delay), (Duration::from_secs(10), Duration::from_secs(15)));
-        let c = merge(CommonArgs::default(), "ha = true\nha_consul = \"http://l:8500\"\nconsul = \"http://c:8500\"\nha_session_ttl = \"1s\"\nha_lock_delay = \"500ms\"\nrequest_timeout = \"800ms\"\nreplica_name = \"a\"").unwrap();
+        let c = merge(CommonArgs::default(), "ha = true\nha_consul = \"http://l:8500\"\nconsul = \"http://c:8500\"\nha_session_ttl = \"1s\"\nha_lock_delay = \"1200ms\"\nrequest_timeout = \"800ms\"\nreplica_name = \"a\"").unwrap();
         let s = c.ha.unwrap();
         assert_eq!(s.consul.as_str(), "http://l:8500/");
         assert_eq!(s.replica_name.as_deref(), Some("a"));
