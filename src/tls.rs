@@ -19,7 +19,7 @@
 //!   through `HttpClient::send`, the HA gate: only while this replica's lease
 //!   holds, and given up when the lease ends (`SendError::Fenced`). Without
 //!   `--ha` the gate always allows. Backends never call reqwest's `send`
-//!   themselves (`backends::tests::every_backend_request_passes_the_gate`).
+//!   themselves (`backends::gate_tests::every_backend_request_passes_the_gate`).
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
