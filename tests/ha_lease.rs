@@ -257,37 +257,45 @@ fn nothing_sent_after(writes: &Writes, replica: &str, lease_end: Instant) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_ttl_sends_nothing_after_the_new_leaders_first_write() {
     let mut env = Setup::new().await;
+    env.kong = Some(KongSim::start(KongSimOptions::default()).await.unwrap());
     let (a, b) = env.two_replicas(&[]).await;
     // The session answers to its TTL alone: a failing node check drops no session of ours.
     assert_eq!(env.lock.kv().session_checks("a"), Some(Vec::new()));
     assert_eq!(env.lock.kv().fail_node_check(), 0, "a session bound to serfHealth");
-    env.marathon.emit(&env.marathon.model().deploy(app("/shop/web", json!({"consul": ""})), 2));
+    env.marathon.emit(&env.marathon.model().deploy(app("/shop/warmup", json!({"consul": ""})), 1));
     env.consul_converged("a registers").await;
 
-    // Paused in the middle of a deploy: its writes are held, so some are
-    // still to be sent when it stops.
-    env.writes.hold_each_write(Duration::from_millis(200));
-    let before = env.writes.of("a").len();
-    env.marathon.emit(&env.marathon.model().scale("/shop/web", 8));
-    eventually("a writes part of the scale-up", WAIT, || env.writes.of("a").len() > before).await;
+    // Paused in the middle of a Kong registration (four writes, each held
+    // 300 ms): the rest of the op is still to be sent when it stops.
+    env.writes.hold_each_write(Duration::from_millis(300));
+    let kong_writes =
+        |r: &str| env.writes.of(r).into_iter().filter(|w| !w.path.starts_with("/v1/")).collect::<Vec<_>>();
+    let labels = json!({"consul": "", "kong.hosts": "shop.example.com", "kong.paths": "/"});
+    env.marathon.emit(&env.marathon.model().deploy(app("/shop/web", labels), 1));
+    eventually("a's Kong registration is under way", WAIT, || !kong_writes("a").is_empty()).await;
     signal(&a, "-STOP");
     let stopped = Instant::now();
     env.leader_is("b").await;
     let took_over = env.acquired_at("b");
     assert!(took_over >= stopped + TTL, "b took over {:?} after a stopped", took_over - stopped);
-    eventually("b writes", WAIT, || !env.writes.of("b").is_empty()).await;
     env.writes.hold_each_write(Duration::ZERO);
+    let kong = env.kong.as_ref().unwrap();
+    eventually("b publishes the app on Kong", WAIT, || kong.all_targets().len() == 1).await;
+    env.consul_converged("b registers in Consul").await;
+    eventually("b writes", WAIT, || !kong_writes("b").is_empty()).await;
 
-    // Resumed: a's clock says its lease is long over; its pending writes must not go out.
+    // Resumed: a's clock says its lease is long over; the rest of its op must not go out.
     signal(&a, "-CONT");
     eventually("a notices it lost its session", WAIT, || a.log().contains("not renewed for a TTL")).await;
     env.marathon.emit(&env.marathon.model().scale("/shop/web", 3));
     env.consul_converged("b converges after a came back").await;
+    eventually("b scales Kong up", WAIT, || kong.all_targets().len() == 3).await;
     let first_of_b = env.writes.of("b").iter().map(|w| w.sent).min().unwrap();
     for w in env.writes.of("a") {
         assert!(w.sent < first_of_b, "a sent a write after b's first: {w:?}");
     }
     never_two_writers(&env.writes, "a", "b", took_over);
+    assert!(kong_writes("a").len() < 4, "a finished its registration after it resumed: {:?}", kong_writes("a"));
     assert!(env.lock.kv().holder(KEY).is_some_and(|(_, n)| n == "b"));
     drop(b);
 }
