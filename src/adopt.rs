@@ -140,7 +140,7 @@ pub async fn adopt(cfg: &Config, record: bool, force: bool) -> anyhow::Result<Ad
         scratch
     };
     let desired = desired(cfg, &planning).await?;
-    let backends = crate::daemon::build_backends(cfg)?;
+    let backends = crate::daemon::build_backends(cfg, &crate::ha::Fence::always())?;
     let mut report = AdoptReport { recorded: false, rows: Vec::new(), skipped: Vec::new() };
     let mut records: Vec<(&'static str, Vec<crate::model::Registration>, BTreeSet<String>)> = Vec::new();
     for b in &backends {
@@ -214,7 +214,7 @@ async fn desired(
     store: &StoreHandle,
 ) -> anyhow::Result<Vec<(&'static str, Vec<crate::model::Registration>)>> {
     let metrics = Metrics::new();
-    let core = crate::daemon::build_core(cfg, store.clone(), metrics.clone())?;
+    let core = crate::daemon::build_core(cfg, store.clone(), metrics.clone(), &crate::ha::Fence::always())?;
     crate::reconcile::resync::refresh_from_marathon(&core).await.context("reading Marathon's snapshot")?;
     let inputs = PlanInputs {
         routing: core.backends.iter().map(|b| b.routing.clone()).collect(),

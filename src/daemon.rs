@@ -26,6 +26,7 @@ use tracing::info;
 
 use crate::backends::{Backend, KINDS};
 use crate::config::Config;
+use crate::ha::Fence;
 use crate::labels::LabelOptions;
 use crate::marathon::client::{ClientConfig, MarathonClient};
 use crate::marathon::stream::{self, StreamConfig};
@@ -55,19 +56,20 @@ pub const EVENT_TYPES: &[&str] = &[
 ];
 
 /// Builds the backends that are on, one kind at a time (`KINDS` order):
-/// each kind builds its own from its settings.
-pub fn build_backends(cfg: &Config) -> anyhow::Result<Vec<Backend>> {
+/// each kind builds its own from its settings, its write requests behind
+/// `gate` (the HA fence; `Fence::always()` without `--ha`).
+pub fn build_backends(cfg: &Config, gate: &Fence) -> anyhow::Result<Vec<Backend>> {
     let mut out: Vec<Backend> = Vec::new();
     for kind in KINDS {
         if let Some(settings) = cfg.backend(kind.name).filter(|s| s.is_on()) {
-            out.push((kind.build)(settings)?);
+            out.push((kind.build)(settings, gate)?);
         }
     }
     Ok(out)
 }
 
-/// Builds the core (store thread, Marathon client, backends) from a config.
-pub fn build_core(cfg: &Config, store: StoreHandle, metrics: Metrics) -> anyhow::Result<Core> {
+/// Builds the core (store thread, Marathon client, backends behind `gate`) from a config.
+pub fn build_core(cfg: &Config, store: StoreHandle, metrics: Metrics, gate: &Fence) -> anyhow::Result<Core> {
     let marathon = MarathonClient::with_tls(
         ClientConfig { urls: cfg.marathon.clone(), auth: cfg.marathon_auth.clone(), timeout: cfg.request_timeout },
         cfg.tls.marathon.clone(),
@@ -76,7 +78,7 @@ pub fn build_core(cfg: &Config, store: StoreHandle, metrics: Metrics) -> anyhow:
     Ok(Core {
         store,
         marathon,
-        backends: build_backends(cfg)?,
+        backends: build_backends(cfg, gate)?,
         labels: Labels { opts: LabelOptions { separator: cfg.name_separator }, statics: Arc::new(cfg.statics.clone()) },
         metrics,
         concurrency: Arc::new(cfg.backend_concurrency.clone()),
@@ -99,11 +101,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&cfg)?;
     let metrics = Metrics::new();
-    let core = build_core(&cfg, store.clone(), metrics.clone())?;
+    // The fence first: every backend client sends its writes through it.
+    let elector = crate::ha::prepare(cfg.ha_wiring()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = build_core(&cfg, store.clone(), metrics.clone(), &elector.fence())?;
     let names = core.backend_names();
     let sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &names);
-    let (ha, elector) =
-        crate::ha::start(cfg.ha_wiring(), sharing, shutdown.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (ha, elector) = elector.start(sharing, shutdown.clone());
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

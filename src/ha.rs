@@ -2,42 +2,52 @@
 //! `switchboard/<cluster>/leader`, and the fence that keeps every replica but
 //! the leader from writing to a backend.
 //!
-//! Parts:
-//! - `Core`: pure. Takes what Consul answered and the time, returns the next
-//!   step (create session, renew, acquire, watch the key until a deadline) and
-//!   the lease the fence may grant. No I/O, no clock.
-//! - `run`: the I/O loop doing those steps against Consul (`client`), publishing
-//!   the role on a `watch` and the lease on the `Fence` (`fence`).
+//! Parts, a file each:
+//! - `machine`: `Core`, pure. Takes what Consul answered and the time, returns
+//!   the next step (create session, renew, acquire, watch the key until a
+//!   deadline) and the lease the fence may grant; `Timing`, the lease
+//!   arithmetic. No I/O, no clock.
+//! - `elector`: the I/O loop doing those steps against Consul (`client`),
+//!   publishing the role on a `watch` and the lease on the `Fence` (`fence`).
+//! - `fence`: the lease as the writers see it; `tls::HttpClient::send` passes
+//!   every backend write request through it (the gate).
+//! - `settings`: the HA settings and the start-up check of the lease arithmetic.
+//! - this file: the handles (`Ha`, `Held`), starting the elector, and one read
+//!   of the lock key (who leads).
 //!
 //! Invariants:
-//! - Never two writers. The leader writes only before its last successful
-//!   renew (sent at) + TTL − margin, by its own monotonic clock; Consul drops a
-//!   session no earlier than TTL after that renew arrived, then keeps the lock
-//!   closed for the lock delay, which is longer than the margin and, with it,
-//!   covers a request in flight (`config` checks both). Before each batch the
-//!   applier reads the key (`Fence::confirm`): the lock index must still be ours.
+//! - Never two writers. The leader sends a write request only before its last
+//!   successful renew (sent at) + TTL − margin, by its own monotonic clock, and
+//!   gives it up at that instant (the gate); Consul drops a session no earlier
+//!   than TTL after that renew arrived (the session has no health checks that
+//!   could drop it sooner), then keeps the lock closed for the lock delay,
+//!   which covers the margin and one request timeout (`settings` checks it).
+//!   Before each batch the applier reads the key (`Fence::confirm`): the lock
+//!   index must still be ours.
 //! - A session not renewed for a whole TTL is given up (Consul may have dropped
 //!   it): the replica steps down and starts over with a new session.
 //! - On shutdown the leader closes the fence, waits for writes in flight, then
 //!   releases the lock (no lock delay on a release) and destroys its session, so
 //!   a standby takes over at once.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 pub mod client;
+mod elector;
 pub mod fence;
 pub mod ledger;
+pub mod machine;
 pub mod settings;
 
 pub use client::{ClientError, LockClient};
 pub use fence::{Fence, Lease};
 pub use ledger::Sharing;
+pub use machine::{Core, Step, Timing};
 pub use settings::{HaSettings, Wiring};
 
 use crate::model::Timestamp;
@@ -48,31 +58,6 @@ use crate::model::Timestamp;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 /// Default lock delay (Consul's own default).
 pub const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
-
-/// The timing of one replica's session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    pub ttl: Duration,
-    pub lock_delay: Duration,
-}
-
-impl Timing {
-    /// How long before the TTL runs out the leader stops writing.
-    pub fn margin(&self) -> Duration {
-        self.ttl / 3
-    }
-
-    /// How often the session is renewed: a renew lost on the way still
-    /// leaves time for the next before the fence closes.
-    pub fn renew_every(&self) -> Duration {
-        self.ttl / 3
-    }
-
-    /// Pause after a failed call or a refused acquire (the lock delay).
-    pub fn retry(&self) -> Duration {
-        (self.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
-    }
-}
 
 /// What this replica is, published on a `watch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,179 +95,6 @@ impl Role {
             Role::Single => RoleReport { role: "single".into(), since: None },
             Role::Standby { since } => RoleReport { role: "standby".into(), since: at(since) },
             Role::Leader { since } => RoleReport { role: "leader".into(), since: at(since) },
-        }
-    }
-}
-
-/// The next thing the elector does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    CreateSession,
-    Renew,
-    Acquire,
-    /// Watch the key (a blocking query past `index`) until `until`.
-    Watch {
-        index: u64,
-        until: Instant,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Leading {
-    since: SystemTime,
-    lock_index: u64,
-}
-
-/// The pure state machine: standby → acquiring → leader(since, last renew,
-/// lock index) → lost (back to standby, or to a new session).
-#[derive(Debug, Clone)]
-pub struct Core {
-    timing: Timing,
-    session: Option<String>,
-    /// When the last successful create/renew was *sent*: Consul's TTL started later.
-    renewed_at: Option<Instant>,
-    renew_due: Option<Instant>,
-    leading: Option<Leading>,
-    /// Blocking-query index on the key.
-    index: u64,
-    /// The key had no holder when last read (or was never read).
-    key_free: bool,
-    /// No acquire or session create before this (after a failure or a refusal).
-    not_before: Option<Instant>,
-    standby_since: SystemTime,
-}
-
-impl Core {
-    pub fn new(timing: Timing, now: SystemTime) -> Core {
-        Core {
-            timing,
-            session: None,
-            renewed_at: None,
-            renew_due: None,
-            leading: None,
-            index: 0,
-            key_free: true,
-            not_before: None,
-            standby_since: now,
-        }
-    }
-
-    pub fn session(&self) -> Option<&str> {
-        self.session.as_deref()
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.leading.is_some()
-    }
-
-    pub fn role(&self) -> Role {
-        match &self.leading {
-            Some(l) => Role::Leader { since: l.since },
-            None => Role::Standby { since: self.standby_since },
-        }
-    }
-
-    /// What the fence may grant: leader, until last renew + TTL − margin.
-    pub fn lease(&self) -> Option<Lease> {
-        let l = self.leading.as_ref()?;
-        Some(Lease {
-            until: self.renewed_at? + self.timing.ttl - self.timing.margin(),
-            session: self.session.clone()?,
-            lock_index: l.lock_index,
-        })
-    }
-
-    /// The next step at `now`. A session not renewed for a TTL is given up first.
-    pub fn next(&mut self, now: Instant, wall: SystemTime) -> Step {
-        if self.renewed_at.is_some_and(|at| now >= at + self.timing.ttl) {
-            warn!(session = ?self.session, "HA session not renewed for a TTL; starting over");
-            self.drop_session(wall);
-        }
-        let waiting = self.not_before.filter(|t| now < *t);
-        let Some(renew_due) = self.renew_due.filter(|_| self.session.is_some()) else {
-            return match waiting {
-                Some(until) => Step::Watch { index: self.index, until },
-                None => Step::CreateSession,
-            };
-        };
-        if now >= renew_due {
-            return Step::Renew;
-        }
-        let campaigning = self.leading.is_none() && self.key_free;
-        if campaigning && waiting.is_none() {
-            return Step::Acquire;
-        }
-        let until = match waiting.filter(|_| campaigning) {
-            Some(t) => t.min(renew_due),
-            None => renew_due,
-        };
-        Step::Watch { index: self.index, until }
-    }
-
-    pub fn session_created(&mut self, id: String, sent_at: Instant) {
-        self.session = Some(id);
-        self.renewed_at = Some(sent_at);
-        self.renew_due = Some(sent_at + self.timing.renew_every());
-        self.not_before = None;
-    }
-
-    /// A create, acquire or watch that failed: pause before the next.
-    pub fn failed(&mut self, now: Instant) {
-        self.not_before = Some(now + self.timing.retry());
-    }
-
-    pub fn renewed(&mut self, sent_at: Instant) {
-        self.renewed_at = Some(sent_at);
-        self.renew_due = Some(sent_at + self.timing.renew_every());
-    }
-
-    /// A renew that did not get through: try again soon; the fence closes by itself.
-    pub fn renew_failed(&mut self, now: Instant) {
-        self.renew_due = Some(now + self.timing.retry());
-    }
-
-    /// Consul does not know the session any more (renew 404, acquire 500).
-    pub fn session_gone(&mut self, wall: SystemTime) {
-        self.drop_session(wall);
-    }
-
-    fn drop_session(&mut self, wall: SystemTime) {
-        self.step_down(wall);
-        self.session = None;
-        self.renewed_at = None;
-        self.renew_due = None;
-    }
-
-    fn step_down(&mut self, wall: SystemTime) {
-        if self.leading.take().is_some() {
-            self.standby_since = wall;
-        }
-    }
-
-    /// The acquire returned true and a read of the key showed `lock_index` for us.
-    pub fn acquired(&mut self, lock_index: u64, wall: SystemTime) {
-        if self.session.is_some() {
-            self.leading = Some(Leading { since: wall, lock_index });
-            self.key_free = false;
-        }
-    }
-
-    /// The acquire returned false: held, or in its lock delay.
-    pub fn refused(&mut self, now: Instant) {
-        self.not_before = Some(now + self.timing.retry());
-    }
-
-    /// A read of the key: index, and who holds it at which lock index.
-    pub fn observed(&mut self, index: u64, holder: Option<(&str, u64)>, wall: SystemTime) {
-        // Consul: an index that goes backwards resets the watch.
-        self.index = if index < self.index { 0 } else { index };
-        self.key_free = holder.is_none();
-        if let Some(l) = &self.leading {
-            let ours = holder.is_some_and(|(s, i)| Some(s) == self.session.as_deref() && i == l.lock_index);
-            if !ours {
-                warn!(holder = ?holder.map(|h| h.0), "HA lock lost; stepping down");
-                self.step_down(wall);
-            }
         }
     }
 }
@@ -423,23 +235,44 @@ fn lock_client(w: &Wiring) -> Result<LockClient, ClientError> {
     LockClient::new(ha.consul.clone(), w.consul_token.as_ref(), lock_key(&w.cluster), name, timeout, w.tls.clone())
 }
 
-/// Starts the elector of `switchboard run --ha` (or `Ha::single` without
-/// `--ha`); the task ends after `shutdown`, once the lock is released.
-pub fn start(
-    wiring: Option<Wiring>,
-    sharing: Sharing,
-    shutdown: CancellationToken,
-) -> Result<(Ha, Option<impl Future<Output = ()> + Send + 'static>), ClientError> {
-    let Some(w) = wiring else { return Ok((Ha::single(), None)) };
+/// The elector of `switchboard run`, before it runs: its fence exists
+/// (closed) so the backends can be built behind it (`fence`), then `start`
+/// runs it. Without `--ha`: `Fence::always()`, and `start` gives `Ha::single`.
+pub struct Prepared {
+    ha: Option<(Wiring, LockClient, Fence)>,
+}
+
+/// Prepares the elector of `switchboard run --ha` (or none without `--ha`).
+pub fn prepare(wiring: Option<Wiring>) -> Result<Prepared, ClientError> {
+    let Some(w) = wiring else { return Ok(Prepared { ha: None }) };
     let client = lock_client(&w)?;
-    let settings = &w.settings;
-    let timing = Timing { ttl: settings.session_ttl, lock_delay: settings.lock_delay };
     let fence = Fence::new(client.clone());
-    let core = Core::new(timing, SystemTime::now());
-    let (tx, rx) = watch::channel(core.role());
-    info!(replica = %client.replica, key = %client.key(), ttl = ?timing.ttl, lock_delay = ?timing.lock_delay, "HA: standby, campaigning");
-    let task = run(client.clone(), core, fence.clone(), tx, Some(sharing), w.request_timeout, shutdown);
-    Ok((Ha { fence, role: rx, client: Some(client) }, Some(task)))
+    Ok(Prepared { ha: Some((w, client, fence)) })
+}
+
+impl Prepared {
+    /// The fence every backend write passes: hand it to the backends
+    /// (`gated`) and to the appliers.
+    pub fn fence(&self) -> Fence {
+        self.ha.as_ref().map_or_else(Fence::always, |(_, _, f)| f.clone())
+    }
+
+    /// Starts campaigning; the task ends after `shutdown`, once the lock is
+    /// released.
+    pub fn start(
+        self,
+        sharing: Sharing,
+        shutdown: CancellationToken,
+    ) -> (Ha, Option<impl Future<Output = ()> + Send + 'static>) {
+        let Some((w, client, fence)) = self.ha else { return (Ha::single(), None) };
+        let settings = &w.settings;
+        let timing = Timing { ttl: settings.session_ttl, lock_delay: settings.lock_delay };
+        let core = Core::new(timing, SystemTime::now());
+        let (tx, rx) = watch::channel(core.role());
+        info!(replica = %client.replica, key = %client.key(), ttl = ?timing.ttl, lock_delay = ?timing.lock_delay, "HA: standby, campaigning");
+        let task = elector::run(client.clone(), core, fence.clone(), tx, Some(sharing), w.request_timeout, shutdown);
+        (Ha { fence, role: rx, client: Some(client) }, Some(task))
+    }
 }
 
 /// `reconcile --once --ha`: takes the lock (one attempt) and keeps its session
@@ -484,7 +317,8 @@ pub async fn take_once(w: &Wiring) -> anyhow::Result<Held> {
     fence.set_lease(core.lease());
     let (tx, _rx) = watch::channel(core.role());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(client.clone(), core, fence.clone(), tx, None, w.request_timeout, stop.clone()));
+    let task =
+        tokio::spawn(elector::run(client.clone(), core, fence.clone(), tx, None, w.request_timeout, stop.clone()));
     Ok(Held { fence, stop, task, client })
 }
 
@@ -511,286 +345,5 @@ impl Held {
     pub async fn release(self) {
         self.stop.cancel();
         let _ = self.task.await;
-    }
-}
-
-/// How long after a write the ledgers are shared (a burst of writes shares once).
-const SHARE_DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// The elector: performs `Core`'s steps until `shutdown`, then leaves.
-/// Without `sharing` (reconcile, which adopts and publishes itself) it never
-/// acquires: it only keeps what it holds.
-async fn run(
-    client: LockClient,
-    mut core: Core,
-    fence: Fence,
-    role: watch::Sender<Role>,
-    sharing: Option<Sharing>,
-    request_timeout: Duration,
-    shutdown: CancellationToken,
-) {
-    let campaign = sharing.is_some();
-    // Publishing reads the store: it runs beside the renew loop, never in
-    // it, so a slow store (or a slow KV) cannot starve the session's renew.
-    let sharing = sharing.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
-    // Whether this tenure adopted the shared ledgers: the fence opens only then.
-    let mut adopted = false;
-    let mut published_at: Option<Instant> = None;
-    loop {
-        if !core.is_leader() {
-            adopted = false;
-        } else if !adopted {
-            adopted = match &sharing {
-                None => true,
-                Some(sh) => {
-                    match tokio::time::timeout(request_timeout, async { sh.lock().await.adopt(&client).await }).await {
-                        Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
-                            warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
-                            false
-                        }
-                        Err(_) => {
-                            warn!("adopting the shared ledgers timed out; not writing yet");
-                            false
-                        }
-                    }
-                }
-            };
-        }
-        fence.set_lease(core.lease().filter(|_| adopted));
-        let due = published_at.is_none_or(|t| t.elapsed() >= core.timing.renew_every());
-        if let Some(sh) = sharing.as_ref().filter(|_| adopted && due && fence.allows_write()) {
-            published_at = Some(Instant::now());
-            // One publish at a time; one still running covers this turn.
-            if let Ok(mut sh) = sh.clone().try_lock_owned() {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = sh.publish(&client).await {
-                        warn!(error = %e, "cannot share the ledgers");
-                    }
-                });
-            }
-        }
-        let now_role = core.role();
-        role.send_if_modified(|r| {
-            if *r == now_role {
-                return false;
-            }
-            match now_role {
-                Role::Leader { .. } => info!(replica = %client.replica, "HA: leader"),
-                _ => info!(replica = %client.replica, "HA: standby"),
-            }
-            *r = now_role;
-            true
-        });
-        let mut step = core.next(Instant::now(), SystemTime::now());
-        if !campaign && step == Step::Acquire {
-            step = Step::Watch { index: 0, until: Instant::now() + core.timing.renew_every() };
-        }
-        // While only watching, a write wakes the elector to share the ledgers
-        // soon (a renew is never cut short for it).
-        let share_soon = adopted && sharing.is_some() && matches!(step, Step::Watch { .. });
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = fence.written(), if share_soon => {
-                // Let the write's completion reach the ledger, and batch a burst.
-                tokio::time::sleep(SHARE_DEBOUNCE).await;
-                published_at = None;
-            }
-            _ = perform(&client, &mut core, step) => {}
-        }
-    }
-    // Stop writing, let the writes in flight land, then hand over at once.
-    if !fence.close(request_timeout).await {
-        warn!("writes still in flight at shutdown; leaving the lock to expire");
-        return;
-    }
-    if let Some(sid) = core.session().map(str::to_owned) {
-        if core.is_leader() && adopted {
-            // The next leader starts from everything this one wrote.
-            if let Some(sh) = &sharing {
-                let publish = async { sh.lock().await.publish(&client).await };
-                match tokio::time::timeout(request_timeout, publish).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "cannot share the ledgers"),
-                    Err(_) => warn!("sharing the ledgers timed out"),
-                }
-            }
-        }
-        if core.is_leader() {
-            match client.release(&sid).await {
-                Ok(_) => info!(replica = %client.replica, "HA lock released"),
-                Err(e) => warn!(error = %e, "cannot release the HA lock; it frees when the session ends"),
-            }
-        }
-        if let Err(e) = client.destroy(&sid).await {
-            warn!(error = %e, "cannot destroy the HA session; it expires after its TTL");
-        }
-    }
-    role.send_replace(Role::Standby { since: SystemTime::now() });
-}
-
-/// One step against Consul; its outcome goes into `core`.
-async fn perform(client: &LockClient, core: &mut Core, step: Step) {
-    let sent = Instant::now();
-    match step {
-        Step::CreateSession => match client.create_session(core.timing.ttl, core.timing.lock_delay).await {
-            Ok(id) => {
-                info!(session = %id, "HA session created");
-                core.session_created(id, sent);
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot create the HA session");
-                core.failed(Instant::now());
-            }
-        },
-        Step::Renew => {
-            let Some(sid) = core.session().map(str::to_owned) else { return };
-            match client.renew(&sid).await {
-                Ok(()) => core.renewed(sent),
-                Err(ClientError::SessionGone(_)) => {
-                    warn!(session = %sid, "HA session gone; stepping down");
-                    core.session_gone(SystemTime::now());
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot renew the HA session");
-                    core.renew_failed(Instant::now());
-                }
-            }
-        }
-        Step::Acquire => {
-            let Some(sid) = core.session().map(str::to_owned) else { return };
-            let result = match client.acquire(&sid).await {
-                Ok(true) => client.read(0, None).await.map(Some),
-                Ok(false) => Ok(None),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(Some((index, Some(k)))) if k.session.as_deref() == Some(sid.as_str()) => {
-                    core.acquired(k.lock_index, SystemTime::now());
-                    core.observed(index, Some((&sid, k.lock_index)), SystemTime::now());
-                }
-                Ok(_) => core.refused(Instant::now()),
-                Err(ClientError::SessionGone(_)) => core.session_gone(SystemTime::now()),
-                Err(e) => {
-                    warn!(error = %e, "cannot acquire the HA lock");
-                    core.failed(Instant::now());
-                }
-            }
-        }
-        Step::Watch { index, until } => {
-            // Consul answers a little before our own deadline, so the connection is reused.
-            let wait = until.saturating_duration_since(Instant::now()).saturating_sub(Duration::from_millis(50));
-            let wait = wait.max(Duration::from_millis(10));
-            if index == 0 {
-                // First read: not blocking; then sleep until `until` unless it changed.
-                match client.read(0, None).await {
-                    Ok((i, k)) => observe(core, i, k.as_ref()),
-                    Err(e) => {
-                        warn!(error = %e, "cannot read the HA lock");
-                        core.failed(Instant::now());
-                        tokio::time::sleep_until(until.min(Instant::now() + core.timing.retry()).into()).await;
-                    }
-                }
-                return;
-            }
-            match tokio::time::timeout_at(until.into(), client.read(index, Some(wait))).await {
-                Ok(Ok((i, k))) => observe(core, i, k.as_ref()),
-                Ok(Err(e)) => {
-                    warn!(error = %e, "cannot watch the HA lock");
-                    core.failed(Instant::now());
-                    tokio::time::sleep_until(until.min(Instant::now() + core.timing.retry()).into()).await;
-                }
-                Err(_) => {}
-            }
-        }
-    }
-}
-
-fn observe(core: &mut Core, index: u64, key: Option<&client::KeyState>) {
-    let holder = key.and_then(|k| k.session.as_deref().map(|s| (s, k.lock_index)));
-    core.observed(index, holder, SystemTime::now());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const T: Timing = Timing { ttl: Duration::from_secs(9), lock_delay: Duration::from_secs(15) };
-
-    fn wall() -> SystemTime {
-        SystemTime::UNIX_EPOCH
-    }
-
-    #[test]
-    fn standby_campaigns_then_leads_with_a_lease_short_of_the_ttl() {
-        let t0 = Instant::now();
-        let mut c = Core::new(T, wall());
-        assert_eq!(c.next(t0, wall()), Step::CreateSession);
-        c.session_created("s1".into(), t0);
-        assert_eq!(c.next(t0, wall()), Step::Acquire);
-        c.acquired(7, wall());
-        let lease = c.lease().unwrap();
-        assert_eq!((lease.until, lease.session.as_str(), lease.lock_index), (t0 + Duration::from_secs(6), "s1", 7));
-        assert_eq!(c.next(t0, wall()), Step::Watch { index: 0, until: t0 + Duration::from_secs(3) });
-        assert_eq!(c.next(t0 + Duration::from_secs(3), wall()), Step::Renew);
-        c.renewed(t0 + Duration::from_secs(3));
-        assert_eq!(c.lease().unwrap().until, t0 + Duration::from_secs(9));
-    }
-
-    #[test]
-    fn a_refused_acquire_waits_and_a_held_key_is_watched() {
-        let t0 = Instant::now();
-        let mut c = Core::new(T, wall());
-        c.session_created("s1".into(), t0);
-        c.refused(t0);
-        assert_eq!(c.next(t0, wall()), Step::Watch { index: 0, until: t0 + T.retry() });
-        assert_eq!(c.next(t0 + T.retry(), wall()), Step::Acquire);
-        c.observed(12, Some(("other", 3)), wall());
-        // Held by another: watch until the renew is due, no acquire.
-        assert_eq!(c.next(t0 + T.retry(), wall()), Step::Watch { index: 12, until: t0 + Duration::from_secs(3) });
-        assert!(c.lease().is_none());
-        c.observed(13, None, wall());
-        assert_eq!(c.next(t0 + T.retry(), wall()), Step::Acquire);
-    }
-
-    #[test]
-    fn the_leader_steps_down_when_the_key_is_not_ours_or_the_session_is_gone() {
-        let t0 = Instant::now();
-        let mut c = Core::new(T, wall());
-        c.session_created("s1".into(), t0);
-        c.acquired(2, wall());
-        c.observed(5, Some(("s1", 2)), wall());
-        assert!(c.is_leader());
-        c.observed(6, Some(("s1", 3)), wall());
-        assert!(!c.is_leader(), "another lock index is another tenure");
-        assert_eq!(c.session(), Some("s1"));
-        c.acquired(4, wall());
-        c.session_gone(wall());
-        assert!(!c.is_leader());
-        assert_eq!(c.next(t0, wall()), Step::CreateSession);
-    }
-
-    #[test]
-    fn unrenewed_for_a_ttl_the_session_is_given_up_and_the_fence_closed_before() {
-        let t0 = Instant::now();
-        let mut c = Core::new(T, wall());
-        c.session_created("s1".into(), t0);
-        c.acquired(1, wall());
-        // Renews fail: the lease ends at TTL − margin, the session at TTL.
-        c.renew_failed(t0 + Duration::from_secs(3));
-        assert_eq!(c.lease().unwrap().until, t0 + Duration::from_secs(6));
-        assert_eq!(c.next(t0 + Duration::from_secs(8), wall()), Step::Renew);
-        assert_eq!(c.next(t0 + Duration::from_secs(9), wall()), Step::CreateSession);
-        assert!(c.lease().is_none());
-    }
-
-    #[test]
-    fn the_lock_delay_outlasts_the_margin_with_the_defaults() {
-        let t = Timing { ttl: DEFAULT_TTL, lock_delay: DEFAULT_LOCK_DELAY };
-        assert!(t.lock_delay > t.margin());
-        // kill -9 takeover: 2 × TTL + lock delay + one retry, within 45 s.
-        assert!(2 * t.ttl + t.lock_delay + t.retry() <= Duration::from_secs(45));
     }
 }

@@ -309,7 +309,8 @@ async fn run_once(
     held: Option<&crate::ha::Held>,
 ) -> anyhow::Result<OnceReport> {
     let metrics = Metrics::new();
-    let backend_names: Vec<&'static str> = crate::daemon::build_backends(cfg)?.iter().map(|b| b.name()).collect();
+    let backend_names: Vec<&'static str> =
+        crate::daemon::build_backends(cfg, &crate::ha::Fence::always())?.iter().map(|b| b.name()).collect();
     let _scratch;
     let store = if dry_run {
         let dir = std::env::temp_dir().join(format!("switchboard-dry-run-{}-{}", std::process::id(), now_ms()));
@@ -341,7 +342,9 @@ async fn run_once(
             Store::open(&cfg.data_dir).context("opening the store (is a daemon using this --data-dir?)")?,
         )?
     };
-    let core = crate::daemon::build_core(cfg, store.clone(), metrics.clone())?;
+    // Every backend write request passes the lock's fence (with --ha).
+    let gate = held.map_or_else(crate::ha::Fence::always, |h| h.fence.clone());
+    let core = crate::daemon::build_core(cfg, store.clone(), metrics.clone(), &gate)?;
     let mut sharing = crate::ha::Sharing::new(store.clone(), &cfg.cluster, &backend_names);
     let fence = match held {
         Some(held) => {

@@ -15,6 +15,11 @@
 //!   a change rebuilds the client, which also drops pooled connections made
 //!   with the old certificate.
 //! - No secret material is ever logged: only setting names and paths.
+//! - Every write request of a backend (any method but GET and HEAD) goes out
+//!   through `HttpClient::send`, the HA gate: only while this replica's lease
+//!   holds, and given up when the lease ends (`SendError::Fenced`). Without
+//!   `--ha` the gate always allows. Backends never call reqwest's `send`
+//!   themselves (`backends::gate_tests::every_backend_request_passes_the_gate`).
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -229,6 +234,32 @@ type Base = Box<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>;
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Arc<Inner>,
+    /// The HA fence every write request passes (`send`); `Fence::always()`
+    /// (no `--ha`, or a client that never writes to a backend) lets all pass.
+    gate: crate::ha::Fence,
+}
+
+/// A request `HttpClient::send` did not get an answer to.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A write while this replica holds no lease: not sent.
+    #[error("not sent: this replica does not hold the HA lease")]
+    Fenced,
+    /// The lease ended while the write was in flight: given up at its end.
+    #[error("given up: the HA lease ended while the request was in flight")]
+    LeaseEnded,
+    /// Sent, and reqwest failed (connect, timeout, body); also a request
+    /// that could not be built.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+impl SendError {
+    /// The gate stopped it (not sent, or given up at the lease's end): not a
+    /// failure of the backend.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, SendError::Fenced | SendError::LeaseEnded)
+    }
 }
 
 struct Inner {
@@ -267,7 +298,40 @@ impl HttpClient {
                 current: RwLock::new(client),
                 watch: Mutex::new((Instant::now(), material.fingerprint)),
             }),
+            gate: crate::ha::Fence::always(),
         })
+    }
+
+    /// The same client (one pool, one set of TLS files) with its write
+    /// requests behind `gate` (the HA fence).
+    pub fn gated(&self, gate: crate::ha::Fence) -> HttpClient {
+        HttpClient { inner: self.inner.clone(), gate }
+    }
+
+    /// Sends `req` (built on a client from `get`). A GET or HEAD goes out
+    /// as it is. A write passes the gate: not sent without the lease
+    /// (`SendError::Fenced`), counted in flight while it runs (a leader
+    /// stepping down waits for it), and given up when the lease ends
+    /// (`SendError::LeaseEnded`): its timeout is the shorter of its own and
+    /// the time the lease has left.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
+        let (client, req) = req.build_split();
+        let req = req?;
+        if matches!(*req.method(), reqwest::Method::GET | reqwest::Method::HEAD) {
+            return Ok(client.execute(req).await?);
+        }
+        let Some(write) = self.gate.begin_write() else { return Err(SendError::Fenced) };
+        let result = match write.until() {
+            None => client.execute(req).await.map_err(SendError::Http),
+            Some(until) => match tokio::time::timeout_at(until.into(), client.execute(req)).await {
+                Ok(answer) => answer.map_err(SendError::Http),
+                // Dropping the request's future closes its connection.
+                Err(_) => Err(SendError::LeaseEnded),
+            },
+        };
+        // The write has landed (or been given up): no longer in flight.
+        drop(write);
+        result
     }
 
     /// The client to send with now (re-reads the files if due).
@@ -427,6 +491,69 @@ mod tests {
         let tls = EndpointTls { endpoint: Endpoint::new("kong"), cert: Some(cert), ..Default::default() };
         let e = HttpClient::build(tls, reqwest::Client::builder).unwrap_err().to_string();
         assert!(e.contains("--kong-key-file"), "{e}");
+    }
+
+    /// A server on loopback answering every request after `delay`; counts them.
+    async fn slow_server(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}/"), hits)
+    }
+
+    #[tokio::test]
+    async fn writes_pass_the_gate_only_within_the_lease_and_reads_always() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (url, hits) = slow_server(Duration::from_millis(0)).await;
+        let plain = HttpClient::build(EndpointTls::default(), reqwest::Client::builder).unwrap();
+        assert!(plain.send(plain.get().put(&url)).await.is_ok(), "no --ha: always");
+
+        let lapsed = crate::ha::Fence::leased_until(Instant::now() - Duration::from_millis(1)).unwrap();
+        let gated = plain.gated(lapsed);
+        let before = hits.load(SeqCst);
+        for req in [gated.get().put(&url), gated.get().post(&url), gated.get().delete(&url)] {
+            let err = gated.send(req).await.unwrap_err();
+            assert!(matches!(err, SendError::Fenced) && err.is_fenced(), "{err}");
+        }
+        assert_eq!(hits.load(SeqCst), before, "a fenced write is never sent");
+        assert!(gated.send(gated.get().get(&url)).await.is_ok(), "reads pass without a lease");
+        assert_eq!(hits.load(SeqCst), before + 1);
+
+        let leased = plain.gated(crate::ha::Fence::leased_until(Instant::now() + Duration::from_secs(60)).unwrap());
+        assert!(leased.send(leased.get().put(&url)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_write_in_flight_is_given_up_when_the_lease_ends() {
+        let (url, hits) = slow_server(Duration::from_secs(30)).await;
+        let until = Instant::now() + Duration::from_millis(300);
+        let fence = crate::ha::Fence::leased_until(until).unwrap();
+        let client =
+            HttpClient::build(EndpointTls::default(), || reqwest::Client::builder().timeout(Duration::from_secs(20)))
+                .unwrap()
+                .gated(fence.clone());
+        let err = client.send(client.get().put(&url)).await.unwrap_err();
+        let ended = Instant::now();
+        assert!(matches!(err, SendError::LeaseEnded), "{err}");
+        assert!(
+            ended >= until && ended < until + Duration::from_secs(2),
+            "given up {:?} after the lease's end",
+            ended - until
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "it was sent");
+        assert!(fence.begin_write().is_none(), "the lease has ended");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use switchboard::sim::vulcand::{VulcandSim, VulcandSimOptions};
 const WAIT: Duration = Duration::from_secs(30);
 const KEY: &str = "switchboard/default/leader";
 /// Test timing: a 2 s TTL, so the fence closes 1.33 s after the last renew,
-/// and a 1 s lock delay (longer than the 0.67 s margin).
+/// and a 2.5 s lock delay (at least the 0.67 s margin + the 1.5 s request timeout).
 const TTL: Duration = Duration::from_secs(2);
 
 /// One write that reached the backend, as the replica's proxy saw it.
@@ -232,9 +232,9 @@ fn never_two_writers(writes: &Writes, old: &str, new: &str, new_acquired: Instan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_mid_deploy_the_standby_converges_and_never_two_writers() {
     let mut env = Setup::new(false).await;
-    let mut a = env.replica("a", &fast("2s", "1s", "1500ms")).await;
+    let mut a = env.replica("a", &fast("2s", "2500ms", "1500ms")).await;
     env.leader_is("a").await;
-    let b = env.replica("b", &fast("2s", "1s", "1500ms")).await;
+    let b = env.replica("b", &fast("2s", "2500ms", "1500ms")).await;
     // The standby follows the stream too (its store stays warm).
     eventually("both replicas subscribed", WAIT, || env.marathon.subscribers() == 2).await;
     eventually("the standby has a session", WAIT, || env.lock_agent().kv().session_count() == 2).await;
@@ -252,7 +252,7 @@ async fn kill_9_of_the_leader_mid_deploy_the_standby_converges_and_never_two_wri
     env.leader_is("b").await;
     let took_over = env.acquired_at("b");
     // 2 × TTL (the simulator drops a session as Consul servers do) + lock delay + a retry.
-    assert!(took_over.duration_since(killed) < 2 * TTL + Duration::from_millis(3500), "slow takeover");
+    assert!(took_over.duration_since(killed) < 2 * TTL + Duration::from_millis(5000), "slow takeover");
     converged(&env.marathon, &env.consul, "the new leader completes the deploy").await;
     let (old, new) = never_two_writers(&env.writes, "a", "b", took_over);
     assert!(old >= 1 && new >= 1, "a wrote {old}, b wrote {new}");
@@ -264,9 +264,9 @@ async fn kill_9_of_the_leader_mid_deploy_the_standby_converges_and_never_two_wri
 async fn a_new_leader_owns_what_the_old_one_wrote_on_a_backend_without_tags() {
     let mut env = Setup::new(false).await;
     env.vulcand = Some(VulcandSim::start(VulcandSimOptions::default()).unwrap());
-    let mut a = env.replica("a", &fast("2s", "1s", "1500ms")).await;
+    let mut a = env.replica("a", &fast("2s", "2500ms", "1500ms")).await;
     env.leader_is("a").await;
-    let b = env.replica("b", &fast("2s", "1s", "1500ms")).await;
+    let b = env.replica("b", &fast("2s", "2500ms", "1500ms")).await;
     eventually("both replicas subscribed", WAIT, || env.marathon.subscribers() == 2).await;
     let app = json!({
         "id": "/shop/web",
@@ -300,9 +300,9 @@ async fn a_new_leader_owns_what_the_old_one_wrote_on_a_backend_without_tags() {
 async fn a_leader_killed_right_after_its_first_vulcand_write_leaves_the_service_to_the_next() {
     let mut env = Setup::new(false).await;
     env.vulcand = Some(VulcandSim::start(VulcandSimOptions::default()).unwrap());
-    let mut a = env.replica("a", &fast("2s", "1s", "1500ms")).await;
+    let mut a = env.replica("a", &fast("2s", "2500ms", "1500ms")).await;
     env.leader_is("a").await;
-    let b = env.replica("b", &fast("2s", "1s", "1500ms")).await;
+    let b = env.replica("b", &fast("2s", "2500ms", "1500ms")).await;
     eventually("both replicas subscribed", WAIT, || env.marathon.subscribers() == 2).await;
     let app = json!({
         "id": "/shop/api",
@@ -328,9 +328,9 @@ async fn a_leader_cut_off_from_consul_stops_writing_within_a_ttl_and_never_two_w
     let mut env = Setup::new(true).await;
     // Consul may drop a session as early as one TTL after its last renew: play that.
     env.lock_agent().kv().set_expiry_factor(1.0);
-    let a = env.replica("a", &fast("2s", "1s", "1500ms")).await;
+    let a = env.replica("a", &fast("2s", "2500ms", "1500ms")).await;
     env.leader_is("a").await;
-    let _b = env.replica("b", &fast("2s", "1s", "1500ms")).await;
+    let _b = env.replica("b", &fast("2s", "2500ms", "1500ms")).await;
     eventually("both replicas subscribed", WAIT, || env.marathon.subscribers() == 2).await;
     env.marathon.emit(&env.marathon.model().deploy(web_app("/shop/web"), 2));
     converged(&env.marathon, &env.consul, "the leader registers").await;

@@ -55,7 +55,7 @@ async fn a_held_store_stops_neither_health_nor_the_stream_nor_the_leaders_renew(
         ha: true,
         replica_name: Some("stalled".into()),
         ha_session_ttl: Some("2s".into()),
-        ha_lock_delay: Some("1s".into()),
+        ha_lock_delay: Some("2500ms".into()),
         request_timeout: Some("1500ms".into()),
         ..Default::default()
     };

@@ -46,7 +46,7 @@ pub struct Kind {
     /// files, and validated; errors name its own flags.
     pub settings: fn(&settings::Sources<'_>) -> Result<settings::Settings, crate::settings::ConfigError>,
     /// Its backend, from settings that are on.
-    pub build: fn(&settings::Settings) -> Result<Backend, crate::settings::ConfigError>,
+    pub build: fn(&settings::Settings, &crate::ha::Fence) -> Result<Backend, crate::settings::ConfigError>,
 }
 
 impl std::fmt::Debug for Kind {
@@ -101,11 +101,39 @@ pub enum BackendError {
     /// the input changes.
     #[error("{backend}: {what}: {message}")]
     Permanent { backend: &'static str, what: String, message: String },
+    /// The HA gate stopped a write request (`tls::SendError::is_fenced`):
+    /// this replica holds no lease now. Not the backend's failure: the op
+    /// stays queued as it was, for whoever leads next.
+    #[error("{backend}: {what}: {message}")]
+    Fenced { backend: &'static str, what: String, message: String },
 }
 
 impl BackendError {
+    /// Worth trying again later (a fenced write too: by the next leader).
     pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Transient { .. })
+        matches!(self, BackendError::Transient { .. } | BackendError::Fenced { .. })
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, BackendError::Fenced { .. })
+    }
+
+    /// A request `tls::HttpClient::send` did not get an answer to: fenced,
+    /// or a transport failure (a TLS one explained with the settings that
+    /// fix it, through `explain`).
+    pub fn from_send(
+        backend: &'static str,
+        what: String,
+        err: &crate::tls::SendError,
+        explain: impl FnOnce(&reqwest::Error) -> Option<String>,
+    ) -> BackendError {
+        match err {
+            crate::tls::SendError::Http(e) => match explain(e) {
+                Some(message) => BackendError::Transient { backend, what, message },
+                None => BackendError::from_reqwest(backend, what, e),
+            },
+            fenced => BackendError::Fenced { backend, what, message: fenced.to_string() },
+        }
     }
 
     /// Classifies an HTTP status: 5xx and 429 are transient, other 4xx
@@ -238,5 +266,49 @@ impl Backend {
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend").field("name", &self.name()).finish()
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    /// The non-test code of every file under `src/backends`.
+    fn backend_sources() -> Vec<(std::path::PathBuf, String)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    // Unit tests (at the end of a file) may talk to simulators directly.
+                    let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
+                    out.push((path, code));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backends"), &mut out);
+        out
+    }
+
+    #[test]
+    fn every_backend_request_passes_the_gate() {
+        let sources = backend_sources();
+        assert!(sources.len() >= 10, "found only {} files", sources.len());
+        for (path, code) in &sources {
+            for (n, line) in code.lines().enumerate() {
+                // reqwest's own sends: `RequestBuilder::send()`, `Client::execute(..)`.
+                let bypass = line.contains(".send()") || line.contains(".execute(");
+                assert!(
+                    !bypass,
+                    "{}:{}: a backend request that bypasses the HA gate (use tls::HttpClient::send): {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        let gated = |code: &str| code.split_whitespace().collect::<String>().contains("self.http.send(");
+        let senders = sources.iter().filter(|(_, code)| gated(code)).count();
+        assert_eq!(senders, 3, "one gated send per backend client");
     }
 }

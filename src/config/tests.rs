@@ -82,7 +82,7 @@ fn ha_settings() {
     let s = c.ha.unwrap();
     assert_eq!(s.consul.as_str(), "http://c:8500/");
     assert_eq!((s.session_ttl, s.lock_delay), (Duration::from_secs(10), Duration::from_secs(15)));
-    let c = merge(CommonArgs::default(), "ha = true\nha_consul = \"http://l:8500\"\nconsul = \"http://c:8500\"\nha_session_ttl = \"1s\"\nha_lock_delay = \"500ms\"\nrequest_timeout = \"800ms\"\nreplica_name = \"a\"").unwrap();
+    let c = merge(CommonArgs::default(), "ha = true\nha_consul = \"http://l:8500\"\nconsul = \"http://c:8500\"\nha_session_ttl = \"1s\"\nha_lock_delay = \"1200ms\"\nrequest_timeout = \"800ms\"\nreplica_name = \"a\"").unwrap();
     let s = c.ha.unwrap();
     assert_eq!(s.consul.as_str(), "http://l:8500/");
     assert_eq!(s.replica_name.as_deref(), Some("a"));
@@ -200,9 +200,9 @@ fn every_kind_brings_its_own_settings() {
     let c = parse(&on).unwrap();
     let kinds: Vec<&str> = c.backends.iter().map(|b| b.kind.name).collect();
     assert_eq!(kinds, KINDS.iter().map(|k| k.name).collect::<Vec<_>>());
-    let built = crate::daemon::build_backends(&c).expect("every kind builds");
+    let built = crate::daemon::build_backends(&c, &crate::ha::Fence::always()).expect("every kind builds");
     assert_eq!(built.iter().map(|b| b.name()).collect::<Vec<_>>(), kinds);
-    assert!(crate::daemon::build_backends(&parse(&[]).unwrap()).unwrap().is_empty());
+    assert!(crate::daemon::build_backends(&parse(&[]).unwrap(), &crate::ha::Fence::always()).unwrap().is_empty());
 }
 
 /// Where the Consul backend would register, as merged.

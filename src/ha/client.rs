@@ -185,7 +185,14 @@ impl LockClient {
         ClientError::Status { what, status, body: body.chars().take(200).collect() }
     }
 
-    /// `PUT /v1/session/create`: a TTL session named after this replica.
+    /// `PUT /v1/session/create`: a TTL session named after this replica,
+    /// bound to no health check: only its TTL (or a destroy) ends it.
+    /// Consul binds a session to the node's `serfHealth` check unless told
+    /// otherwise, and a flapping node check would drop the session at any
+    /// moment after a renew, while the leader still writes on its lease
+    /// (which counts on the TTL). `"Checks": []` says "none" to every
+    /// Consul version (before 1.7 it is the only field; since 1.7 it empties
+    /// `NodeChecks` too), `"NodeChecks": []` says it in 1.7+'s own words.
     pub async fn create_session(&self, ttl: Duration, lock_delay: Duration) -> Result<String, ClientError> {
         const WHAT: &str = "create session";
         let body = serde_json::json!({
@@ -193,6 +200,8 @@ impl LockClient {
             "TTL": go_duration(ttl),
             "LockDelay": go_duration(lock_delay),
             "Behavior": "release",
+            "Checks": [],
+            "NodeChecks": [],
         });
         let req = self.http.get().put(self.url("v1/session/create")?).json(&body);
         let (status, _, body) = self.send(WHAT, req, self.timeout).await?;

@@ -8,11 +8,13 @@
 //! - `confirm`: the lock index at the key is still the one we acquired (a read
 //!   of the key before each batch of writes: the second guard).
 //!
-//! Every backend write goes through `begin_write` (in the applier's write
-//! path, `reconcile::applier`, just before the request is sent), which counts
-//! writes in flight, so a leader that steps down on purpose (SIGTERM) closes
-//! the fence, waits for those writes to land, and only then releases the lock.
-//! Without `--ha` the fence always allows.
+//! Every backend write request goes through `begin_write` twice: once per op
+//! in the applier's write path (`reconcile::applier`), and once per HTTP
+//! request in the client every backend sends with (`tls::HttpClient::send`,
+//! the gate: a request is sent only while the lease holds, and given up at the
+//! lease's end). Both count writes in flight, so a leader that steps down on
+//! purpose (SIGTERM) closes the fence, waits for those writes to land, and
+//! only then releases the lock. Without `--ha` the fence always allows.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -61,6 +63,16 @@ struct State {
 /// A write in progress; dropping it ends the write.
 pub struct WriteGuard {
     inner: Option<Arc<Inner>>,
+    /// The end of the lease the write started under (`None` without `--ha`).
+    until: Option<Instant>,
+}
+
+impl WriteGuard {
+    /// The end of the lease this write started under: a request must be
+    /// given up by then. `None` without `--ha` (no end).
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
 }
 
 impl Drop for WriteGuard {
@@ -155,13 +167,11 @@ impl Fence {
 
     /// Starts a write if the fence allows it now; `None` otherwise.
     pub fn begin_write(&self) -> Option<WriteGuard> {
-        let Some(inner) = &self.inner else { return Some(WriteGuard { inner: None }) };
+        let Some(inner) = &self.inner else { return Some(WriteGuard { inner: None, until: None }) };
         let mut st = lock(inner);
-        if st.lease.as_ref().is_none_or(|l| Instant::now() >= l.until) {
-            return None;
-        }
+        let until = st.lease.as_ref().map(|l| l.until).filter(|until| Instant::now() < *until)?;
         st.in_flight += 1;
-        Some(WriteGuard { inner: Some(inner.clone()) })
+        Some(WriteGuard { inner: Some(inner.clone()), until: Some(until) })
     }
 
     /// Resolves on the next lease change (never without `--ha`).
@@ -251,6 +261,7 @@ mod tests {
         f.set_lease(lease(Instant::now() + Duration::from_secs(60)));
         assert!(f.allows_write());
         let write = f.begin_write().unwrap();
+        assert!(write.until().is_some_and(|u| u > Instant::now() + Duration::from_secs(59)), "the lease's end");
         assert!(!f.close(Duration::from_millis(50)).await, "a write is in flight");
         assert!(!f.allows_write() && f.begin_write().is_none());
         drop(write);
@@ -258,5 +269,6 @@ mod tests {
         f.set_lease(lease(Instant::now() + Duration::from_secs(60)));
         assert!(!f.allows_write(), "closed for good");
         assert!(Fence::always().allows_write() && Fence::always().confirm().await);
+        assert_eq!(Fence::always().begin_write().map(|w| w.until()), Some(None), "no --ha: no end");
     }
 }

@@ -76,20 +76,16 @@ impl HaSettings {
         if lock_delay > Duration::from_secs(60) {
             return Err(bad(&delay_name, format!("{lock_delay:?}: Consul caps the lock delay at 60s")));
         }
-        if lock_delay <= timing.margin() {
+        // The old leader sends its last write before its lease's end, one
+        // margin before Consul may drop its session, and gives it up by then
+        // (the gate); the lock delay keeps a new leader out for the margin
+        // plus one request timeout beyond that, whatever the TTL (`README`, HA).
+        let needed = timing.margin() + request_timeout;
+        if lock_delay < needed {
             return Err(bad(
                 &delay_name,
                 format!(
-                    "{lock_delay:?} must be longer than the fencing margin ({:?}, a third of {ttl_name}): a new leader must not start before the old one has stopped",
-                    timing.margin()
-                ),
-            ));
-        }
-        if lock_delay + timing.margin() < request_timeout {
-            return Err(bad(
-                &delay_name,
-                format!(
-                    "{lock_delay:?} plus the fencing margin ({:?}) must cover --request-timeout ({request_timeout:?}), so a write in flight when the leader stops lands before another replica may take over",
+                    "{lock_delay:?} is shorter than the fencing margin ({:?}, a third of {ttl_name} {session_ttl:?}) plus one --request-timeout ({request_timeout:?}): set --ha-lock-delay to at least {needed:?}, so no write of an old leader can land after a new one took over",
                     timing.margin()
                 ),
             ));
@@ -107,5 +103,32 @@ impl HaSettings {
             None => None,
         };
         Ok(Some(HaSettings { consul, session_ttl, lock_delay, replica_name }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ttl: u64, delay: u64, timeout: u64) -> Result<Option<HaSettings>, SettingError> {
+        let ms = Duration::from_millis;
+        let consul = Url::parse("http://127.0.0.1:8500").unwrap();
+        let named = |v: u64, s: &str| Some((ms(v), s.to_owned()));
+        HaSettings::merge(true, Some(consul), None, named(ttl, HA_TTL), named(delay, HA_DELAY), None, ms(timeout))
+    }
+
+    #[test]
+    fn the_lock_delay_covers_the_margin_and_one_request_timeout_whatever_the_ttl() {
+        // Defaults: TTL 10 s (margin 3.33 s) + request timeout 10 s = 13.33 s ≤ 15 s.
+        assert!(check(10_000, 15_000, 10_000).is_ok());
+        assert!(check(3_000, 2_000, 1_000).is_ok(), "exactly margin + timeout");
+        let e = check(3_000, 1_999, 1_000).unwrap_err();
+        assert_eq!(e.setting, HA_DELAY);
+        assert!(e.reason.contains("--ha-lock-delay to at least 2s") && e.reason.contains("1.999s"), "{}", e.reason);
+        // The example: TTL 30 s, lock delay 15 s (> TTL/3, once enough) is refused now.
+        let e = check(30_000, 15_000, 10_000).unwrap_err();
+        assert!(e.reason.contains("at least 20s"), "{}", e.reason);
+        // A long TTL cannot make up for a short lock delay.
+        assert!(check(60_000, 15_000, 1_000).is_err());
     }
 }

@@ -89,8 +89,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// How one op went.
 enum Outcome {
     Done,
-    Retry { until_ms: u64, error: String },
+    Retry {
+        until_ms: u64,
+        error: String,
+    },
     Refused(Refusal),
+    /// The HA gate stopped it (the lease ended): it stays queued as it was,
+    /// no attempt counted, no lane backed off; the fence holds the drain.
+    Fenced,
 }
 
 impl Applier {
@@ -386,6 +392,7 @@ impl Applier {
                         warn!(backend = name, op = q.op.verb(), app_id = %reg.app_id, task_id = %reg.task_id, id = %reg.id, error = %r.reason, "refused; not retried until its input changes or `reconcile --once --retry-refused`");
                     }
                 }
+                Outcome::Fenced => {}
             }
         }
         Ok(settled)
@@ -415,6 +422,12 @@ impl Applier {
             self.metrics.op_seconds.with_label_values(&[name, q.op.verb()]).observe(started.elapsed().as_secs_f64());
             let outcome = match result {
                 Ok(()) => Outcome::Done,
+                Err(e) if e.is_fenced() => {
+                    debug!(backend = name, op = q.op.verb(), id = %q.op.registration().id, error = %e, "fenced off; stays queued");
+                    // The rest of this app's ops would meet the same fence.
+                    out.push((q, Outcome::Fenced));
+                    break;
+                }
                 Err(e) if e.is_transient() => {
                     // The rest of this lane waits (the check above); the app's
                     // ops in other lanes (another host's agent) go on.
@@ -443,8 +456,8 @@ impl Applier {
     /// One write to the backend: sent only while the fence allows it.
     async fn write(&self, op: &Op) -> Result<(), BackendError> {
         let Some(_write) = self.fence.begin_write() else {
-            // Transient: the op stays queued for whoever leads next (us, later).
-            return Err(BackendError::Transient {
+            // The op stays queued for whoever leads next (us, later).
+            return Err(BackendError::Fenced {
                 backend: self.name(),
                 what: op.verb().to_owned(),
                 message: "not the HA leader: write fenced off".to_owned(),
@@ -582,7 +595,7 @@ impl Applier {
                 Ok(Claim::Held(holder)) => {
                     lock(&claims.failed).insert(reg.service, (false, holder));
                 }
-                Err(BackendError::Transient { message, .. }) => {
+                Err(BackendError::Transient { message, .. } | BackendError::Fenced { message, .. }) => {
                     lock(&claims.failed).insert(reg.service, (true, message));
                 }
                 Err(BackendError::Permanent { message, .. }) => {

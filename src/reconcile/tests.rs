@@ -256,7 +256,7 @@ fn ha_backends() -> Vec<Backend> {
     args.backends.kong.url = Some("http://127.0.0.1:9".into());
     let cfg = crate::config::Config::merge(&args, &Default::default(), &crate::config::Env::none()).expect("config");
     assert!(cfg.ha.is_some(), "--ha is on");
-    crate::daemon::build_backends(&cfg).expect("backends")
+    crate::daemon::build_backends(&cfg, &crate::ha::Fence::always()).expect("backends")
 }
 
 #[test]
@@ -453,10 +453,13 @@ async fn a_fence_without_a_lease_sends_nothing_and_keeps_the_ops() {
     let (mut applier, _) = w.applier(expired, 2);
     on(&w, |s| s.enqueue("consul", &[Op::Register(reg("/web", 1, "10.0.0.1"))])).await;
     let drained = applier.drain().await.expect("drain");
-    assert!(matches!(drained, Drain::Backoff { .. }), "{drained:?}");
+    // Not the backend's failure: no backoff, no attempt counted (the fence holds the drain).
+    assert!(matches!(drained, Drain::Idle { .. }), "{drained:?}");
     let sent = rec.calls.lock().expect("calls").iter().filter(|(v, _)| v == "register").count();
     assert_eq!(sent, 0, "no write past the lease");
-    assert_eq!(queue_len(&w).await, 1, "the op stays queued for the next leader");
+    let queued = w.store.call(|s| s.queued("consul")).await.expect("queue");
+    assert_eq!(queued.len(), 1, "the op stays queued for the next leader");
+    assert_eq!((queued[0].attempts, queued[0].last_error.as_deref()), (0, None), "queued as it was");
 }
 
 #[tokio::test]

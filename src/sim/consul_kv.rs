@@ -72,6 +72,44 @@ struct Session {
     expires_at: Option<Instant>,
     create_index: u64,
     modify_index: u64,
+    /// The node checks that invalidate it when critical (`serfHealth` by
+    /// default; none when created with `"Checks": []` or `"NodeChecks": []`).
+    node_checks: Vec<String>,
+    /// `ServiceChecks` as sent (`null` when not).
+    service_checks: Value,
+}
+
+/// The agent's own node check, every session's by default.
+pub const SERF_HEALTH: &str = "serfHealth";
+
+/// The node checks a session is bound to, from its create body's `Checks`
+/// and `NodeChecks` (absent: the default `["serfHealth"]`; `null` is empty),
+/// by Consul's rules (1.7+ `agent/session_endpoint.go`,
+/// `fixupEmptySessionChecks`; the server binds both lists).
+fn node_checks_of(checks: Option<&Value>, node_checks: Option<&Value>) -> Result<Vec<String>, String> {
+    let list = |v: Option<&Value>, field: &str| -> Result<Vec<String>, String> {
+        match v {
+            None => Ok(vec![SERF_HEALTH.to_owned()]),
+            Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| format!("{field}: not a list of strings")))
+                .collect(),
+            Some(_) => Err(format!("{field}: not a list")),
+        }
+    };
+    let (mut checks, mut node) = (list(checks, "Checks")?, list(node_checks, "NodeChecks")?);
+    if checks.is_empty() {
+        node.clear();
+    } else if checks == [SERF_HEALTH] || node.is_empty() {
+        checks.clear();
+    }
+    for c in checks {
+        if !node.contains(&c) {
+            node.push(c);
+        }
+    }
+    Ok(node)
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +228,30 @@ impl Kv {
     /// The value stored at `key`, if any.
     pub fn value(&self, key: &str) -> Option<Vec<u8>> {
         self.lock().keys.get(key).map(|e| e.value.clone())
+    }
+
+    /// The node checks of the live session named `name` (as `/v1/session/info` shows them).
+    pub fn session_checks(&self, name: &str) -> Option<Vec<String>> {
+        let mut st = self.lock();
+        st.expire(Instant::now(), &self.inner.index);
+        st.sessions.values().find(|s| s.name == name).map(|s| s.node_checks.clone())
+    }
+
+    /// The agent's `serfHealth` check goes critical (a flapping node, a
+    /// gossip hiccup): Consul invalidates every session bound to it at once,
+    /// whatever its TTL. Returns how many it invalidated.
+    pub fn fail_node_check(&self) -> usize {
+        let mut st = self.lock();
+        let bound: Vec<String> = st
+            .sessions
+            .values()
+            .filter(|s| s.node_checks.iter().any(|c| c == SERF_HEALTH))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &bound {
+            st.invalidate(id, Instant::now(), &self.inner.index);
+        }
+        bound.len()
     }
 
     /// How many sessions are alive.
@@ -462,6 +524,11 @@ impl KvState {
             return text(400, format!("Request decode failed: json: unknown field {k:?}"));
         }
         let get = |name: &str| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let node_checks = match node_checks_of(get("Checks"), get("NodeChecks")) {
+            Ok(c) => c,
+            Err(e) => return text(400, format!("Request decode failed: {e}")),
+        };
+        let service_checks = get("ServiceChecks").cloned().unwrap_or(Value::Null);
         let name = get("Name").and_then(Value::as_str).unwrap_or("").to_owned();
         let behavior = get("Behavior").and_then(Value::as_str).unwrap_or("release");
         let delete = match behavior {
@@ -514,7 +581,18 @@ impl KvState {
         let expires_at = ttl.map(|t| now + t.mul_f64(self.expiry_factor));
         self.sessions.insert(
             id.clone(),
-            Session { id: id.clone(), name, ttl, lock_delay, delete, expires_at, create_index: idx, modify_index: idx },
+            Session {
+                id: id.clone(),
+                name,
+                ttl,
+                lock_delay,
+                delete,
+                expires_at,
+                create_index: idx,
+                modify_index: idx,
+                node_checks,
+                service_checks,
+            },
         );
         json_reply(json!({ "ID": id }), idx)
     }
@@ -645,8 +723,8 @@ impl Session {
             "LockDelay": self.lock_delay.as_nanos() as u64,
             "Behavior": if self.delete { "delete" } else { "release" },
             "TTL": self.ttl.map(go_duration).unwrap_or_default(),
-            "NodeChecks": ["serfHealth"],
-            "ServiceChecks": null,
+            "NodeChecks": self.node_checks,
+            "ServiceChecks": self.service_checks,
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
         })
@@ -751,6 +829,29 @@ mod tests {
         assert_eq!(r.status().as_u16(), 503);
         assert_eq!(kv.value("k"), None, "a dropped request took effect");
         assert!(kv.requests().iter().any(|r| r.dropped && r.replica.as_deref() == Some("a")));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_bound_to_serf_health_unless_told_otherwise() {
+        let kv = Kv::default();
+        let checks = |name: &str| kv.session_checks(name).unwrap();
+        session(&kv, r#"{"Name":"default"}"#).await;
+        session(&kv, r#"{"Name":"old","Checks":[]}"#).await;
+        session(&kv, r#"{"Name":"new","NodeChecks":[]}"#).await;
+        session(&kv, r#"{"Name":"both","Checks":[],"NodeChecks":[]}"#).await;
+        session(&kv, r#"{"Name":"custom","NodeChecks":["serfHealth","disk"]}"#).await;
+        assert_eq!(checks("default"), [SERF_HEALTH]);
+        assert!(checks("old").is_empty() && checks("new").is_empty() && checks("both").is_empty());
+        assert_eq!(checks("custom"), [SERF_HEALTH, "disk"]);
+        let both = kv.lock().sessions.values().find(|s| s.name == "both").unwrap().id.clone();
+        let (_, info) = call(&kv, Method::GET, &format!("/v1/session/info/{both}"), "").await;
+        assert_eq!(info[0]["NodeChecks"], json!([]));
+        // A failing node check drops the bound sessions at once, and only those.
+        assert_eq!(kv.fail_node_check(), 2);
+        assert_eq!(kv.session_count(), 3);
+        assert!(kv.session_checks("default").is_none() && kv.session_checks("both").is_some());
+        let (status, _) = call(&kv, Method::PUT, "/v1/session/create", r#"{"Checks":"x"}"#).await;
+        assert_eq!(status, 400);
     }
 
     #[tokio::test]

@@ -55,6 +55,11 @@ impl Client {
         &self.base
     }
 
+    /// The same client with its writes behind the HA fence.
+    pub(crate) fn gated(&self, gate: crate::ha::Fence) -> Client {
+        Client { http: self.http.gated(gate), base: self.base.clone() }
+    }
+
     /// The same client, talking to the agent at `base`.
     pub(crate) fn at(&self, base: Url) -> Client {
         Client { http: self.http.clone(), base }
@@ -156,11 +161,13 @@ impl Client {
         Ok(raw.into_iter().filter_map(|v| serde_json::from_value::<CatalogEntry>(v).ok()).collect())
     }
 
+    /// Sends through the HA gate (`tls::HttpClient::send`).
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, String), BackendError> {
-        let resp = req.send().await.map_err(|e| match self.http.explain(&e) {
-            Some(message) => BackendError::Transient { backend: BACKEND, what: what.to_owned(), message },
-            None => BackendError::from_reqwest(BACKEND, what.to_owned(), &e),
-        })?;
+        let resp = self
+            .http
+            .send(req)
+            .await
+            .map_err(|e| BackendError::from_send(BACKEND, what.to_owned(), &e, |e| self.http.explain(e)))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| BackendError::from_reqwest(BACKEND, what.to_owned(), &e))?;
         Ok((status, text))

@@ -243,6 +243,12 @@ impl ConsulBackend {
         Ok(())
     }
 
+    /// Its write requests behind `gate`, the HA fence (see `tls::HttpClient::send`).
+    pub fn gated(mut self, gate: crate::ha::Fence) -> Self {
+        self.client = self.client.gated(gate);
+        self
+    }
+
     fn observed_agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(String, String)>>> {
         self.observed_agents.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -169,6 +169,6 @@ pub fn merge(src: &Sources<'_>) -> Result<Settings, ConfigError> {
 }
 
 /// Builds the Consul backend (`Kind::build`).
-pub fn build(settings: &Settings) -> Result<Backend, ConfigError> {
-    build_with(settings, ConsulBackend::new, super::ConsulConfigError::setting)
+pub fn build(settings: &Settings, gate: &crate::ha::Fence) -> Result<Backend, ConfigError> {
+    build_with(settings, |c| ConsulBackend::new(c).map(|b| b.gated(gate.clone())), super::ConsulConfigError::setting)
 }

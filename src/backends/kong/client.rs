@@ -80,12 +80,15 @@ impl Client {
         Ok(Client { http, base: cfg.url.clone(), token })
     }
 
-    /// A failed send: TLS failures name the settings that fix them.
-    fn transport_error(&self, what: String, e: &reqwest::Error) -> BackendError {
-        match self.http.explain(e) {
-            Some(message) => BackendError::Transient { backend: BACKEND, what, message },
-            None => BackendError::from_reqwest(BACKEND, what, e),
-        }
+    /// The same client with its writes behind the HA fence.
+    pub(crate) fn gated(&self, gate: crate::ha::Fence) -> Client {
+        Client { http: self.http.gated(gate), base: self.base.clone(), token: self.token.clone() }
+    }
+
+    /// A failed send: fenced, or a transport failure (TLS failures name the
+    /// settings that fix them).
+    fn transport_error(&self, what: String, e: &crate::tls::SendError) -> BackendError {
+        BackendError::from_send(BACKEND, what, e, |e| self.http.explain(e))
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> url::Url {
@@ -116,7 +119,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| self.transport_error(what.clone(), &e))?;
+        let resp = self.http.send(req).await.map_err(|e| self.transport_error(what.clone(), &e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| BackendError::from_reqwest(BACKEND, what, &e))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -93,6 +93,12 @@ impl KongBackend {
         })
     }
 
+    /// Its write requests behind `gate`, the HA fence (see `tls::HttpClient::send`).
+    pub fn gated(mut self, gate: crate::ha::Fence) -> Self {
+        self.client = self.client.gated(gate);
+        self
+    }
+
     async fn caps(&self) -> Result<Caps, BackendError> {
         self.caps.get_or_try_init(|| self.client.detect()).await.copied()
     }

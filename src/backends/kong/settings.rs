@@ -90,6 +90,6 @@ pub fn merge(src: &Sources<'_>) -> Result<Settings, ConfigError> {
 }
 
 /// Builds the Kong backend (`Kind::build`).
-pub fn build(settings: &Settings) -> Result<Backend, ConfigError> {
-    build_with(settings, KongBackend::new, super::KongConfigError::setting)
+pub fn build(settings: &Settings, gate: &crate::ha::Fence) -> Result<Backend, ConfigError> {
+    build_with(settings, |c| KongBackend::new(c).map(|b| b.gated(gate.clone())), super::KongConfigError::setting)
 }

@@ -77,12 +77,15 @@ impl Client {
         Ok(Client { http, base })
     }
 
-    /// A failed send: TLS failures name the settings that fix them.
-    fn transport_error(&self, what: &str, e: &reqwest::Error) -> BackendError {
-        match self.http.explain(e) {
-            Some(message) => BackendError::Transient { backend: NAME, what: what.to_owned(), message },
-            None => BackendError::from_reqwest(NAME, what.to_owned(), e),
-        }
+    /// The same client with its writes behind the HA fence.
+    pub fn gated(&self, gate: crate::ha::Fence) -> Client {
+        Client { http: self.http.gated(gate), base: self.base.clone() }
+    }
+
+    /// A failed send: fenced, or a transport failure (TLS failures name the
+    /// settings that fix them).
+    fn transport_error(&self, what: &str, e: &crate::tls::SendError) -> BackendError {
+        BackendError::from_send(NAME, what.to_owned(), e, |e| self.http.explain(e))
     }
 
     fn url(&self, segments: &[&str]) -> url::Url {
@@ -107,7 +110,7 @@ impl Client {
         if let Some(b) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
         }
-        let resp = req.send().await.map_err(|e| self.transport_error(what, &e))?;
+        let resp = self.http.send(req).await.map_err(|e| self.transport_error(what, &e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| BackendError::from_reqwest(NAME, what.to_owned(), &e))?;
         Ok((status, text))

@@ -89,6 +89,12 @@ impl VulcandBackend {
         Ok(VulcandBackend { client, cluster: cfg.cluster, ttl_secs: cfg.server_ttl.map(|t| t.as_secs()) })
     }
 
+    /// Its write requests behind `gate`, the HA fence (see `tls::HttpClient::send`).
+    pub fn gated(mut self, gate: crate::ha::Fence) -> Self {
+        self.client = self.client.gated(gate);
+        self
+    }
+
     fn backend_id(&self, r: &Registration) -> String {
         map::backend_id(&self.cluster, &r.service)
     }
@@ -472,6 +478,8 @@ impl Registry for VulcandBackend {
                 Ok(false) => {
                     debug!(service = %r.service, id = %r.id, "backend missing, left to resync")
                 }
+                // The lease ended: no later server of this beat may go out.
+                Err(e) if e.is_fenced() => return Err(e),
                 Err(e) => {
                     debug!(service = %r.service, id = %r.id, error = %e, "heartbeat failed");
                     first_err.get_or_insert(e);

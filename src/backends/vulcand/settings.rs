@@ -93,6 +93,6 @@ pub fn merge(src: &Sources<'_>) -> Result<Settings, ConfigError> {
 }
 
 /// Builds the Vulcand backend (`Kind::build`).
-pub fn build(settings: &Settings) -> Result<Backend, ConfigError> {
-    build_with(settings, VulcandBackend::new, super::VulcandConfigError::setting)
+pub fn build(settings: &Settings, gate: &crate::ha::Fence) -> Result<Backend, ConfigError> {
+    build_with(settings, |c| VulcandBackend::new(c).map(|b| b.gated(gate.clone())), super::VulcandConfigError::setting)
 }
