@@ -192,6 +192,11 @@ impl Kv {
         self.lock().keys.get(key).map(|e| e.value.clone())
     }
 
+    /// The keys under `prefix`, in order.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.lock().keys.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+    }
+
     /// How many sessions are alive.
     pub fn session_count(&self) -> usize {
         let mut st = self.lock();
@@ -345,10 +350,7 @@ impl Kv {
             }
             Method::DELETE => {
                 let mut st = self.lock();
-                let idx = st.bump(&self.inner.index);
-                st.kv_index = idx;
-                st.keys.remove(&key);
-                json_reply(json!(true), idx)
+                st.delete(&key, &ps, &self.inner.index)
             }
             _ => not_allowed(method, "DELETE,GET,OPTIONS,PUT"),
         }
@@ -357,6 +359,15 @@ impl Kv {
     /// `GET /v1/kv/<key>`, blocking when `?index=` is given; `?keys` lists
     /// the keys under the prefix `key` instead.
     async fn get(&self, key: &str, ps: &[(String, String)]) -> Response {
+        if param(ps, "recurse").is_some() {
+            let st = self.lock();
+            let entries: Vec<Value> =
+                st.keys.iter().filter(|(k, _)| k.starts_with(key)).map(|(k, e)| e.json(k)).collect();
+            if entries.is_empty() {
+                return with_index(StatusCode::NOT_FOUND.into_response(), st.kv_index);
+            }
+            return json_reply(Value::Array(entries), st.kv_index);
+        }
         if param(ps, "keys").is_some() {
             let st = self.lock();
             let keys: Vec<&String> = st.keys.keys().filter(|k| k.starts_with(key)).collect();
@@ -531,6 +542,29 @@ impl KvState {
         }
     }
 
+    /// `DELETE /v1/kv/<key>`: `?recurse` deletes the prefix; `?cas=<index>`
+    /// deletes only if the key's ModifyIndex is that (0 deletes nothing).
+    fn delete(&mut self, key: &str, ps: &[(String, String)], tx: &watch::Sender<u64>) -> Response {
+        let cas = match param(ps, "cas").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(i)) => Some(i),
+            Some(Err(_)) => return text(400, "Invalid cas index"),
+        };
+        if let Some(cas) = cas
+            && (cas == 0 || self.keys.get(key).map(|e| e.modify_index) != Some(cas))
+        {
+            return json_reply(json!(false), self.index);
+        }
+        let idx = self.bump(tx);
+        self.kv_index = idx;
+        if param(ps, "recurse").is_some() && cas.is_none() {
+            self.keys.retain(|k, _| !k.starts_with(key));
+        } else {
+            self.keys.remove(key);
+        }
+        json_reply(json!(true), idx)
+    }
+
     fn put(
         &mut self,
         key: &str,
@@ -543,6 +577,22 @@ impl KvState {
             return text(413, "Value exceeds 524288 byte limit");
         }
         let flags = param(ps, "flags").and_then(|f| f.parse().ok());
+        let cas = match param(ps, "cas").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(i)) => Some(i),
+            Some(Err(_)) => return text(400, "Invalid cas index"),
+        };
+        // Check-and-set: 0 creates only if absent, else the key's ModifyIndex must match.
+        if let Some(cas) = cas {
+            let current = self.keys.get(key).map(|e| e.modify_index);
+            let matches = match cas {
+                0 => current.is_none(),
+                i => current == Some(i),
+            };
+            if !matches {
+                return json_reply(json!(false), self.index);
+            }
+        }
         if let Some(sid) = param(ps, "acquire") {
             let Some(name) = self.sessions.get(sid).map(|s| s.name.clone()) else {
                 return text(500, format!("invalid session {sid:?}"));
@@ -733,6 +783,43 @@ mod tests {
         call(&kv, Method::PUT, "/v1/kv/sb/x/b", "2").await;
         call(&kv, Method::PUT, "/v1/kv/sb/y", "3").await;
         assert_eq!(call(&kv, Method::GET, "/v1/kv/sb/x/?keys", "").await.1, json!(["sb/x/a", "sb/x/b"]));
+    }
+
+    #[tokio::test]
+    async fn cas_writes_and_deletes_only_over_the_index_they_read() {
+        let kv = Kv::default();
+        let k = "/v1/kv/sb/x/intent/a";
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas=0"), "1").await.1, json!(true), "cas=0 creates");
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas=0"), "2").await.1, json!(false), "only if absent");
+        let read = call(&kv, Method::GET, k, "").await.1;
+        let index = read[0]["ModifyIndex"].as_u64().unwrap();
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas={}", index + 1), "3").await.1, json!(false));
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas={index}"), "4").await.1, json!(true));
+        assert_eq!(kv.value("sb/x/intent/a").unwrap(), b"4");
+        // The write moved the index: a delete over the old one does nothing.
+        assert_eq!(call(&kv, Method::DELETE, &format!("{k}?cas={index}"), "").await.1, json!(false));
+        assert_eq!(call(&kv, Method::DELETE, &format!("{k}?cas=0"), "").await.1, json!(false));
+        let now = call(&kv, Method::GET, k, "").await.1[0]["ModifyIndex"].as_u64().unwrap();
+        assert_eq!(call(&kv, Method::DELETE, &format!("{k}?cas={now}"), "").await.1, json!(true));
+        assert_eq!(kv.value("sb/x/intent/a"), None);
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas=x"), "").await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn recurse_reads_and_deletes_a_prefix() {
+        let kv = Kv::default();
+        assert_eq!(call(&kv, Method::GET, "/v1/kv/sb/x/?recurse", "").await.0, 404);
+        call(&kv, Method::PUT, "/v1/kv/sb/x/a", "1").await;
+        call(&kv, Method::PUT, "/v1/kv/sb/x/b", "2").await;
+        call(&kv, Method::PUT, "/v1/kv/sb/y", "3").await;
+        let (status, all) = call(&kv, Method::GET, "/v1/kv/sb/x/?recurse", "").await;
+        assert_eq!(status, 200);
+        let keys: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["Key"].as_str().unwrap()).collect();
+        assert_eq!(keys, ["sb/x/a", "sb/x/b"]);
+        assert_eq!(all[1]["Value"], json!("Mg=="));
+        assert_eq!(call(&kv, Method::DELETE, "/v1/kv/sb/x/?recurse", "").await.1, json!(true));
+        assert_eq!(kv.value("sb/x/a"), None);
+        assert_eq!(kv.value("sb/y").unwrap(), b"3");
     }
 
     #[tokio::test]
