@@ -485,7 +485,7 @@ pub async fn take_once(w: &Wiring) -> anyhow::Result<Held> {
     let (tx, _rx) = watch::channel(core.role());
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(client.clone(), core, fence.clone(), tx, None, w.request_timeout, stop.clone()));
-    Ok(Held { fence, stop, task, client })
+    Ok(Held { fence, stop, task, client, lock_index })
 }
 
 /// The lock, held by `reconcile --once --ha`.
@@ -494,6 +494,8 @@ pub struct Held {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     client: LockClient,
+    /// The lock index this run holds the lock at: its shared records go there.
+    lock_index: u64,
 }
 
 impl Held {
@@ -504,7 +506,7 @@ impl Held {
 
     /// Shares this run's ledgers with the next leader.
     pub async fn publish(&self, sharing: &mut Sharing) -> Result<(), ledger::SharingError> {
-        sharing.publish(&self.client).await
+        sharing.publish(&self.client, self.lock_index, ledger::Gate::Fence(&self.fence)).await
     }
 
     /// Releases the lock and destroys the session.
@@ -535,38 +537,47 @@ async fn run(
     let sharing = sharing.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
     // Whether this tenure adopted the shared ledgers: the fence opens only then.
     let mut adopted = false;
+    // Adoption runs in a task of its own, like publishing: a slow KV or store
+    // never delays a renew; the fence stays closed until it has finished.
+    let mut adopting: Option<tokio::task::JoinHandle<Result<(), ledger::SharingError>>> = None;
     let mut published_at: Option<Instant> = None;
     loop {
         if !core.is_leader() {
             adopted = false;
+            if let Some(t) = adopting.take() {
+                t.abort();
+            }
         } else if !adopted {
-            adopted = match &sharing {
-                None => true,
-                Some(sh) => {
-                    match tokio::time::timeout(request_timeout, async { sh.lock().await.adopt(&client).await }).await {
-                        Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
-                            warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
-                            false
-                        }
-                        Err(_) => {
-                            warn!("adopting the shared ledgers timed out; not writing yet");
-                            false
-                        }
-                    }
+            match &sharing {
+                None => adopted = true,
+                Some(sh) if adopting.is_none() => {
+                    let (sh, client) = (sh.clone(), client.clone());
+                    adopting = Some(tokio::spawn(async move {
+                        let mut sh = sh.lock_owned().await;
+                        tokio::time::timeout(request_timeout, sh.adopt(&client)).await.unwrap_or_else(|_| {
+                            Err(ledger::SharingError::Consul(ClientError::Http {
+                                what: "adopt the shared ledgers",
+                                message: "timed out".into(),
+                            }))
+                        })
+                    }));
                 }
-            };
+                Some(_) => {}
+            }
         }
         fence.set_lease(core.lease().filter(|_| adopted));
         let due = published_at.is_none_or(|t| t.elapsed() >= core.timing.renew_every());
-        if let Some(sh) = sharing.as_ref().filter(|_| adopted && due && fence.allows_write()) {
+        let lock_index = core.lease().map(|l| l.lock_index);
+        if let (Some(sh), Some(lock_index)) =
+            (sharing.as_ref().filter(|_| adopted && due && fence.allows_write()), lock_index)
+        {
             published_at = Some(Instant::now());
             // One publish at a time; one still running covers this turn.
             if let Ok(mut sh) = sh.clone().try_lock_owned() {
-                let client = client.clone();
+                let (client, fence) = (client.clone(), fence.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = sh.publish(&client).await {
-                        warn!(error = %e, "cannot share the ledgers");
+                    if let Err(e) = sh.publish(&client, lock_index, ledger::Gate::Fence(&fence)).await {
+                        ledger::log_publish_error(&e);
                     }
                 });
             }
@@ -593,6 +604,19 @@ async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            done = async {
+                match adopting.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            }, if adopting.is_some() => {
+                adopting = None;
+                match done {
+                    Ok(Ok(())) => adopted = core.is_leader(),
+                    Ok(Err(e)) => warn!(error = %e, "cannot adopt the shared ledgers; not writing yet"),
+                    Err(e) => warn!(error = %e, "adopting the shared ledgers failed; not writing yet"),
+                }
+            }
             _ = fence.written(), if share_soon => {
                 // Let the write's completion reach the ledger, and batch a burst.
                 tokio::time::sleep(SHARE_DEBOUNCE).await;
@@ -607,15 +631,21 @@ async fn run(
         return;
     }
     if let Some(sid) = core.session().map(str::to_owned) {
-        if core.is_leader() && adopted {
-            // The next leader starts from everything this one wrote.
-            if let Some(sh) = &sharing {
-                let publish = async { sh.lock().await.publish(&client).await };
+        if let (Some(sh), Some(lease)) = (sharing.as_ref().filter(|_| adopted), core.lease()) {
+            // The next leader starts from everything this one wrote; only if
+            // Consul still shows us holding the lock (not our own flag), and
+            // only within the lease.
+            let holder = client.read(0, None).await.ok().and_then(|(_, k)| k);
+            if holder.is_some_and(|k| k.session.as_deref() == Some(sid.as_str()) && k.lock_index == lease.lock_index) {
+                let gate = ledger::Gate::Until(lease.until);
+                let publish = async { sh.lock().await.publish(&client, lease.lock_index, gate).await };
                 match tokio::time::timeout(request_timeout, publish).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "cannot share the ledgers"),
+                    Ok(Err(e)) => ledger::log_publish_error(&e),
                     Err(_) => warn!("sharing the ledgers timed out"),
                 }
+            } else {
+                info!(replica = %client.replica, "no longer holding the HA lock: not sharing the ledgers");
             }
         }
         if core.is_leader() {
