@@ -554,7 +554,8 @@ async fn run(
                     let (sh, client) = (sh.clone(), client.clone());
                     adopting = Some(tokio::spawn(async move {
                         let mut sh = sh.lock_owned().await;
-                        tokio::time::timeout(request_timeout, sh.adopt(&client)).await.unwrap_or_else(|_| {
+                        // A few requests (one may be megabytes) and a store write: no renew waits on it.
+                        tokio::time::timeout(request_timeout * 4, sh.adopt(&client)).await.unwrap_or_else(|_| {
                             Err(ledger::SharingError::Consul(ClientError::Http {
                                 what: "adopt the shared ledgers",
                                 message: "timed out".into(),

@@ -327,7 +327,8 @@ impl LockClient {
         const WHAT: &str = "list keys";
         let mut url = self.url(&format!("v1/kv/{prefix}"))?;
         url.query_pairs_mut().append_key_only("recurse");
-        let body = match self.send(WHAT, self.http.get().get(url), self.timeout).await? {
+        // Every part of a shared ledger may be megabytes; this runs off the renew path.
+        let body = match self.send(WHAT, self.http.get().get(url), self.timeout * 4).await? {
             (404, _, _) => return Ok(Vec::new()),
             (200, _, body) => body,
             (status, _, body) => return Err(Self::unexpected(WHAT, status, body)),

@@ -12,7 +12,9 @@
 //!   which `?acquire` answers `false`. A voluntary `?release` starts no delay.
 //! - Requests carrying `x-switchboard-replica: <name>` of a partitioned replica
 //!   get no answer (they hang until the partition heals, then fail), whatever the
-//!   path: that replica is cut off from this agent.
+//!   path: that replica is cut off from this agent. A `delay`ed replica's
+//!   session and KV requests are held unanswered and take effect when let
+//!   through: late writes, as a slow network delivers them.
 //! - State lives behind one std `Mutex`, never held across an `.await`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +47,9 @@ struct Inner {
     index: watch::Sender<u64>,
     /// Replicas cut off from this agent; their requests wait on it.
     partitioned: watch::Sender<BTreeSet<String>>,
+    /// Replicas whose requests (with a path containing the value) are held
+    /// and take effect when let through.
+    delayed: watch::Sender<BTreeMap<String, String>>,
 }
 
 struct KvState {
@@ -135,6 +140,7 @@ impl Default for Kv {
                 }),
                 index: watch::Sender::new(1),
                 partitioned: watch::Sender::new(BTreeSet::new()),
+                delayed: watch::Sender::new(BTreeMap::new()),
             }),
         }
     }
@@ -163,6 +169,21 @@ impl Kv {
             if on {
                 p.insert(replica.to_owned());
             } else {
+                p.remove(replica);
+            }
+        });
+    }
+
+    /// Holds the session and KV requests of `replica` whose path contains
+    /// `paths` (`Some("")`: all of them): unanswered, so its client times out,
+    /// they take effect only when let through (`None`), late, as a network
+    /// that delays packets would have them.
+    pub fn delay(&self, replica: &str, paths: Option<&str>) {
+        self.inner.delayed.send_modify(|p| match paths {
+            Some(sub) => {
+                p.insert(replica.to_owned(), sub.to_owned());
+            }
+            None => {
                 p.remove(replica);
             }
         });
@@ -280,7 +301,7 @@ pub(crate) async fn intercept(
             dropped: cut_off,
         });
     }
-    if let Some(r) = replica.filter(|_| cut_off) {
+    if let Some(r) = replica.clone().filter(|_| cut_off) {
         // No answer while cut off, as a dropped network would do; the client's
         // timeout fires first. Once healed, the request still has no effect.
         let mut rx = kv.inner.partitioned.subscribe();
@@ -290,17 +311,42 @@ pub(crate) async fn intercept(
     if !ours {
         return None;
     }
+    let held = |p: &BTreeMap<String, String>, r: &str| p.get(r).is_some_and(|sub| uri.path().contains(sub.as_str()));
+    let delayed = replica.as_ref().filter(|r| held(&kv.inner.delayed.borrow(), r)).cloned();
+    if let Some(r) = delayed {
+        // Applied when let through, even if the client has given up by then.
+        let (kv, method, uri, headers, body) =
+            (kv.clone(), method.clone(), uri.clone(), headers.clone(), body.to_vec());
+        let acl_token = acl_token.map(str::to_owned);
+        let late = tokio::spawn(async move {
+            let mut rx = kv.inner.delayed.subscribe();
+            let _ = tokio::time::timeout(MAX_WAIT, rx.wait_for(|p| !p.contains_key(&r))).await;
+            answer(&kv, &method, &uri, &headers, &body, acl_token.as_deref()).await
+        });
+        return Some(late.await.unwrap_or_else(|_| text(500, "delayed request lost")));
+    }
+    Some(answer(kv, method, uri, headers, body, acl_token).await)
+}
+
+async fn answer(
+    kv: &Kv,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    acl_token: Option<&str>,
+) -> Response {
     if let Some(want) = acl_token {
         let given = param(&params(uri), "token")
             .map(str::to_owned)
             .or_else(|| headers.get("x-consul-token").and_then(|v| v.to_str().ok()).map(str::to_owned));
         match given {
             Some(t) if t == want => {}
-            Some(t) if !t.is_empty() => return Some(text(403, "ACL not found")),
-            _ => return Some(text(403, "Permission denied")),
+            Some(t) if !t.is_empty() => return text(403, "ACL not found"),
+            _ => return text(403, "Permission denied"),
         }
     }
-    Some(kv.handle(method, uri, body).await)
+    kv.handle(method, uri, body).await
 }
 
 impl Kv {
@@ -838,6 +884,26 @@ mod tests {
         assert_eq!(r.status().as_u16(), 503);
         assert_eq!(kv.value("k"), None, "a dropped request took effect");
         assert!(kv.requests().iter().any(|r| r.dropped && r.replica.as_deref() == Some("a")));
+    }
+
+    #[tokio::test]
+    async fn a_delayed_replicas_request_takes_effect_when_let_through() {
+        let kv = Kv::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(REPLICA_HEADER, "a".parse().unwrap());
+        kv.delay("a", Some("/v1/kv/"));
+        let uri: Uri = "/v1/kv/k".parse().unwrap();
+        let kv2 = kv.clone();
+        let pending = tokio::spawn(async move { intercept(&kv2, &Method::PUT, &uri, &headers, b"v", None).await });
+        tokio::task::yield_now().await;
+        assert_eq!(kv.value("k"), None, "applied while held");
+        pending.abort();
+        kv.delay("a", None);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kv.value("k").is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(kv.value("k").unwrap(), b"v", "a request given up by its client still lands, late");
     }
 
     #[tokio::test]
