@@ -180,6 +180,7 @@ async fn a_shared_ledger_of_5000_registrations_survives_a_takeover() {
     let largest = env.set_of(a_index).values().map(Vec::len).max().unwrap();
     let total: usize = env.set_of(a_index).values().map(Vec::len).sum();
     assert!(total > 512 * 1024 && largest < 512 * 1024, "{total} bytes shared, largest value {largest}");
+    eprintln!("shared: {total} bytes in {} keys, largest {largest}", env.set_of(a_index).len());
     eventually("b subscribed", WAIT, || env.marathon.subscribers() == 2).await;
 
     a.kill9();
