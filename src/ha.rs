@@ -626,6 +626,9 @@ async fn run(
             _ = perform(&client, &mut core, step) => {}
         }
     }
+    if let Some(t) = adopting.take() {
+        t.abort();
+    }
     // Stop writing, let the writes in flight land, then hand over at once.
     if !fence.close(request_timeout).await {
         warn!("writes still in flight at shutdown; leaving the lock to expire");
