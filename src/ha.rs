@@ -319,7 +319,7 @@ pub async fn take_once(w: &Wiring) -> anyhow::Result<Held> {
     let stop = CancellationToken::new();
     let task =
         tokio::spawn(elector::run(client.clone(), core, fence.clone(), tx, None, w.request_timeout, stop.clone()));
-    Ok(Held { fence, stop, task, client })
+    Ok(Held { fence, stop, task, client, lock_index })
 }
 
 /// The lock, held by `reconcile --once --ha`.
@@ -328,6 +328,8 @@ pub struct Held {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     client: LockClient,
+    /// The lock index this run holds the lock at: its shared records go there.
+    lock_index: u64,
 }
 
 impl Held {
@@ -338,7 +340,7 @@ impl Held {
 
     /// Shares this run's ledgers with the next leader.
     pub async fn publish(&self, sharing: &mut Sharing) -> Result<(), ledger::SharingError> {
-        sharing.publish(&self.client).await
+        sharing.publish(&self.client, self.lock_index, ledger::Gate::Fence(&self.fence)).await
     }
 
     /// Releases the lock and destroys the session.

@@ -53,6 +53,25 @@ struct WireEntry {
     value: Option<String>,
 }
 
+/// One key under a prefix, as `?recurse` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// What a check-and-set over this read names (`?cas=`).
+    pub modify_index: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireListed {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    modify_index: u64,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct WireSession {
@@ -307,6 +326,59 @@ impl LockClient {
         let req = self.http.get().put(self.url(&format!("v1/kv/{key}"))?).body(value);
         match self.send(WHAT, req, self.timeout).await? {
             (200, _, body) if body.trim() == "true" => Ok(()),
+            (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
+        }
+    }
+
+    /// Every key under `prefix` with its value and ModifyIndex (`?recurse`);
+    /// empty when there are none.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<KvEntry>, ClientError> {
+        const WHAT: &str = "list keys";
+        let mut url = self.url(&format!("v1/kv/{prefix}"))?;
+        url.query_pairs_mut().append_key_only("recurse");
+        // Every part of a shared ledger may be megabytes; this runs off the renew path.
+        let body = match self.send(WHAT, self.http.get().get(url), self.timeout * 4).await? {
+            (404, _, _) => return Ok(Vec::new()),
+            (200, _, body) => body,
+            (status, _, body) => return Err(Self::unexpected(WHAT, status, body)),
+        };
+        let decode_error = |e: String| ClientError::Http { what: WHAT, message: format!("cannot decode: {e}") };
+        let listed: Vec<WireListed> = serde_json::from_str(&body).map_err(|e| decode_error(e.to_string()))?;
+        listed
+            .into_iter()
+            .map(|e| {
+                let value = base64::engine::general_purpose::STANDARD
+                    .decode(e.value.unwrap_or_default())
+                    .map_err(|err| decode_error(format!("{}: {err}", e.key)))?;
+                Ok(KvEntry { key: e.key, value, modify_index: e.modify_index })
+            })
+            .collect()
+    }
+
+    /// Writes another key of ours with check-and-set: `cas` 0 creates it only
+    /// if absent, another index replaces it only if that is still its
+    /// ModifyIndex. `false`: someone changed it since (nothing written).
+    pub async fn put_cas(&self, key: &str, value: Vec<u8>, cas: u64) -> Result<bool, ClientError> {
+        const WHAT: &str = "write key";
+        let mut url = self.url(&format!("v1/kv/{key}"))?;
+        url.query_pairs_mut().append_pair("cas", &cas.to_string());
+        match self.send(WHAT, self.http.get().put(url).body(value), self.timeout).await? {
+            (200, _, body) => Ok(body.trim() == "true"),
+            (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
+        }
+    }
+
+    /// Deletes another key of ours; with `cas`, only if that is still its
+    /// ModifyIndex (`false`: changed since, nothing deleted). Deleting an
+    /// absent key without `cas` succeeds.
+    pub async fn delete(&self, key: &str, cas: Option<u64>) -> Result<bool, ClientError> {
+        const WHAT: &str = "delete key";
+        let mut url = self.url(&format!("v1/kv/{key}"))?;
+        if let Some(cas) = cas {
+            url.query_pairs_mut().append_pair("cas", &cas.to_string());
+        }
+        match self.send(WHAT, self.http.get().delete(url), self.timeout).await? {
+            (200, _, body) => Ok(body.trim() == "true"),
             (status, _, body) => Err(Self::unexpected(WHAT, status, body)),
         }
     }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::client::{self, ClientError, LockClient};
 use super::machine::{Core, Step};
-use super::{Fence, Role, Sharing};
+use super::{Fence, Role, Sharing, ledger};
 
 /// How long after a write the ledgers are shared (a burst of writes shares once).
 const SHARE_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -34,38 +34,48 @@ pub(super) async fn run(
     let sharing = sharing.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
     // Whether this tenure adopted the shared ledgers: the fence opens only then.
     let mut adopted = false;
+    // Adoption runs in a task of its own, like publishing: a slow KV or store
+    // never delays a renew; the fence stays closed until it has finished.
+    let mut adopting: Option<tokio::task::JoinHandle<Result<(), ledger::SharingError>>> = None;
     let mut published_at: Option<Instant> = None;
     loop {
         if !core.is_leader() {
             adopted = false;
+            if let Some(t) = adopting.take() {
+                t.abort();
+            }
         } else if !adopted {
-            adopted = match &sharing {
-                None => true,
-                Some(sh) => {
-                    match tokio::time::timeout(request_timeout, async { sh.lock().await.adopt(&client).await }).await {
-                        Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
-                            warn!(error = %e, "cannot adopt the shared ledgers; not writing yet");
-                            false
-                        }
-                        Err(_) => {
-                            warn!("adopting the shared ledgers timed out; not writing yet");
-                            false
-                        }
-                    }
+            match &sharing {
+                None => adopted = true,
+                Some(sh) if adopting.is_none() => {
+                    let (sh, client) = (sh.clone(), client.clone());
+                    adopting = Some(tokio::spawn(async move {
+                        let mut sh = sh.lock_owned().await;
+                        // A few requests (one may be megabytes) and a store write: no renew waits on it.
+                        tokio::time::timeout(request_timeout * 4, sh.adopt(&client)).await.unwrap_or_else(|_| {
+                            Err(ledger::SharingError::Consul(ClientError::Http {
+                                what: "adopt the shared ledgers",
+                                message: "timed out".into(),
+                            }))
+                        })
+                    }));
                 }
-            };
+                Some(_) => {}
+            }
         }
         fence.set_lease(core.lease().filter(|_| adopted));
         let due = published_at.is_none_or(|t| t.elapsed() >= core.timing.renew_every());
-        if let Some(sh) = sharing.as_ref().filter(|_| adopted && due && fence.allows_write()) {
+        let lock_index = core.lease().map(|l| l.lock_index);
+        if let (Some(sh), Some(lock_index)) =
+            (sharing.as_ref().filter(|_| adopted && due && fence.allows_write()), lock_index)
+        {
             published_at = Some(Instant::now());
             // One publish at a time; one still running covers this turn.
             if let Ok(mut sh) = sh.clone().try_lock_owned() {
-                let client = client.clone();
+                let (client, fence) = (client.clone(), fence.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = sh.publish(&client).await {
-                        warn!(error = %e, "cannot share the ledgers");
+                    if let Err(e) = sh.publish(&client, lock_index, ledger::Gate::Fence(&fence)).await {
+                        ledger::log_publish_error(&e);
                     }
                 });
             }
@@ -92,6 +102,19 @@ pub(super) async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            done = async {
+                match adopting.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            }, if adopting.is_some() => {
+                adopting = None;
+                match done {
+                    Ok(Ok(())) => adopted = core.is_leader(),
+                    Ok(Err(e)) => warn!(error = %e, "cannot adopt the shared ledgers; not writing yet"),
+                    Err(e) => warn!(error = %e, "adopting the shared ledgers failed; not writing yet"),
+                }
+            }
             _ = fence.written(), if share_soon => {
                 // Let the write's completion reach the ledger, and batch a burst.
                 tokio::time::sleep(SHARE_DEBOUNCE).await;
@@ -100,21 +123,30 @@ pub(super) async fn run(
             _ = perform(&client, &mut core, step) => {}
         }
     }
+    if let Some(t) = adopting.take() {
+        t.abort();
+    }
     // Stop writing, let the writes in flight land, then hand over at once.
     if !fence.close(request_timeout).await {
         warn!("writes still in flight at shutdown; leaving the lock to expire");
         return;
     }
     if let Some(sid) = core.session().map(str::to_owned) {
-        if core.is_leader() && adopted {
-            // The next leader starts from everything this one wrote.
-            if let Some(sh) = &sharing {
-                let publish = async { sh.lock().await.publish(&client).await };
+        if let (Some(sh), Some(lease)) = (sharing.as_ref().filter(|_| adopted), core.lease()) {
+            // The next leader starts from everything this one wrote; only if
+            // Consul still shows us holding the lock (not our own flag), and
+            // only within the lease.
+            let holder = client.read(0, None).await.ok().and_then(|(_, k)| k);
+            if holder.is_some_and(|k| k.session.as_deref() == Some(sid.as_str()) && k.lock_index == lease.lock_index) {
+                let gate = ledger::Gate::Until(lease.until);
+                let publish = async { sh.lock().await.publish(&client, lease.lock_index, gate).await };
                 match tokio::time::timeout(request_timeout, publish).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "cannot share the ledgers"),
+                    Ok(Err(e)) => ledger::log_publish_error(&e),
                     Err(_) => warn!("sharing the ledgers timed out"),
                 }
+            } else {
+                info!(replica = %client.replica, "no longer holding the HA lock: not sharing the ledgers");
             }
         }
         if core.is_leader() {

@@ -12,7 +12,9 @@
 //!   which `?acquire` answers `false`. A voluntary `?release` starts no delay.
 //! - Requests carrying `x-switchboard-replica: <name>` of a partitioned replica
 //!   get no answer (they hang until the partition heals, then fail), whatever the
-//!   path: that replica is cut off from this agent.
+//!   path: that replica is cut off from this agent. A `delay`ed replica's
+//!   session and KV requests are held unanswered and take effect when let
+//!   through: late writes, as a slow network delivers them.
 //! - State lives behind one std `Mutex`, never held across an `.await`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +47,9 @@ struct Inner {
     index: watch::Sender<u64>,
     /// Replicas cut off from this agent; their requests wait on it.
     partitioned: watch::Sender<BTreeSet<String>>,
+    /// Replicas whose requests (with a path containing the value) are held
+    /// and take effect when let through.
+    delayed: watch::Sender<BTreeMap<String, String>>,
 }
 
 struct KvState {
@@ -173,6 +178,7 @@ impl Default for Kv {
                 }),
                 index: watch::Sender::new(1),
                 partitioned: watch::Sender::new(BTreeSet::new()),
+                delayed: watch::Sender::new(BTreeMap::new()),
             }),
         }
     }
@@ -201,6 +207,21 @@ impl Kv {
             if on {
                 p.insert(replica.to_owned());
             } else {
+                p.remove(replica);
+            }
+        });
+    }
+
+    /// Holds the session and KV requests of `replica` whose path contains
+    /// `paths` (`Some("")`: all of them): unanswered, so its client times out,
+    /// they take effect only when let through (`None`), late, as a network
+    /// that delays packets would have them.
+    pub fn delay(&self, replica: &str, paths: Option<&str>) {
+        self.inner.delayed.send_modify(|p| match paths {
+            Some(sub) => {
+                p.insert(replica.to_owned(), sub.to_owned());
+            }
+            None => {
                 p.remove(replica);
             }
         });
@@ -252,6 +273,11 @@ impl Kv {
             st.invalidate(id, Instant::now(), &self.inner.index);
         }
         bound.len()
+    }
+
+    /// The keys under `prefix`, in order.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.lock().keys.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
     }
 
     /// How many sessions are alive.
@@ -337,7 +363,7 @@ pub(crate) async fn intercept(
             dropped: cut_off,
         });
     }
-    if let Some(r) = replica.filter(|_| cut_off) {
+    if let Some(r) = replica.clone().filter(|_| cut_off) {
         // No answer while cut off, as a dropped network would do; the client's
         // timeout fires first. Once healed, the request still has no effect.
         let mut rx = kv.inner.partitioned.subscribe();
@@ -347,17 +373,42 @@ pub(crate) async fn intercept(
     if !ours {
         return None;
     }
+    let held = |p: &BTreeMap<String, String>, r: &str| p.get(r).is_some_and(|sub| uri.path().contains(sub.as_str()));
+    let delayed = replica.as_ref().filter(|r| held(&kv.inner.delayed.borrow(), r)).cloned();
+    if let Some(r) = delayed {
+        // Applied when let through, even if the client has given up by then.
+        let (kv, method, uri, headers, body) =
+            (kv.clone(), method.clone(), uri.clone(), headers.clone(), body.to_vec());
+        let acl_token = acl_token.map(str::to_owned);
+        let late = tokio::spawn(async move {
+            let mut rx = kv.inner.delayed.subscribe();
+            let _ = tokio::time::timeout(MAX_WAIT, rx.wait_for(|p| !p.contains_key(&r))).await;
+            answer(&kv, &method, &uri, &headers, &body, acl_token.as_deref()).await
+        });
+        return Some(late.await.unwrap_or_else(|_| text(500, "delayed request lost")));
+    }
+    Some(answer(kv, method, uri, headers, body, acl_token).await)
+}
+
+async fn answer(
+    kv: &Kv,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    acl_token: Option<&str>,
+) -> Response {
     if let Some(want) = acl_token {
         let given = param(&params(uri), "token")
             .map(str::to_owned)
             .or_else(|| headers.get("x-consul-token").and_then(|v| v.to_str().ok()).map(str::to_owned));
         match given {
             Some(t) if t == want => {}
-            Some(t) if !t.is_empty() => return Some(text(403, "ACL not found")),
-            _ => return Some(text(403, "Permission denied")),
+            Some(t) if !t.is_empty() => return text(403, "ACL not found"),
+            _ => return text(403, "Permission denied"),
         }
     }
-    Some(kv.handle(method, uri, body).await)
+    kv.handle(method, uri, body).await
 }
 
 impl Kv {
@@ -407,10 +458,7 @@ impl Kv {
             }
             Method::DELETE => {
                 let mut st = self.lock();
-                let idx = st.bump(&self.inner.index);
-                st.kv_index = idx;
-                st.keys.remove(&key);
-                json_reply(json!(true), idx)
+                st.delete(&key, &ps, &self.inner.index)
             }
             _ => not_allowed(method, "DELETE,GET,OPTIONS,PUT"),
         }
@@ -419,6 +467,15 @@ impl Kv {
     /// `GET /v1/kv/<key>`, blocking when `?index=` is given; `?keys` lists
     /// the keys under the prefix `key` instead.
     async fn get(&self, key: &str, ps: &[(String, String)]) -> Response {
+        if param(ps, "recurse").is_some() {
+            let st = self.lock();
+            let entries: Vec<Value> =
+                st.keys.iter().filter(|(k, _)| k.starts_with(key)).map(|(k, e)| e.json(k)).collect();
+            if entries.is_empty() {
+                return with_index(StatusCode::NOT_FOUND.into_response(), st.kv_index);
+            }
+            return json_reply(Value::Array(entries), st.kv_index);
+        }
         if param(ps, "keys").is_some() {
             let st = self.lock();
             let keys: Vec<&String> = st.keys.keys().filter(|k| k.starts_with(key)).collect();
@@ -609,6 +666,29 @@ impl KvState {
         }
     }
 
+    /// `DELETE /v1/kv/<key>`: `?recurse` deletes the prefix; `?cas=<index>`
+    /// deletes only if the key's ModifyIndex is that (0 deletes nothing).
+    fn delete(&mut self, key: &str, ps: &[(String, String)], tx: &watch::Sender<u64>) -> Response {
+        let cas = match param(ps, "cas").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(i)) => Some(i),
+            Some(Err(_)) => return text(400, "Invalid cas index"),
+        };
+        if let Some(cas) = cas
+            && (cas == 0 || self.keys.get(key).map(|e| e.modify_index) != Some(cas))
+        {
+            return json_reply(json!(false), self.index);
+        }
+        let idx = self.bump(tx);
+        self.kv_index = idx;
+        if param(ps, "recurse").is_some() && cas.is_none() {
+            self.keys.retain(|k, _| !k.starts_with(key));
+        } else {
+            self.keys.remove(key);
+        }
+        json_reply(json!(true), idx)
+    }
+
     fn put(
         &mut self,
         key: &str,
@@ -621,6 +701,22 @@ impl KvState {
             return text(413, "Value exceeds 524288 byte limit");
         }
         let flags = param(ps, "flags").and_then(|f| f.parse().ok());
+        let cas = match param(ps, "cas").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(i)) => Some(i),
+            Some(Err(_)) => return text(400, "Invalid cas index"),
+        };
+        // Check-and-set: 0 creates only if absent, else the key's ModifyIndex must match.
+        if let Some(cas) = cas {
+            let current = self.keys.get(key).map(|e| e.modify_index);
+            let matches = match cas {
+                0 => current.is_none(),
+                i => current == Some(i),
+            };
+            if !matches {
+                return json_reply(json!(false), self.index);
+            }
+        }
         if let Some(sid) = param(ps, "acquire") {
             let Some(name) = self.sessions.get(sid).map(|s| s.name.clone()) else {
                 return text(500, format!("invalid session {sid:?}"));
@@ -814,6 +910,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cas_writes_and_deletes_only_over_the_index_they_read() {
+        let kv = Kv::default();
+        let k = "/v1/kv/sb/x/intent/a";
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas=0"), "1").await.1, json!(true), "cas=0 creates");
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas=0"), "2").await.1, json!(false), "only if absent");
+        let read = call(&kv, Method::GET, k, "").await.1;
+        let index = read[0]["ModifyIndex"].as_u64().unwrap();
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas={}", index + 1), "3").await.1, json!(false));
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas={index}"), "4").await.1, json!(true));
+        assert_eq!(kv.value("sb/x/intent/a").unwrap(), b"4");
+        // The write moved the index: a delete over the old one does nothing.
+        assert_eq!(call(&kv, Method::DELETE, &format!("{k}?cas={index}"), "").await.1, json!(false));
+        assert_eq!(call(&kv, Method::DELETE, &format!("{k}?cas=0"), "").await.1, json!(false));
+        let now = call(&kv, Method::GET, k, "").await.1[0]["ModifyIndex"].as_u64().unwrap();
+        assert_eq!(call(&kv, Method::DELETE, &format!("{k}?cas={now}"), "").await.1, json!(true));
+        assert_eq!(kv.value("sb/x/intent/a"), None);
+        assert_eq!(call(&kv, Method::PUT, &format!("{k}?cas=x"), "").await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn recurse_reads_and_deletes_a_prefix() {
+        let kv = Kv::default();
+        assert_eq!(call(&kv, Method::GET, "/v1/kv/sb/x/?recurse", "").await.0, 404);
+        call(&kv, Method::PUT, "/v1/kv/sb/x/a", "1").await;
+        call(&kv, Method::PUT, "/v1/kv/sb/x/b", "2").await;
+        call(&kv, Method::PUT, "/v1/kv/sb/y", "3").await;
+        let (status, all) = call(&kv, Method::GET, "/v1/kv/sb/x/?recurse", "").await;
+        assert_eq!(status, 200);
+        let keys: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["Key"].as_str().unwrap()).collect();
+        assert_eq!(keys, ["sb/x/a", "sb/x/b"]);
+        assert_eq!(all[1]["Value"], json!("Mg=="));
+        assert_eq!(call(&kv, Method::DELETE, "/v1/kv/sb/x/?recurse", "").await.1, json!(true));
+        assert_eq!(kv.value("sb/x/a"), None);
+        assert_eq!(kv.value("sb/y").unwrap(), b"3");
+    }
+
+    #[tokio::test]
     async fn a_partitioned_replica_gets_no_answer_and_no_effect() {
         let kv = Kv::default();
         let mut headers = HeaderMap::new();
@@ -852,6 +985,26 @@ mod tests {
         assert!(kv.session_checks("default").is_none() && kv.session_checks("both").is_some());
         let (status, _) = call(&kv, Method::PUT, "/v1/session/create", r#"{"Checks":"x"}"#).await;
         assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_replicas_request_takes_effect_when_let_through() {
+        let kv = Kv::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(REPLICA_HEADER, "a".parse().unwrap());
+        kv.delay("a", Some("/v1/kv/"));
+        let uri: Uri = "/v1/kv/k".parse().unwrap();
+        let kv2 = kv.clone();
+        let pending = tokio::spawn(async move { intercept(&kv2, &Method::PUT, &uri, &headers, b"v", None).await });
+        tokio::task::yield_now().await;
+        assert_eq!(kv.value("k"), None, "applied while held");
+        pending.abort();
+        kv.delay("a", None);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kv.value("k").is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(kv.value("k").unwrap(), b"v", "a request given up by its client still lands, late");
     }
 
     #[tokio::test]
