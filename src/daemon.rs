@@ -4,8 +4,8 @@
 //! Tasks, each with one job:
 //! - stream: reads Marathon's SSE (parse only) into a bounded channel to the
 //!   consumer; it waits only when the consumer is `MAX_WAITING` events
-//!   behind (the consumer then resyncs once it caught up, in case Marathon
-//!   dropped events of a client that fell behind);
+//!   behind (the consumer then resyncs once it stayed caught up, in case
+//!   Marathon dropped events of a client that fell behind);
 //! - the store's own thread (`store::StoreHandle`): every sled call;
 //! - consumer, planner, one applier per backend, resync, fetcher, pruner: the
 //!   roles of the reconcile core (`reconcile`);

@@ -11,7 +11,7 @@
 //!   the daemon's peak RSS). A Marathon that falls too far behind on a slow
 //!   client drops it (1.8+: the stream reconnects and resyncs) or drops its
 //!   events (up to 1.7): so once the stream had to wait, the consumer asks
-//!   for a resync when it has caught up.
+//!   for a resync when it has stayed caught up for [`RESYNC_QUIET`].
 //! - Bursts are folded one at a time, in the order received: a burst shares
 //!   one receive sequence number and one high-water update (`fold_events`, the
 //!   function the order-independence property drives).
@@ -39,6 +39,11 @@ pub const FOLD_BATCH: usize = 1024;
 /// Most events taken from the stream and waiting to be folded.
 pub const MAX_WAITING: usize = 4 * FOLD_BATCH;
 
+/// After the stream had to wait, how long the consumer must stay caught up
+/// (nothing waiting or folding, no new event) before it asks for the resync:
+/// a storm that pauses for a moment gets no resync in its middle.
+pub const RESYNC_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Stream items the channel from the stream task to the consumer holds
 /// (`daemon` makes it); a full channel makes the stream task wait.
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -57,6 +62,8 @@ pub async fn run(
     let mut open = true;
     // The stream task had to wait for us: Marathon may have dropped events.
     let mut stream_waited = false;
+    // When that resync is due, once caught up.
+    let mut resync_at: Option<tokio::time::Instant> = None;
     loop {
         if folding.is_none() && !waiting.is_empty() {
             let burst: Vec<Event> = if waiting.len() > FOLD_BATCH {
@@ -81,13 +88,11 @@ pub async fn run(
         if open && rx.capacity() == 0 {
             stream_waited = true;
         }
-        if stream_waited && folding.is_none() && waiting.is_empty() {
-            stream_waited = false;
-            info!(
-                waiting_at_most = MAX_WAITING,
-                "the event stream had to wait for the store; resyncing in case Marathon dropped events"
-            );
-            resync_wake.notify_one();
+        let caught_up = folding.is_none() && waiting.is_empty();
+        if !caught_up {
+            resync_at = None;
+        } else if stream_waited && resync_at.is_none() {
+            resync_at = Some(tokio::time::Instant::now() + RESYNC_QUIET);
         }
         if !open && folding.is_none() {
             return;
@@ -95,6 +100,20 @@ pub async fn run(
         let room = waiting.len() < MAX_WAITING;
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = async {
+                match resync_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            }, if resync_at.is_some() => {
+                resync_at = None;
+                stream_waited = false;
+                info!(
+                    waiting_at_most = MAX_WAITING,
+                    "the event stream had to wait for the store; resyncing in case Marathon dropped events"
+                );
+                resync_wake.notify_one();
+            }
             item = rx.recv(), if open && room => match item {
                 Some(item) => {
                     handle(&metrics, item, &resync_wake, &mut waiting);
