@@ -2,8 +2,10 @@
 //! `Config` and runs the tasks of `switchboard run`.
 //!
 //! Tasks, each with one job:
-//! - stream: reads Marathon's SSE (parse only) into an unbounded channel, so
-//!   it never waits on anything else and Marathon never drops us for lag;
+//! - stream: reads Marathon's SSE (parse only) into a bounded channel to the
+//!   consumer; it waits only when the consumer is `MAX_WAITING` events
+//!   behind (the consumer then resyncs once it stayed caught up, in case
+//!   Marathon dropped events of a client that fell behind);
 //! - the store's own thread (`store::StoreHandle`): every sled call;
 //! - consumer, planner, one applier per backend, resync, fetcher, pruner: the
 //!   roles of the reconcile core (`reconcile`);
@@ -129,7 +131,7 @@ pub async fn run(
     }
     tasks.spawn(replan_all_on(plan_wake, dirty.clone(), shutdown.clone()));
 
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(crate::reconcile::consumer::CHANNEL_CAPACITY);
     let stream_cfg = StreamConfig {
         urls: cfg.marathon.clone(),
         auth: cfg.marathon_auth.clone(),

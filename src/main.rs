@@ -449,7 +449,27 @@ fn one_line(e: &anyhow::Error, data_dir: Option<&Path>, listen: Option<&str>) ->
     parts.join(": ").replace('\n', " ")
 }
 
+/// glibc's malloc gives each thread that allocates an arena of its own (up to
+/// 8 per core) and keeps each arena's high-water mark resident: sled's threads,
+/// the store thread and the runtime's workers each held their own. Two arenas:
+/// peak RSS 339 → 221 MiB at 10,000 instances (BENCHMARKS.md, "Issue 18: where
+/// the memory goes"). A `MALLOC_ARENA_MAX` in the environment wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any thread exists; it
+        // only sets a parameter of glibc's malloc.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -9,7 +9,7 @@ use switchboard::marathon::stream::{StreamConfig, StreamItem, run};
 use switchboard::model::{AppId, TaskState};
 use switchboard::secret::Secret;
 use switchboard::sim::marathon::{MarathonSim, ModelOptions};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 fn web() -> serde_json::Value {
@@ -26,14 +26,15 @@ fn stream_cfg(urls: Vec<url::Url>) -> StreamConfig {
 }
 
 struct Running {
-    rx: UnboundedReceiver<StreamItem>,
+    rx: Receiver<StreamItem>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     fn start(cfg: StreamConfig) -> Running {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Roomy: a test that reads late never makes the stream wait.
+        let (tx, rx) = tokio::sync::mpsc::channel(65_536);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(cfg, tx, stop.clone()));
         Running { rx, stop, task }

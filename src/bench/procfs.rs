@@ -17,6 +17,9 @@ const USER_HZ: f64 = 100.0;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub peak_rss_kib: u64,
+    /// Resident now (VmRSS).
+    #[serde(default)]
+    pub rss_kib: u64,
     pub cpu_seconds: f64,
     pub write_bytes: u64,
 }
@@ -24,8 +27,10 @@ pub struct Usage {
 /// Reads the counters of `pid`; fields that cannot be read stay 0.
 pub fn usage(pid: u32) -> Usage {
     let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+    let status = read("status");
     Usage {
-        peak_rss_kib: vm_hwm_kib(&read("status")).unwrap_or(0),
+        peak_rss_kib: vm_hwm_kib(&status).unwrap_or(0),
+        rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
         cpu_seconds: cpu_seconds(&read("stat")).unwrap_or(0.0),
         write_bytes: io_field(&read("io"), "write_bytes").unwrap_or(0),
     }
@@ -33,7 +38,12 @@ pub fn usage(pid: u32) -> Usage {
 
 /// `VmHWM:   123456 kB` from `/proc/<pid>/status`.
 pub fn vm_hwm_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    status_kib(status, "VmHWM:")
+}
+
+/// A `Name:   123456 kB` line of `/proc/<pid>/status`.
+pub fn status_kib(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -52,6 +62,23 @@ pub fn cpu_seconds(stat: &str) -> Option<f64> {
 /// A `name: value` line of `/proc/<pid>/io`.
 pub fn io_field(io: &str, name: &str) -> Option<u64> {
     io.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+}
+
+/// Bytes the filesystem allocated to every file under `dir` (blocks in
+/// use: a sparse file's holes do not count), 0 when absent.
+pub fn dir_allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_allocated(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.blocks() * 512).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Apparent size of every file under `dir`, in bytes (0 when absent).
@@ -78,6 +105,7 @@ mod tests {
         let status = "Name:\tswitchboard\nVmPeak:\t  900000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40000 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(51_234));
         assert_eq!(vm_hwm_kib("Name: x\n"), None);
+        assert_eq!(status_kib(status, "VmRSS:"), Some(40_000));
         let stat = "4242 (switch board) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 30 0 0 20 0 4 0 100 0 0";
         assert_eq!(cpu_seconds(stat), Some(2.8));
         assert_eq!(cpu_seconds("garbage"), None);
@@ -96,5 +124,7 @@ mod tests {
         std::fs::write(dir.path().join("sub/b"), [0u8; 23]).unwrap();
         assert_eq!(dir_size(dir.path()), 123);
         assert_eq!(dir_size(&dir.path().join("absent")), 0);
+        assert!(dir_allocated(dir.path()) >= 123, "written bytes take blocks");
+        assert_eq!(dir_allocated(&dir.path().join("absent")), 0);
     }
 }

@@ -98,6 +98,13 @@ pub struct Phase {
     pub ratio_to_floor: Option<f64>,
     /// Daemon CPU seconds spent in the phase.
     pub cpu_s: f64,
+    /// The daemon's peak RSS (VmHWM) since it started, read at the end of
+    /// the phase (the cold resync has a process of its own; idle, storm and
+    /// churn share the second), and its RSS then (VmRSS).
+    #[serde(default)]
+    pub peak_rss_mib: f64,
+    #[serde(default)]
+    pub rss_mib: f64,
     /// Why it did not converge, in words.
     pub note: Option<String>,
 }
@@ -128,6 +135,9 @@ pub struct Idle {
     pub marathon_snapshots: usize,
     pub marathon_app_fetches: usize,
     pub note: Option<String>,
+    /// The restarted daemon's peak RSS (VmHWM) at the end of its resync.
+    #[serde(default)]
+    pub peak_rss_mib: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -137,6 +147,32 @@ pub struct Daemon {
     pub write_bytes: u64,
     pub store_bytes: u64,
     pub store_bytes_per_instance: f64,
+    /// Blocks the store's files take (`store_bytes` is their apparent
+    /// size; sled's files can have holes).
+    #[serde(default)]
+    pub store_allocated_bytes: u64,
+    /// What the store held at the end, read by the harness once the daemon
+    /// stopped.
+    #[serde(default)]
+    pub contents: StoreContents,
+}
+
+/// The live data of the store at the end of a run (`Store::footprint`,
+/// `Store::instance_census`): what sled's files would hold without old
+/// page versions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreContents {
+    pub read: bool,
+    /// Records of every tree, and the bytes of their keys and values.
+    pub records: u64,
+    pub live_bytes: u64,
+    /// Per tree: records and bytes (keys + values).
+    pub trees: BTreeMap<String, (u64, u64)>,
+    /// Instance records: live ones and tombstones, with their bytes.
+    pub instances_live: u64,
+    pub instances_live_bytes: u64,
+    pub tombstones: u64,
+    pub tombstone_bytes: u64,
 }
 
 fn per_backend_line(p: &PerBackend, backends: &[String]) -> String {
@@ -282,13 +318,45 @@ impl Report {
         }
         let d = &self.daemon;
         let _ = writeln!(out, "| daemon peak RSS (VmHWM) | {:.1} MiB | |", d.peak_rss_mib);
+        let _ = writeln!(
+            out,
+            "| daemon peak RSS after cold / idle / storm / churn | {:.1} / {:.1} / {:.1} / {:.1} MiB (RSS at their ends: {:.1} / – / {:.1} / {:.1}) | |",
+            c.peak_rss_mib,
+            i.peak_rss_mib,
+            st.phase.peak_rss_mib,
+            ch.phase.peak_rss_mib,
+            c.rss_mib,
+            st.phase.rss_mib,
+            ch.phase.rss_mib
+        );
         let _ = writeln!(out, "| daemon CPU | {:.2} s | |", d.cpu_s);
         let _ = writeln!(
             out,
-            "| store on disk | {:.1} MiB ({:.0} B per instance) | |",
+            "| store on disk | {:.1} MiB ({:.0} B per instance; blocks in use {:.1} MiB) | |",
             d.store_bytes as f64 / 1_048_576.0,
-            d.store_bytes_per_instance
+            d.store_bytes_per_instance,
+            d.store_allocated_bytes as f64 / 1_048_576.0
         );
+        let k = &d.contents;
+        if k.read {
+            let running = (s.apps * s.instances).max(1) as f64;
+            let _ = writeln!(
+                out,
+                "| store live data (keys + values) | {:.1} MiB in {} records ({:.0} B per running instance; on disk {:.0} B per record) | |",
+                k.live_bytes as f64 / 1_048_576.0,
+                k.records,
+                k.live_bytes as f64 / running,
+                d.store_bytes as f64 / (k.records.max(1) as f64)
+            );
+            let _ = writeln!(
+                out,
+                "| store instance records: live / tombstones | {} ({:.0} B each) / {} ({:.0} B each) | |",
+                k.instances_live,
+                k.instances_live_bytes as f64 / (k.instances_live.max(1) as f64),
+                k.tombstones,
+                k.tombstone_bytes as f64 / (k.tombstones.max(1) as f64)
+            );
+        }
         let _ = writeln!(out, "| bytes written by the daemon | {:.1} MiB | |", d.write_bytes as f64 / 1_048_576.0);
         out
     }

@@ -24,7 +24,9 @@ use tracing::{info, warn};
 
 use crate::bench::floor;
 use crate::bench::procfs::{self, Usage};
-use crate::bench::report::{Daemon, Floor, Idle, Machine, Phase, Report, ScenarioInfo, StatusPage, Stream};
+use crate::bench::report::{
+    Daemon, Floor, Idle, Machine, Phase, Report, ScenarioInfo, StatusPage, StoreContents, Stream,
+};
 use crate::bench::stats::summarize;
 use crate::sim::cluster::{ArrivalReport, Counts};
 use crate::sim::scenario::{PerBackend, Scenario};
@@ -378,6 +380,8 @@ fn phase(r: &Converged, took: Duration, deadline: Duration, floor_s: Option<f64>
         extra: c.extra,
         ratio_to_floor: floor_s.filter(|f| *f > 0.0 && converged).map(|f| seconds / f),
         cpu_s: 0.0,
+        peak_rss_mib: 0.0,
+        rss_mib: 0.0,
         note,
     }
 }
@@ -493,6 +497,8 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     report.cold_resync = phase(&r, took, o.cold_deadline, floor_s);
     let u_cold = procfs::usage(daemon.pid);
     report.cold_resync.cpu_s = u_cold.cpu_seconds;
+    report.cold_resync.peak_rss_mib = mib(u_cold.peak_rss_kib);
+    report.cold_resync.rss_mib = mib(u_cold.rss_kib);
     eprintln!("cold resync: {}", summary_line(&report.cold_resync));
     report.status_page = status_page(&h.http, &daemon, o.scenario.apps * o.scenario.instances).await;
     if report.status_page.ran {
@@ -527,6 +533,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         tokio::time::sleep(o.poll).await;
     }
     idle.seconds = started.elapsed().as_secs_f64();
+    idle.peak_rss_mib = mib(procfs::usage(daemon.pid).peak_rss_kib);
     let after = h.counts(&sim).await?;
     let diff = |a: PerBackend, b: PerBackend| PerBackend {
         consul: a.consul.saturating_sub(b.consul),
@@ -566,8 +573,11 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     storm.events_received = received.max(0.0) as u64;
     storm.events_per_s = if took.as_secs_f64() > 0.0 { received / took.as_secs_f64() } else { 0.0 };
     latency_of(o, &arrivals, &mut storm);
-    let cpu_storm = procfs::usage(daemon.pid).cpu_seconds;
+    let u_storm = procfs::usage(daemon.pid);
+    let cpu_storm = u_storm.cpu_seconds;
     storm.phase.cpu_s = cpu_storm - cpu_b0;
+    storm.phase.peak_rss_mib = mib(u_storm.peak_rss_kib);
+    storm.phase.rss_mib = mib(u_storm.rss_kib);
     eprintln!("event storm: {}", summary_line(&storm.phase));
     report.storm = storm;
 
@@ -593,7 +603,10 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     churn.events_received = received.max(0.0) as u64;
     churn.events_per_s = received / started.elapsed().as_secs_f64().max(0.001);
     latency_of(o, &arrivals, &mut churn);
-    churn.phase.cpu_s = procfs::usage(daemon.pid).cpu_seconds - cpu_storm;
+    let u_churn = procfs::usage(daemon.pid);
+    churn.phase.cpu_s = u_churn.cpu_seconds - cpu_storm;
+    churn.phase.peak_rss_mib = mib(u_churn.peak_rss_kib);
+    churn.phase.rss_mib = mib(u_churn.rss_kib);
     eprintln!("churn: {}", summary_line(&churn.phase));
     report.churn = churn;
 
@@ -601,6 +614,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let usage_b = procfs::usage(daemon.pid);
     stop(&mut daemon.child).await;
     report.daemon = daemon_costs(&[usage_a, usage_b], &data, o.scenario);
+    report.daemon.contents = store_contents(&data);
     stop(&mut sim.child).await;
 
     report.ok = report.cold_resync.converged
@@ -650,6 +664,34 @@ fn summary_line(p: &Phase) -> String {
     }
 }
 
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Opens the stopped daemon's store and counts what it holds (its size on
+/// disk is read before, so opening it does not change that figure).
+fn store_contents(data: &Path) -> StoreContents {
+    let read = || -> Result<StoreContents, crate::store::Error> {
+        let store = crate::store::Store::open(data)?;
+        let mut c = StoreContents { read: true, ..StoreContents::default() };
+        for t in store.footprint()? {
+            c.records += t.records;
+            c.live_bytes += t.key_bytes + t.value_bytes;
+            c.trees.insert(t.tree.to_owned(), (t.records, t.key_bytes + t.value_bytes));
+        }
+        let census = store.instance_census()?;
+        c.instances_live = census.live;
+        c.instances_live_bytes = census.live_bytes;
+        c.tombstones = census.tombstones;
+        c.tombstone_bytes = census.tombstone_bytes;
+        Ok(c)
+    };
+    read().unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the daemon's store after the run");
+        StoreContents::default()
+    })
+}
+
 fn daemon_costs(usages: &[Usage], data: &Path, s: Scenario) -> Daemon {
     let store_bytes = procfs::dir_size(data);
     let instances = (s.apps * s.instances).max(1);
@@ -659,6 +701,8 @@ fn daemon_costs(usages: &[Usage], data: &Path, s: Scenario) -> Daemon {
         write_bytes: usages.iter().map(|u| u.write_bytes).sum(),
         store_bytes,
         store_bytes_per_instance: store_bytes as f64 / instances as f64,
+        store_allocated_bytes: procfs::dir_allocated(data),
+        contents: StoreContents::default(),
     }
 }
 

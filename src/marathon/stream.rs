@@ -17,9 +17,13 @@
 //! `event_stream_attached` first.
 //!
 //! Invariants:
-//! - This task only reads, frames and parses; it never waits on anything but
-//!   the socket, so Marathon's 1,024-event buffer never overflows on our side
-//!   (the channel to the consumer is unbounded).
+//! - This task only reads, frames and parses; it waits on nothing but the
+//!   socket and, when the consumer is [`MAX_WAITING`] events behind, the
+//!   channel to it (bounded: a storm waits in the socket, not in memory; the
+//!   consumer resyncs afterwards, since Marathon may have dropped events of
+//!   a client that fell behind).
+//!
+//! [`MAX_WAITING`]: crate::reconcile::consumer::MAX_WAITING
 //! - Every byte (keepalive empty lines and `:` comments included) resets the
 //!   idle watchdog; `idle_timeout` without bytes ends the connection. On a
 //!   quiet cluster only keepalives arrive, and an SSE parser reports none of
@@ -41,7 +45,7 @@ use eventsource_client::{self as es, Client as _, ClientBuilder, ReconnectOption
 use futures::StreamExt;
 use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, ResponseFuture};
 use reqwest::header::{ACCEPT, HeaderValue};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Auth, endpoint, join};
@@ -202,7 +206,7 @@ pub async fn replay(chunks: Vec<Bytes>, max_line: usize) -> Vec<StreamItem> {
 }
 
 /// Follows the event stream until `shutdown` is cancelled (or `tx` closes).
-pub async fn run(cfg: StreamConfig, tx: UnboundedSender<StreamItem>, shutdown: CancellationToken) {
+pub async fn run(cfg: StreamConfig, tx: Sender<StreamItem>, shutdown: CancellationToken) {
     let auth = match Auth::new(cfg.auth.clone()) {
         Ok(a) => a,
         Err(e) => {
@@ -284,7 +288,7 @@ async fn connection(
     base: &url::Url,
     path: &str,
     auth: &Auth,
-    tx: &UnboundedSender<StreamItem>,
+    tx: &Sender<StreamItem>,
 ) -> Outcome {
     let ep = endpoint(base);
     let url = match join(base, path) {
@@ -341,7 +345,7 @@ async fn connection(
             // The first event is Marathon's `event_stream_attached` for us.
             attached = true;
             tracing::info!(endpoint = %ep, "event stream connected");
-            if tx.send(StreamItem::Connected { endpoint: ep.clone() }).is_err() {
+            if tx.send(StreamItem::Connected { endpoint: ep.clone() }).await.is_err() {
                 return Outcome::Closed;
             }
         }
@@ -354,7 +358,7 @@ async fn connection(
             }
             _ => {}
         }
-        if tx.send(item).is_err() {
+        if tx.send(item).await.is_err() {
             return Outcome::Closed;
         }
     };
@@ -364,7 +368,7 @@ async fn connection(
         return Outcome::Failed;
     }
     tracing::warn!(endpoint = %ep, %reason, "event stream disconnected");
-    if tx.send(StreamItem::Disconnected { reason }).is_err() {
+    if tx.send(StreamItem::Disconnected { reason }).await.is_err() {
         return Outcome::Closed;
     }
     Outcome::Attached

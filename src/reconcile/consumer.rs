@@ -4,8 +4,14 @@
 //!
 //! Invariants:
 //! - The stream task only parses and forwards; the consumer keeps taking its
-//!   items while a burst is being folded, so a slow store never makes the
-//!   stream wait (Marathon drops a client that falls 1,024 events behind).
+//!   items while a burst is being folded, up to [`MAX_WAITING`] events. Past
+//!   that it stops taking them: the channel ([`CHANNEL_CAPACITY`] items)
+//!   fills, the stream task waits, and Marathon's events wait in the socket
+//!   instead of in memory (a storm of 115,000 events at 10,000 instances was
+//!   the daemon's peak RSS). A Marathon that falls too far behind on a slow
+//!   client drops it (1.8+: the stream reconnects and resyncs) or drops its
+//!   events (up to 1.7): so once the stream had to wait, the consumer asks
+//!   for a resync when it has stayed caught up for [`RESYNC_QUIET`].
 //! - Bursts are folded one at a time, in the order received: a burst shares
 //!   one receive sequence number and one high-water update (`fold_events`, the
 //!   function the order-independence property drives).
@@ -30,11 +36,23 @@ use crate::store::{Store, StoreHandle};
 /// Most events folded in one transaction.
 pub const FOLD_BATCH: usize = 1024;
 
+/// Most events taken from the stream and waiting to be folded.
+pub const MAX_WAITING: usize = 4 * FOLD_BATCH;
+
+/// After the stream had to wait, how long the consumer must stay caught up
+/// (nothing waiting or folding, no new event) before it asks for the resync:
+/// a storm that pauses for a moment gets no resync in its middle.
+pub const RESYNC_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stream items the channel from the stream task to the consumer holds
+/// (`daemon` makes it); a full channel makes the stream task wait.
+pub const CHANNEL_CAPACITY: usize = 1024;
+
 /// The consumer task.
 pub async fn run(
     store: StoreHandle,
     metrics: Metrics,
-    mut rx: mpsc::UnboundedReceiver<StreamItem>,
+    mut rx: mpsc::Receiver<StreamItem>,
     dirty: Arc<Dirty>,
     resync_wake: Arc<Notify>,
     shutdown: CancellationToken,
@@ -42,6 +60,10 @@ pub async fn run(
     let mut waiting: Vec<Event> = Vec::new();
     let mut folding: Option<tokio::task::JoinHandle<BTreeSet<String>>> = None;
     let mut open = true;
+    // The stream task had to wait for us: Marathon may have dropped events.
+    let mut stream_waited = false;
+    // When that resync is due, once caught up.
+    let mut resync_at: Option<tokio::time::Instant> = None;
     loop {
         if folding.is_none() && !waiting.is_empty() {
             let burst: Vec<Event> = if waiting.len() > FOLD_BATCH {
@@ -61,19 +83,43 @@ pub async fn run(
                 }
             }));
         }
+        // A full channel: the consumer was MAX_WAITING events behind long
+        // enough for the stream task to wait (or to wait at its next send).
+        if open && rx.capacity() == 0 {
+            stream_waited = true;
+        }
+        let caught_up = folding.is_none() && waiting.is_empty();
+        if !caught_up {
+            resync_at = None;
+        } else if stream_waited && resync_at.is_none() {
+            resync_at = Some(tokio::time::Instant::now() + RESYNC_QUIET);
+        }
         if !open && folding.is_none() {
             return;
         }
+        let room = waiting.len() < MAX_WAITING;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            item = rx.recv(), if open => match item {
+            _ = async {
+                match resync_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            }, if resync_at.is_some() => {
+                resync_at = None;
+                stream_waited = false;
+                info!(
+                    waiting_at_most = MAX_WAITING,
+                    "the event stream had to wait for the store; resyncing in case Marathon dropped events"
+                );
+                resync_wake.notify_one();
+            }
+            item = rx.recv(), if open && room => match item {
                 Some(item) => {
                     handle(&metrics, item, &resync_wake, &mut waiting);
-                    while let Ok(item) = rx.try_recv() {
+                    while waiting.len() < MAX_WAITING {
+                        let Ok(item) = rx.try_recv() else { break };
                         handle(&metrics, item, &resync_wake, &mut waiting);
-                        if waiting.len() >= 4 * FOLD_BATCH {
-                            break;
-                        }
                     }
                 }
                 None => open = false,
@@ -186,4 +232,76 @@ pub fn fold_events(store: &Store, events: &[Event]) -> Result<BTreeSet<String>, 
     store.raise_high_water(high)?;
     store.apply_touches(&touches, seq)?;
     Ok(apps)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::marathon::event::parse;
+    use crate::sim::marathon::{Model, ModelOptions};
+    use crate::sim::scenario::Scenario;
+
+    /// One `status_update_event` of a simulated deploy, parsed as the stream
+    /// parses it.
+    fn one_status_event() -> (String, Event) {
+        let mut model = Model::new(ModelOptions::default());
+        let events = model.deploy(Scenario::app_definition(0), 1);
+        let sim = events.iter().find(|e| e.event_type == "status_update_event").expect("a status update");
+        let parsed = parse(&sim.event_type, &sim.data.to_string()).expect("parses");
+        (sim.event_type.clone(), parsed.into_iter().next().expect("one event"))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_store_makes_the_stream_wait_instead_of_buffering_and_a_resync_follows() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = StoreHandle::spawn(Store::open(dir.path()).expect("store")).expect("spawn");
+        let (event_type, event) = one_status_event();
+        let app = match &event {
+            Event::Status(f) => f.app_id.clone(),
+            other => panic!("not a status update: {other:?}"),
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let resync = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let hold = store.hold();
+        let consumer = tokio::spawn(run(
+            store.clone(),
+            Metrics::new(),
+            rx,
+            Arc::new(Dirty::default()),
+            resync.clone(),
+            shutdown.clone(),
+        ));
+        let item = || StreamItem::Events { event_type: event_type.clone(), events: vec![event.clone()] };
+        // The store is held: the consumer takes at most MAX_WAITING events
+        // (plus the burst it is folding), then the channel fills and the
+        // stream would have to wait.
+        let mut sent = 0usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tx.try_send(item()) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(e) => panic!("consumer gone: {e}"),
+            }
+            if sent.is_multiple_of(256) {
+                tokio::task::yield_now().await;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the channel never filled after {sent} items");
+        }
+        let most = FOLD_BATCH + MAX_WAITING + CHANNEL_CAPACITY;
+        assert!(sent <= most, "{sent} items taken with the store held, at most {most} may be");
+        // Released: everything sent is folded, and a resync is asked for.
+        drop(hold);
+        tx.send(item()).await.expect("the stream goes on once the store does");
+        tokio::time::timeout(Duration::from_secs(20), resync.notified())
+            .await
+            .expect("a resync after the stream waited");
+        let folded = store.call(move |s| s.instances_of(&app)).await.expect("read");
+        assert_eq!(folded.len(), 1, "the event was folded");
+        shutdown.cancel();
+        let _ = consumer.await;
+    }
 }

@@ -23,6 +23,15 @@ pub(super) struct Stored {
     pub(super) seq: u64,
 }
 
+/// Live instance records and tombstones in `instances@2` (`Store::instance_census`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCensus {
+    pub live: u64,
+    pub live_bytes: u64,
+    pub tombstones: u64,
+    pub tombstone_bytes: u64,
+}
+
 /// One app of a REST snapshot (or a single-app fetch), in domain types.
 #[derive(Debug, Clone)]
 pub struct SnapshotApp {
@@ -253,6 +262,25 @@ impl Store {
     /// Every instance record, tombstones included, by app then instance id.
     pub fn instances(&self) -> Result<Vec<InstanceRecord>, Error> {
         Ok(self.stored_instances()?.into_iter().map(|s| s.record).collect())
+    }
+
+    /// How many instance records are live and how many are tombstones, and
+    /// the bytes (keys and values) each kind takes. One scan of the tree.
+    pub fn instance_census(&self) -> Result<InstanceCensus, Error> {
+        let mut c = InstanceCensus::default();
+        for kv in self.instances.iter() {
+            let (k, v) = kv?;
+            let stored: Stored = decode("instances", &v)?;
+            let bytes = (k.len() + v.len()) as u64;
+            if stored.record.is_tombstone() {
+                c.tombstones += 1;
+                c.tombstone_bytes += bytes;
+            } else {
+                c.live += 1;
+                c.live_bytes += bytes;
+            }
+        }
+        Ok(c)
     }
 
     /// The instance records of one app, tombstones included (one prefix scan).

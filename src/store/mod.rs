@@ -49,7 +49,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use actor::{Hold, StoreHandle, hold_every_store};
-pub use facts::SnapshotApp;
+pub use facts::{InstanceCensus, SnapshotApp};
 pub use ledger::QueuedOp;
 pub use pending::PendingEntry;
 
