@@ -661,6 +661,10 @@ struct Settled {
     backoff: Vec<(Option<String>, u64)>,
 }
 
+/// What the store answers for one app's settle: the services now kept by an
+/// intent, the attempts of each retry, and which refusals are new.
+type Recorded = (Vec<String>, Vec<u32>, Vec<bool>);
+
 /// What settling one app's outcomes writes, taken apart before the store call.
 struct SettleWork {
     done: Vec<Op>,
@@ -709,11 +713,7 @@ impl SettleWork {
     /// On the store's thread: the ledger takes the completed ops, then
     /// intents, retries and refusals. Returns the services now kept by an
     /// intent, the attempts of each retry and which refusals are new.
-    fn record(
-        self,
-        s: &crate::store::Store,
-        name: &str,
-    ) -> Result<(Vec<String>, Vec<u32>, Vec<bool>), crate::store::Error> {
+    fn record(self, s: &crate::store::Store, name: &str) -> Result<Recorded, crate::store::Error> {
         s.complete_many(name, &self.done)?;
         for service in &self.drop_intents {
             s.drop_intent(name, service)?;
