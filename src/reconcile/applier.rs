@@ -267,14 +267,12 @@ impl Applier {
                 finished.push(outcomes?);
             }
             drop(results);
-            for outcomes in finished {
-                let settled = self.settle(outcomes, &claims).await?;
-                refused |= settled.refused;
-                kept_services |= settled.kept_services;
-                for (lane, until_ms) in settled.backoff {
-                    self.lanes.insert(lane, until_ms);
-                    backoff_until = Some(backoff_until.map_or(until_ms, |u| u.min(until_ms)));
-                }
+            let settled = self.settle(finished, &claims).await?;
+            refused |= settled.refused;
+            kept_services |= settled.kept_services;
+            for (lane, until_ms) in settled.backoff {
+                self.lanes.insert(lane, until_ms);
+                backoff_until = Some(backoff_until.map_or(until_ms, |u| u.min(until_ms)));
             }
         }
         if refused || kept_services {
@@ -291,79 +289,52 @@ impl Applier {
         })
     }
 
-    /// Records what one app's ops came to, in one store call: completed ops
-    /// into the ledger (one transaction), retries and refusals, intents.
-    async fn settle(&self, outcomes: Vec<(QueuedOp, Outcome)>, claims: &Claims) -> Result<Settled, Error> {
+    /// Records what the ops of a phase came to, in one store call for every
+    /// app (the apps one after the other, as they finished): completed ops
+    /// into the ledger, retries and refusals, intents. One call, not one per
+    /// app: each call waits its turn on the store's thread behind folds and
+    /// plans, and a drain of a storm settles hundreds of apps.
+    async fn settle(&self, groups: Vec<Vec<(QueuedOp, Outcome)>>, claims: &Claims) -> Result<Settled, Error> {
         let name = self.name();
-        let mut drop_intents = Vec::new();
-        let mut maybe_keep = Vec::new();
-        for (q, outcome) in &outcomes {
-            if !matches!(outcome, Outcome::Done) {
-                continue;
-            }
-            let reg = q.op.registration();
-            match &q.op {
-                Op::Register(_) => {
-                    if lock(&claims.intents).remove(&reg.service) {
-                        // The ledger holds the service now.
-                        drop_intents.push(reg.service.clone());
-                    }
-                }
-                Op::Deregister { service_empty: true, .. } => {
-                    if lock(&claims.intents).remove(&reg.service) {
-                        drop_intents.push(reg.service.clone());
-                    }
-                }
-                Op::Deregister { service_empty: false, .. } => maybe_keep.push(reg.service.clone()),
-            }
-        }
-        let done: Vec<Op> =
-            outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Done)).map(|(q, _)| q.op.clone()).collect();
-        let retries: Vec<(Op, u64, String)> = outcomes
-            .iter()
-            .filter_map(|(q, o)| match o {
-                Outcome::Retry { until_ms, error } => Some((q.op.clone(), *until_ms, error.clone())),
-                _ => None,
-            })
-            .collect();
-        let refusals: Vec<(Op, Refusal)> = outcomes
-            .iter()
-            .filter_map(|(q, o)| match o {
-                Outcome::Refused(r) => Some((q.op.clone(), r.clone())),
-                _ => None,
-            })
-            .collect();
-        let (intended, attempts, new_refusals) = self
+        let work: Vec<SettleWork> = groups.iter().map(|outcomes| SettleWork::of(outcomes, claims)).collect();
+        let answers = self
             .store
             .call(move |s| {
-                s.complete_many(name, &done)?;
-                for service in &drop_intents {
-                    s.drop_intent(name, service)?;
+                let mut answers = Vec::with_capacity(work.len());
+                for w in work {
+                    answers.push(w.record(s, name)?);
                 }
-                // The service's own objects stay (another instance is on its
-                // way): the ledger no longer says they are ours, so an intent
-                // does.
-                let mut intended = Vec::new();
-                for service in maybe_keep {
-                    if !s.ledger_holds_service(name, &service)? {
-                        s.intend(name, &service)?;
-                        intended.push(service);
-                    }
-                }
-                let mut attempts = Vec::new();
-                for (op, until_ms, error) in &retries {
-                    attempts.push(s.retry_later(name, op, *until_ms, error)?);
-                }
-                let mut new_refusals = Vec::new();
-                for (op, refusal) in &refusals {
-                    s.drop_queued(name, op)?;
-                    new_refusals.push(s.refuse(refusal)?);
-                }
-                Ok((intended, attempts, new_refusals))
+                Ok(answers)
             })
-            .await?;
-        let mut settled = Settled { kept_services: !intended.is_empty(), ..Settled::default() };
-        lock(&claims.intents).extend(intended);
+            .await;
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(e) => {
+                // The writes were sent: a listing in flight may not show them.
+                for (q, _) in groups.iter().flatten() {
+                    self.log.record(q.op.key());
+                }
+                return Err(e.into());
+            }
+        };
+        let mut settled = Settled::default();
+        for (outcomes, (intended, attempts, new_refusals)) in groups.into_iter().zip(answers) {
+            settled.kept_services |= !intended.is_empty();
+            lock(&claims.intents).extend(intended);
+            self.report(outcomes, attempts, new_refusals, &mut settled);
+        }
+        Ok(settled)
+    }
+
+    /// Logs and counts what one app's ops came to, once the store holds it.
+    fn report(
+        &self,
+        outcomes: Vec<(QueuedOp, Outcome)>,
+        attempts: Vec<u32>,
+        new_refusals: Vec<bool>,
+        settled: &mut Settled,
+    ) {
+        let name = self.name();
         let (mut attempts, mut new_refusals) = (attempts.into_iter(), new_refusals.into_iter());
         for (q, outcome) in outcomes {
             // Recorded once the ledger holds it: a listing that read the
@@ -395,7 +366,6 @@ impl Applier {
                 Outcome::Fenced => {}
             }
         }
-        Ok(settled)
     }
 
     /// Applies one app's due ops in order; after a transient failure in a
@@ -702,6 +672,85 @@ struct Settled {
     refused: bool,
     kept_services: bool,
     backoff: Vec<(Option<String>, u64)>,
+}
+
+/// What the store answers for one app's settle: the services now kept by an
+/// intent, the attempts of each retry, and which refusals are new.
+type Recorded = (Vec<String>, Vec<u32>, Vec<bool>);
+
+/// What settling one app's outcomes writes, taken apart before the store call.
+struct SettleWork {
+    done: Vec<Op>,
+    drop_intents: Vec<String>,
+    maybe_keep: Vec<String>,
+    retries: Vec<(Op, u64, String)>,
+    refusals: Vec<(Op, Refusal)>,
+}
+
+impl SettleWork {
+    fn of(outcomes: &[(QueuedOp, Outcome)], claims: &Claims) -> SettleWork {
+        let mut w = SettleWork {
+            done: Vec::new(),
+            drop_intents: Vec::new(),
+            maybe_keep: Vec::new(),
+            retries: Vec::new(),
+            refusals: Vec::new(),
+        };
+        for (q, outcome) in outcomes {
+            match outcome {
+                Outcome::Done => {}
+                Outcome::Retry { until_ms, error } => {
+                    w.retries.push((q.op.clone(), *until_ms, error.clone()));
+                    continue;
+                }
+                Outcome::Refused(r) => {
+                    w.refusals.push((q.op.clone(), r.clone()));
+                    continue;
+                }
+            }
+            w.done.push(q.op.clone());
+            let reg = q.op.registration();
+            match &q.op {
+                // The ledger holds the service now, or nothing is left of it.
+                Op::Register(_) | Op::Deregister { service_empty: true, .. } => {
+                    if lock(&claims.intents).remove(&reg.service) {
+                        w.drop_intents.push(reg.service.clone());
+                    }
+                }
+                Op::Deregister { service_empty: false, .. } => w.maybe_keep.push(reg.service.clone()),
+            }
+        }
+        w
+    }
+
+    /// On the store's thread: the ledger takes the completed ops, then
+    /// intents, retries and refusals. Returns the services now kept by an
+    /// intent, the attempts of each retry and which refusals are new.
+    fn record(self, s: &crate::store::Store, name: &str) -> Result<Recorded, crate::store::Error> {
+        s.complete_many(name, &self.done)?;
+        for service in &self.drop_intents {
+            s.drop_intent(name, service)?;
+        }
+        // The service's own objects stay (another instance is on its way):
+        // the ledger no longer says they are ours, so an intent does.
+        let mut intended = Vec::new();
+        for service in self.maybe_keep {
+            if !s.ledger_holds_service(name, &service)? {
+                s.intend(name, &service)?;
+                intended.push(service);
+            }
+        }
+        let mut attempts = Vec::new();
+        for (op, until_ms, error) in &self.retries {
+            attempts.push(s.retry_later(name, op, *until_ms, error)?);
+        }
+        let mut new_refusals = Vec::new();
+        for (op, refusal) in &self.refusals {
+            s.drop_queued(name, op)?;
+            new_refusals.push(s.refuse(refusal)?);
+        }
+        Ok((intended, attempts, new_refusals))
+    }
 }
 
 async fn sleep_opt(d: Option<Duration>) {

@@ -6,8 +6,10 @@
 //! pass is proportional to the apps it touches, not to the cluster.
 //!
 //! Invariants:
-//! - Every pass reads current facts from the store (events are hints), on
-//!   the store's thread (`Planner::pass` takes `&Store`).
+//! - Every pass reads current facts from the store (events are hints); the
+//!   reads and the writes run on the store's thread, the planning itself
+//!   (`Planner::begin`, `Planner::finish`: desired, labels, selection) is
+//!   pure and runs beside it, so folds and drains are not held behind it.
 //! - A backend whose `select` weighs apps against each other (Kong routes,
 //!   a service name two apps share) selects a dirty app together with every
 //!   app it shares a conflict key with, transitively: the result equals a
@@ -180,20 +182,48 @@ pub struct AppDesired {
     pub held_tasks: BTreeSet<String>,
 }
 
-/// What one app calls for now, from the store's facts (and the static
-/// services of that name). Reads only that app's records. The one path from
-/// facts to desired registrations.
-pub fn desired_of(store: &Store, labels: &Labels, app: &str) -> Result<AppDesired, Error> {
-    let mut out = AppDesired::default();
+/// What planning one app reads from the store: its instance records
+/// (tombstones included), its app-level facts and its newest spec. Read on
+/// the store's thread (`read_facts`); what it calls for is computed from it
+/// anywhere (`desired_from`, pure), so a pass holds the store only for its
+/// reads and writes.
+#[derive(Debug, Default)]
+pub struct AppFacts {
+    /// The app, as in `Registration::app_id`.
+    pub app: String,
+    id: Option<AppId>,
+    instances: Vec<assemble::InstanceRecord>,
+    apps: BTreeMap<AppId, assemble::AppRecord>,
+    specs: BTreeMap<AppId, crate::model::AppSpec>,
+}
+
+/// Reads what planning `app` needs (only that app's records).
+pub fn read_facts(store: &Store, app: &str) -> Result<AppFacts, Error> {
+    let mut facts = AppFacts { app: app.to_owned(), ..AppFacts::default() };
     if let Ok(id) = AppId::parse(app) {
-        let instances = store.instances_of(&id)?;
-        let apps: BTreeMap<AppId, assemble::AppRecord> = store.app(&id)?.map(|r| (id.clone(), r)).into_iter().collect();
-        let specs: BTreeMap<AppId, crate::model::AppSpec> =
-            store.newest_spec(&id)?.map(|s| (id.clone(), s)).into_iter().collect();
-        out.desired = assemble::desired(&instances, &apps, &specs, &labels.opts);
-        if out.desired.errors.contains_key(&id) {
-            for rec in &instances {
-                if assemble::status(rec, apps.get(&id), specs.get(&id)) == assemble::Status::Ready
+        facts.instances = store.instances_of(&id)?;
+        facts.apps = store.app(&id)?.map(|r| (id.clone(), r)).into_iter().collect();
+        facts.specs = store.newest_spec(&id)?.map(|s| (id.clone(), s)).into_iter().collect();
+        facts.id = Some(id);
+    }
+    Ok(facts)
+}
+
+/// Reads the facts of every app of `apps`.
+pub fn read_all<'a>(store: &Store, apps: impl IntoIterator<Item = &'a String>) -> Result<Vec<AppFacts>, Error> {
+    apps.into_iter().map(|app| read_facts(store, app)).collect()
+}
+
+/// What one app calls for, from its facts (and the static services of that
+/// name). Pure.
+pub fn desired_from(facts: &AppFacts, labels: &Labels) -> AppDesired {
+    let mut out = AppDesired::default();
+    let app = facts.app.as_str();
+    if let Some(id) = &facts.id {
+        out.desired = assemble::desired(&facts.instances, &facts.apps, &facts.specs, &labels.opts);
+        if out.desired.errors.contains_key(id) {
+            for rec in &facts.instances {
+                if assemble::status(rec, facts.apps.get(id), facts.specs.get(id)) == assemble::Status::Ready
                     && let Some(loc) = &rec.location
                 {
                     out.held_tasks.insert(loc.task_id.to_string());
@@ -210,7 +240,14 @@ pub fn desired_of(store: &Store, labels: &Labels, app: &str) -> Result<AppDesire
     }
     out.desired.registrations.sort();
     out.desired.registrations.dedup_by(|a, b| a.id == b.id);
-    Ok(out)
+    out
+}
+
+/// What one app calls for now, from the store's facts (and the static
+/// services of that name). Reads only that app's records. The one path from
+/// facts to desired registrations: `read_facts`, then `desired_from`.
+pub fn desired_of(store: &Store, labels: &Labels, app: &str) -> Result<AppDesired, Error> {
+    Ok(desired_from(&read_facts(store, app)?, labels))
 }
 
 /// Every app the store, a static service or a backend's ledger or queue
@@ -346,9 +383,11 @@ impl Planner {
         Ok(all)
     }
 
-    /// One pass over `apps` (on the store's thread): facts → desired per app
-    /// → selection per backend → wants, per backend name. Writes the pending
-    /// set and the rejections of the apps it planned.
+    /// One pass over `apps`, all on the store's thread (`reconcile --once`,
+    /// tests, benches): facts → desired per app → selection per backend →
+    /// wants, per backend name. Writes the pending set and the rejections of
+    /// the apps it planned. The planner task runs the same steps with only
+    /// the reads and the writes on the store's thread.
     pub fn pass(
         &mut self,
         store: &Store,
@@ -356,53 +395,78 @@ impl Planner {
         apps: &BTreeSet<String>,
         epoch: u64,
     ) -> Result<BTreeMap<&'static str, Vec<AppWant>>, Error> {
-        // Desired per app, from current facts (and of the apps pulled into a
-        // group below, once each).
-        let mut desired: HashMap<String, AppDesired> = HashMap::with_capacity(apps.len());
-        let mut pending = Vec::new();
-        let mut pending_apps = Vec::new();
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        for app in apps {
-            let mut d = desired_of(store, &inputs.labels, app)?;
-            if let Ok(id) = AppId::parse(app) {
-                pending_apps.push(id);
+        let pass = self.begin(inputs, read_all(store, apps)?, epoch);
+        let more = read_all(store, &pass.missing())?;
+        let (wants, writes) = self.finish(inputs, pass, more);
+        writes.write(store)?;
+        Ok(wants)
+    }
+
+    /// The first half of a pass (pure): what each app of `facts` calls for,
+    /// its pending instances and label rejections, and per backend the group
+    /// to select together (the apps and every app they share a conflict key
+    /// with, transitively). `Pass::missing` names the apps of those groups
+    /// whose facts still have to be read.
+    pub fn begin(&mut self, inputs: &PlanInputs, facts: Vec<AppFacts>, epoch: u64) -> Pass {
+        let mut pass = Pass { epoch, ..Pass::default() };
+        for f in facts {
+            let mut d = desired_from(&f, &inputs.labels);
+            let app = f.app;
+            if let Some(id) = f.id {
+                pass.pending_apps.push(id);
             }
             let spec = d.desired.pending.iter().filter(|p| p.2 == assemble::Lack::Spec).count();
             let counts = (spec, d.desired.pending.len() - spec);
             if counts == (0, 0) {
-                self.pending.remove(app);
+                self.pending.remove(&app);
             } else {
                 self.pending.insert(app.clone(), counts);
             }
-            self.set_rejections(app, "labels", label_rejections(&d.desired));
-            touched.insert(app.clone());
-            pending.append(&mut d.desired.pending);
-            desired.insert(app.clone(), d);
+            self.set_rejections(&app, "labels", label_rejections(&d.desired));
+            pass.touched.insert(app.clone());
+            pass.pending.append(&mut d.desired.pending);
+            pass.apps.insert(app.clone());
+            pass.desired.insert(app, d);
         }
-        store.set_pending_of(&pending_apps, &pending, now_ms())?;
-
-        // Selection per backend, over the dirty apps and every app they
-        // share a conflict key with.
-        let mut out = BTreeMap::new();
+        // The group per backend: the apps of this pass and every app they
+        // share a conflict key with (by the keys they had and now have).
         for routing in &inputs.routing {
             let name = routing.name();
-            let fresh: HashMap<String, BTreeSet<String>> = apps
+            let fresh: HashMap<String, BTreeSet<String>> = pass
+                .apps
                 .iter()
                 .map(|app| {
-                    let regs = desired.get(app).map(|d| d.desired.registrations.as_slice()).unwrap_or_default();
+                    let regs = pass.desired.get(app).map(|d| d.desired.registrations.as_slice()).unwrap_or_default();
                     (app.clone(), regs.iter().flat_map(|r| routing.conflict_keys(r)).collect())
                 })
                 .collect();
             let index = self.keys.entry(name).or_default();
-            let group = index.closure(apps, &fresh);
+            let group = index.closure(&pass.apps, &fresh);
             for (app, keys) in fresh {
                 index.set(&app, keys);
             }
-            for app in &group {
-                if !desired.contains_key(app) {
-                    desired.insert(app.clone(), desired_of(store, &inputs.labels, app)?);
-                }
-            }
+            pass.groups.push(group);
+        }
+        pass
+    }
+
+    /// The second half of a pass (pure): `more` holds the facts of
+    /// `pass.missing()`. Selects each backend's group and returns the wants
+    /// per backend name and what the pass writes.
+    pub fn finish(
+        &mut self,
+        inputs: &PlanInputs,
+        pass: Pass,
+        more: Vec<AppFacts>,
+    ) -> (BTreeMap<&'static str, Vec<AppWant>>, PassWrites) {
+        let Pass { epoch, mut desired, groups, mut touched, pending_apps, pending, .. } = pass;
+        for f in more {
+            let d = desired_from(&f, &inputs.labels);
+            desired.entry(f.app).or_insert(d);
+        }
+        let mut out = BTreeMap::new();
+        for (routing, group) in inputs.routing.iter().zip(groups) {
+            let name = routing.name();
             let regs: Vec<Registration> = group
                 .iter()
                 .filter_map(|a| desired.get(a))
@@ -440,9 +504,8 @@ impl Planner {
         let touched: Vec<String> = touched.into_iter().collect();
         let rejections: Vec<Rejection> =
             touched.iter().filter_map(|a| self.rejections.get(a)).flatten().cloned().collect();
-        store.set_rejections_of(&touched, &rejections)?;
         self.publish(inputs);
-        Ok(out)
+        (out, PassWrites { pending_apps, pending, now_ms: now_ms(), touched, rejections })
     }
 
     fn set_rejections(&mut self, app: &str, backend: &str, rs: Vec<Rejection>) {
@@ -469,9 +532,54 @@ impl Planner {
     }
 }
 
-/// The planner task: takes the dirty apps (all of them coalesced), plans them
-/// on the store's thread a chunk at a time, and hands each applier its
-/// wants. Writes no op itself.
+/// A pass between its two halves (`Planner::begin`, `Planner::finish`).
+#[derive(Default)]
+pub struct Pass {
+    epoch: u64,
+    /// The apps planned (dirty).
+    apps: BTreeSet<String>,
+    /// What each app read so far calls for.
+    desired: HashMap<String, AppDesired>,
+    /// Per backend (in `PlanInputs::routing` order): the apps selected together.
+    groups: Vec<BTreeSet<String>>,
+    /// Apps whose rejections this pass rewrites.
+    touched: BTreeSet<String>,
+    pending_apps: Vec<AppId>,
+    pending: Vec<(crate::model::InstanceId, AppId, assemble::Lack)>,
+}
+
+impl Pass {
+    /// The apps of a group whose facts were not read yet.
+    pub fn missing(&self) -> Vec<String> {
+        let missing: BTreeSet<&String> =
+            self.groups.iter().flatten().filter(|app| !self.desired.contains_key(*app)).collect();
+        missing.into_iter().cloned().collect()
+    }
+}
+
+/// What a pass writes (on the store's thread): the pending set and the
+/// rejections of the apps it planned. The planner is their only writer.
+pub struct PassWrites {
+    pending_apps: Vec<AppId>,
+    pending: Vec<(crate::model::InstanceId, AppId, assemble::Lack)>,
+    now_ms: u64,
+    touched: Vec<String>,
+    rejections: Vec<Rejection>,
+}
+
+impl PassWrites {
+    pub fn write(&self, store: &Store) -> Result<(), Error> {
+        store.set_pending_of(&self.pending_apps, &self.pending, self.now_ms)?;
+        store.set_rejections_of(&self.touched, &self.rejections)?;
+        Ok(())
+    }
+}
+
+/// The planner task: takes the dirty apps (all of them coalesced) and plans
+/// them a chunk at a time: the chunk's facts are read on the store's thread,
+/// planned on a blocking thread (pure work: desired, labels, selection), and
+/// each applier gets its wants at once; the pending set and rejections go
+/// back to the store with the next chunk's read. Writes no op itself.
 pub async fn run(
     store: crate::store::StoreHandle,
     inputs: PlanInputs,
@@ -479,7 +587,7 @@ pub async fn run(
     inboxes: Vec<(&'static str, Arc<Inbox>)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut planner = Some(Planner::default());
+    let mut planner = Planner::default();
     loop {
         let (set, epoch) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -500,27 +608,14 @@ pub async fn run(
         };
         let apps: Vec<String> = apps.into_iter().collect();
         let mut failed = false;
+        let mut writes: Option<PassWrites> = None;
         for chunk in apps.chunks(CHUNK) {
-            let chunk: BTreeSet<String> = chunk.iter().cloned().collect();
-            let (i, mut p) = (inputs.clone(), planner.take().unwrap_or_default());
-            let outcome = store
-                .call(move |s| {
-                    let wants = p.pass(s, &i, &chunk, epoch).map_err(super::into_store);
-                    Ok((p, wants))
-                })
-                .await;
-            match outcome {
-                Ok((p, Ok(mut wants))) => {
-                    planner = Some(p);
+            match plan_chunk(&store, &inputs, &mut planner, chunk.to_vec(), writes.take(), epoch).await {
+                Ok((mut wants, w)) => {
                     for (name, inbox) in &inboxes {
                         inbox.push(wants.remove(name).unwrap_or_default());
                     }
-                }
-                Ok((p, Err(e))) => {
-                    planner = Some(p);
-                    tracing::warn!(error = %e, "planning failed; retrying");
-                    failed = true;
-                    break;
+                    writes = Some(w);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "planning failed; retrying");
@@ -529,11 +624,68 @@ pub async fn run(
                 }
             }
         }
+        if let Some(w) = writes
+            && let Err(e) = store.call(move |s| w.write(s).map_err(super::into_store)).await
+        {
+            tracing::warn!(error = %e, "cannot record the pending instances and rejections; retrying");
+            failed = true;
+        }
         drop(timer);
         if failed && wait_then_remark(&dirty, retry, &shutdown).await {
             return;
         }
     }
+}
+
+/// Plans one chunk of a pass: writes what the previous chunk planned and
+/// reads this chunk's facts in one store call, plans them on a blocking
+/// thread, reads the facts of the apps their groups pull in (if any), and
+/// returns the wants with what this chunk writes.
+async fn plan_chunk(
+    store: &crate::store::StoreHandle,
+    inputs: &PlanInputs,
+    planner: &mut Planner,
+    chunk: Vec<String>,
+    previous: Option<PassWrites>,
+    epoch: u64,
+) -> Result<(BTreeMap<&'static str, Vec<AppWant>>, PassWrites), Error> {
+    let facts = store
+        .call(move |s| {
+            if let Some(w) = previous {
+                w.write(s).map_err(super::into_store)?;
+            }
+            read_all(s, &chunk).map_err(super::into_store)
+        })
+        .await?;
+    let (i, mut p) = (inputs.clone(), std::mem::take(planner));
+    let (p, pass) = blocking(move || {
+        let pass = p.begin(&i, facts, epoch);
+        (p, pass)
+    })
+    .await?;
+    *planner = p;
+    let missing = pass.missing();
+    let more = if missing.is_empty() {
+        Vec::new()
+    } else {
+        store.call(move |s| read_all(s, &missing).map_err(super::into_store)).await?
+    };
+    let (i, mut p) = (inputs.clone(), std::mem::take(planner));
+    let (p, wants, writes) = blocking(move || {
+        let (wants, writes) = p.finish(&i, pass, more);
+        (p, wants, writes)
+    })
+    .await?;
+    *planner = p;
+    Ok((wants, writes))
+}
+
+/// Runs pure planning work on a blocking thread (it can take milliseconds
+/// for a chunk of apps: not on the runtime's threads, not on the store's).
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store(crate::store::Error::Thread(format!("planning stopped: {e}"))))
 }
 
 /// Waits a second and marks `retry` dirty again; true on shutdown.
