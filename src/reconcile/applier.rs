@@ -707,6 +707,8 @@ impl SettleWork {
                     w.refusals.push((q.op.clone(), r.clone()));
                     continue;
                 }
+                // Stays queued as it was: nothing to record.
+                Outcome::Fenced => continue,
             }
             w.done.push(q.op.clone());
             let reg = q.op.registration();
