@@ -256,6 +256,7 @@ fn nothing_sent_after(writes: &Writes, replica: &str, lease_end: Instant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_ttl_sends_nothing_after_the_new_leaders_first_write() {
+    let _one = common::serial().await;
     let mut env = Setup::new().await;
     env.kong = Some(KongSim::start(KongSimOptions::default()).await.unwrap());
     let (a, b) = env.two_replicas(&[]).await;
@@ -302,6 +303,7 @@ async fn a_leader_paused_past_its_ttl_sends_nothing_after_the_new_leaders_first_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_in_the_middle_of_a_kong_registration_leaves_no_write_after_the_lease_end() {
+    let _one = common::serial().await;
     let mut env = Setup::new().await;
     env.kong = Some(KongSim::start(KongSimOptions::default()).await.unwrap());
     let (_a, _b) = env.two_replicas(&[]).await;
@@ -335,6 +337,7 @@ async fn a_partition_in_the_middle_of_a_kong_registration_leaves_no_write_after_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_in_the_middle_of_a_vulcand_heartbeat_of_2000_servers_leaves_no_write_after_the_lease_end() {
+    let _one = common::serial().await;
     let mut env = Setup::new().await;
     env.vulcand = Some(VulcandSim::start(VulcandSimOptions::default()).unwrap());
     env.log = "info";
@@ -368,6 +371,7 @@ async fn a_partition_in_the_middle_of_a_vulcand_heartbeat_of_2000_servers_leaves
 
 #[tokio::test]
 async fn a_lock_delay_shorter_than_margin_plus_request_timeout_is_refused_naming_ha_lock_delay() {
+    let _one = common::serial().await;
     let args = s(&[
         "run",
         "--ha",

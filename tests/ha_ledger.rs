@@ -122,6 +122,7 @@ fn servers_of(v: &VulcandSim, service: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leaders_late_publish_does_not_replace_the_new_leaders_record() {
+    let _one = common::serial().await;
     let mut env = Setup::new().await;
     let mut a = env.replica("a");
     env.leader_is("a").await;
@@ -169,6 +170,7 @@ async fn a_deposed_leaders_late_publish_does_not_replace_the_new_leaders_record(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_ledger_of_5000_registrations_survives_a_takeover() {
+    let _one = common::serial().await;
     const APPS: usize = 50;
     const INSTANCES: usize = 100;
     let mut env = Setup::new().await;
@@ -225,6 +227,7 @@ async fn a_shared_ledger_of_5000_registrations_survives_a_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_intent_of_a_destroyed_app_is_gone_from_kv_after_its_deregistration() {
+    let _one = common::serial().await;
     let mut env = Setup::new().await;
     let _a = env.replica("a");
     env.leader_is("a").await;

@@ -802,3 +802,11 @@ impl Daemon {
 }
 
 // ==================== end of the shared test world ====================
+
+/// One at a time within a test binary: for tests whose timing (short HA
+/// leases, takeovers) must not compete with a heavy neighbour for the CPU.
+/// Each test binary has its own copy; the guard is held for the whole test.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
