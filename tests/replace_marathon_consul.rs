@@ -374,6 +374,39 @@ async fn without_replace_marathon_consul_entries_are_left_alone() {
     assert_eq!(d.sample("switchboard_replaced_total{backend=\"consul\"}").await, None);
 }
 
+/// An app whose labels Switchboard refuses (a `/` in its `consul` name, which
+/// marathon-consul turns into the separator): Switchboard registers nothing of
+/// it, and its tasks are still running, so marathon-consul's entries stay
+/// through every resync: taking over never leaves an instance out of Consul.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_switchboard_refuses_keeps_marathon_consuls_entries() {
+    let w = World::builder().consul(ConsulSimOptions::default()).start().await;
+    let consul = w.consul();
+    let legacy = json!({
+        "id": "/team/legacy", "labels": {"consul": "team/legacy"},
+        "portDefinitions": [{"port": 0, "protocol": "tcp", "labels": {}}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0, "intervalSeconds": 10, "timeoutSeconds": 2}]
+    });
+    w.marathon.model().deploy(legacy, 2);
+    let snapshot = w.marathon.model().apps_json();
+    let mut theirs = BTreeSet::new();
+    for app in snapshot["apps"].as_array().into_iter().flatten() {
+        for task in app["tasks"].as_array().into_iter().flatten().filter(|t| t["state"] == "TASK_RUNNING") {
+            for body in marathon_consul_bodies(app, task, "marathon", ".") {
+                register_at(consul, &body).await;
+                theirs.insert(body["ID"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(theirs.len(), 2, "marathon-consul registers both tasks as team.legacy");
+
+    let d = w.daemon(&["--replace", "marathon-consul", "--name-separator", ".", "--resync-interval", "1s"]);
+    d.more_resyncs(3.0).await;
+    let ids: BTreeSet<String> = consul.services().into_keys().collect();
+    assert_eq!(ids, theirs, "marathon-consul's entries of a running, refused app were touched");
+    assert_eq!(d.metric("switchboard_replaced_total{backend=\"consul\"}").await, 0.0);
+}
+
 // ---- per-host agents ----
 
 /// Marathon's simulated hosts and the loopback address of the agent standing

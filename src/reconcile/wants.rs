@@ -78,12 +78,17 @@ pub fn plan_wants(
             None => plan(&want, &expected, |d, o| d == o),
             Some(m) => {
                 let fresh = |r: &Registration| !m.stale.contains(&r.id);
+                // A held task's registrations stay as they are: one the
+                // listing shows that its app does not keep (another tool's
+                // entry standing in for ours, `--replace`) is left alone too.
+                let kept: BTreeSet<&str> = want.iter().map(|r| r.id.as_str()).collect();
+                let held = |r: &Registration| w.held_tasks.contains(&r.task_id) && !kept.contains(r.id.as_str());
                 // What the backend holds: the listing where it is fresh, the
                 // ledger (with queued ops on top) for the rest.
                 let observed: Vec<Registration> = m
                     .listed
                     .iter()
-                    .filter(|r| fresh(r))
+                    .filter(|r| fresh(r) && !held(r))
                     .chain(expected.iter().filter(|r| !fresh(r)))
                     .cloned()
                     .collect();
