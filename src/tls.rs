@@ -312,8 +312,8 @@ impl HttpClient {
     /// as it is. A write passes the gate: not sent without the lease
     /// (`SendError::Fenced`), counted in flight while it runs (a leader
     /// stepping down waits for it), and given up when the lease ends
-    /// (`SendError::LeaseEnded`): its timeout is the shorter of its own and
-    /// the time the lease has left.
+    /// (`SendError::LeaseEnded`): it is raced against the lease's end, which
+    /// each renewal of the same tenure moves on (`WriteGuard::lease_ended`).
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
         let (client, req) = req.build_split();
         let req = req?;
@@ -321,13 +321,10 @@ impl HttpClient {
             return Ok(client.execute(req).await?);
         }
         let Some(write) = self.gate.begin_write() else { return Err(SendError::Fenced) };
-        let result = match write.until() {
-            None => client.execute(req).await.map_err(SendError::Http),
-            Some(until) => match tokio::time::timeout_at(until.into(), client.execute(req)).await {
-                Ok(answer) => answer.map_err(SendError::Http),
-                // Dropping the request's future closes its connection.
-                Err(_) => Err(SendError::LeaseEnded),
-            },
+        let result = tokio::select! {
+            answer = client.execute(req) => answer.map_err(SendError::Http),
+            // Dropping the request's future closes its connection.
+            _ = write.lease_ended() => Err(SendError::LeaseEnded),
         };
         // The write has landed (or been given up): no longer in flight.
         drop(write);

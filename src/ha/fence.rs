@@ -65,13 +65,46 @@ pub struct WriteGuard {
     inner: Option<Arc<Inner>>,
     /// The end of the lease the write started under (`None` without `--ha`).
     until: Option<Instant>,
+    /// That lease's session and lock index: only its own renewals extend it.
+    tenure: Option<(String, u64)>,
 }
 
 impl WriteGuard {
     /// The end of the lease this write started under: a request must be
-    /// given up by then. `None` without `--ha` (no end).
+    /// given up by then unless a renewal extends it. `None` without `--ha`
+    /// (no end).
     pub fn until(&self) -> Option<Instant> {
         self.until
+    }
+
+    /// Resolves when the lease this write started under has ended: at its
+    /// end, moved on by each renewal of the same tenure (same session and
+    /// lock index) while the write is in flight, never shortened. Never
+    /// resolves without `--ha`. So a request slower than the time left at
+    /// its start is not given up while the leader keeps renewing, and none
+    /// stays in flight past the end of the lease.
+    pub async fn lease_ended(&self) {
+        let (Some(inner), Some(mut until), Some((session, lock_index))) = (&self.inner, self.until, &self.tenure)
+        else {
+            return std::future::pending().await;
+        };
+        let mut changes = inner.changes.subscribe();
+        let mut watching = true;
+        loop {
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                r = changes.changed(), if watching => watching = r.is_ok(),
+            }
+            if let Some(l) = lock(inner).lease.as_ref()
+                && l.session == *session
+                && l.lock_index == *lock_index
+            {
+                until = until.max(l.until);
+            }
+        }
     }
 }
 
@@ -167,11 +200,12 @@ impl Fence {
 
     /// Starts a write if the fence allows it now; `None` otherwise.
     pub fn begin_write(&self) -> Option<WriteGuard> {
-        let Some(inner) = &self.inner else { return Some(WriteGuard { inner: None, until: None }) };
+        let Some(inner) = &self.inner else { return Some(WriteGuard { inner: None, until: None, tenure: None }) };
         let mut st = lock(inner);
-        let until = st.lease.as_ref().map(|l| l.until).filter(|until| Instant::now() < *until)?;
+        let lease = st.lease.as_ref().filter(|l| Instant::now() < l.until)?;
+        let (until, tenure) = (lease.until, (lease.session.clone(), lease.lock_index));
         st.in_flight += 1;
-        Some(WriteGuard { inner: Some(inner.clone()), until: Some(until) })
+        Some(WriteGuard { inner: Some(inner.clone()), until: Some(until), tenure: Some(tenure) })
     }
 
     /// Resolves on the next lease change (never without `--ha`).
@@ -187,11 +221,21 @@ impl Fence {
 
     /// Shares, before the first write of `service` on `backend`, that it is
     /// this cluster's: a leader that takes over after a crash right after that
-    /// write knows the service as its own (see `ledger`). Nothing without `--ha`.
+    /// write knows the service as its own (see `ledger`). Nothing without
+    /// `--ha`; refused once the lease has ended.
     pub async fn share_intent(&self, backend: &str, service: &str) -> Result<(), super::ClientError> {
         let Some(inner) = &self.inner else { return Ok(()) };
         if lock(inner).without_consul {
             return Ok(());
+        }
+        // Only the holder shares: a deposed leader's late intent would name
+        // a service the new leader never wrote. (A plain write, not `cas=0`:
+        // it bumps the key's index, so a removal racing it fails its `cas`.)
+        if !self.allows_write() {
+            return Err(super::ClientError::Http {
+                what: "share an intent",
+                message: "the lease has ended: not writing".into(),
+            });
         }
         let prefix = super::ledger::intent_prefix(&inner.client, backend);
         let key = format!("{prefix}{}", super::client::key_segment(service));
@@ -270,5 +314,48 @@ mod tests {
         assert!(!f.allows_write(), "closed for good");
         assert!(Fence::always().allows_write() && Fence::always().confirm().await);
         assert_eq!(Fence::always().begin_write().map(|w| w.until()), Some(None), "no --ha: no end");
+    }
+
+    #[tokio::test]
+    async fn a_write_in_flight_lives_as_long_as_its_tenure_is_renewed_and_no_longer() {
+        let f = fence();
+        let lease = |ms: u64, lock_index| {
+            Some(Lease { until: Instant::now() + Duration::from_millis(ms), session: "s".into(), lock_index })
+        };
+        f.set_lease(lease(200, 1));
+        let write = f.begin_write().unwrap();
+        let started = Instant::now();
+        let renewer = {
+            let f = f.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                f.set_lease(lease(500, 1)); // a renewal: ends ~600 ms after the start
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                f.set_lease(lease(5_000, 2)); // another tenure: does not extend this write
+            })
+        };
+        write.lease_ended().await;
+        let took = started.elapsed();
+        renewer.await.unwrap();
+        assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(2_000), "ended after {took:?}");
+        assert!(
+            Fence::always().begin_write().is_some_and(|w| w.until().is_none()),
+            "no --ha: a write never ends by lease"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_intent_is_shared_only_within_the_lease() {
+        let f = fence();
+        f.set_lease(Some(Lease {
+            until: Instant::now() - Duration::from_millis(1),
+            session: "s".into(),
+            lock_index: 1,
+        }));
+        // Refused before any request (the client's agent at port 1 would
+        // answer a connection error instead).
+        let e = f.share_intent("vulcand", "web").await.unwrap_err().to_string();
+        assert!(e.contains("the lease has ended"), "{e}");
+        assert!(Fence::always().share_intent("vulcand", "web").await.is_ok(), "no --ha: nothing to share");
     }
 }

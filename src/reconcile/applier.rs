@@ -443,10 +443,15 @@ impl Applier {
         let claim = self.backend.registry.claim(reg).await?;
         if matches!(claim, Claim::Free) {
             // No first write before the other replicas can know the service is ours.
-            self.fence.share_intent(self.name(), &reg.service).await.map_err(|e| BackendError::Transient {
-                backend: self.name(),
-                what: format!("claim service {}", reg.service),
-                message: format!("cannot share the intent with the other replicas: {e}"),
+            self.fence.share_intent(self.name(), &reg.service).await.map_err(|e| {
+                let (backend, what) = (self.name(), format!("claim service {}", reg.service));
+                let message = format!("cannot share the intent with the other replicas: {e}");
+                // The lease ended: the op waits for the fence, like any write.
+                if self.fence.allows_write() {
+                    BackendError::Transient { backend, what, message }
+                } else {
+                    BackendError::Fenced { backend, what, message }
+                }
             })?;
         }
         Ok(claim)
@@ -465,7 +470,10 @@ impl Applier {
         let backend = self.name();
         if let Some((transient, message)) = lock(&claims.failed).get(&reg.service).cloned() {
             let what = format!("register {} (service {} of app {})", reg.id, reg.service, reg.app_id);
-            return Ok(Err(if transient {
+            return Ok(Err(if transient && !self.fence.allows_write() {
+                // Asked before the lease ended: waits for the fence.
+                BackendError::Fenced { backend, what, message }
+            } else if transient {
                 BackendError::Transient { backend, what, message }
             } else {
                 BackendError::Permanent { backend, what, message }
