@@ -535,12 +535,13 @@ mod tests {
     #[tokio::test]
     async fn a_write_in_flight_is_given_up_when_the_lease_ends() {
         let (url, hits) = slow_server(Duration::from_secs(30)).await;
-        let until = Instant::now() + Duration::from_millis(300);
-        let fence = crate::ha::Fence::leased_until(until).unwrap();
         let client =
             HttpClient::build(EndpointTls::default(), || reqwest::Client::builder().timeout(Duration::from_secs(20)))
-                .unwrap()
-                .gated(fence.clone());
+                .unwrap();
+        // The lease starts once the client is built (slow on a loaded machine).
+        let until = Instant::now() + Duration::from_millis(500);
+        let fence = crate::ha::Fence::leased_until(until).unwrap();
+        let client = client.gated(fence.clone());
         let err = client.send(client.get().put(&url)).await.unwrap_err();
         let ended = Instant::now();
         assert!(matches!(err, SendError::LeaseEnded), "{err}");
